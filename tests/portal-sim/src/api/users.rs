@@ -1,0 +1,193 @@
+//! Members: the org listing, the two fuzzy searches and the exact lookup (contract §6).
+
+use std::cmp::Ordering;
+
+use serde_json::{Value, json};
+
+use super::{Ctx, auth::require};
+use crate::org::MemberRecord;
+use crate::wire::{AgolError, Params, Reply};
+use crate::world::{Caller, World};
+
+/// Search indexes count accurately up to this many results and serve no more (contract §6.4).
+pub const SEARCH_CAP: usize = 10_000;
+/// `num` is capped at this (contract §13.9).
+pub const MAX_NUM: i64 = 100;
+
+/// `start` (1-based) and `num` (default 10, capped at 100).
+fn paging(p: &Params) -> Result<(usize, usize), AgolError> {
+    let start = p.int_or("start", 1)?;
+    if start < 1 {
+        return Err(AgolError::bad_param("start", "is 1-based and must be >= 1"));
+    }
+    let num = p.int_or("num", 10)?;
+    if num < 0 {
+        return Err(AgolError::bad_param("num", "must be >= 0"));
+    }
+    Ok((start as usize, num.min(MAX_NUM) as usize))
+}
+
+fn sort_members(list: &mut [&MemberRecord], p: &Params) -> Result<(), AgolError> {
+    let field = p.get("sortField").unwrap_or("username").to_ascii_lowercase();
+    let desc = match p.get("sortOrder").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("asc") => false,
+        Some("desc") => true,
+        Some(o) => return Err(AgolError::bad_param("sortOrder", format!("'{o}' is not asc or desc"))),
+    };
+    let key: fn(&MemberRecord, &MemberRecord) -> Ordering = match field.as_str() {
+        "username" | "" => |a, b| a.username.cmp(&b.username),
+        "fullname" => |a, b| a.full_name.to_lowercase().cmp(&b.full_name.to_lowercase()),
+        "created" => |a, b| a.created.cmp(&b.created),
+        "modified" => |a, b| a.modified.cmp(&b.modified),
+        "lastlogin" => |a, b| a.last_login.cmp(&b.last_login),
+        "level" => |a, b| a.level.cmp(&b.level),
+        "role" => |a, b| a.role_id.cmp(&b.role_id),
+        other => return Err(AgolError::bad_param("sortField", format!("'{other}' is not a sortable field"))),
+    };
+    list.sort_by(|a, b| {
+        let o = key(a, b).then_with(|| a.username.cmp(&b.username));
+        if desc { o.reverse() } else { o }
+    });
+    Ok(())
+}
+
+fn caller_sees_private(w: &World, caller: &Caller, m: &MemberRecord) -> bool {
+    match caller {
+        Caller::User { username, .. } if *username == m.username => true,
+        _ => caller.is_org_admin_viewer() && m.org_id == w.org.id,
+    }
+}
+
+/// `portals/self/users`: every member, paged, with no 10,000 cap (contract §6.3).
+pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
+    require(&ctx.caller, &[])?;
+    let p = ctx.params;
+    let (start, num) = paging(p)?;
+    p.bool_or("excludeSystemUsers", false)?;
+    let role = p.get("role").filter(|r| !r.is_empty());
+    let mut list: Vec<&MemberRecord> = w.org.members.iter().filter(|m| role.is_none_or(|r| w.role(m).base == r)).collect();
+    sort_members(&mut list, p)?;
+    let total = list.len();
+    let end = (start - 1 + num).min(total);
+    let users: Vec<Value> = list
+        .get(start - 1..end)
+        .unwrap_or(&[])
+        .iter()
+        .map(|m| w.user_json(m, caller_sees_private(w, &ctx.caller, m), w.behaviour.list_includes_credits))
+        .collect();
+    let next = if start - 1 + num < total && num > 0 { (start + num) as i64 } else { -1 };
+    Ok(json!({"total": total, "start": start, "num": num, "nextStart": next, "users": users}).into())
+}
+
+/// One parsed search query: `field:value` qualifiers and free terms, all required (AND).
+struct Query {
+    account: Option<String>,
+    fields: Vec<(String, String)>,
+    terms: Vec<String>,
+}
+
+fn parse_query(q: &str) -> Query {
+    let mut query = Query { account: None, fields: Vec::new(), terms: Vec::new() };
+    for tok in q.split_whitespace() {
+        if tok.eq_ignore_ascii_case("AND") {
+            continue;
+        }
+        match tok.split_once(':') {
+            Some((k, v)) if k.eq_ignore_ascii_case("accountid") || k.eq_ignore_ascii_case("orgid") => {
+                query.account = Some(v.trim_matches('"').to_string());
+            }
+            Some((k, v)) => query.fields.push((k.to_ascii_lowercase(), v.trim_matches('"').to_lowercase())),
+            None => query.terms.push(tok.trim_matches('"').to_lowercase()),
+        }
+    }
+    query
+}
+
+fn field_value(m: &MemberRecord, field: &str) -> Option<String> {
+    Some(match field {
+        "username" => m.username.to_lowercase(),
+        "fullname" => m.full_name.to_lowercase(),
+        "firstname" => m.first_name.to_lowercase(),
+        "lastname" => m.last_name.to_lowercase(),
+        "email" => m.email.clone().unwrap_or_default().to_lowercase(),
+        "role" => m.role_id.to_lowercase(),
+        "usertype" | "userlicensetype" => m.user_type.to_lowercase(),
+        _ => return None,
+    })
+}
+
+/// Fuzzy match: every free term is a substring of the username, full name or email, and every
+/// qualifier a substring of its field — so `jdoe` also finds `jdoe2` and `jdoe_admin`.
+fn fuzzy_match(m: &MemberRecord, q: &Query) -> bool {
+    let hay = [m.username.to_lowercase(), m.full_name.to_lowercase(), m.email.clone().unwrap_or_default().to_lowercase()];
+    q.terms.iter().all(|t| hay.iter().any(|h| h.contains(t.as_str())))
+        && q.fields.iter().all(|(f, v)| field_value(m, f).is_some_and(|fv| fv.contains(v.as_str())))
+}
+
+/// `filter=username:"jdoe"`: exact keyword match (contract §6.2).
+fn exact_filter(m: &MemberRecord, filter: &str) -> Result<bool, AgolError> {
+    for clause in filter.split(" AND ").map(str::trim).filter(|c| !c.is_empty()) {
+        let (k, v) = clause
+            .split_once(':')
+            .ok_or_else(|| AgolError::bad_param("filter", format!("'{clause}' is not field:\"value\"")))?;
+        let v = v.trim().trim_matches('"').to_lowercase();
+        let fv = field_value(m, &k.trim().to_ascii_lowercase())
+            .ok_or_else(|| AgolError::bad_param("filter", format!("'{k}' is not a filterable field")))?;
+        if fv != v {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The two searches: `community/users` (any org unless `accountid:` narrows it; `q` required)
+/// and `portals/self/users/search` (own org; `q` optional, `filter` exact). Both cap `total` at
+/// 10,000 and serve nothing past it; hidden usernames model index lag.
+pub fn search(w: &World, ctx: &Ctx, org_scoped: bool) -> Result<Reply, AgolError> {
+    let p = ctx.params;
+    if org_scoped {
+        require(&ctx.caller, &[])?;
+    }
+    let q = p.get("q").unwrap_or("").trim();
+    if !org_scoped && q.is_empty() {
+        return Err(AgolError::bad_param("q", "is required"));
+    }
+    let (start, num) = paging(p)?;
+    let query = parse_query(q);
+    let filter = p.get("filter").unwrap_or("").trim();
+    let external = if org_scoped { &w.org.external_users[..0] } else { &w.org.external_users[..] };
+    let pool = w.org.members.iter().chain(external.iter());
+    let mut hits = Vec::new();
+    for m in pool {
+        if w.behaviour.search_hidden.contains(&m.username) {
+            continue;
+        }
+        if query.account.as_ref().is_some_and(|a| *a != m.org_id) || !fuzzy_match(m, &query) {
+            continue;
+        }
+        if !filter.is_empty() && !exact_filter(m, filter)? {
+            continue;
+        }
+        hits.push(m);
+    }
+    sort_members(&mut hits, p)?;
+    let total = hits.len().min(SEARCH_CAP);
+    let from = (start - 1).min(total);
+    let end = (start - 1 + num).min(total);
+    let results: Vec<Value> = hits[from..end]
+        .iter()
+        .map(|m| w.user_json(m, caller_sees_private(w, &ctx.caller, m), true))
+        .collect();
+    let next = if end < total && num > 0 { (end + 1) as i64 } else { -1 };
+    Ok(json!({"query": q, "total": total, "start": start, "num": num, "nextStart": next, "results": results}).into())
+}
+
+/// `community/users/<username|id>`: exact, by username or id (contract §6.1, §13.11).
+pub fn user(w: &World, ctx: &Ctx, key: &str) -> Result<Reply, AgolError> {
+    let m = w
+        .member_by_name_or_id(key)
+        .or_else(|| w.org.external_users.iter().find(|u| u.username == key || u.id == key))
+        .ok_or_else(|| AgolError { details: vec![format!("User '{key}' not found.")], ..AgolError::new(400, "User not found.") })?;
+    let private = caller_sees_private(w, &ctx.caller, m);
+    Ok(w.user_json(m, private, true).into())
+}

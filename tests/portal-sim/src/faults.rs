@@ -1,0 +1,185 @@
+//! Fault injection and behaviour switches, changeable at runtime.
+//!
+//! Faults make the simulator misbehave the way the real service and its network do (latency,
+//! 429/503 storms, expiring tokens, errors inside HTTP 200, broken bodies, dropped
+//! connections). Behaviour switches choose between plausible readings of what the contract
+//! leaves unverified (whether the member list carries credit fields, how long a report takes…).
+//! Both are plain serde data so the control endpoint and the in-process handle share one shape.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// When a fault fires. All conditions must hold; an empty trigger fires on every request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Trigger {
+    /// Only requests to this endpoint (names as in [`crate::Endpoint::name`], e.g.
+    /// `portals/self/users`); `None` = any endpoint.
+    pub endpoint: Option<String>,
+    /// Fire on every Nth matching request (1-based: `2` fires on the 2nd, 4th, …).
+    pub every_nth: Option<u64>,
+    /// Fire at most this many times.
+    pub times: Option<u64>,
+    /// Fire only during this many milliseconds after the fault was set.
+    pub for_ms: Option<u64>,
+    /// Run the operation first, then misbehave (the client cannot tell whether it happened:
+    /// a blindly retried `createNotification` then emails twice). For HTTP errors, malformed
+    /// bodies and dropped connections.
+    pub after_processing: bool,
+}
+
+/// A real HTTP error status with a non-JSON body (a gateway or throttling layer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpErrorFault {
+    /// 429, 502, 503 or 504.
+    pub status: u16,
+    /// Sent as `Retry-After` (seconds) when present.
+    #[serde(default)]
+    pub retry_after_secs: Option<u64>,
+    /// When it fires.
+    #[serde(default)]
+    pub when: Trigger,
+}
+
+/// An application error inside HTTP 200, for an endpoint or for requests about one member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeFault {
+    /// Only requests naming this member (path `community/users/<member>` or a `username`
+    /// parameter); `None` = any request matching `when`.
+    #[serde(default)]
+    pub member: Option<String>,
+    /// The envelope's `code`.
+    pub code: u16,
+    /// The envelope's `message`.
+    pub message: String,
+    /// When it fires.
+    #[serde(default)]
+    pub when: Trigger,
+}
+
+/// The faults in force.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Delay added before answering every `sharing/rest` request.
+    pub latency_ms: u64,
+    /// A non-JSON HTTP error.
+    pub http_error: Option<HttpErrorFault>,
+    /// After this many more requests, every token issued so far becomes invalid (498).
+    /// API keys are long-lived and unaffected.
+    pub expire_tokens_after: Option<u64>,
+    /// An HTTP-200 error envelope.
+    pub error_envelope: Option<EnvelopeFault>,
+    /// A truncated JSON body with `Content-Type: application/json`.
+    pub malformed_json: Option<Trigger>,
+    /// The connection is closed without a complete response.
+    pub drop_connection: Option<Trigger>,
+}
+
+/// Switches between plausible behaviours where the contract is unverified, and toggles for
+/// slow or failing background work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Behaviour {
+    /// Whether `portals/self/users` entries carry `assignedCredits`/`availableCredits`
+    /// (unverified, contract §6.3). When false, clients must fetch `community/users/<u>`.
+    pub list_includes_credits: bool,
+    /// How long a report item stays `processing`.
+    pub report_processing_ms: u64,
+    /// Report items never leave `processing`.
+    pub report_stuck: bool,
+    /// Report items end `failed` instead of `completed`.
+    pub report_fail: bool,
+    /// The report download answers 302 to another host name (`localhost` instead of the
+    /// address used), as storage redirects do.
+    pub report_redirect: bool,
+    /// The report CSV ends with a `Total` row.
+    pub report_total_row: bool,
+    /// Usernames the search index has not caught up with (index lag): fuzzy searches miss them.
+    pub search_hidden: Vec<String>,
+    /// `generateToken` refuses plain HTTP, as the real service does.
+    pub require_https_for_token: bool,
+    /// Failed sign-ins before an account is locked out; `None` = never.
+    pub lockout_after: Option<u32>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            list_includes_credits: true,
+            report_processing_ms: 200,
+            report_stuck: false,
+            report_fail: false,
+            report_redirect: true,
+            report_total_row: true,
+            search_hidden: Vec::new(),
+            require_https_for_token: false,
+            lockout_after: Some(5),
+        }
+    }
+}
+
+/// Counters that give a trigger its memory.
+#[derive(Debug, Clone)]
+pub(crate) struct TriggerState {
+    set_at: Instant,
+    seen: u64,
+    fired: u64,
+}
+
+impl TriggerState {
+    pub(crate) fn new() -> Self {
+        TriggerState { set_at: Instant::now(), seen: 0, fired: 0 }
+    }
+
+    /// Counts a request and says whether the trigger fires for it.
+    pub(crate) fn check(&mut self, t: &Trigger, endpoint: &str, now: Instant) -> bool {
+        if t.endpoint.as_deref().is_some_and(|e| e != endpoint) {
+            return false;
+        }
+        if let Some(ms) = t.for_ms
+            && now.duration_since(self.set_at) > Duration::from_millis(ms)
+        {
+            return false;
+        }
+        self.seen += 1;
+        if let Some(n) = t.every_nth
+            && (n == 0 || self.seen % n != 0)
+        {
+            return false;
+        }
+        if t.times.is_some_and(|max| self.fired >= max) {
+            return false;
+        }
+        self.fired += 1;
+        true
+    }
+}
+
+/// The faults plus the trigger counters, reset whenever faults are replaced.
+#[derive(Debug, Clone)]
+pub(crate) struct FaultState {
+    pub(crate) faults: Faults,
+    pub(crate) http_error: TriggerState,
+    pub(crate) envelope: TriggerState,
+    pub(crate) malformed: TriggerState,
+    pub(crate) drop: TriggerState,
+    /// Request sequence number at which all tokens expire.
+    pub(crate) expire_tokens_at: Option<u64>,
+}
+
+impl FaultState {
+    pub(crate) fn new(faults: Faults, seq_now: u64) -> Self {
+        FaultState {
+            expire_tokens_at: faults.expire_tokens_after.map(|n| seq_now + n),
+            faults,
+            http_error: TriggerState::new(),
+            envelope: TriggerState::new(),
+            malformed: TriggerState::new(),
+            drop: TriggerState::new(),
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! The HTTP server: request handling with faults, the loopback-only control API, the storage
+//! host for report downloads, and the handle tests hold.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::{ConnectInfo, Path, RawQuery, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::{self, Ctx};
+use crate::endpoint::Endpoint;
+use crate::faults::{Behaviour, FaultState, Faults};
+use crate::org::{Org, UsageRecord};
+use crate::wire::{AgolError, Format, Params, Reply, render};
+use crate::world::{AllocationCall, MemberState, Notification, ReportItem, RequestRecord, World};
+
+/// One simulated ArcGIS Online: the world behind a mutex plus what `reset` goes back to.
+pub struct Sim {
+    world: Mutex<World>,
+    pristine: Org,
+    pristine_behaviour: Behaviour,
+    tls: bool,
+    port: AtomicU16,
+}
+
+/// What the fault phase decided for a request.
+enum Misbehave {
+    None,
+    Status { status: u16, retry_after: Option<u64>, after: bool },
+    Malformed { after: bool },
+    Drop { after: bool },
+    Envelope(AgolError),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn token_of(params: &Params, headers: &HeaderMap) -> Option<String> {
+    params.get("token").filter(|t| !t.is_empty()).map(str::to_string).or_else(|| {
+        headers
+            .get("x-esri-authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(|t| t.trim().to_string())
+    })
+}
+
+fn gateway_error(status: u16, retry_after: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let reason = code.canonical_reason().unwrap_or("Error");
+    let mut r = Response::new(Body::from(format!("<html><head><title>{status} {reason}</title></head><body><h1>{status} {reason}</h1></body></html>")));
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    if let Some(s) = retry_after
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn malformed() -> Response {
+    let mut r = Response::new(Body::from(r#"{"total":3,"start":1,"num":100,"nextStart":-1,"users":[{"username":"trunc"#));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r
+}
+
+fn dropped() -> Response {
+    let stream = futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated dropped connection"))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+impl Sim {
+    /// A simulator for `org` (not yet listening).
+    pub fn new(org: Org, behaviour: Behaviour, tls: bool) -> Arc<Sim> {
+        Arc::new(Sim {
+            world: Mutex::new(World::new(org.clone(), behaviour.clone())),
+            pristine: org,
+            pristine_behaviour: behaviour,
+            tls,
+            port: AtomicU16::new(0),
+        })
+    }
+
+    /// Locks the world; a panic while holding it cannot happen in handlers, but a poisoned
+    /// lock must not take the simulator down either.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Back to the fixture: members, credits, tokens, records, faults and behaviour.
+    pub fn reset(&self) {
+        *self.world() = World::new(self.pristine.clone(), self.pristine_behaviour.clone());
+    }
+
+    fn decide(w: &mut World, ep: &Endpoint, params: &Params, seq: u64, now: Instant) -> Misbehave {
+        let name = ep.name();
+        let fs = &mut w.faults;
+        if let Some(at) = fs.expire_tokens_at
+            && seq >= at
+        {
+            w.tokens_invalid_before = seq;
+            fs.expire_tokens_at = None;
+        }
+        if let Some(t) = fs.faults.drop_connection.clone()
+            && fs.drop.check(&t, name, now)
+        {
+            return Misbehave::Drop { after: t.after_processing };
+        }
+        if let Some(h) = fs.faults.http_error.clone()
+            && fs.http_error.check(&h.when, name, now)
+        {
+            return Misbehave::Status { status: h.status, retry_after: h.retry_after_secs, after: h.when.after_processing };
+        }
+        if let Some(t) = fs.faults.malformed_json.clone()
+            && fs.malformed.check(&t, name, now)
+        {
+            return Misbehave::Malformed { after: t.after_processing };
+        }
+        if let Some(e) = fs.faults.error_envelope.clone() {
+            let about = |m: &str| ep.member() == Some(m) || params.get("username") == Some(m);
+            if e.member.as_deref().is_none_or(about) && fs.envelope.check(&e.when, name, now) {
+                return Misbehave::Envelope(AgolError::new(e.code, e.message));
+            }
+        }
+        Misbehave::None
+    }
+
+    /// Answers one `/sharing/rest/...` request.
+    async fn handle(self: Arc<Self>, peer: SocketAddr, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let now = Instant::now();
+        let path = uri.path().to_string();
+        let params = Params::parse(uri.query(), &headers, &body);
+        let (seq, ep, decision, latency) = {
+            let mut w = self.world();
+            w.seq += 1;
+            let seq = w.seq;
+            let ep = match path.strip_prefix("/sharing/rest/") {
+                Some(rest) => Endpoint::parse(rest, &w.org.id.clone()),
+                None => Endpoint::Invalid,
+            };
+            let decision = match &params {
+                Ok(p) => Self::decide(&mut w, &ep, p, seq, now),
+                Err(_) => Misbehave::None,
+            };
+            (seq, ep, decision, w.faults.faults.latency_ms)
+        };
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        let params = params.unwrap_or_else(|e| {
+            // Keep the parse error: answer it below through the normal path.
+            let mut p = Params::default();
+            p.0.push(("__parse_error".into(), e.message));
+            p
+        });
+        let format = Format::from_params(&params);
+        let token = token_of(&params, &headers);
+        let mut w = self.world();
+        let mut record = RequestRecord {
+            seq,
+            method: method.to_string(),
+            endpoint: ep.name().to_string(),
+            path: path.clone(),
+            params: params.redacted(),
+            authenticated: token.is_some(),
+            status: 200,
+            outcome: "ok".into(),
+        };
+        let run = |w: &mut World| -> Reply {
+            if let Some(e) = params.get("__parse_error") {
+                return AgolError::new(400, e).into();
+            }
+            let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
+            let caller = match api::auth::authenticate(w, token.as_deref(), referer, now_ms()) {
+                Ok(c) => c,
+                Err(e) => return e.into(),
+            };
+            let ctx = Ctx {
+                params: &params,
+                caller,
+                method: &method,
+                now_ms: now_ms(),
+                seq,
+                tls: self.tls,
+                scheme: if self.tls { "https" } else { "http" },
+                port: self.port.load(Ordering::Relaxed),
+            };
+            let _ = peer;
+            api::dispatch(w, &ep, &ctx)
+        };
+        let (response, outcome) = match decision {
+            Misbehave::Envelope(e) => {
+                let o = format!("fault:error_envelope:{}", e.code);
+                (render(Reply::Error(e), format.unwrap_or(Format::Json), ep.name()), o)
+            }
+            Misbehave::Status { status, retry_after, after } => {
+                if after {
+                    run(&mut w);
+                }
+                (gateway_error(status, retry_after), format!("fault:http_{status}"))
+            }
+            Misbehave::Malformed { after } => {
+                if after {
+                    run(&mut w);
+                }
+                (malformed(), "fault:malformed_json".into())
+            }
+            Misbehave::Drop { after } => {
+                if after {
+                    run(&mut w);
+                }
+                (dropped(), "fault:drop_connection".into())
+            }
+            Misbehave::None => {
+                let reply = match &format {
+                    Ok(_) => run(&mut w),
+                    Err(e) => Reply::Error(e.clone()),
+                };
+                let outcome = match &reply {
+                    Reply::Error(e) => format!("error:{}", e.code),
+                    Reply::Json(v) if v.get("error").is_some() => {
+                        format!("error:{}", v["error"]["code"].as_u64().unwrap_or(0))
+                    }
+                    _ => "ok".into(),
+                };
+                (render(reply, format.unwrap_or(Format::Json), ep.name()), outcome)
+            }
+        };
+        record.status = response.status().as_u16();
+        record.outcome = outcome;
+        w.log(record);
+        response
+    }
+
+    /// The storage host's download: no token expected (a pre-signed URL); one that arrives
+    /// anyway is counted as a leak.
+    fn storage(&self, id: &str, query: Option<&str>, headers: &HeaderMap) -> Response {
+        let params = Params::parse(query, headers, &[]).unwrap_or_default();
+        let mut w = self.world();
+        w.seq += 1;
+        let carried_token = params.get("token").is_some()
+            || headers.contains_key("x-esri-authorization")
+            || headers.contains_key(header::AUTHORIZATION);
+        if carried_token {
+            w.storage_token_leaks += 1;
+        }
+        let ok = params.get("sig") == Some(api::reports::storage_sig(id).as_str());
+        let reply = if ok {
+            api::reports::download(&mut w, id)
+        } else {
+            let mut r = Response::new(Body::from("<Error><Code>AccessDenied</Code></Error>"));
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            return r;
+        };
+        let seq = w.seq;
+        w.log(RequestRecord {
+            seq,
+            method: "GET".into(),
+            endpoint: "storage".into(),
+            path: format!("/_storage/{id}"),
+            params: params.redacted(),
+            authenticated: carried_token,
+            status: 200,
+            outcome: "ok".into(),
+        });
+        render(reply, Format::Json, "storage")
+    }
+}
+
+/// The current state of every member and the org's credits (control API and handle).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateSnapshot {
+    /// Org available credits now.
+    pub available_credits: f64,
+    /// `creditAssignments`.
+    pub budgeting: Option<bool>,
+    /// Every member's credit state.
+    pub members: Vec<MemberState>,
+}
+
+fn loopback_only(peer: &SocketAddr) -> Result<(), Response> {
+    if peer.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err((StatusCode::FORBIDDEN, "the control API answers loopback clients only").into_response())
+    }
+}
+
+type S = State<Arc<Sim>>;
+type Peer = ConnectInfo<SocketAddr>;
+
+fn control_router() -> Router<Arc<Sim>> {
+    fn view<T: Serialize>(sim: &Sim, peer: &SocketAddr, f: impl FnOnce(&World) -> T) -> Response {
+        match loopback_only(peer) {
+            Ok(()) => Json(f(&sim.world())).into_response(),
+            Err(r) => r,
+        }
+    }
+    fn change(sim: &Sim, peer: &SocketAddr, f: impl FnOnce(&mut World) -> Result<(), String>) -> Response {
+        if let Err(r) = loopback_only(peer) {
+            return r;
+        }
+        match f(&mut sim.world()) {
+            Ok(()) => Json(json!({"success": true})).into_response(),
+            Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+        }
+    }
+    Router::new()
+        .route("/_sim/health", get(|| async { "ok" }))
+        .route(
+            "/_sim/state",
+            get(|State(s): S, ConnectInfo(p): Peer| async move {
+                view(&s, &p, |w| StateSnapshot { available_credits: w.org.available_credits, budgeting: w.org.credit_assignments, members: w.member_states() })
+            }),
+        )
+        .route("/_sim/org", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.org.clone()) }))
+        .route("/_sim/requests", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.requests.clone()) }))
+        .route("/_sim/counts", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.counts.clone()) }))
+        .route("/_sim/notifications", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.notifications.clone()) }))
+        .route("/_sim/allocations", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.allocation_calls.clone()) }))
+        .route("/_sim/reports", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.reports.clone()) }))
+        .route(
+            "/_sim/faults",
+            get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.faults.faults.clone()) })
+                .put(|State(s): S, ConnectInfo(p): Peer, Json(f): Json<Faults>| async move {
+                    change(&s, &p, |w| {
+                        w.faults = FaultState::new(f, w.seq);
+                        Ok(())
+                    })
+                })
+                .delete(|State(s): S, ConnectInfo(p): Peer| async move {
+                    change(&s, &p, |w| {
+                        w.faults = FaultState::new(Faults::default(), w.seq);
+                        Ok(())
+                    })
+                }),
+        )
+        .route(
+            "/_sim/behaviour",
+            get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.behaviour.clone()) }).put(
+                |State(s): S, ConnectInfo(p): Peer, Json(b): Json<Behaviour>| async move {
+                    change(&s, &p, |w| {
+                        w.behaviour = b;
+                        Ok(())
+                    })
+                },
+            ),
+        )
+        .route(
+            "/_sim/consume",
+            post(|State(s): S, ConnectInfo(p): Peer, Json(r): Json<UsageRecord>| async move { change(&s, &p, |w| w.consume(r)) }),
+        )
+        .route(
+            "/_sim/reset",
+            post(|State(s): S, ConnectInfo(p): Peer| async move {
+                if let Err(r) = loopback_only(&p) {
+                    return r;
+                }
+                s.reset();
+                Json(json!({"success": true})).into_response()
+            }),
+        )
+}
+
+/// The whole application: control API, storage host, and sharing/rest for everything else.
+pub fn app(sim: Arc<Sim>) -> Router {
+    control_router()
+        .route(
+            "/_storage/{id}",
+            get(|State(s): S, Path(id): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap| async move {
+                s.storage(&id, q.as_deref(), &headers)
+            }),
+        )
+        .fallback(
+            |State(s): S, ConnectInfo(peer): Peer, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+                s.handle(peer, method, uri, headers, body).await
+            },
+        )
+        .with_state(sim)
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, PEM-encoded.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    /// The certificate, to give clients as a trust root.
+    pub cert_pem: String,
+    /// The private key.
+    pub key_pem: String,
+}
+
+impl TlsIdentity {
+    /// Generates a fresh self-signed identity.
+    pub fn self_signed() -> Result<TlsIdentity, String> {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(|e| format!("cannot generate a self-signed certificate: {e}"))?;
+        Ok(TlsIdentity { cert_pem: ck.cert.pem(), key_pem: ck.signing_key.serialize_pem() })
+    }
+}
+
+/// How to run a simulator.
+#[derive(Clone, Default)]
+pub struct SimOptions {
+    /// Serve HTTPS with this identity instead of plain HTTP.
+    pub tls: Option<TlsIdentity>,
+    /// Behaviour switches at start (and after `reset`).
+    pub behaviour: Behaviour,
+}
+
+/// Serves `sim` on an already bound listener until the future is dropped.
+pub async fn serve(listener: std::net::TcpListener, sim: Arc<Sim>, tls: Option<TlsIdentity>) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    sim.port.store(listener.local_addr()?.port(), Ordering::Relaxed);
+    let make = app(sim).into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum::serve(tokio::net::TcpListener::from_std(listener)?, make).await,
+        Some(id) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(id.cert_pem.into_bytes(), id.key_pem.into_bytes()).await?;
+            axum_server::from_tcp_rustls(listener, config)?.serve(make).await
+        }
+    }
+}
+
+/// A running simulator, for tests: inspection and fault switches. Stops when dropped.
+pub struct SimHandle {
+    sim: Arc<Sim>,
+    addr: SocketAddr,
+    scheme: &'static str,
+    cert_pem: Option<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a plain-HTTP simulator for `org` on `127.0.0.1:0`.
+pub async fn start(org: Org) -> std::io::Result<SimHandle> {
+    start_with(org, SimOptions::default()).await
+}
+
+/// Starts a simulator with options on `127.0.0.1:0`.
+pub async fn start_with(org: Org, opts: SimOptions) -> std::io::Result<SimHandle> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let tls = opts.tls.is_some();
+    let sim = Sim::new(org, opts.behaviour, tls);
+    let cert_pem = opts.tls.as_ref().map(|t| t.cert_pem.clone());
+    let s = sim.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve(listener, s, opts.tls).await {
+            tracing::error!(error = %e, "portal-sim stopped");
+        }
+    });
+    Ok(SimHandle { sim, addr, scheme: if tls { "https" } else { "http" }, cert_pem, task })
+}
+
+impl SimHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>` (or https).
+    pub fn base_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme, self.addr.port())
+    }
+
+    /// The portal URL clients are configured with: `<base>/sharing/rest`.
+    pub fn rest_url(&self) -> String {
+        format!("{}/sharing/rest", self.base_url())
+    }
+
+    /// The self-signed certificate when serving HTTPS.
+    pub fn cert_pem(&self) -> Option<&str> {
+        self.cert_pem.as_deref()
+    }
+
+    /// Direct access to the simulator (for what the helpers below do not cover).
+    pub fn sim(&self) -> &Arc<Sim> {
+        &self.sim
+    }
+
+    /// Replaces the faults in force (trigger counters restart).
+    pub fn set_faults(&self, faults: Faults) {
+        let mut w = self.sim.world();
+        let seq = w.seq;
+        w.faults = FaultState::new(faults, seq);
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.set_faults(Faults::default());
+    }
+
+    /// Replaces the behaviour switches.
+    pub fn set_behaviour(&self, b: Behaviour) {
+        self.sim.world().behaviour = b;
+    }
+
+    /// Changes some behaviour switches.
+    pub fn update_behaviour(&self, f: impl FnOnce(&mut Behaviour)) {
+        f(&mut self.sim.world().behaviour);
+    }
+
+    /// The request log (secrets redacted).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.sim.world().requests.clone()
+    }
+
+    /// Requests per endpoint name.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.sim.world().counts.clone()
+    }
+
+    /// Requests to one endpoint (names as [`Endpoint::name`]).
+    pub fn request_count(&self, endpoint: &str) -> u64 {
+        self.sim.world().counts.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// All requests so far.
+    pub fn total_requests(&self) -> u64 {
+        self.sim.world().counts.values().sum()
+    }
+
+    /// Successful state-changing ArcGIS calls (allocation, notification, update, report,
+    /// delete): what "nothing was written" assertions check.
+    pub fn writes(&self) -> Vec<RequestRecord> {
+        const WRITES: &[&str] = &[
+            "portals/self/assignUserCredits",
+            "portals/self/unassignUserCredits",
+            "portals/self/createNotification",
+            "portals/self/update",
+            "community/users/{user}/report",
+            "content/users/{owner}/items/{id}/delete",
+        ];
+        self.requests().into_iter().filter(|r| WRITES.contains(&r.endpoint.as_str()) && r.ok()).collect()
+    }
+
+    /// Forgets the request log and counts (state stays), so a test can measure one phase.
+    pub fn clear_log(&self) {
+        let mut w = self.sim.world();
+        w.requests.clear();
+        w.counts.clear();
+    }
+
+    /// Notifications sent.
+    pub fn notifications(&self) -> Vec<Notification> {
+        self.sim.world().notifications.clone()
+    }
+
+    /// Allocation calls received.
+    pub fn allocation_calls(&self) -> Vec<AllocationCall> {
+        self.sim.world().allocation_calls.clone()
+    }
+
+    /// Report items (including deleted ones).
+    pub fn reports(&self) -> Vec<ReportItem> {
+        self.sim.world().reports.clone()
+    }
+
+    /// Every member's current credit state.
+    pub fn members(&self) -> Vec<MemberState> {
+        self.sim.world().member_states()
+    }
+
+    /// One member's current credit state.
+    pub fn member(&self, username: &str) -> Option<MemberState> {
+        self.members().into_iter().find(|m| m.username == username)
+    }
+
+    /// The org as it is now (allocations and usage included).
+    pub fn org(&self) -> Org {
+        self.sim.world().org.clone()
+    }
+
+    /// Requests that reached the storage host with a token (must stay 0).
+    pub fn storage_token_leaks(&self) -> u64 {
+        self.sim.world().storage_token_leaks
+    }
+
+    /// Records consumption (usage record, member balance and org credits move together).
+    pub fn consume(&self, rec: UsageRecord) -> Result<(), String> {
+        self.sim.world().consume(rec)
+    }
+
+    /// Back to the fixture.
+    pub fn reset(&self) {
+        self.sim.reset();
+    }
+}

@@ -1,0 +1,408 @@
+//! The simulator's mutable state and what tests can inspect of it.
+//!
+//! One [`World`] per simulator behind a mutex. It owns the current org (allocations and
+//! budgeting change), the consumption index that keeps balances equal to usage, the tokens,
+//! and the records of everything credit-steward did: notifications, allocation calls, report
+//! items and the (redacted) request log.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::faults::{Behaviour, FaultState, Faults};
+use crate::org::{MemberRecord, Org, Role, UsageRecord, from_millis, millis};
+use crate::wire::jnum;
+
+/// Who is calling, once the token has been checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    /// No token.
+    Anonymous,
+    /// A member, with their privileges.
+    User {
+        /// The signed-in username.
+        username: String,
+        /// Their role's privileges.
+        privileges: Vec<String>,
+    },
+    /// An OAuth2 app token or an API key.
+    App {
+        /// The app's client id, or `apiKey`.
+        client_id: String,
+        /// Privileges registered on it.
+        privileges: Vec<String>,
+    },
+}
+
+impl Caller {
+    /// Whether the caller holds `privilege`.
+    pub fn has(&self, privilege: &str) -> bool {
+        match self {
+            Caller::Anonymous => false,
+            Caller::User { privileges, .. } | Caller::App { privileges, .. } => privileges.iter().any(|p| p == privilege),
+        }
+    }
+
+    /// Whether the caller may see org-private data (credits, emails).
+    pub fn is_org_admin_viewer(&self) -> bool {
+        self.has("portal:admin:viewUsers")
+    }
+}
+
+/// A token the simulator issued.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    /// Who it signs in.
+    pub caller: Caller,
+    /// Epoch ms; `None` never expires (API keys).
+    pub expires: Option<i64>,
+    /// `client=referer` binding.
+    pub referer: Option<String>,
+    /// Request sequence number it was issued at (for the "all tokens expire" fault).
+    pub issued_seq: u64,
+}
+
+/// One createNotification call as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Request sequence number.
+    pub seq: u64,
+    /// `notificationChannelType`.
+    pub channel: String,
+    /// `subject`.
+    pub subject: String,
+    /// `message`.
+    pub message: String,
+    /// The usernames as sent.
+    pub users: Vec<String>,
+    /// Email addresses (email channel) or usernames (builtin) actually reached.
+    pub delivered_to: Vec<String>,
+    /// Usernames that could not be reached, with why.
+    pub undeliverable: Vec<(String, String)>,
+}
+
+/// One assignUserCredits / unassignUserCredits call as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocationCall {
+    /// Request sequence number.
+    pub seq: u64,
+    /// `assign` or `unassign`.
+    pub kind: String,
+    /// `(username, credits)`; credits `None` for unassign.
+    pub entries: Vec<(String, Option<f64>)>,
+    /// Usernames the call did not change.
+    pub not_assigned: Vec<String>,
+}
+
+/// A report item in the admin's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportItem {
+    /// 32-hex item id.
+    pub id: String,
+    /// Owner username.
+    pub owner: String,
+    /// Title.
+    pub title: String,
+    /// `reportSubType`.
+    pub sub_type: String,
+    /// `timeDuration`.
+    pub duration: String,
+    /// Epoch ms of the reported period's start.
+    pub start_time: i64,
+    /// Epoch ms of the period's end (exclusive).
+    pub end_time: i64,
+    /// Creation time (simulator clock, epoch ms).
+    pub created: i64,
+    /// Whether it was deleted.
+    pub deleted: bool,
+    /// Times the data was downloaded.
+    pub downloads: u32,
+}
+
+/// One request as logged: secrets redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Sequence number, from 1.
+    pub seq: u64,
+    /// HTTP method.
+    pub method: String,
+    /// Stable endpoint name.
+    pub endpoint: String,
+    /// The path as requested.
+    pub path: String,
+    /// Query and form parameters, secrets replaced by `[redacted]`.
+    pub params: Vec<(String, String)>,
+    /// Whether a token was sent (parameter or header).
+    pub authenticated: bool,
+    /// HTTP status sent (200 for envelopes).
+    pub status: u16,
+    /// `error.code` when an envelope was sent, or the fault that was applied.
+    pub outcome: String,
+}
+
+impl RequestRecord {
+    /// The value of a logged parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the request reached the operation and it succeeded.
+    pub fn ok(&self) -> bool {
+        self.outcome == "ok"
+    }
+}
+
+/// A member's current credit state, for assertions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberState {
+    /// Username.
+    pub username: String,
+    /// Allocation; `None` = unlimited.
+    pub allocation: Option<f64>,
+    /// Credits consumed in the budgeting period.
+    pub consumed: f64,
+    /// `assignedCredits` as served (-1 = unlimited or budgeting off).
+    pub assigned_credits: f64,
+    /// `availableCredits` as served.
+    pub available_credits: f64,
+    /// `disabled`.
+    pub disabled: bool,
+    /// `userLicenseTypeId`.
+    pub user_type: String,
+    /// Email as stored.
+    pub email: Option<String>,
+    /// Base role.
+    pub role: String,
+}
+
+/// Everything mutable.
+pub struct World {
+    /// The org as it is now.
+    pub org: Org,
+    /// username → index into `org.members`.
+    pub by_username: HashMap<String, usize>,
+    /// user id → index into `org.members`.
+    pub by_id: HashMap<String, usize>,
+    /// username → milli-credits consumed since the budget period start.
+    pub consumed: HashMap<String, i64>,
+    /// Issued tokens.
+    pub tokens: HashMap<String, TokenInfo>,
+    /// Tokens issued before this sequence number are expired (the expiry fault).
+    pub tokens_invalid_before: u64,
+    /// Failed sign-ins per username.
+    pub failed_logins: HashMap<String, u32>,
+    /// Recorded notifications.
+    pub notifications: Vec<Notification>,
+    /// Recorded allocation calls.
+    pub allocation_calls: Vec<AllocationCall>,
+    /// Report items, including deleted ones.
+    pub reports: Vec<ReportItem>,
+    /// Request log.
+    pub requests: Vec<RequestRecord>,
+    /// Requests per endpoint name.
+    pub counts: BTreeMap<String, u64>,
+    /// Last request sequence number.
+    pub seq: u64,
+    /// Requests that reached the storage host carrying a token (must stay 0).
+    pub storage_token_leaks: u64,
+    /// Faults in force.
+    pub(crate) faults: FaultState,
+    /// Behaviour switches.
+    pub behaviour: Behaviour,
+    /// Counter for ids the simulator makes up.
+    pub next_id: u64,
+}
+
+/// Oldest request-log entries are dropped past this, so a long demo cannot grow without bound.
+const MAX_LOG: usize = 200_000;
+
+impl World {
+    /// Builds the state for `org`.
+    pub fn new(org: Org, behaviour: Behaviour) -> Self {
+        let mut w = World {
+            by_username: HashMap::new(),
+            by_id: HashMap::new(),
+            consumed: HashMap::new(),
+            tokens: HashMap::new(),
+            tokens_invalid_before: 0,
+            failed_logins: HashMap::new(),
+            notifications: Vec::new(),
+            allocation_calls: Vec::new(),
+            reports: Vec::new(),
+            requests: Vec::new(),
+            counts: BTreeMap::new(),
+            seq: 0,
+            storage_token_leaks: 0,
+            faults: FaultState::new(Faults::default(), 0),
+            behaviour,
+            next_id: 1,
+            org,
+        };
+        w.reindex();
+        // API keys are long-lived tokens: valid from the start, never expiring.
+        for k in w.org.api_keys.clone() {
+            let caller = Caller::App { client_id: "apiKey".into(), privileges: k.privileges };
+            w.tokens.insert(k.key, TokenInfo { caller, expires: None, referer: None, issued_seq: 0 });
+        }
+        w
+    }
+
+    /// Rebuilds the indexes after the member list or usage changed.
+    pub fn reindex(&mut self) {
+        self.org.members.sort_by(|a, b| a.username.cmp(&b.username));
+        self.by_username = self.org.members.iter().enumerate().map(|(i, m)| (m.username.clone(), i)).collect();
+        self.by_id = self.org.members.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+        self.consumed.clear();
+        let start = self.org.budget_period_start;
+        for r in &self.org.usage {
+            if let (Some(u), true) = (&r.username, r.day >= start) {
+                *self.consumed.entry(u.clone()).or_default() += millis(r.credits);
+            }
+        }
+    }
+
+    /// Appends to the request log, dropping the oldest entries past the cap.
+    pub fn log(&mut self, rec: RequestRecord) {
+        *self.counts.entry(rec.endpoint.clone()).or_default() += 1;
+        if self.requests.len() >= MAX_LOG {
+            self.requests.drain(..MAX_LOG / 10);
+        }
+        self.requests.push(rec);
+    }
+
+    /// A fresh 32-hex id, deterministic per simulator run.
+    pub fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{:016x}{:016x}", 0x5157_0000_0000_0000u64 | self.next_id, self.next_id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// Whether budgeting is on (`creditAssignments == "enabled"`; absent = off).
+    pub fn budgeting(&self) -> bool {
+        self.org.credit_assignments == Some(true)
+    }
+
+    /// A member by exact username.
+    pub fn member(&self, username: &str) -> Option<&MemberRecord> {
+        self.by_username.get(username).map(|&i| &self.org.members[i])
+    }
+
+    /// A member by exact username or id (`community/users/<x>` accepts both).
+    pub fn member_by_name_or_id(&self, key: &str) -> Option<&MemberRecord> {
+        self.member(key).or_else(|| self.by_id.get(key).map(|&i| &self.org.members[i]))
+    }
+
+    /// A member's role (falls back to `org_user` if the fixture names an unknown role).
+    pub fn role(&self, m: &MemberRecord) -> Role {
+        self.org.roles.iter().find(|r| r.id == m.role_id).cloned().unwrap_or_else(|| Role {
+            id: "org_user".into(),
+            name: "User".into(),
+            base: "org_user".into(),
+            has_role_id: false,
+            privileges: Vec::new(),
+        })
+    }
+
+    /// Milli-credits consumed by `username` in the budgeting period.
+    pub fn consumed_millis(&self, username: &str) -> i64 {
+        self.consumed.get(username).copied().unwrap_or(0)
+    }
+
+    /// `(assignedCredits, availableCredits)` as served: `-1/-1` when unlimited or when
+    /// budgeting is off (an [I] choice: allocations mean nothing then).
+    pub fn credit_fields(&self, m: &MemberRecord) -> (f64, f64) {
+        match (self.budgeting(), m.allocation) {
+            (true, Some(a)) => (a, from_millis(millis(a) - self.consumed_millis(&m.username))),
+            _ => (-1.0, -1.0),
+        }
+    }
+
+    /// The user object. `private` adds what only the user and org admins see.
+    pub fn user_json(&self, m: &MemberRecord, private: bool, with_credits: bool) -> Value {
+        let mut v = json!({
+            "username": m.username,
+            "id": m.id,
+            "fullName": m.full_name,
+            "firstName": m.first_name,
+            "lastName": m.last_name,
+            "description": null,
+            "orgId": m.org_id,
+            "provider": "arcgis",
+            "idpUsername": null,
+            "access": "org",
+            "created": m.created,
+            "modified": m.modified,
+            "culture": "en",
+            "region": "WO",
+            "units": "metric",
+            "thumbnail": null,
+            "groups": [],
+        });
+        if private {
+            let role = self.role(m);
+            v["role"] = json!(role.base);
+            if role.has_role_id {
+                v["roleId"] = json!(role.id);
+            }
+            v["privileges"] = json!(role.privileges);
+            v["userLicenseTypeId"] = json!(m.user_type);
+            v["level"] = json!(m.level);
+            v["disabled"] = json!(m.disabled);
+            v["lastLogin"] = json!(m.last_login);
+            v["mfaEnabled"] = json!(false);
+            v["storageUsage"] = json!(0);
+            v["storageQuota"] = json!(2_147_483_648u64);
+            if let Some(e) = &m.email {
+                v["email"] = json!(e);
+            }
+            if with_credits {
+                let (assigned, available) = self.credit_fields(m);
+                v["assignedCredits"] = jnum(assigned);
+                v["availableCredits"] = jnum(available);
+            }
+        }
+        v
+    }
+
+    /// Current state of every member, for assertions.
+    pub fn member_states(&self) -> Vec<MemberState> {
+        self.org
+            .members
+            .iter()
+            .map(|m| {
+                let (assigned, available) = self.credit_fields(m);
+                MemberState {
+                    username: m.username.clone(),
+                    allocation: m.allocation,
+                    consumed: from_millis(self.consumed_millis(&m.username)),
+                    assigned_credits: assigned,
+                    available_credits: available,
+                    disabled: m.disabled,
+                    user_type: m.user_type.clone(),
+                    email: m.email.clone(),
+                    role: self.role(m).base,
+                }
+            })
+            .collect()
+    }
+
+    /// Records consumption: the usage record, the member's balance and the org's credits all
+    /// move together.
+    pub fn consume(&mut self, rec: UsageRecord) -> Result<(), String> {
+        if rec.credits < 0.0 || !rec.credits.is_finite() {
+            return Err("credits must be a finite number >= 0".into());
+        }
+        if let Some(u) = &rec.username {
+            if self.member(u).is_none() {
+                return Err(format!("'{u}' is not a member"));
+            }
+            if rec.day >= self.org.budget_period_start {
+                *self.consumed.entry(u.clone()).or_default() += millis(rec.credits);
+            }
+        }
+        self.org.available_credits = from_millis(millis(self.org.available_credits) - millis(rec.credits));
+        let pos = self.org.usage.partition_point(|r| r.day <= rec.day);
+        self.org.usage.insert(pos, rec);
+        Ok(())
+    }
+}
