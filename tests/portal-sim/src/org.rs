@@ -147,18 +147,24 @@ pub struct UsageRecord {
     pub stype: String,
     /// Event type code.
     pub etype: String,
-    /// Credits, a multiple of 0.001 so sums are exact in milli-credits.
+    /// Credits; sums are computed in micro-credits so they are exact.
     pub credits: f64,
     /// Number of operations.
     pub num: u64,
 }
 
-/// Credits in exact milli-credits, so that sums of usage records are exact.
-pub fn millis(credits: f64) -> i64 {
-    (credits * 1000.0).round() as i64
+/// Credits in exact micro-credits, so that sums of usage records are exact (and values as
+/// small as `2.0E-4` survive).
+pub fn micros(credits: f64) -> i64 {
+    (credits * 1_000_000.0).round() as i64
 }
 
-/// The inverse of [`millis`].
+/// The inverse of [`micros`].
+pub fn from_micros(m: i64) -> f64 {
+    m as f64 / 1_000_000.0
+}
+
+/// Milli-credits (the generator's unit) as credits.
 pub fn from_millis(m: i64) -> f64 {
     m as f64 / 1000.0
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::faults::{Behaviour, FaultState, Faults};
-use crate::org::{MemberRecord, Org, Role, UsageRecord, from_millis, millis};
+use crate::org::{MemberRecord, Org, Role, UsageRecord, from_micros, micros};
 use crate::wire::jnum;
 
 /// Who is calling, once the token has been checked.
@@ -184,7 +184,7 @@ pub struct World {
     pub by_username: HashMap<String, usize>,
     /// user id → index into `org.members`.
     pub by_id: HashMap<String, usize>,
-    /// username → milli-credits consumed since the budget period start.
+    /// username → micro-credits consumed since the budget period start.
     pub consumed: HashMap<String, i64>,
     /// Issued tokens.
     pub tokens: HashMap<String, TokenInfo>,
@@ -257,7 +257,7 @@ impl World {
         let start = self.org.budget_period_start;
         for r in &self.org.usage {
             if let (Some(u), true) = (&r.username, r.day >= start) {
-                *self.consumed.entry(u.clone()).or_default() += millis(r.credits);
+                *self.consumed.entry(u.clone()).or_default() += micros(r.credits);
             }
         }
     }
@@ -303,8 +303,8 @@ impl World {
         })
     }
 
-    /// Milli-credits consumed by `username` in the budgeting period.
-    pub fn consumed_millis(&self, username: &str) -> i64 {
+    /// Micro-credits consumed by `username` in the budgeting period.
+    pub fn consumed_micros(&self, username: &str) -> i64 {
         self.consumed.get(username).copied().unwrap_or(0)
     }
 
@@ -312,7 +312,7 @@ impl World {
     /// budgeting is off (an [I] choice: allocations mean nothing then).
     pub fn credit_fields(&self, m: &MemberRecord) -> (f64, f64) {
         match (self.budgeting(), m.allocation) {
-            (true, Some(a)) => (a, from_millis(millis(a) - self.consumed_millis(&m.username))),
+            (true, Some(a)) => (a, from_micros(micros(a) - self.consumed_micros(&m.username))),
             _ => (-1.0, -1.0),
         }
     }
@@ -374,7 +374,7 @@ impl World {
                 MemberState {
                     username: m.username.clone(),
                     allocation: m.allocation,
-                    consumed: from_millis(self.consumed_millis(&m.username)),
+                    consumed: from_micros(self.consumed_micros(&m.username)),
                     assigned_credits: assigned,
                     available_credits: available,
                     disabled: m.disabled,
@@ -397,10 +397,10 @@ impl World {
                 return Err(format!("'{u}' is not a member"));
             }
             if rec.day >= self.org.budget_period_start {
-                *self.consumed.entry(u.clone()).or_default() += millis(rec.credits);
+                *self.consumed.entry(u.clone()).or_default() += micros(rec.credits);
             }
         }
-        self.org.available_credits = from_millis(millis(self.org.available_credits) - millis(rec.credits));
+        self.org.available_credits = from_micros(micros(self.org.available_credits) - micros(rec.credits));
         let pos = self.org.usage.partition_point(|r| r.day <= rec.day);
         self.org.usage.insert(pos, rec);
         Ok(())

@@ -1,1 +1,10 @@
+//! portal-sim's tests, linked into one binary. Every test starts its own simulator on
+//! 127.0.0.1:0 and talks raw HTTP to it.
 
+mod control;
+mod faults;
+mod quirks;
+mod robustness;
+mod scale;
+mod state;
+mod support;

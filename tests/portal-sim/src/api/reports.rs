@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, Utc, Weekday};
 use serde_json::{Value, json};
 
 use super::{Ctx, auth::require};
-use crate::org::{SERVICE_TYPES, from_millis, millis};
+use crate::org::{SERVICE_TYPES, from_micros, micros};
 use crate::wire::{AgolError, Reply};
 use crate::world::{Caller, ReportItem, World};
 
@@ -174,7 +174,7 @@ pub fn delete(w: &mut World, ctx: &Ctx, owner: &str, id: &str) -> Result<Reply, 
 }
 
 fn cell(m: i64) -> String {
-    if m == 0 { String::new() } else { format!("{}", from_millis(m)) }
+    if m == 0 { String::new() } else { format!("{}", from_micros(m)) }
 }
 
 /// The report CSV (layout unverified, contract §8.4): 3 preamble lines, a header
@@ -190,7 +190,7 @@ pub fn credits_csv(w: &World, item: &ReportItem) -> String {
             Some(u) if w.member(u).is_some() => per_member.entry(u.as_str()).or_default(),
             _ => &mut unattributed,
         };
-        *bucket.entry(r.stype.as_str()).or_default() += millis(r.credits);
+        *bucket.entry(r.stype.as_str()).or_default() += micros(r.credits);
     }
     let used: Vec<_> = SERVICE_TYPES
         .iter()

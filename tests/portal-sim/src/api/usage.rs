@@ -7,7 +7,7 @@ use chrono::{DateTime, Months, Utc};
 use serde_json::{Value, json};
 
 use super::{Ctx, auth::require};
-use crate::org::{from_millis, millis};
+use crate::org::{from_micros, micros};
 use crate::wire::{AgolError, Reply, java_double};
 use crate::world::World;
 
@@ -99,7 +99,7 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
         let key: Vec<String> = fields.iter().map(|(_, v)| v.to_string()).collect();
         let entry = groups.entry(key).or_insert_with(|| (fields, vec![0; buckets.len()], vec![0; buckets.len()]));
         let b = buckets.partition_point(|&t| t <= r.day).saturating_sub(1);
-        entry.1[b] += millis(r.credits);
+        entry.1[b] += micros(r.credits);
         entry.2[b] += r.num;
     }
     let data: Vec<Value> = groups
@@ -111,7 +111,7 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
             }
             if vars.iter().any(|v| v == "credits") {
                 let series: Vec<Value> =
-                    buckets.iter().zip(&credits).map(|(t, m)| json!([t.to_string(), java_double(from_millis(*m))])).collect();
+                    buckets.iter().zip(&credits).map(|(t, m)| json!([t.to_string(), java_double(from_micros(*m))])).collect();
                 g.insert("credits".into(), Value::Array(series));
             }
             if vars.iter().any(|v| v == "num") {

@@ -89,7 +89,8 @@ struct Query {
 fn parse_query(q: &str) -> Query {
     let mut query = Query { account: None, fields: Vec::new(), terms: Vec::new() };
     for tok in q.split_whitespace() {
-        if tok.eq_ignore_ascii_case("AND") {
+        // `*` matches everything, as in the real index's query syntax.
+        if tok.eq_ignore_ascii_case("AND") || tok == "*" {
             continue;
         }
         match tok.split_once(':') {
