@@ -140,7 +140,10 @@ mod tests {
         assert_eq!(Endpoint::parse("portals/self/users", "ORG"), Endpoint::OrgUsers);
         assert_eq!(Endpoint::parse("portals/ORG/users", "ORG"), Endpoint::OrgUsers);
         assert_eq!(Endpoint::parse("portals/OTHER/users", "ORG"), Endpoint::WrongPortal);
-        assert_eq!(Endpoint::parse("community/users/j%20doe", "ORG"), Endpoint::User("j doe".into()));
+        assert_eq!(
+            Endpoint::parse("community/users/j%20doe", "ORG"),
+            Endpoint::User("j doe".into())
+        );
         assert_eq!(Endpoint::parse("nope", "ORG"), Endpoint::Invalid);
         assert_eq!(Endpoint::parse("community/users//report", "ORG"), Endpoint::Invalid);
     }

@@ -132,7 +132,11 @@ pub(crate) struct TriggerState {
 
 impl TriggerState {
     pub(crate) fn new() -> Self {
-        TriggerState { set_at: Instant::now(), seen: 0, fired: 0 }
+        TriggerState {
+            set_at: Instant::now(),
+            seen: 0,
+            fired: 0,
+        }
     }
 
     /// Counts a request and says whether the trigger fires for it.
@@ -147,7 +151,7 @@ impl TriggerState {
         }
         self.seen += 1;
         if let Some(n) = t.every_nth
-            && (n == 0 || self.seen % n != 0)
+            && (n == 0 || !self.seen.is_multiple_of(n))
         {
             return false;
         }

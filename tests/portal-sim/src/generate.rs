@@ -11,9 +11,7 @@ use chrono::{Datelike, Duration, NaiveDate};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::org::{
-    ApiKey, AppCredential, Credential, MemberRecord, Org, Role, SERVICE_TYPES, UsageRecord, from_millis,
-};
+use crate::org::{ApiKey, AppCredential, Credential, MemberRecord, Org, Role, SERVICE_TYPES, UsageRecord, from_millis};
 
 /// The signed-in administrator of every generated org.
 pub const ADMIN_USERNAME: &str = "steward_admin";
@@ -74,21 +72,112 @@ pub struct GenParams {
 impl GenParams {
     /// Budgeting on, the given size, seed and day.
     pub fn new(members: usize, seed: u64, as_of: NaiveDate) -> Self {
-        GenParams { members, seed, as_of, budgeting: true }
+        GenParams {
+            members,
+            seed,
+            as_of,
+            budgeting: true,
+        }
     }
 }
 
 const FIRST: &[&str] = &[
-    "james", "mary", "robert", "patricia", "john", "jennifer", "michael", "linda", "david", "elizabeth", "william",
-    "barbara", "richard", "susan", "joseph", "jessica", "thomas", "sarah", "camille", "lucas", "chloe", "hugo",
-    "manon", "louis", "ines", "jules", "lea", "arthur", "emma", "nathan", "amina", "yusuf", "mei", "hiroshi", "priya",
-    "arjun", "sofia", "mateo", "olga", "ivan", "fatima", "omar", "noah", "zoe", "liam", "anna", "paul", "marie",
+    "james",
+    "mary",
+    "robert",
+    "patricia",
+    "john",
+    "jennifer",
+    "michael",
+    "linda",
+    "david",
+    "elizabeth",
+    "william",
+    "barbara",
+    "richard",
+    "susan",
+    "joseph",
+    "jessica",
+    "thomas",
+    "sarah",
+    "camille",
+    "lucas",
+    "chloe",
+    "hugo",
+    "manon",
+    "louis",
+    "ines",
+    "jules",
+    "lea",
+    "arthur",
+    "emma",
+    "nathan",
+    "amina",
+    "yusuf",
+    "mei",
+    "hiroshi",
+    "priya",
+    "arjun",
+    "sofia",
+    "mateo",
+    "olga",
+    "ivan",
+    "fatima",
+    "omar",
+    "noah",
+    "zoe",
+    "liam",
+    "anna",
+    "paul",
+    "marie",
 ];
 const LAST: &[&str] = &[
-    "smith", "johnson", "williams", "brown", "jones", "garcia", "miller", "davis", "rodriguez", "martinez", "martin",
-    "bernard", "dubois", "thomas", "robert", "richard", "petit", "durand", "leroy", "moreau", "simon", "laurent",
-    "lefebvre", "michel", "tanaka", "suzuki", "kim", "lee", "chen", "wang", "singh", "patel", "kowalski", "novak",
-    "silva", "santos", "rossi", "russo", "muller", "schmidt", "nguyen", "tran", "haddad", "okafor", "mensah", "doe",
+    "smith",
+    "johnson",
+    "williams",
+    "brown",
+    "jones",
+    "garcia",
+    "miller",
+    "davis",
+    "rodriguez",
+    "martinez",
+    "martin",
+    "bernard",
+    "dubois",
+    "thomas",
+    "robert",
+    "richard",
+    "petit",
+    "durand",
+    "leroy",
+    "moreau",
+    "simon",
+    "laurent",
+    "lefebvre",
+    "michel",
+    "tanaka",
+    "suzuki",
+    "kim",
+    "lee",
+    "chen",
+    "wang",
+    "singh",
+    "patel",
+    "kowalski",
+    "novak",
+    "silva",
+    "santos",
+    "rossi",
+    "russo",
+    "muller",
+    "schmidt",
+    "nguyen",
+    "tran",
+    "haddad",
+    "okafor",
+    "mensah",
+    "doe",
 ];
 const USER_TYPES: &[(&str, u32)] = &[
     ("creatorUT", 50),
@@ -101,7 +190,10 @@ const USER_TYPES: &[(&str, u32)] = &[
 const ALLOCATIONS: &[f64] = &[100.0, 200.0, 250.0, 500.0, 1000.0, 2000.0];
 
 fn day_ms(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis()
+    d.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_millis()
 }
 
 fn hex_id(rng: &mut ChaCha8Rng, len: usize) -> String {
@@ -111,7 +203,9 @@ fn hex_id(rng: &mut ChaCha8Rng, len: usize) -> String {
 
 fn alnum_id(rng: &mut ChaCha8Rng, len: usize) -> String {
     const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..len).map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char).collect()
+    (0..len)
+        .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
+        .collect()
 }
 
 fn pick_weighted<'a>(rng: &mut ChaCha8Rng, items: &'a [(&'a str, u32)]) -> &'a str {
@@ -130,17 +224,57 @@ fn roles(rng: &mut ChaCha8Rng) -> Vec<Role> {
     let strs = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut admin = strs(ADMIN_PRIVILEGES);
     admin.extend(strs(USER_PRIVILEGES));
-    let mut officer = strs(&["portal:admin:viewUsers", "portal:admin:manageCredits", "portal:admin:createReports"]);
+    let mut officer = strs(&[
+        "portal:admin:viewUsers",
+        "portal:admin:manageCredits",
+        "portal:admin:createReports",
+    ]);
     officer.extend(strs(USER_PRIVILEGES));
     let mut auditor = strs(&["portal:admin:viewUsers"]);
     auditor.extend(strs(USER_PRIVILEGES));
     vec![
-        Role { id: "org_admin".into(), name: "Administrator".into(), base: "org_admin".into(), has_role_id: false, privileges: admin },
-        Role { id: "org_publisher".into(), name: "Publisher".into(), base: "org_publisher".into(), has_role_id: false, privileges: strs(USER_PRIVILEGES) },
-        Role { id: "org_user".into(), name: "User".into(), base: "org_user".into(), has_role_id: false, privileges: strs(&USER_PRIVILEGES[..3]) },
-        Role { id: "iAAAAAAAAAAAAAAA".into(), name: "Viewer".into(), base: "org_user".into(), has_role_id: true, privileges: strs(&["portal:user:joinGroup"]) },
-        Role { id: alnum_id(rng, 16), name: "Credit Officer".into(), base: "org_publisher".into(), has_role_id: true, privileges: officer },
-        Role { id: alnum_id(rng, 16), name: "Auditor".into(), base: "org_user".into(), has_role_id: true, privileges: auditor },
+        Role {
+            id: "org_admin".into(),
+            name: "Administrator".into(),
+            base: "org_admin".into(),
+            has_role_id: false,
+            privileges: admin,
+        },
+        Role {
+            id: "org_publisher".into(),
+            name: "Publisher".into(),
+            base: "org_publisher".into(),
+            has_role_id: false,
+            privileges: strs(USER_PRIVILEGES),
+        },
+        Role {
+            id: "org_user".into(),
+            name: "User".into(),
+            base: "org_user".into(),
+            has_role_id: false,
+            privileges: strs(&USER_PRIVILEGES[..3]),
+        },
+        Role {
+            id: "iAAAAAAAAAAAAAAA".into(),
+            name: "Viewer".into(),
+            base: "org_user".into(),
+            has_role_id: true,
+            privileges: strs(&["portal:user:joinGroup"]),
+        },
+        Role {
+            id: alnum_id(rng, 16),
+            name: "Credit Officer".into(),
+            base: "org_publisher".into(),
+            has_role_id: true,
+            privileges: officer,
+        },
+        Role {
+            id: alnum_id(rng, 16),
+            name: "Auditor".into(),
+            base: "org_user".into(),
+            has_role_id: true,
+            privileges: auditor,
+        },
     ]
 }
 
@@ -184,11 +318,23 @@ fn special() -> Vec<Special> {
         s("overspent", 1, "creatorUT", Some(200.0), 950.0),
         s("zero_alloc", 2, "creatorUT", Some(0.0), 0.0),
         s("unlimited_analyst", 1, "GISProfessionalAdvUT", None, 800.0),
-        Special { disabled: true, ..s("disabled_member", 2, "creatorUT", Some(500.0), 480.0) },
+        Special {
+            disabled: true,
+            ..s("disabled_member", 2, "creatorUT", Some(500.0), 480.0)
+        },
         s("viewer_member", 3, "viewerUT", Some(100.0), 0.0),
-        Special { email: None, ..s("no_email", 1, "creatorUT", Some(250.0), 240.0) },
-        Special { email: Some(""), ..s("empty_email", 1, "creatorUT", Some(250.0), 150.0) },
-        Special { never_logged_in: true, ..s("never_logged_in", 2, "creatorUT", Some(100.0), 0.0) },
+        Special {
+            email: None,
+            ..s("no_email", 1, "creatorUT", Some(250.0), 240.0)
+        },
+        Special {
+            email: Some(""),
+            ..s("empty_email", 1, "creatorUT", Some(250.0), 150.0)
+        },
+        Special {
+            never_logged_in: true,
+            ..s("never_logged_in", 2, "creatorUT", Some(100.0), 0.0)
+        },
     ]
 }
 
@@ -268,20 +414,22 @@ pub fn generate(params: &GenParams) -> Org {
     let mut members = Vec::with_capacity(params.members.max(16));
     let mut usage = Vec::new();
     let make = |rng: &mut ChaCha8Rng,
-                    username: String,
-                    first: &str,
-                    last: &str,
-                    role: &Role,
-                    user_type: &str,
-                    allocation: Option<f64>,
-                    disabled: bool,
-                    email: Option<String>,
-                    never: bool|
+                username: String,
+                first: &str,
+                last: &str,
+                role: &Role,
+                user_type: &str,
+                allocation: Option<f64>,
+                disabled: bool,
+                email: Option<String>,
+                never: bool|
      -> MemberRecord {
         let created = day_ms(first_day) - rng.random_range(1..2_000) * 86_400_000;
         let cap = |s: &str| {
             let mut c = s.chars();
-            c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
         };
         MemberRecord {
             id: hex_id(rng, 32),
@@ -292,10 +440,18 @@ pub fn generate(params: &GenParams) -> Org {
             org_id: org_id.clone(),
             role_id: role.id.clone(),
             user_type: user_type.into(),
-            level: if user_type == "viewerUT" { "1".into() } else { "2".into() },
+            level: if user_type == "viewerUT" {
+                "1".into()
+            } else {
+                "2".into()
+            },
             disabled,
             allocation: if params.budgeting { allocation } else { None },
-            last_login: if never { -1 } else { day_ms(as_of) - rng.random_range(0..90 * 86_400_000i64) },
+            last_login: if never {
+                -1
+            } else {
+                day_ms(as_of) - rng.random_range(0..90 * 86_400_000i64)
+            },
             created,
             modified: created + rng.random_range(0..400) * 86_400_000,
             username,
@@ -304,9 +460,34 @@ pub fn generate(params: &GenParams) -> Org {
 
     for s in special().into_iter().take(params.members.max(1)) {
         let (first, last) = s.username.split_once('_').unwrap_or((s.username, "member"));
-        let email = s.email.map(|e| if e == "@" { format!("{}@{domain}", s.username) } else { e.to_string() });
-        let m = make(&mut rng, s.username.into(), first, last, &roles[s.role], s.user_type, s.allocation, s.disabled, email, s.never_logged_in);
-        member_usage(&mut rng, &m.username, (s.consumed * 1000.0) as i64, first_day, budget_start, as_of, &mut usage);
+        let email = s.email.map(|e| {
+            if e == "@" {
+                format!("{}@{domain}", s.username)
+            } else {
+                e.to_string()
+            }
+        });
+        let m = make(
+            &mut rng,
+            s.username.into(),
+            first,
+            last,
+            &roles[s.role],
+            s.user_type,
+            s.allocation,
+            s.disabled,
+            email,
+            s.never_logged_in,
+        );
+        member_usage(
+            &mut rng,
+            &m.username,
+            (s.consumed * 1000.0) as i64,
+            first_day,
+            budget_start,
+            as_of,
+            &mut usage,
+        );
         members.push(m);
     }
 
@@ -351,8 +532,18 @@ pub fn generate(params: &GenParams) -> Org {
             }
             (_, None) => rng.random_range(0..400_000),
         };
-        let m = make(&mut rng, username, first, last, role, user_type, allocation, disabled, email, never);
-        member_usage(&mut rng, &m.username, consumed, first_day, budget_start, as_of, &mut usage);
+        let m = make(
+            &mut rng, username, first, last, role, user_type, allocation, disabled, email, never,
+        );
+        member_usage(
+            &mut rng,
+            &m.username,
+            consumed,
+            first_day,
+            budget_start,
+            as_of,
+            &mut usage,
+        );
         members.push(m);
     }
     members.sort_by(|a, b| a.username.cmp(&b.username));
@@ -421,13 +612,32 @@ pub fn generate(params: &GenParams) -> Org {
         members,
         external_users,
         credentials: vec![
-            Credential { username: ADMIN_USERNAME.into(), password: ADMIN_PASSWORD.into() },
-            Credential { username: OFFICER_USERNAME.into(), password: OFFICER_PASSWORD.into() },
-            Credential { username: AUDITOR_USERNAME.into(), password: AUDITOR_PASSWORD.into() },
-            Credential { username: USER_USERNAME.into(), password: USER_PASSWORD.into() },
+            Credential {
+                username: ADMIN_USERNAME.into(),
+                password: ADMIN_PASSWORD.into(),
+            },
+            Credential {
+                username: OFFICER_USERNAME.into(),
+                password: OFFICER_PASSWORD.into(),
+            },
+            Credential {
+                username: AUDITOR_USERNAME.into(),
+                password: AUDITOR_PASSWORD.into(),
+            },
+            Credential {
+                username: USER_USERNAME.into(),
+                password: USER_PASSWORD.into(),
+            },
         ],
-        apps: vec![AppCredential { client_id: APP_CLIENT_ID.into(), client_secret: APP_CLIENT_SECRET.into(), privileges: all_admin.clone() }],
-        api_keys: vec![ApiKey { key: API_KEY.into(), privileges: all_admin }],
+        apps: vec![AppCredential {
+            client_id: APP_CLIENT_ID.into(),
+            client_secret: APP_CLIENT_SECRET.into(),
+            privileges: all_admin.clone(),
+        }],
+        api_keys: vec![ApiKey {
+            key: API_KEY.into(),
+            privileges: all_admin,
+        }],
         usage,
     }
 }

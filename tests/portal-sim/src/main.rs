@@ -52,35 +52,55 @@ struct Args {
 fn load(args: &Args) -> Result<Org, String> {
     match &args.fixture {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read fixture {}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read fixture {}: {e}", path.display()))?;
             serde_json::from_str(&text).map_err(|e| format!("fixture {} is not a valid org: {e}", path.display()))
         }
         None => {
             let as_of = args.as_of.unwrap_or_else(|| Utc::now().date_naive());
-            Ok(generate(&GenParams { members: args.members, seed: args.seed, as_of, budgeting: !args.no_budgeting }))
+            Ok(generate(&GenParams {
+                members: args.members,
+                seed: args.seed,
+                as_of,
+                budgeting: !args.no_budgeting,
+            }))
         }
     }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let org = load(&args)?;
     if let Some(out) = &args.write_fixture {
         let text = serde_json::to_string_pretty(&org).map_err(|e| e.to_string())?;
         std::fs::write(out, text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-        eprintln!("wrote {} ({} members, {} usage records)", out.display(), org.members.len(), org.usage.len());
+        eprintln!(
+            "wrote {} ({} members, {} usage records)",
+            out.display(),
+            org.members.len(),
+            org.usage.len()
+        );
         return Ok(());
     }
     let listener = std::net::TcpListener::bind(SocketAddr::new(args.host, args.port))
         .map_err(|e| format!("cannot bind {}:{}: {e}", args.host, args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let tls = if args.tls { Some(TlsIdentity::self_signed()?) } else { None };
+    let tls = if args.tls {
+        Some(TlsIdentity::self_signed()?)
+    } else {
+        None
+    };
     if let (Some(id), Some(out)) = (&tls, &args.cert_out) {
         std::fs::write(out, &id.cert_pem).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     }
-    let behaviour = Behaviour { require_https_for_token: args.tls, ..Behaviour::default() };
+    let behaviour = Behaviour {
+        require_https_for_token: args.tls,
+        ..Behaviour::default()
+    };
     let scheme = if args.tls { "https" } else { "http" };
     let budgeting = match org.credit_assignments {
         Some(true) => "enabled",

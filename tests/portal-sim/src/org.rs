@@ -185,17 +185,72 @@ pub struct ServiceType {
 
 /// The service types the simulator knows, in report column order.
 pub const SERVICE_TYPES: &[ServiceType] = &[
-    ServiceType { code: "geocode", etype: "geocodecnt", label: "Geocoding", per_member: true },
-    ServiceType { code: "spanalysis", etype: "analysis", label: "Spatial Analysis", per_member: true },
-    ServiceType { code: "geoenrich", etype: "enrich", label: "GeoEnrichment", per_member: true },
-    ServiceType { code: "netanalysis", etype: "routing", label: "Network Analysis", per_member: true },
-    ServiceType { code: "tiles", etype: "tilegen", label: "Tile Generation", per_member: true },
-    ServiceType { code: "elevation", etype: "elevanalysis", label: "Elevation Analysis", per_member: true },
-    ServiceType { code: "demographics", etype: "demogmaps", label: "Demographics", per_member: true },
-    ServiceType { code: "intnotebks", etype: "notebookmins", label: "Notebooks", per_member: true },
-    ServiceType { code: "schdnotebks", etype: "notebookmins", label: "Scheduled Notebooks", per_member: true },
-    ServiceType { code: "featurestg", etype: "storagemb", label: "Feature Storage", per_member: false },
-    ServiceType { code: "filestg", etype: "storagemb", label: "File Storage", per_member: false },
+    ServiceType {
+        code: "geocode",
+        etype: "geocodecnt",
+        label: "Geocoding",
+        per_member: true,
+    },
+    ServiceType {
+        code: "spanalysis",
+        etype: "analysis",
+        label: "Spatial Analysis",
+        per_member: true,
+    },
+    ServiceType {
+        code: "geoenrich",
+        etype: "enrich",
+        label: "GeoEnrichment",
+        per_member: true,
+    },
+    ServiceType {
+        code: "netanalysis",
+        etype: "routing",
+        label: "Network Analysis",
+        per_member: true,
+    },
+    ServiceType {
+        code: "tiles",
+        etype: "tilegen",
+        label: "Tile Generation",
+        per_member: true,
+    },
+    ServiceType {
+        code: "elevation",
+        etype: "elevanalysis",
+        label: "Elevation Analysis",
+        per_member: true,
+    },
+    ServiceType {
+        code: "demographics",
+        etype: "demogmaps",
+        label: "Demographics",
+        per_member: true,
+    },
+    ServiceType {
+        code: "intnotebks",
+        etype: "notebookmins",
+        label: "Notebooks",
+        per_member: true,
+    },
+    ServiceType {
+        code: "schdnotebks",
+        etype: "notebookmins",
+        label: "Scheduled Notebooks",
+        per_member: true,
+    },
+    ServiceType {
+        code: "featurestg",
+        etype: "storagemb",
+        label: "Feature Storage",
+        per_member: false,
+    },
+    ServiceType {
+        code: "filestg",
+        etype: "storagemb",
+        label: "File Storage",
+        per_member: false,
+    },
 ];
 
 /// Looks a service type up by its code.

@@ -37,32 +37,50 @@ pub struct Sim {
 /// What the fault phase decided for a request.
 enum Misbehave {
     None,
-    Status { status: u16, retry_after: Option<u64>, after: bool },
-    Malformed { after: bool },
-    Drop { after: bool },
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+        after: bool,
+    },
+    Malformed {
+        after: bool,
+    },
+    Drop {
+        after: bool,
+    },
     Envelope(AgolError),
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn token_of(params: &Params, headers: &HeaderMap) -> Option<String> {
-    params.get("token").filter(|t| !t.is_empty()).map(str::to_string).or_else(|| {
-        headers
-            .get("x-esri-authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(|t| t.trim().to_string())
-    })
+    params
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            headers
+                .get("x-esri-authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(|t| t.trim().to_string())
+        })
 }
 
 fn gateway_error(status: u16, retry_after: Option<u64>) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let reason = code.canonical_reason().unwrap_or("Error");
-    let mut r = Response::new(Body::from(format!("<html><head><title>{status} {reason}</title></head><body><h1>{status} {reason}</h1></body></html>")));
+    let mut r = Response::new(Body::from(format!(
+        "<html><head><title>{status} {reason}</title></head><body><h1>{status} {reason}</h1></body></html>"
+    )));
     *r.status_mut() = code;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     if let Some(s) = retry_after
         && let Ok(v) = HeaderValue::from_str(&s.to_string())
     {
@@ -72,17 +90,26 @@ fn gateway_error(status: u16, retry_after: Option<u64>) -> Response {
 }
 
 fn malformed() -> Response {
-    let mut r = Response::new(Body::from(r#"{"total":3,"start":1,"num":100,"nextStart":-1,"users":[{"username":"trunc"#));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    let mut r = Response::new(Body::from(
+        r#"{"total":3,"start":1,"num":100,"nextStart":-1,"users":[{"username":"trunc"#,
+    ));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     r
 }
 
 fn dropped() -> Response {
     let stream = futures_util::stream::once(async {
-        Err::<Bytes, std::io::Error>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated dropped connection"))
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated dropped connection",
+        ))
     });
     let mut r = Response::new(Body::from_stream(stream));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -121,17 +148,25 @@ impl Sim {
         if let Some(t) = fs.faults.drop_connection.clone()
             && fs.drop.check(&t, name, now)
         {
-            return Misbehave::Drop { after: t.after_processing };
+            return Misbehave::Drop {
+                after: t.after_processing,
+            };
         }
         if let Some(h) = fs.faults.http_error.clone()
             && fs.http_error.check(&h.when, name, now)
         {
-            return Misbehave::Status { status: h.status, retry_after: h.retry_after_secs, after: h.when.after_processing };
+            return Misbehave::Status {
+                status: h.status,
+                retry_after: h.retry_after_secs,
+                after: h.when.after_processing,
+            };
         }
         if let Some(t) = fs.faults.malformed_json.clone()
             && fs.malformed.check(&t, name, now)
         {
-            return Misbehave::Malformed { after: t.after_processing };
+            return Misbehave::Malformed {
+                after: t.after_processing,
+            };
         }
         if let Some(e) = fs.faults.error_envelope.clone() {
             let about = |m: &str| ep.member() == Some(m) || params.get("username") == Some(m);
@@ -143,7 +178,14 @@ impl Sim {
     }
 
     /// Answers one `/sharing/rest/...` request.
-    async fn handle(self: Arc<Self>, peer: SocketAddr, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    async fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         let now = Instant::now();
         let path = uri.path().to_string();
         let params = Params::parse(uri.query(), &headers, &body);
@@ -202,7 +244,6 @@ impl Sim {
                 scheme: if self.tls { "https" } else { "http" },
                 port: self.port.load(Ordering::Relaxed),
             };
-            let _ = peer;
             api::dispatch(w, &ep, &ctx)
         };
         let (response, outcome) = match decision {
@@ -210,7 +251,11 @@ impl Sim {
                 let o = format!("fault:error_envelope:{}", e.code);
                 (render(Reply::Error(e), format.unwrap_or(Format::Json), ep.name()), o)
             }
-            Misbehave::Status { status, retry_after, after } => {
+            Misbehave::Status {
+                status,
+                retry_after,
+                after,
+            } => {
                 if after {
                     run(&mut w);
                 }
@@ -295,11 +340,15 @@ pub struct StateSnapshot {
     pub members: Vec<MemberState>,
 }
 
-fn loopback_only(peer: &SocketAddr) -> Result<(), Response> {
+/// The control API changes state and shows the whole org: loopback clients only, even when
+/// the simulator is bound to another address.
+fn loopback_only(peer: &SocketAddr) -> Result<(), Box<Response>> {
     if peer.ip().is_loopback() {
         Ok(())
     } else {
-        Err((StatusCode::FORBIDDEN, "the control API answers loopback clients only").into_response())
+        Err(Box::new(
+            (StatusCode::FORBIDDEN, "the control API answers loopback clients only").into_response(),
+        ))
     }
 }
 
@@ -310,12 +359,12 @@ fn control_router() -> Router<Arc<Sim>> {
     fn view<T: Serialize>(sim: &Sim, peer: &SocketAddr, f: impl FnOnce(&World) -> T) -> Response {
         match loopback_only(peer) {
             Ok(()) => Json(f(&sim.world())).into_response(),
-            Err(r) => r,
+            Err(r) => *r,
         }
     }
     fn change(sim: &Sim, peer: &SocketAddr, f: impl FnOnce(&mut World) -> Result<(), String>) -> Response {
         if let Err(r) = loopback_only(peer) {
-            return r;
+            return *r;
         }
         match f(&mut sim.world()) {
             Ok(()) => Json(json!({"success": true})).into_response(),
@@ -327,15 +376,37 @@ fn control_router() -> Router<Arc<Sim>> {
         .route(
             "/_sim/state",
             get(|State(s): S, ConnectInfo(p): Peer| async move {
-                view(&s, &p, |w| StateSnapshot { available_credits: w.org.available_credits, budgeting: w.org.credit_assignments, members: w.member_states() })
+                view(&s, &p, |w| StateSnapshot {
+                    available_credits: w.org.available_credits,
+                    budgeting: w.org.credit_assignments,
+                    members: w.member_states(),
+                })
             }),
         )
-        .route("/_sim/org", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.org.clone()) }))
-        .route("/_sim/requests", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.requests.clone()) }))
-        .route("/_sim/counts", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.counts.clone()) }))
-        .route("/_sim/notifications", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.notifications.clone()) }))
-        .route("/_sim/allocations", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.allocation_calls.clone()) }))
-        .route("/_sim/reports", get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.reports.clone()) }))
+        .route(
+            "/_sim/org",
+            get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.org.clone()) }),
+        )
+        .route(
+            "/_sim/requests",
+            get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.requests.clone()) }),
+        )
+        .route(
+            "/_sim/counts",
+            get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.counts.clone()) }),
+        )
+        .route(
+            "/_sim/notifications",
+            get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.notifications.clone()) }),
+        )
+        .route(
+            "/_sim/allocations",
+            get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.allocation_calls.clone()) }),
+        )
+        .route(
+            "/_sim/reports",
+            get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.reports.clone()) }),
+        )
         .route(
             "/_sim/faults",
             get(|State(s): S, ConnectInfo(p): Peer| async move { view(&s, &p, |w| w.faults.faults.clone()) })
@@ -365,13 +436,17 @@ fn control_router() -> Router<Arc<Sim>> {
         )
         .route(
             "/_sim/consume",
-            post(|State(s): S, ConnectInfo(p): Peer, Json(r): Json<UsageRecord>| async move { change(&s, &p, |w| w.consume(r)) }),
+            post(
+                |State(s): S, ConnectInfo(p): Peer, Json(r): Json<UsageRecord>| async move {
+                    change(&s, &p, |w| w.consume(r))
+                },
+            ),
         )
         .route(
             "/_sim/reset",
             post(|State(s): S, ConnectInfo(p): Peer| async move {
                 if let Err(r) = loopback_only(&p) {
-                    return r;
+                    return *r;
                 }
                 s.reset();
                 Json(json!({"success": true})).into_response()
@@ -384,13 +459,15 @@ pub fn app(sim: Arc<Sim>) -> Router {
     control_router()
         .route(
             "/_storage/{id}",
-            get(|State(s): S, Path(id): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap| async move {
-                s.storage(&id, q.as_deref(), &headers)
-            }),
+            get(
+                |State(s): S, Path(id): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap| async move {
+                    s.storage(&id, q.as_deref(), &headers)
+                },
+            ),
         )
         .fallback(
-            |State(s): S, ConnectInfo(peer): Peer, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
-                s.handle(peer, method, uri, headers, body).await
+            |State(s): S, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+                s.handle(method, uri, headers, body).await
             },
         )
         .with_state(sim)
@@ -410,7 +487,10 @@ impl TlsIdentity {
     pub fn self_signed() -> Result<TlsIdentity, String> {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .map_err(|e| format!("cannot generate a self-signed certificate: {e}"))?;
-        Ok(TlsIdentity { cert_pem: ck.cert.pem(), key_pem: ck.signing_key.serialize_pem() })
+        Ok(TlsIdentity {
+            cert_pem: ck.cert.pem(),
+            key_pem: ck.signing_key.serialize_pem(),
+        })
     }
 }
 
@@ -432,7 +512,9 @@ pub async fn serve(listener: std::net::TcpListener, sim: Arc<Sim>, tls: Option<T
         None => axum::serve(tokio::net::TcpListener::from_std(listener)?, make).await,
         Some(id) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem(id.cert_pem.into_bytes(), id.key_pem.into_bytes()).await?;
+            let config =
+                axum_server::tls_rustls::RustlsConfig::from_pem(id.cert_pem.into_bytes(), id.key_pem.into_bytes())
+                    .await?;
             axum_server::from_tcp_rustls(listener, config)?.serve(make).await
         }
     }
@@ -471,7 +553,13 @@ pub async fn start_with(org: Org, opts: SimOptions) -> std::io::Result<SimHandle
             tracing::error!(error = %e, "portal-sim stopped");
         }
     });
-    Ok(SimHandle { sim, addr, scheme: if tls { "https" } else { "http" }, cert_pem, task })
+    Ok(SimHandle {
+        sim,
+        addr,
+        scheme: if tls { "https" } else { "http" },
+        cert_pem,
+        task,
+    })
 }
 
 impl SimHandle {
@@ -553,7 +641,10 @@ impl SimHandle {
             "community/users/{user}/report",
             "content/users/{owner}/items/{id}/delete",
         ];
-        self.requests().into_iter().filter(|r| WRITES.contains(&r.endpoint.as_str()) && r.ok()).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| WRITES.contains(&r.endpoint.as_str()) && r.ok())
+            .collect()
     }
 
     /// Forgets the request log and counts (state stays), so a test can measure one phase.

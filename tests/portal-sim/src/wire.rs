@@ -24,13 +24,21 @@ pub struct AgolError {
 impl AgolError {
     /// An error with code and message, no `messageCode`, empty details.
     pub fn new(code: u16, message: impl Into<String>) -> Self {
-        AgolError { code, message_code: None, message: message.into(), details: Vec::new() }
+        AgolError {
+            code,
+            message_code: None,
+            message: message.into(),
+            details: Vec::new(),
+        }
     }
 
     /// 400 for a bad parameter, naming it.
     pub fn bad_param(name: &str, why: impl std::fmt::Display) -> Self {
         let message = format!("Invalid parameter '{name}': {why}");
-        AgolError { details: vec![message.clone()], ..AgolError::new(400, message) }
+        AgolError {
+            details: vec![message.clone()],
+            ..AgolError::new(400, message)
+        }
     }
 
     /// 498: expired, revoked or bound to another referer.
@@ -40,20 +48,30 @@ impl AgolError {
 
     /// 499: a protected resource without a token.
     pub fn token_required() -> Self {
-        AgolError { message_code: Some("GWM_0003"), details: vec!["Token Required".into()], ..AgolError::new(499, "Token Required") }
+        AgolError {
+            message_code: Some("GWM_0003"),
+            details: vec!["Token Required".into()],
+            ..AgolError::new(499, "Token Required")
+        }
     }
 
     /// 403: signed in, but the privilege is missing.
     pub fn forbidden() -> Self {
         AgolError {
             message_code: Some("GWM_0003"),
-            ..AgolError::new(403, "You do not have permissions to access this resource or perform this operation.")
+            ..AgolError::new(
+                403,
+                "You do not have permissions to access this resource or perform this operation.",
+            )
         }
     }
 
     /// An item that does not exist (or is not the caller's).
     pub fn item_not_found() -> Self {
-        AgolError { message_code: Some("CONT_0001"), ..AgolError::new(400, "Item does not exist or is inaccessible.") }
+        AgolError {
+            message_code: Some("CONT_0001"),
+            ..AgolError::new(400, "Item does not exist or is inaccessible.")
+        }
     }
 
     /// The envelope as JSON.
@@ -79,10 +97,16 @@ impl Params {
             out.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
         }
         if !body.is_empty() {
-            let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ctype = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let is_form = ctype.is_empty() || ctype.starts_with("application/x-www-form-urlencoded");
             if !is_form {
-                return Err(AgolError::new(400, format!("Unsupported request body content type '{ctype}'; send application/x-www-form-urlencoded.")));
+                return Err(AgolError::new(
+                    400,
+                    format!("Unsupported request body content type '{ctype}'; send application/x-www-form-urlencoded."),
+                ));
             }
             if std::str::from_utf8(body).is_err() {
                 return Err(AgolError::new(400, "Request body is not valid UTF-8 form data."));
@@ -98,7 +122,11 @@ impl Params {
 
     /// The value of `name` (case-insensitive), if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// A non-empty value of `name`, or a 400 naming it.
@@ -114,7 +142,10 @@ impl Params {
         match self.get(name) {
             None => Ok(default),
             Some(v) if v.trim().is_empty() => Ok(default),
-            Some(v) => v.trim().parse::<i64>().map_err(|_| AgolError::bad_param(name, format!("'{}' is not an integer", excerpt(v)))),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| AgolError::bad_param(name, format!("'{}' is not an integer", excerpt(v)))),
         }
     }
 
@@ -124,7 +155,10 @@ impl Params {
             None | Some("") => Ok(default),
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
             Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-            Some(v) => Err(AgolError::bad_param(name, format!("'{}' is not true or false", excerpt(v)))),
+            Some(v) => Err(AgolError::bad_param(
+                name,
+                format!("'{}' is not true or false", excerpt(v)),
+            )),
         }
     }
 
@@ -197,14 +231,23 @@ pub fn java_double(x: f64) -> String {
     } else {
         let s = format!("{x:e}");
         let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
-        let m = if m.contains('.') { m.to_string() } else { format!("{m}.0") };
+        let m = if m.contains('.') {
+            m.to_string()
+        } else {
+            format!("{m}.0")
+        };
         format!("{m}E{e}")
     }
 }
 
 /// Serializes a JSON value, writing [`jnum`] markers as raw numbers.
 pub fn to_wire(v: &Value, pretty: bool) -> String {
-    let s = if pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) }.unwrap_or_default();
+    let s = if pretty {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    }
+    .unwrap_or_default();
     if !s.contains(JNUM_MARK_ESCAPED) {
         return s;
     }
@@ -268,7 +311,11 @@ pub fn render(reply: Reply, format: Format, title: &str) -> Response {
     let (value, status) = match reply {
         Reply::Json(v) => (v, StatusCode::OK),
         Reply::Error(e) => (e.to_json(), StatusCode::OK),
-        Reply::File { content_type, filename, body } => {
+        Reply::File {
+            content_type,
+            filename,
+            body,
+        } => {
             let mut r = Response::new(Body::from(body));
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -293,13 +340,17 @@ pub fn render(reply: Reply, format: Format, title: &str) -> Response {
     };
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
 }
 
 /// Whether an operation only accepts POST (contract §1, §13.7).
 pub fn post_only_refusal(method: &Method) -> Option<AgolError> {
-    (method != Method::POST).then(|| AgolError { details: vec!["This operation is only supported via POST.".into()], ..AgolError::new(405, "Method not supported.") })
+    (method != Method::POST).then(|| AgolError {
+        details: vec!["This operation is only supported via POST.".into()],
+        ..AgolError::new(405, "Method not supported.")
+    })
 }
 
 #[cfg(test)]

@@ -40,7 +40,9 @@ impl Caller {
     pub fn has(&self, privilege: &str) -> bool {
         match self {
             Caller::Anonymous => false,
-            Caller::User { privileges, .. } | Caller::App { privileges, .. } => privileges.iter().any(|p| p == privilege),
+            Caller::User { privileges, .. } | Caller::App { privileges, .. } => {
+                privileges.iter().any(|p| p == privilege)
+            }
         }
     }
 
@@ -144,7 +146,11 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// The value of a logged parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the request reached the operation and it succeeded.
@@ -242,8 +248,19 @@ impl World {
         w.reindex();
         // API keys are long-lived tokens: valid from the start, never expiring.
         for k in w.org.api_keys.clone() {
-            let caller = Caller::App { client_id: "apiKey".into(), privileges: k.privileges };
-            w.tokens.insert(k.key, TokenInfo { caller, expires: None, referer: None, issued_seq: 0 });
+            let caller = Caller::App {
+                client_id: "apiKey".into(),
+                privileges: k.privileges,
+            };
+            w.tokens.insert(
+                k.key,
+                TokenInfo {
+                    caller,
+                    expires: None,
+                    referer: None,
+                    issued_seq: 0,
+                },
+            );
         }
         w
     }
@@ -251,8 +268,20 @@ impl World {
     /// Rebuilds the indexes after the member list or usage changed.
     pub fn reindex(&mut self) {
         self.org.members.sort_by(|a, b| a.username.cmp(&b.username));
-        self.by_username = self.org.members.iter().enumerate().map(|(i, m)| (m.username.clone(), i)).collect();
-        self.by_id = self.org.members.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+        self.by_username = self
+            .org
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.username.clone(), i))
+            .collect();
+        self.by_id = self
+            .org
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
         self.consumed.clear();
         let start = self.org.budget_period_start;
         for r in &self.org.usage {
@@ -274,7 +303,11 @@ impl World {
     /// A fresh 32-hex id, deterministic per simulator run.
     pub fn new_id(&mut self) -> String {
         self.next_id += 1;
-        format!("{:016x}{:016x}", 0x5157_0000_0000_0000u64 | self.next_id, self.next_id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        format!(
+            "{:016x}{:016x}",
+            0x5157_0000_0000_0000u64 | self.next_id,
+            self.next_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        )
     }
 
     /// Whether budgeting is on (`creditAssignments == "enabled"`; absent = off).
@@ -289,18 +322,24 @@ impl World {
 
     /// A member by exact username or id (`community/users/<x>` accepts both).
     pub fn member_by_name_or_id(&self, key: &str) -> Option<&MemberRecord> {
-        self.member(key).or_else(|| self.by_id.get(key).map(|&i| &self.org.members[i]))
+        self.member(key)
+            .or_else(|| self.by_id.get(key).map(|&i| &self.org.members[i]))
     }
 
     /// A member's role (falls back to `org_user` if the fixture names an unknown role).
     pub fn role(&self, m: &MemberRecord) -> Role {
-        self.org.roles.iter().find(|r| r.id == m.role_id).cloned().unwrap_or_else(|| Role {
-            id: "org_user".into(),
-            name: "User".into(),
-            base: "org_user".into(),
-            has_role_id: false,
-            privileges: Vec::new(),
-        })
+        self.org
+            .roles
+            .iter()
+            .find(|r| r.id == m.role_id)
+            .cloned()
+            .unwrap_or_else(|| Role {
+                id: "org_user".into(),
+                name: "User".into(),
+                base: "org_user".into(),
+                has_role_id: false,
+                privileges: Vec::new(),
+            })
     }
 
     /// Micro-credits consumed by `username` in the budgeting period.

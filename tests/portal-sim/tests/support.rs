@@ -18,7 +18,10 @@ pub fn small_org() -> Org {
 /// A raw HTTP client that never follows redirects (tests assert them).
 pub fn client() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// A running simulator plus a client.
@@ -31,7 +34,10 @@ pub const REFERER: &str = "credit-steward-tests";
 
 impl Harness {
     pub async fn new(org: Org) -> Harness {
-        Harness { sim: start(org).await.unwrap(), http: client() }
+        Harness {
+            sim: start(org).await.unwrap(),
+            http: client(),
+        }
     }
 
     pub async fn small() -> Harness {
@@ -44,12 +50,24 @@ impl Harness {
 
     /// POST form parameters (adds the referer header every call must carry).
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
-        self.http.post(self.url(path)).header("Referer", REFERER).form(form).send().await.unwrap()
+        self.http
+            .post(self.url(path))
+            .header("Referer", REFERER)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// GET with query parameters.
     pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Response {
-        self.http.get(self.url(path)).header("Referer", REFERER).query(query).send().await.unwrap()
+        self.http
+            .get(self.url(path))
+            .header("Referer", REFERER)
+            .query(query)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// POST and parse JSON, asserting HTTP 200 and a JSON content type.
@@ -60,9 +78,22 @@ impl Harness {
     /// Signs in with generateToken and returns the token.
     pub async fn token_for(&self, username: &str, password: &str) -> String {
         let v = self
-            .post_json("generateToken", &[("username", username), ("password", password), ("client", "referer"), ("referer", REFERER), ("expiration", "60"), ("f", "json")])
+            .post_json(
+                "generateToken",
+                &[
+                    ("username", username),
+                    ("password", password),
+                    ("client", "referer"),
+                    ("referer", REFERER),
+                    ("expiration", "60"),
+                    ("f", "json"),
+                ],
+            )
             .await;
-        v["token"].as_str().unwrap_or_else(|| panic!("no token in {v}")).to_string()
+        v["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in {v}"))
+            .to_string()
     }
 
     /// The administrator's token.
@@ -74,7 +105,12 @@ impl Harness {
 /// Asserts HTTP 200 with `application/json` and parses the body.
 pub async fn json_of(r: Response) -> Value {
     assert_eq!(r.status(), 200, "HTTP status");
-    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     assert!(ct.starts_with("application/json"), "content type was {ct:?}");
     let text = r.text().await.unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -82,5 +118,7 @@ pub async fn json_of(r: Response) -> Value {
 
 /// The `error.code` of an envelope, asserting there is one.
 pub fn error_code(v: &Value) -> u64 {
-    v["error"]["code"].as_u64().unwrap_or_else(|| panic!("expected an error envelope, got {v}"))
+    v["error"]["code"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("expected an error envelope, got {v}"))
 }

@@ -35,13 +35,25 @@ pub fn require(caller: &Caller, needed: &[&str]) -> Result<(), AgolError> {
     if *caller == Caller::Anonymous {
         return Err(AgolError::token_required());
     }
-    if needed.iter().all(|p| caller.has(p)) { Ok(()) } else { Err(AgolError::forbidden()) }
+    if needed.iter().all(|p| caller.has(p)) {
+        Ok(())
+    } else {
+        Err(AgolError::forbidden())
+    }
 }
 
 fn issue(w: &mut World, caller: Caller, minutes: i64, referer: Option<String>, ctx: &Ctx) -> (String, i64) {
     let token = format!("simtok.{}.{}", ctx.seq, w.new_id());
     let expires = ctx.now_ms + minutes * 60_000;
-    w.tokens.insert(token.clone(), TokenInfo { caller, expires: Some(expires), referer, issued_seq: ctx.seq });
+    w.tokens.insert(
+        token.clone(),
+        TokenInfo {
+            caller,
+            expires: Some(expires),
+            referer,
+            issued_seq: ctx.seq,
+        },
+    );
     (token, expires)
 }
 
@@ -56,13 +68,21 @@ fn lifetime(w: &World, requested: i64) -> i64 {
 /// `POST generateToken` (contract §2.2): username/password → `{token, expires (epoch ms), ssl}`.
 pub fn generate_token(w: &mut World, ctx: &Ctx) -> Reply {
     if w.behaviour.require_https_for_token && !ctx.tls {
-        return AgolError { message_code: Some("GWM_0005"), ..AgolError::new(403, "SSL Required") }.into();
+        return AgolError {
+            message_code: Some("GWM_0005"),
+            ..AgolError::new(403, "SSL Required")
+        }
+        .into();
     }
     let p = ctx.params;
     let (username, password) = match (p.get("username"), p.get("password")) {
         (Some(u), Some(pw)) if !u.is_empty() && !pw.is_empty() => (u.to_string(), pw.to_string()),
         _ => {
-            return AgolError { details: vec!["Invalid username or password.".into()], ..AgolError::new(400, "Unable to generate token.") }.into();
+            return AgolError {
+                details: vec!["Invalid username or password.".into()],
+                ..AgolError::new(400, "Unable to generate token.")
+            }
+            .into();
         }
     };
     let referer = match p.get("client").unwrap_or("referer") {
@@ -80,19 +100,38 @@ pub fn generate_token(w: &mut World, ctx: &Ctx) -> Reply {
     if let Some(limit) = w.behaviour.lockout_after
         && w.failed_logins.get(&username).copied().unwrap_or(0) >= limit
     {
-        return AgolError { details: vec!["Too many invalid attempts. Please try again later.".into()], ..AgolError::new(400, "Unable to generate token.") }.into();
+        return AgolError {
+            details: vec!["Too many invalid attempts. Please try again later.".into()],
+            ..AgolError::new(400, "Unable to generate token.")
+        }
+        .into();
     }
-    let ok = w.org.credentials.iter().any(|c| c.username == username && c.password == password);
+    let ok = w
+        .org
+        .credentials
+        .iter()
+        .any(|c| c.username == username && c.password == password);
     let member = w.member(&username).cloned();
     let (Some(m), true) = (member, ok) else {
         *w.failed_logins.entry(username).or_default() += 1;
-        return AgolError { details: vec!["Invalid username or password.".into()], ..AgolError::new(400, "Unable to generate token.") }.into();
+        return AgolError {
+            details: vec!["Invalid username or password.".into()],
+            ..AgolError::new(400, "Unable to generate token.")
+        }
+        .into();
     };
     if m.disabled {
-        return AgolError { details: vec!["This account has been disabled.".into()], ..AgolError::new(400, "Unable to generate token.") }.into();
+        return AgolError {
+            details: vec!["This account has been disabled.".into()],
+            ..AgolError::new(400, "Unable to generate token.")
+        }
+        .into();
     }
     w.failed_logins.remove(&username);
-    let caller = Caller::User { username: m.username.clone(), privileges: w.role(&m).privileges };
+    let caller = Caller::User {
+        username: m.username.clone(),
+        privileges: w.role(&m).privileges,
+    };
     let (token, expires) = issue(w, caller, minutes, referer, ctx);
     json!({"token": token, "expires": expires, "ssl": true}).into()
 }
@@ -106,7 +145,12 @@ pub fn oauth_token(w: &mut World, ctx: &Ctx) -> Reply {
     };
     match p.get("grant_type") {
         Some("client_credentials") => {}
-        Some(_) => return invalid("unsupported_grant_type", "Unsupported grant type; only client_credentials is simulated."),
+        Some(_) => {
+            return invalid(
+                "unsupported_grant_type",
+                "Unsupported grant type; only client_credentials is simulated.",
+            );
+        }
         None => return invalid("invalid_request", "grant_type is required"),
     }
     let id = p.get("client_id").unwrap_or("");
@@ -120,7 +164,10 @@ pub fn oauth_token(w: &mut World, ctx: &Ctx) -> Reply {
         Ok(m) => lifetime(w, m),
         Err(e) => return e.into(),
     };
-    let caller = Caller::App { client_id: app.client_id.clone(), privileges: app.privileges.clone() };
+    let caller = Caller::App {
+        client_id: app.client_id.clone(),
+        privileges: app.privileges.clone(),
+    };
     let (token, _) = issue(w, caller, minutes, None, ctx);
     json!({"access_token": token, "expires_in": minutes * 60}).into()
 }

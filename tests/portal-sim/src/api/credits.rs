@@ -22,7 +22,10 @@ fn budgeting_required(w: &World) -> Result<(), AgolError> {
         Ok(())
     } else {
         // Unverified error shape (contract §10.1); a clear envelope is the conservative reading.
-        Err(AgolError::new(400, "Credit budgeting is not enabled for this organization. Enable it before allocating credits."))
+        Err(AgolError::new(
+            400,
+            "Credit budgeting is not enabled for this organization. Enable it before allocating credits.",
+        ))
     }
 }
 
@@ -33,13 +36,20 @@ pub fn assign(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
     require(&ctx.caller, &["portal:admin:manageCredits"])?;
     budgeting_required(w)?;
     let raw = ctx.params.required("userAssignments")?;
-    let entries: Vec<Assignment> = serde_json::from_str(raw)
-        .map_err(|e| AgolError::bad_param("userAssignments", format!("must be a JSON array of {{\"username\",\"credits\"}} objects ({e})")))?;
+    let entries: Vec<Assignment> = serde_json::from_str(raw).map_err(|e| {
+        AgolError::bad_param(
+            "userAssignments",
+            format!("must be a JSON array of {{\"username\",\"credits\"}} objects ({e})"),
+        )
+    })?;
     if entries.is_empty() {
         return Err(AgolError::bad_param("userAssignments", "must not be empty"));
     }
     if entries.len() > MAX_ASSIGNMENTS {
-        return Err(AgolError::bad_param("userAssignments", format!("{} entries; at most {MAX_ASSIGNMENTS} per request", entries.len())));
+        return Err(AgolError::bad_param(
+            "userAssignments",
+            format!("{} entries; at most {MAX_ASSIGNMENTS} per request", entries.len()),
+        ));
     }
     let mut parsed = Vec::with_capacity(entries.len());
     for e in &entries {
@@ -49,7 +59,12 @@ pub fn assign(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
             _ => None,
         }
         .filter(|c| c.is_finite() && *c >= 0.0)
-        .ok_or_else(|| AgolError::bad_param("userAssignments", format!("credits for '{}' must be a number >= 0", e.username)))?;
+        .ok_or_else(|| {
+            AgolError::bad_param(
+                "userAssignments",
+                format!("credits for '{}' must be a number >= 0", e.username),
+            )
+        })?;
         parsed.push((e.username.clone(), credits));
     }
     let mut not_assigned = Vec::new();
@@ -73,10 +88,13 @@ pub fn unassign(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
     require(&ctx.caller, &["portal:admin:manageCredits"])?;
     budgeting_required(w)?;
     let raw = ctx.params.required("usernames")?;
-    let names: Vec<String> =
-        serde_json::from_str(raw).map_err(|_| AgolError::bad_param("usernames", "must be a JSON array of usernames"))?;
+    let names: Vec<String> = serde_json::from_str(raw)
+        .map_err(|_| AgolError::bad_param("usernames", "must be a JSON array of usernames"))?;
     if names.len() > MAX_ASSIGNMENTS {
-        return Err(AgolError::bad_param("usernames", format!("{} entries; at most {MAX_ASSIGNMENTS} per request", names.len())));
+        return Err(AgolError::bad_param(
+            "usernames",
+            format!("{} entries; at most {MAX_ASSIGNMENTS} per request", names.len()),
+        ));
     }
     let mut not_unassigned = Vec::new();
     for u in &names {

@@ -60,7 +60,10 @@ pub fn dispatch(w: &mut World, ep: &Endpoint, ctx: &Ctx) -> Reply {
         Endpoint::ItemDelete(o, id) => reports::delete(w, ctx, o, id),
         Endpoint::Usage => usage::usage(w, ctx),
         Endpoint::WrongPortal => Err(AgolError::forbidden()),
-        Endpoint::Invalid => Err(AgolError { details: vec!["Invalid URL".into()], ..AgolError::new(400, "Invalid URL") }),
+        Endpoint::Invalid => Err(AgolError {
+            details: vec!["Invalid URL".into()],
+            ..AgolError::new(400, "Invalid URL")
+        }),
     };
     r.unwrap_or_else(Reply::Error)
 }

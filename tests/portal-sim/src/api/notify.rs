@@ -17,15 +17,22 @@ pub fn create(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
     let p = ctx.params;
     let channel = p.required("notificationChannelType")?.to_string();
     if !matches!(channel.as_str(), "email" | "builtin" | "push") {
-        return Err(AgolError::bad_param("notificationChannelType", format!("'{channel}' is not email, builtin or push")));
+        return Err(AgolError::bad_param(
+            "notificationChannelType",
+            format!("'{channel}' is not email, builtin or push"),
+        ));
     }
     let subject = p.required("subject")?.to_string();
     let message = p.required("message")?.to_string();
     let raw = p.required("users")?.trim();
     let users: Vec<String> = if raw.starts_with('[') {
-        serde_json::from_str(raw).map_err(|_| AgolError::bad_param("users", "is neither comma-separated nor a JSON array"))?
+        serde_json::from_str(raw)
+            .map_err(|_| AgolError::bad_param("users", "is neither comma-separated nor a JSON array"))?
     } else {
-        raw.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect()
+        raw.split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
     };
     if users.is_empty() {
         return Err(AgolError::bad_param("users", "must name at least one user"));
@@ -33,7 +40,10 @@ pub fn create(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
     if users.len() > MAX_USERS {
         return Err(AgolError {
             message_code: Some("ORG_9001"),
-            ..AgolError::bad_param("users", format!("{} users; at most {MAX_USERS} per notification", users.len()))
+            ..AgolError::bad_param(
+                "users",
+                format!("{} users; at most {MAX_USERS} per notification", users.len()),
+            )
         });
     }
     let mut delivered = Vec::new();
@@ -49,6 +59,14 @@ pub fn create(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
             Some(m) => delivered.push(m.username.clone()),
         }
     }
-    w.notifications.push(Notification { seq: ctx.seq, channel, subject, message, users, delivered_to: delivered, undeliverable });
+    w.notifications.push(Notification {
+        seq: ctx.seq,
+        channel,
+        subject,
+        message,
+        users,
+        delivered_to: delivered,
+        undeliverable,
+    });
     Ok(json!({"success": true}).into())
 }

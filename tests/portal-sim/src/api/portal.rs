@@ -36,7 +36,8 @@ pub fn portal_self(w: &World, ctx: &Ctx) -> Reply {
             }
         }
         Caller::App { client_id, privileges } => {
-            v["appInfo"] = json!({"appId": client_id, "appOwner": "steward_admin", "orgId": o.id, "privileges": privileges});
+            v["appInfo"] =
+                json!({"appId": client_id, "appOwner": "steward_admin", "orgId": o.id, "privileges": privileges});
         }
     }
     if admin {
@@ -68,7 +69,12 @@ pub fn update(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
         None => None,
         Some("enabled") => Some(true),
         Some("disabled") => Some(false),
-        Some(other) => return Err(AgolError::bad_param("creditAssignments", format!("'{other}' is not enabled or disabled"))),
+        Some(other) => {
+            return Err(AgolError::bad_param(
+                "creditAssignments",
+                format!("'{other}' is not enabled or disabled"),
+            ));
+        }
     };
     if assignments == Some(true) && w.org.available_credits <= 0.0 {
         return Err(AgolError::new(
@@ -80,7 +86,12 @@ pub fn update(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
         None => None,
         Some(v) => match v.trim().parse::<f64>() {
             Ok(x) if x == -1.0 || (x >= 0.0 && x.is_finite()) => Some(x),
-            _ => return Err(AgolError::bad_param("defaultUserCreditAssignment", "must be -1 or a number >= 0")),
+            _ => {
+                return Err(AgolError::bad_param(
+                    "defaultUserCreditAssignment",
+                    "must be -1 or a number >= 0",
+                ));
+            }
         },
     };
     let contacts = match p.get("contacts") {
@@ -94,7 +105,10 @@ pub fn update(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
                 return Err(AgolError::forbidden());
             }
             if let Some(u) = list.iter().find(|u| w.member(u).is_none()) {
-                return Err(AgolError::bad_param("contacts", format!("'{u}' is not a member of this organization")));
+                return Err(AgolError::bad_param(
+                    "contacts",
+                    format!("'{u}' is not a member of this organization"),
+                ));
             }
             Some(list)
         }

@@ -31,7 +31,9 @@ fn date_of(ms: i64) -> Option<NaiveDate> {
 }
 
 fn midnight_ms(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis()).unwrap_or(0)
+    d.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .unwrap_or(0)
 }
 
 /// `community/users/<me>/report`: validates like the Python client documents (monthly starts
@@ -52,24 +54,38 @@ pub fn create(w: &mut World, ctx: &Ctx, path_user: &str) -> Result<Reply, AgolEr
     }
     let sub = p.required("reportSubType")?.to_string();
     if sub != "credits" {
-        return Err(AgolError::bad_param("reportSubType", format!("'{sub}' is not simulated; only 'credits'")));
+        return Err(AgolError::bad_param(
+            "reportSubType",
+            format!("'{sub}' is not simulated; only 'credits'"),
+        ));
     }
     let duration = p.required("timeDuration")?.to_string();
     let start_ms = p.int_or("startTime", i64::MIN)?;
     if start_ms == i64::MIN {
-        return Err(AgolError::bad_param("startTime", "is required (epoch milliseconds, UTC)"));
+        return Err(AgolError::bad_param(
+            "startTime",
+            "is required (epoch milliseconds, UTC)",
+        ));
     }
-    let start = date_of(start_ms).filter(|d| midnight_ms(*d) == start_ms).ok_or_else(|| {
-        AgolError::bad_param("startTime", "must be a UTC midnight in epoch milliseconds")
-    })?;
+    let start = date_of(start_ms)
+        .filter(|d| midnight_ms(*d) == start_ms)
+        .ok_or_else(|| AgolError::bad_param("startTime", "must be a UTC midnight in epoch milliseconds"))?;
     let end = match duration.as_str() {
         "monthly" if start.day() == 1 => start.checked_add_months(Months::new(1)),
         "quarterly" if start.day() == 1 && start.month0() % 3 == 0 => start.checked_add_months(Months::new(3)),
         "weekly" if matches!(start.weekday(), Weekday::Sun | Weekday::Mon) => Some(start + chrono::Duration::days(7)),
         "monthly" | "quarterly" | "weekly" => {
-            return Err(AgolError::bad_param("startTime", format!("does not start a {duration} period (UTC)")));
+            return Err(AgolError::bad_param(
+                "startTime",
+                format!("does not start a {duration} period (UTC)"),
+            ));
         }
-        other => return Err(AgolError::bad_param("timeDuration", format!("'{other}' is not weekly, monthly or quarterly for credits"))),
+        other => {
+            return Err(AgolError::bad_param(
+                "timeDuration",
+                format!("'{other}' is not weekly, monthly or quarterly for credits"),
+            ));
+        }
     }
     .ok_or_else(|| AgolError::bad_param("startTime", "is out of range"))?;
     let id = w.new_id();
@@ -91,7 +107,11 @@ pub fn create(w: &mut World, ctx: &Ctx, path_user: &str) -> Result<Reply, AgolEr
 
 fn owned_item<'a>(w: &'a World, ctx: &Ctx, owner: Option<&str>, id: &str) -> Result<&'a ReportItem, AgolError> {
     require(&ctx.caller, &[])?;
-    let item = w.reports.iter().find(|r| r.id == id && !r.deleted).ok_or_else(AgolError::item_not_found)?;
+    let item = w
+        .reports
+        .iter()
+        .find(|r| r.id == id && !r.deleted)
+        .ok_or_else(AgolError::item_not_found)?;
     let mine = matches!(&ctx.caller, Caller::User { username, .. } if *username == item.owner);
     if owner.is_some_and(|o| o != item.owner) || !(mine || ctx.caller.has("portal:admin:viewItems")) {
         return Err(AgolError::item_not_found());
@@ -140,10 +160,21 @@ pub fn data(w: &mut World, ctx: &Ctx, id: &str) -> Result<Reply, AgolError> {
     match status(w, &item, ctx.now_ms) {
         "completed" => {}
         "failed" => return Err(AgolError::new(400, "Report generation failed; the item has no data.")),
-        _ => return Err(AgolError::new(404, "Item data is not available yet: the report is still processing.")),
+        _ => {
+            return Err(AgolError::new(
+                404,
+                "Item data is not available yet: the report is still processing.",
+            ));
+        }
     }
     if w.behaviour.report_redirect {
-        Ok(Reply::Redirect(format!("{}://localhost:{}/_storage/{}?sig={}", ctx.scheme, ctx.port, item.id, storage_sig(&item.id))))
+        Ok(Reply::Redirect(format!(
+            "{}://localhost:{}/_storage/{}?sig={}",
+            ctx.scheme,
+            ctx.port,
+            item.id,
+            storage_sig(&item.id)
+        )))
     } else {
         Ok(download(w, &item.id))
     }
@@ -161,7 +192,11 @@ pub fn download(w: &mut World, id: &str) -> Reply {
     };
     w.reports[i].downloads += 1;
     let item = w.reports[i].clone();
-    Reply::File { content_type: "text/csv", filename: format!("credits_{}.csv", item.id), body: credits_csv(w, &item).into_bytes() }
+    Reply::File {
+        content_type: "text/csv",
+        filename: format!("credits_{}.csv", item.id),
+        body: credits_csv(w, &item).into_bytes(),
+    }
 }
 
 /// `POST content/users/<owner>/items/<id>/delete`.
@@ -174,7 +209,11 @@ pub fn delete(w: &mut World, ctx: &Ctx, owner: &str, id: &str) -> Result<Reply, 
 }
 
 fn cell(m: i64) -> String {
-    if m == 0 { String::new() } else { format!("{}", from_micros(m)) }
+    if m == 0 {
+        String::new()
+    } else {
+        format!("{}", from_micros(m))
+    }
 }
 
 /// The report CSV (layout unverified, contract §8.4): 3 preamble lines, a header
@@ -201,7 +240,11 @@ pub fn credits_csv(w: &World, item: &ReportItem) -> String {
     let mut out = String::new();
     out.push_str("Credits Report\n");
     out.push_str(&format!("\"Organization: {} ({})\"\n", w.org.name, w.org.id));
-    out.push_str(&format!("Period: {} to {} (UTC)\n", start.format("%Y-%m-%d"), end.format("%Y-%m-%d")));
+    out.push_str(&format!(
+        "Period: {} to {} (UTC)\n",
+        start.format("%Y-%m-%d"),
+        end.format("%Y-%m-%d")
+    ));
     out.push_str("Username,Full Name");
     for s in &used {
         out.push(',');
@@ -226,7 +269,12 @@ pub fn credits_csv(w: &World, item: &ReportItem) -> String {
         row(&mut out, &m.username, &m.full_name, per_member.get(m.username.as_str()));
     }
     if !unattributed.is_empty() {
-        row(&mut out, "", "Organization (not attributed to a member)", Some(&unattributed));
+        row(
+            &mut out,
+            "",
+            "Organization (not attributed to a member)",
+            Some(&unattributed),
+        );
     }
     if w.behaviour.report_total_row {
         out.push_str("Total,");

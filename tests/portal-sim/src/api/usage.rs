@@ -21,14 +21,22 @@ fn bucket_starts(start: i64, end: i64, period: &str) -> Result<Vec<i64>, AgolErr
         "1d" => Some(86_400_000),
         "1w" => Some(7 * 86_400_000),
         "1m" => None,
-        other => return Err(AgolError::bad_param("period", format!("'{other}' is not 1h, 1d, 1w or 1m"))),
+        other => {
+            return Err(AgolError::bad_param(
+                "period",
+                format!("'{other}' is not 1h, 1d, 1w or 1m"),
+            ));
+        }
     };
     let mut out = Vec::new();
     let mut t = start;
     while t < end {
         out.push(t);
         if out.len() > MAX_BUCKETS {
-            return Err(AgolError::bad_param("period", "too many buckets for this time span; use a longer period"));
+            return Err(AgolError::bad_param(
+                "period",
+                "too many buckets for this time span; use a longer period",
+            ));
         }
         t = match step {
             Some(s) => t + s,
@@ -48,7 +56,10 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
     let start = p.int_or("startTime", i64::MIN)?;
     let end = p.int_or("endTime", i64::MIN)?;
     if start == i64::MIN || end == i64::MIN {
-        return Err(AgolError::bad_param(if start == i64::MIN { "startTime" } else { "endTime" }, "is required (epoch milliseconds)"));
+        return Err(AgolError::bad_param(
+            if start == i64::MIN { "startTime" } else { "endTime" },
+            "is required (epoch milliseconds)",
+        ));
     }
     if end <= start {
         return Err(AgolError::bad_param("endTime", "must be after startTime"));
@@ -63,9 +74,17 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
         .filter(|s| !s.is_empty())
         .collect();
     if let Some(bad) = groupby.iter().find(|g| !GROUP_FIELDS.contains(&g.as_str())) {
-        return Err(AgolError::bad_param("groupby", format!("'{bad}' is not one of {}", GROUP_FIELDS.join(", "))));
+        return Err(AgolError::bad_param(
+            "groupby",
+            format!("'{bad}' is not one of {}", GROUP_FIELDS.join(", ")),
+        ));
     }
-    let vars: Vec<String> = p.get("vars").unwrap_or("credits").split(',').map(|s| s.trim().to_string()).collect();
+    let vars: Vec<String> = p
+        .get("vars")
+        .unwrap_or("credits")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
     if let Some(bad) = vars.iter().find(|v| *v != "credits" && *v != "num") {
         return Err(AgolError::bad_param("vars", format!("'{bad}' is not credits or num")));
     }
@@ -93,11 +112,20 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
                     "username" => json!(r.username),
                     _ => json!(user_org),
                 };
-                (if g == "userorgid" { "userOrgId".to_string() } else { g.clone() }, v)
+                (
+                    if g == "userorgid" {
+                        "userOrgId".to_string()
+                    } else {
+                        g.clone()
+                    },
+                    v,
+                )
             })
             .collect();
         let key: Vec<String> = fields.iter().map(|(_, v)| v.to_string()).collect();
-        let entry = groups.entry(key).or_insert_with(|| (fields, vec![0; buckets.len()], vec![0; buckets.len()]));
+        let entry = groups
+            .entry(key)
+            .or_insert_with(|| (fields, vec![0; buckets.len()], vec![0; buckets.len()]));
         let b = buckets.partition_point(|&t| t <= r.day).saturating_sub(1);
         entry.1[b] += micros(r.credits);
         entry.2[b] += r.num;
@@ -110,12 +138,19 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
                 g.insert(k, v);
             }
             if vars.iter().any(|v| v == "credits") {
-                let series: Vec<Value> =
-                    buckets.iter().zip(&credits).map(|(t, m)| json!([t.to_string(), java_double(from_micros(*m))])).collect();
+                let series: Vec<Value> = buckets
+                    .iter()
+                    .zip(&credits)
+                    .map(|(t, m)| json!([t.to_string(), java_double(from_micros(*m))]))
+                    .collect();
                 g.insert("credits".into(), Value::Array(series));
             }
             if vars.iter().any(|v| v == "num") {
-                let series: Vec<Value> = buckets.iter().zip(&nums).map(|(t, n)| json!([t.to_string(), n.to_string()])).collect();
+                let series: Vec<Value> = buckets
+                    .iter()
+                    .zip(&nums)
+                    .map(|(t, n)| json!([t.to_string(), n.to_string()]))
+                    .collect();
                 g.insert("num".into(), Value::Array(series));
             }
             Value::Object(g)

@@ -42,7 +42,12 @@ fn sort_members(list: &mut [&MemberRecord], p: &Params) -> Result<(), AgolError>
         "lastlogin" => |a, b| a.last_login.cmp(&b.last_login),
         "level" => |a, b| a.level.cmp(&b.level),
         "role" => |a, b| a.role_id.cmp(&b.role_id),
-        other => return Err(AgolError::bad_param("sortField", format!("'{other}' is not a sortable field"))),
+        other => {
+            return Err(AgolError::bad_param(
+                "sortField",
+                format!("'{other}' is not a sortable field"),
+            ));
+        }
     };
     list.sort_by(|a, b| {
         let o = key(a, b).then_with(|| a.username.cmp(&b.username));
@@ -65,7 +70,12 @@ pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
     let (start, num) = paging(p)?;
     p.bool_or("excludeSystemUsers", false)?;
     let role = p.get("role").filter(|r| !r.is_empty());
-    let mut list: Vec<&MemberRecord> = w.org.members.iter().filter(|m| role.is_none_or(|r| w.role(m).base == r)).collect();
+    let mut list: Vec<&MemberRecord> = w
+        .org
+        .members
+        .iter()
+        .filter(|m| role.is_none_or(|r| w.role(m).base == r))
+        .collect();
     sort_members(&mut list, p)?;
     let total = list.len();
     let end = (start - 1 + num).min(total);
@@ -73,9 +83,19 @@ pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
         .get(start - 1..end)
         .unwrap_or(&[])
         .iter()
-        .map(|m| w.user_json(m, caller_sees_private(w, &ctx.caller, m), w.behaviour.list_includes_credits))
+        .map(|m| {
+            w.user_json(
+                m,
+                caller_sees_private(w, &ctx.caller, m),
+                w.behaviour.list_includes_credits,
+            )
+        })
         .collect();
-    let next = if start - 1 + num < total && num > 0 { (start + num) as i64 } else { -1 };
+    let next = if start - 1 + num < total && num > 0 {
+        (start + num) as i64
+    } else {
+        -1
+    };
     Ok(json!({"total": total, "start": start, "num": num, "nextStart": next, "users": users}).into())
 }
 
@@ -87,7 +107,11 @@ struct Query {
 }
 
 fn parse_query(q: &str) -> Query {
-    let mut query = Query { account: None, fields: Vec::new(), terms: Vec::new() };
+    let mut query = Query {
+        account: None,
+        fields: Vec::new(),
+        terms: Vec::new(),
+    };
     for tok in q.split_whitespace() {
         // `*` matches everything, as in the real index's query syntax.
         if tok.eq_ignore_ascii_case("AND") || tok == "*" {
@@ -97,7 +121,9 @@ fn parse_query(q: &str) -> Query {
             Some((k, v)) if k.eq_ignore_ascii_case("accountid") || k.eq_ignore_ascii_case("orgid") => {
                 query.account = Some(v.trim_matches('"').to_string());
             }
-            Some((k, v)) => query.fields.push((k.to_ascii_lowercase(), v.trim_matches('"').to_lowercase())),
+            Some((k, v)) => query
+                .fields
+                .push((k.to_ascii_lowercase(), v.trim_matches('"').to_lowercase())),
             None => query.terms.push(tok.trim_matches('"').to_lowercase()),
         }
     }
@@ -120,9 +146,15 @@ fn field_value(m: &MemberRecord, field: &str) -> Option<String> {
 /// Fuzzy match: every free term is a substring of the username, full name or email, and every
 /// qualifier a substring of its field — so `jdoe` also finds `jdoe2` and `jdoe_admin`.
 fn fuzzy_match(m: &MemberRecord, q: &Query) -> bool {
-    let hay = [m.username.to_lowercase(), m.full_name.to_lowercase(), m.email.clone().unwrap_or_default().to_lowercase()];
+    let hay = [
+        m.username.to_lowercase(),
+        m.full_name.to_lowercase(),
+        m.email.clone().unwrap_or_default().to_lowercase(),
+    ];
     q.terms.iter().all(|t| hay.iter().any(|h| h.contains(t.as_str())))
-        && q.fields.iter().all(|(f, v)| field_value(m, f).is_some_and(|fv| fv.contains(v.as_str())))
+        && q.fields
+            .iter()
+            .all(|(f, v)| field_value(m, f).is_some_and(|fv| fv.contains(v.as_str())))
 }
 
 /// `filter=username:"jdoe"`: exact keyword match (contract §6.2).
@@ -156,7 +188,11 @@ pub fn search(w: &World, ctx: &Ctx, org_scoped: bool) -> Result<Reply, AgolError
     let (start, num) = paging(p)?;
     let query = parse_query(q);
     let filter = p.get("filter").unwrap_or("").trim();
-    let external = if org_scoped { &w.org.external_users[..0] } else { &w.org.external_users[..] };
+    let external = if org_scoped {
+        &w.org.external_users[..0]
+    } else {
+        &w.org.external_users[..]
+    };
     let pool = w.org.members.iter().chain(external.iter());
     let mut hits = Vec::new();
     for m in pool {
@@ -188,7 +224,10 @@ pub fn user(w: &World, ctx: &Ctx, key: &str) -> Result<Reply, AgolError> {
     let m = w
         .member_by_name_or_id(key)
         .or_else(|| w.org.external_users.iter().find(|u| u.username == key || u.id == key))
-        .ok_or_else(|| AgolError { details: vec![format!("User '{key}' not found.")], ..AgolError::new(400, "User not found.") })?;
+        .ok_or_else(|| AgolError {
+            details: vec![format!("User '{key}' not found.")],
+            ..AgolError::new(400, "User not found.")
+        })?;
     let private = caller_sees_private(w, &ctx.caller, m);
     Ok(w.user_json(m, private, true).into())
 }

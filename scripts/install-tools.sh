@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a fresh machine, and nothing that is there
+# already. Only package registries are used (PyPI, crates.io via rustup components).
+set -euo pipefail
+MOTO_VERSION=5.2.5
+
+need_pip() { # package==version
+    local name=${1%%[=\[]*}
+    local want=${1##*==}
+    local have
+    have=$(python3 -m pip show "$name" 2>/dev/null | awk '/^Version:/{print $2}') || true
+    [ "$have" = "$want" ] || python3 -m pip install --quiet --disable-pip-version-check "$1"
+}
+
+command -v cargo >/dev/null || { echo "install-tools: cargo is missing; install Rust (rustup) first" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+need_pip "moto[server]==${MOTO_VERSION}"
+command -v moto_server >/dev/null || { echo "install-tools: moto_server not on PATH after installing moto" >&2; exit 1; }

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `make test`: every check and every test, from a fresh clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+scripts/install-tools.sh
+echo "== format"; cargo fmt --all --check
+echo "== lint"; cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build tests"; cargo test --workspace --locked --no-run
+echo "== tests"; cargo test --workspace --locked
