@@ -178,14 +178,7 @@ impl Sim {
     }
 
     /// Answers one `/sharing/rest/...` request.
-    async fn handle(
-        self: Arc<Self>,
-        peer: SocketAddr,
-        method: Method,
-        uri: Uri,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Response {
+    async fn handle(self: Arc<Self>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
         let now = Instant::now();
         let path = uri.path().to_string();
         let params = Params::parse(uri.query(), &headers, &body);
