@@ -239,10 +239,12 @@ impl Sim {
             };
             api::dispatch(w, &ep, &ctx)
         };
-        let (response, outcome) = match decision {
+        // Faults answer at once; a normal reply is rendered after the lock is released, so
+        // serializing a page of members never blocks other requests.
+        let (answer, outcome) = match decision {
             Misbehave::Envelope(e) => {
                 let o = format!("fault:error_envelope:{}", e.code);
-                (render(Reply::Error(e), format.unwrap_or(Format::Json), ep.name()), o)
+                (Err(Reply::Error(e)), o)
             }
             Misbehave::Status {
                 status,
@@ -252,19 +254,19 @@ impl Sim {
                 if after {
                     run(&mut w);
                 }
-                (gateway_error(status, retry_after), format!("fault:http_{status}"))
+                (Ok(gateway_error(status, retry_after)), format!("fault:http_{status}"))
             }
             Misbehave::Malformed { after } => {
                 if after {
                     run(&mut w);
                 }
-                (malformed(), "fault:malformed_json".into())
+                (Ok(malformed()), "fault:malformed_json".into())
             }
             Misbehave::Drop { after } => {
                 if after {
                     run(&mut w);
                 }
-                (dropped(), "fault:drop_connection".into())
+                (Ok(dropped()), "fault:drop_connection".into())
             }
             Misbehave::None => {
                 let reply = match &format {
@@ -278,13 +280,18 @@ impl Sim {
                     }
                     _ => "ok".into(),
                 };
-                (render(reply, format.unwrap_or(Format::Json), ep.name()), outcome)
+                (Err(reply), outcome)
             }
         };
-        record.status = response.status().as_u16();
+        record.status = match &answer {
+            Ok(r) => r.status().as_u16(),
+            Err(Reply::Redirect(_)) => 302,
+            Err(_) => 200,
+        };
         record.outcome = outcome;
         w.log(record);
-        response
+        drop(w);
+        answer.unwrap_or_else(|reply| render(reply, format.unwrap_or(Format::Json), ep.name()))
     }
 
     /// The storage host's download: no token expected (a pre-signed URL); one that arrives

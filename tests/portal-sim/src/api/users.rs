@@ -70,6 +70,16 @@ pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
     let (start, num) = paging(p)?;
     p.bool_or("excludeSystemUsers", false)?;
     let role = p.get("role").filter(|r| !r.is_empty());
+    let default_order = p.get("sortField").is_none_or(|f| f.eq_ignore_ascii_case("username"))
+        && p.get("sortOrder").is_none_or(|o| o.eq_ignore_ascii_case("asc"));
+    // Members are kept sorted by username, so the common listing needs no copy and no sort:
+    // a 25,000-member listing stays at the paging floor instead of O(N log N) per page.
+    if role.is_none() && default_order {
+        let total = w.org.members.len();
+        let end = (start - 1 + num).min(total);
+        let page: Vec<&MemberRecord> = w.org.members.get(start - 1..end).unwrap_or(&[]).iter().collect();
+        return Ok(page_json(w, ctx, &page, start, num, total));
+    }
     let mut list: Vec<&MemberRecord> = w
         .org
         .members
@@ -77,11 +87,20 @@ pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
         .filter(|m| role.is_none_or(|r| w.role(m).base == r))
         .collect();
     sort_members(&mut list, p)?;
-    let total = list.len();
-    let end = (start - 1 + num).min(total);
-    let users: Vec<Value> = list
-        .get(start - 1..end)
-        .unwrap_or(&[])
+    let end = (start - 1 + num).min(list.len());
+    Ok(page_json(
+        w,
+        ctx,
+        list.get(start - 1..end).unwrap_or(&[]),
+        start,
+        num,
+        list.len(),
+    ))
+}
+
+/// One page of the listing: `num` echoes the request, `nextStart` is -1 on the last page.
+fn page_json(w: &World, ctx: &Ctx, page: &[&MemberRecord], start: usize, num: usize, total: usize) -> Reply {
+    let users: Vec<Value> = page
         .iter()
         .map(|m| {
             w.user_json(
@@ -96,7 +115,7 @@ pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
     } else {
         -1
     };
-    Ok(json!({"total": total, "start": start, "num": num, "nextStart": next, "users": users}).into())
+    json!({"total": total, "start": start, "num": num, "nextStart": next, "users": users}).into()
 }
 
 /// One parsed search query: `field:value` qualifiers and free terms, all required (AND).

@@ -1,0 +1,600 @@
+//! The HTTP core shared by every operation: URL building, `f=json`, the Referer, the token
+//! header, error envelopes, retries, redirects for downloads, and the request counter.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::Url;
+use reqwest::header::{self, HeaderValue};
+use serde_json::Value;
+
+use super::auth::{CachedToken, Token};
+use super::credentials::Credentials;
+use super::endpoint::{Endpoint, Method};
+use super::error::{ApiError, Error, TransportKind, excerpt};
+use super::retry::{self, RetryPolicy, jitter, parse_retry_after};
+
+/// The header ArcGIS reads tokens from (contract §1). Never the URL: URLs end up in logs.
+const TOKEN_HEADER: &str = "x-esri-authorization";
+/// Redirect hops followed for a download before giving up.
+const MAX_REDIRECTS: u32 = 5;
+
+/// Everything needed to build a [`Client`]. [`ClientConfig::new`] fills the defaults.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The org URL (`https://<org>.maps.arcgis.com`) or its `.../sharing/rest` URL.
+    pub portal_url: String,
+    /// How to sign in.
+    pub credentials: Credentials,
+    /// The fixed Referer a `client=referer` token is bound to; sent on every request.
+    pub referer: String,
+    /// Lifetime asked of `generateToken`/`oauth2/token`, in minutes.
+    pub token_minutes: u32,
+    /// Per-request timeout (connect + response).
+    pub http_timeout: Duration,
+    /// Automatic retry bounds for repeatable operations.
+    pub retry: RetryPolicy,
+    /// Member-list pages fetched at once.
+    pub list_concurrency: usize,
+    /// How long to wait for a report item to finish processing.
+    pub report_deadline: Duration,
+    /// First delay between report status polls (grows ×1.5 up to 10 s).
+    pub report_poll_interval: Duration,
+    /// Extra trusted root certificates (PEM), e.g. a local simulator's self-signed CA.
+    pub extra_root_certificates_pem: Option<Vec<u8>>,
+}
+
+impl ClientConfig {
+    /// A configuration with credit-steward's defaults for everything but the portal and
+    /// credentials.
+    pub fn new(portal_url: impl Into<String>, credentials: Credentials) -> Self {
+        ClientConfig {
+            portal_url: portal_url.into(),
+            credentials,
+            referer: "credit-steward".to_owned(),
+            token_minutes: 60,
+            http_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            list_concurrency: 8,
+            report_deadline: Duration::from_secs(300),
+            report_poll_interval: Duration::from_secs(1),
+            extra_root_certificates_pem: None,
+        }
+    }
+}
+
+/// An ArcGIS Online client for one org and one set of credentials.
+///
+/// Cheap to clone (shared state behind an `Arc`): clones share the token cache, the
+/// connection pool and the request counter.
+#[derive(Clone)]
+pub struct Client {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    http: reqwest::Client,
+    /// `.../sharing/rest/`, always with a trailing slash.
+    rest: Url,
+    referer: HeaderValue,
+    pub(super) credentials: Credentials,
+    pub(super) referer_text: String,
+    pub(super) token_minutes: u32,
+    pub(super) token: Mutex<Option<CachedToken>>,
+    /// Serialises sign-ins so concurrent calls that find the token stale sign in once.
+    pub(super) sign_in: tokio::sync::Mutex<()>,
+    pub(super) token_generation: AtomicU64,
+    retry: RetryPolicy,
+    pub(super) list_concurrency: usize,
+    pub(super) report_deadline: Duration,
+    pub(super) report_poll_interval: Duration,
+    /// The org's id, learnt from `portals/self` once: tells members from outside users.
+    pub(super) org_id: tokio::sync::OnceCell<String>,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("rest", &self.inner.rest.as_str())
+            .field("credentials", &self.inner.credentials)
+            .field("requests", &self.requests_made())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a successful (2xx) body could not be used.
+pub(super) enum DecodeError {
+    /// ArcGIS's error envelope, inside HTTP 200.
+    Envelope(Box<ApiError>),
+    /// Not the JSON expected (truncated, HTML, wrong shape).
+    Json(serde_json::Error),
+}
+
+/// Turns a successful body into what the operation returns. A plain function, so decoding
+/// happens inside the retry loop (a truncated body is retried like any transient failure).
+pub(super) type Decoder<T> = fn(&Bytes) -> Result<T, DecodeError>;
+
+/// Decodes any JSON answer, checking for the error envelope.
+pub(super) fn json_value(body: &Bytes) -> Result<Value, DecodeError> {
+    let value: Value = serde_json::from_slice(body).map_err(DecodeError::Json)?;
+    match ApiError::from_body(&value) {
+        Some(api) => Err(DecodeError::Envelope(Box::new(api))),
+        None => Ok(value),
+    }
+}
+
+/// Keeps a file body as is, unless it is an error envelope (item not ready, no access).
+pub(super) fn file(body: &Bytes) -> Result<Bytes, DecodeError> {
+    if body.first() == Some(&b'{')
+        && let Ok(v) = serde_json::from_slice::<Value>(body)
+        && let Some(api) = ApiError::from_body(&v)
+    {
+        return Err(DecodeError::Envelope(Box::new(api)));
+    }
+    Ok(body.clone())
+}
+
+impl Client {
+    /// Builds a client; makes no request (sign-in happens on first use).
+    pub fn new(config: ClientConfig) -> Result<Client, Error> {
+        install_ring_provider();
+        let rest = rest_base(&config.portal_url)?;
+        let referer = HeaderValue::from_str(&config.referer).map_err(|_| Error::InvalidInput {
+            what: "ArcGIS client".into(),
+            reason: "the referer contains characters not allowed in an HTTP header".into(),
+        })?;
+        if config.token_minutes == 0 || config.list_concurrency == 0 || config.retry.max_attempts == 0 {
+            return Err(Error::InvalidInput {
+                what: "ArcGIS client".into(),
+                reason: "token minutes, list concurrency and retry attempts must be at least 1".into(),
+            });
+        }
+        let mut builder = reqwest::Client::builder()
+            // Redirects are followed by hand, and only for downloads: reqwest would forward
+            // X-Esri-Authorization to another host (it only strips `Authorization`).
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.http_timeout)
+            .connect_timeout(config.http_timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(config.list_concurrency.max(2))
+            .user_agent(concat!("credit-steward/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.extra_root_certificates_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Build(e.to_string()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| Error::Build(e.to_string()))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                rest,
+                referer,
+                credentials: config.credentials,
+                referer_text: config.referer,
+                token_minutes: config.token_minutes,
+                token: Mutex::new(None),
+                sign_in: tokio::sync::Mutex::new(()),
+                token_generation: AtomicU64::new(0),
+                retry: config.retry,
+                list_concurrency: config.list_concurrency,
+                report_deadline: config.report_deadline,
+                report_poll_interval: config.report_poll_interval,
+                org_id: tokio::sync::OnceCell::new(),
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// HTTP requests sent so far by this client and its clones (sign-ins, retries and
+    /// redirect hops included), for logs and benchmarks.
+    pub fn requests_made(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// The `.../sharing/rest/` base URL in use.
+    pub fn rest_url(&self) -> &Url {
+        &self.inner.rest
+    }
+
+    /// `rest` + path segments, each percent-encoded (usernames and ids are data, not paths).
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.inner.rest.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Runs an operation that answers JSON: token, retries, one re-sign-in on 498/499.
+    pub(super) async fn call(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        params: &[(&str, String)],
+        what: &str,
+    ) -> Result<Value, Error> {
+        self.call_with(endpoint, url, params, what, json_value).await
+    }
+
+    /// Like [`Client::call`], decoding the body with `decode`.
+    pub(super) async fn call_with<T>(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        params: &[(&str, String)],
+        what: &str,
+        decode: Decoder<T>,
+    ) -> Result<T, Error> {
+        if !endpoint.authenticated {
+            return self.execute(endpoint, url, params, what, None, decode).await;
+        }
+        let token = self.access_token().await?;
+        match self.execute(endpoint, url, params, what, Some(&token), decode).await {
+            // Expired or revoked (e.g. the server restarted): sign in again once and repeat
+            // this call. Safe for any operation: a rejected token means nothing was done.
+            Err(e) if e.is_invalid_token() && self.can_sign_in_again() => {
+                tracing::info!(operation = endpoint.name, what, "token rejected; signing in again");
+                self.forget_token(token.generation);
+                let token = self.access_token().await?;
+                self.execute(endpoint, url, params, what, Some(&token), decode).await
+            }
+            other => other,
+        }
+    }
+
+    /// The retry loop around [`Client::send_once`] and decoding.
+    pub(super) async fn execute<T>(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        params: &[(&str, String)],
+        what: &str,
+        token: Option<&Token>,
+        decode: Decoder<T>,
+    ) -> Result<T, Error> {
+        let policy = self.inner.retry;
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .send_once(endpoint, url, params, what, token)
+                .await
+                .and_then(|(status, body)| self.decode(endpoint, what, token, status, &body, decode));
+            let err = match result {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            if retry::is_transient(&err, endpoint.idempotency) {
+                let retry_after = match &err {
+                    Error::Http { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                if let Some(delay) = policy.delay_before_retry(attempt, started.elapsed(), retry_after, jitter()) {
+                    tracing::warn!(
+                        operation = endpoint.name,
+                        what,
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %err,
+                        "transient ArcGIS failure; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            }
+            return Err(if attempt > 1 {
+                Error::GaveUp {
+                    attempts: attempt,
+                    elapsed: started.elapsed(),
+                    last: Box::new(err),
+                }
+            } else {
+                err
+            });
+        }
+    }
+
+    /// Applies `decode`, turning its failure into the client's error.
+    fn decode<T>(
+        &self,
+        endpoint: Endpoint,
+        what: &str,
+        token: Option<&Token>,
+        status: u16,
+        body: &Bytes,
+        decode: Decoder<T>,
+    ) -> Result<T, Error> {
+        decode(body).map_err(|e| {
+            let secrets = self.secrets(token);
+            match e {
+                DecodeError::Envelope(api) => Error::Api {
+                    what: what.to_owned(),
+                    http_status: status,
+                    api: Box::new(api.scrub(&secrets)),
+                },
+                DecodeError::Json(e) => Error::Decode {
+                    what: what.to_owned(),
+                    status,
+                    reason: e.to_string(),
+                    excerpt: quote(endpoint, body, &secrets),
+                },
+            }
+        })
+    }
+
+    /// Every secret value that must never appear in an error: credentials and the token.
+    fn secrets<'a>(&'a self, token: Option<&'a Token>) -> Vec<&'a str> {
+        let mut secrets = self.inner.credentials.secret_values();
+        if let Some(t) = token {
+            secrets.push(t.value.expose());
+        }
+        secrets
+    }
+
+    /// One HTTP exchange (plus redirect hops for downloads): a success status and its body,
+    /// or an error for transport failures and non-success statuses.
+    async fn send_once(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        params: &[(&str, String)],
+        what: &str,
+        token: Option<&Token>,
+    ) -> Result<(u16, Bytes), Error> {
+        let transport = |e: reqwest::Error| transport_error(what, &e);
+        let mut current = url.clone();
+        let mut send_auth = true;
+        let mut hops = 0;
+        let response = loop {
+            let mut request = match endpoint.method {
+                Method::Get => self.inner.http.get(current.clone()),
+                Method::Post => self.inner.http.post(current.clone()),
+            };
+            if hops == 0 {
+                let mut form: Vec<(&str, &str)> = Vec::with_capacity(params.len() + 1);
+                form.push(("f", "json"));
+                form.extend(params.iter().map(|(k, v)| (*k, v.as_str())));
+                request = match endpoint.method {
+                    Method::Get => request.query(&form),
+                    Method::Post => request.form(&form),
+                };
+            }
+            if send_auth {
+                request = request.header(header::REFERER, self.inner.referer.clone());
+                if let Some(t) = token {
+                    request = request.header(TOKEN_HEADER, bearer(t)?);
+                }
+            }
+            self.inner.requests.fetch_add(1, Ordering::Relaxed);
+            let response = request.send().await.map_err(transport)?;
+            let status = response.status();
+            if !(endpoint.download && status.is_redirection()) {
+                break response;
+            }
+            hops += 1;
+            let next = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| current.join(l).ok());
+            let Some(next) = next.filter(|_| hops <= MAX_REDIRECTS) else {
+                return Err(Error::Http {
+                    what: what.to_owned(),
+                    status: status.as_u16(),
+                    excerpt: "redirect without a usable Location, or too many redirects".into(),
+                    retry_after: None,
+                });
+            };
+            // Leaving the portal's origin (host, port or scheme): the token and the Referer it
+            // is bound to stay behind, for this hop and every later one.
+            if next.origin() != self.inner.rest.origin() {
+                send_auth = false;
+            }
+            current = next;
+        };
+
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return Ok((status.as_u16(), body));
+        }
+        let secrets = self.secrets(token);
+        // Gateways answer HTML; ArcGIS itself may send its envelope with a real status.
+        if let Some(api) = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .as_ref()
+            .and_then(ApiError::from_body)
+        {
+            return Err(Error::Api {
+                what: what.to_owned(),
+                http_status: status.as_u16(),
+                api: Box::new(api.scrub(&secrets)),
+            });
+        }
+        Err(Error::Http {
+            what: what.to_owned(),
+            status: status.as_u16(),
+            excerpt: quote(endpoint, &body, &secrets),
+            retry_after,
+        })
+    }
+}
+
+/// A body excerpt for an error message; never for token endpoints.
+fn quote(endpoint: Endpoint, body: &[u8], secrets: &[&str]) -> String {
+    if endpoint.secret_response {
+        String::from("(not shown: token endpoint)")
+    } else {
+        excerpt(body, secrets)
+    }
+}
+
+fn bearer(token: &Token) -> Result<HeaderValue, Error> {
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {}", token.value.expose())).map_err(|_| Error::Unexpected {
+            what: "signing in".into(),
+            reason: "the token contains characters not allowed in an HTTP header".into(),
+        })?;
+    // Keeps it out of HTTP/2 header compression tables and Debug output.
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn transport_error(what: &str, e: &reqwest::Error) -> Error {
+    let kind = if e.is_connect() {
+        TransportKind::Connect
+    } else if e.is_timeout() {
+        TransportKind::Timeout
+    } else {
+        TransportKind::Interrupted
+    };
+    // The chain carries the useful cause ("connection closed before message completed").
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    Error::Transport {
+        what: what.to_owned(),
+        kind,
+        detail,
+    }
+}
+
+/// Installs rustls' ring provider as the process default, once: reqwest is built with
+/// `rustls-no-provider` so aws-lc-sys never enters the build (lambda-conventions §11).
+fn install_ring_provider() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        // Err means another provider is already installed, which reqwest will use.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The `.../sharing/rest/` base for an org URL, the way Esri's clients derive it: keep an
+/// explicit `/sharing/rest`, otherwise append it. HTTPS only, except for loopback hosts
+/// (simulators): a password must never cross the network in clear text.
+pub fn rest_base(portal_url: &str) -> Result<Url, Error> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: portal_url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut url = Url::parse(portal_url.trim()).map_err(|e| invalid(&e.to_string()))?;
+    let host = url.host_str().ok_or_else(|| invalid("no host"))?;
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(invalid(
+                "must be https (credentials and tokens would travel in clear text)",
+            ));
+        }
+        _ => return Err(invalid("must be an https URL")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must not contain credentials"));
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    let path = url.path().trim_end_matches('/').to_owned();
+    let path = if path.ends_with("/sharing/rest") {
+        path
+    } else if path.ends_with("/sharing") {
+        format!("{path}/rest")
+    } else {
+        format!("{path}/sharing/rest")
+    };
+    url.set_path(&format!("{path}/"));
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_base_normalises_org_urls() {
+        for (input, want) in [
+            (
+                "https://myorg.maps.arcgis.com",
+                "https://myorg.maps.arcgis.com/sharing/rest/",
+            ),
+            (
+                "https://myorg.maps.arcgis.com/",
+                "https://myorg.maps.arcgis.com/sharing/rest/",
+            ),
+            (
+                "https://www.arcgis.com/sharing/rest",
+                "https://www.arcgis.com/sharing/rest/",
+            ),
+            (
+                "https://www.arcgis.com/sharing/rest/?f=json",
+                "https://www.arcgis.com/sharing/rest/",
+            ),
+            ("https://host/portal/sharing", "https://host/portal/sharing/rest/"),
+            (
+                "http://127.0.0.1:8080/sharing/rest",
+                "http://127.0.0.1:8080/sharing/rest/",
+            ),
+            ("http://localhost:1", "http://localhost:1/sharing/rest/"),
+        ] {
+            assert_eq!(rest_base(input).unwrap().as_str(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn rest_base_refuses_clear_text_and_junk() {
+        for bad in [
+            "http://myorg.maps.arcgis.com",
+            "ftp://x",
+            "not a url",
+            "https://u:p@host/",
+        ] {
+            assert!(matches!(rest_base(bad), Err(Error::InvalidUrl { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn url_segments_are_encoded() {
+        let client = Client::new(ClientConfig::new(
+            "https://org.example.com",
+            Credentials::ApiKey(crate::arcgis::Secret::new("k")),
+        ))
+        .unwrap();
+        let url = client.url(&["community", "users", "a b/../c?d"]);
+        assert_eq!(
+            url.as_str(),
+            "https://org.example.com/sharing/rest/community/users/a%20b%2F..%2Fc%3Fd"
+        );
+    }
+
+    #[test]
+    fn client_debug_redacts_credentials() {
+        let client = Client::new(ClientConfig::new(
+            "https://org.example.com",
+            Credentials::UserPassword {
+                username: "admin".into(),
+                password: crate::arcgis::Secret::new("hunter22"),
+            },
+        ))
+        .unwrap();
+        let dbg = format!("{client:?}");
+        assert!(!dbg.contains("hunter22") && dbg.contains("admin"), "{dbg}");
+    }
+}

@@ -1,0 +1,47 @@
+//! The ArcGIS Online sharing/rest client.
+//!
+//! Written to the real API's contract (`arcgis-contract.md`), quirks included: errors inside
+//! HTTP 200, `f=json` on every request, `-1` meaning unlimited, 100 members per page and per
+//! allocation call, 25 recipients per notification call.
+//!
+//! Layout, one concept per module:
+//! - [`credentials`]: what the client signs in with; [`Secret`] never prints itself.
+//! - `auth`: credentials → cached token, refreshed ahead of expiry, re-sign-in on 498/499.
+//! - [`client`]: the HTTP core (f=json, Referer, token header, envelopes, retries, redirects,
+//!   request counter) and [`ClientConfig`].
+//! - `endpoint`: each operation declared once with its method and retry safety.
+//! - [`error`]: the error envelope ([`ApiError`]) and the client's [`Error`].
+//! - [`retry`]: backoff, `Retry-After`, and which failures are worth repeating.
+//! - [`portal`]: org properties and the admin capability check.
+//! - [`users`]: the complete member listing and exact lookup.
+//! - [`allocation`], [`notify`]: batched writes ([`batch`] holds their per-member outcome).
+//! - [`usage`]: credit usage series. [`report`]: the credits report item.
+
+#![warn(missing_docs)]
+
+pub mod allocation;
+mod auth;
+pub mod batch;
+pub mod client;
+pub mod credentials;
+mod endpoint;
+pub mod error;
+pub mod notify;
+pub mod portal;
+pub mod report;
+pub mod retry;
+pub mod usage;
+pub mod users;
+mod wire;
+
+pub use allocation::CreditAssignment;
+pub use batch::{BatchOutcome, FailedBatch};
+pub use client::{Client, ClientConfig};
+pub use credentials::{Credentials, Secret};
+pub use error::{ApiError, Error, TransportKind};
+pub use notify::{Notification, NotifyChannel};
+pub use portal::{Capability, OrgProperties, SignedIn, SignedInUser};
+pub use report::{ItemStatus, ReportItem};
+pub use retry::{Idempotency, RetryPolicy};
+pub use usage::{UsagePeriod, UsageQuery};
+pub use users::{ListingProblem, MemberList};

@@ -1,0 +1,308 @@
+//! The org's properties (`portals/self`) and what the signed-in account may do.
+//!
+//! Read fresh on every call (the Python client cached them at login, so org credits went
+//! stale), and never read from an anonymous view: missing `availableCredits` or `user` is an
+//! error, not 0 credits (contract §3, §5).
+
+use serde_json::Value;
+
+use super::client::Client;
+use super::endpoint::PORTAL_SELF;
+use super::error::Error;
+use super::wire;
+
+/// Privilege to see every member's full record, credit fields and email included.
+pub const VIEW_USERS: &str = "portal:admin:viewUsers";
+/// Privilege to change credit budgeting and allocations.
+pub const MANAGE_CREDITS: &str = "portal:admin:manageCredits";
+/// Privilege to create org reports (the credits report item).
+pub const CREATE_REPORTS: &str = "portal:admin:createReports";
+
+/// The org properties credit-steward uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgProperties {
+    /// Org id, when given.
+    pub id: Option<String>,
+    /// Org name, for messages.
+    pub name: Option<String>,
+    /// Credits the org has left (may be 0 or negative).
+    pub available_credits: f64,
+    /// Whether credit budgeting is on (`creditAssignments == "enabled"`; absent = off).
+    pub budgeting_enabled: bool,
+    /// Default allocation for new members; `None` when there is none (`-1`).
+    pub default_user_credit_assignment: Option<f64>,
+    /// The org's administrative contacts: usernames, not email addresses.
+    pub admin_contacts: Vec<String>,
+    /// Who the token belongs to.
+    pub signed_in: SignedIn,
+}
+
+/// The identity behind the token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignedIn {
+    /// A member account (generateToken or a user OAuth login).
+    User(SignedInUser),
+    /// An app or API-key token (`appInfo`, no `user`): only its registered privileges count.
+    App {
+        /// The app's id, when given.
+        app_id: Option<String>,
+        /// Privileges registered on the developer credentials, when ArcGIS lists them.
+        privileges: Vec<String>,
+    },
+}
+
+/// The signed-in member's role and privileges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedInUser {
+    /// Exact username (the owner of report items).
+    pub username: String,
+    /// Base role: `org_admin`, `org_publisher` or `org_user` (custom roles keep the base here).
+    pub role: Option<String>,
+    /// Custom role id, when the role is custom.
+    pub role_id: Option<String>,
+    /// The real rights.
+    pub privileges: Vec<String>,
+}
+
+/// Something credit-steward needs permission to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Read every member's credits and change allocations.
+    ManageCredits,
+    /// Create the credits report item.
+    CreateReports,
+}
+
+impl Capability {
+    /// The privileges that grant it to a non-`org_admin` role (contract §5).
+    pub fn privileges(self) -> &'static [&'static str] {
+        match self {
+            Capability::ManageCredits => &[VIEW_USERS, MANAGE_CREDITS],
+            Capability::CreateReports => &[CREATE_REPORTS],
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Capability::ManageCredits => "read members' credits and manage allocations",
+            Capability::CreateReports => "create the credits report",
+        }
+    }
+}
+
+impl OrgProperties {
+    /// Ok if the token may do `capability`; otherwise an error naming the missing privileges.
+    /// An `org_admin` may do everything; any other role needs the privileges themselves.
+    pub fn ensure(&self, capability: Capability) -> Result<(), Error> {
+        let (account, role, privileges) = match &self.signed_in {
+            SignedIn::User(u) => (format!("user '{}'", u.username), u.role.clone(), &u.privileges),
+            SignedIn::App { app_id, privileges } => (
+                format!("app '{}'", app_id.as_deref().unwrap_or("unknown")),
+                None,
+                privileges,
+            ),
+        };
+        if role.as_deref() == Some("org_admin") {
+            return Ok(());
+        }
+        let missing: Vec<String> = capability
+            .privileges()
+            .iter()
+            .filter(|p| !privileges.iter().any(|have| have == *p))
+            .map(|p| (*p).to_owned())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::MissingPrivileges {
+                account,
+                role,
+                needed_for: capability.describe(),
+                missing,
+            })
+        }
+    }
+
+    /// The signed-in member's username, when the token is a member's.
+    pub fn username(&self) -> Option<&str> {
+        match &self.signed_in {
+            SignedIn::User(u) => Some(&u.username),
+            SignedIn::App { .. } => None,
+        }
+    }
+}
+
+impl Client {
+    /// Reads `portals/self` now (never cached: org credits change between calls).
+    pub async fn org_properties(&self) -> Result<OrgProperties, Error> {
+        let url = self.url(&["portals", "self"]);
+        let body = self
+            .call(PORTAL_SELF, &url, &[], "portals/self (org properties)")
+            .await?;
+        let props = parse_org_properties(&body)?;
+        if let Some(id) = &props.id {
+            let _ = self.inner.org_id.set(id.clone());
+        }
+        Ok(props)
+    }
+
+    /// The org's id, from `portals/self` at most once per client.
+    pub(crate) async fn org_id(&self) -> Result<&str, Error> {
+        let id = self
+            .inner
+            .org_id
+            .get_or_try_init(|| async {
+                let url = self.url(&["portals", "self"]);
+                let what = "portals/self (org id)";
+                let body = self.call(PORTAL_SELF, &url, &[], what).await?;
+                wire::string(body.get("id")).ok_or_else(|| Error::Unexpected {
+                    what: what.to_owned(),
+                    reason: "no 'id'".into(),
+                })
+            })
+            .await?;
+        Ok(id)
+    }
+}
+
+/// Reads the org properties out of a `portals/self` body.
+pub fn parse_org_properties(body: &Value) -> Result<OrgProperties, Error> {
+    let available = body.get("availableCredits").and_then(wire::number);
+    let user = body.get("user").filter(|u| u.is_object());
+    let app_info = body.get("appInfo").filter(|a| a.is_object());
+    let signed_in = match (user, app_info) {
+        (Some(u), _) => wire::string(u.get("username")).map(|username| {
+            SignedIn::User(SignedInUser {
+                username,
+                role: wire::string(u.get("role")),
+                role_id: wire::string(u.get("roleId")),
+                privileges: wire::strings(u.get("privileges")),
+            })
+        }),
+        (None, Some(app)) => Some(SignedIn::App {
+            app_id: wire::string(app.get("appId")).or_else(|| wire::string(app.get("itemId"))),
+            privileges: wire::strings(app.get("privileges")),
+        }),
+        (None, None) => None,
+    };
+    let (Some(available_credits), Some(signed_in)) = (available, signed_in.clone()) else {
+        let mut missing = Vec::new();
+        if available.is_none() {
+            missing.push("availableCredits");
+        }
+        if signed_in.is_none() {
+            missing.push("user");
+        }
+        return Err(Error::NotAdminView {
+            missing,
+            app_token: app_info.is_some(),
+        });
+    };
+    let default_user_credit_assignment = body
+        .get("defaultUserCreditAssignment")
+        .and_then(wire::number)
+        .filter(|n| *n >= 0.0);
+    Ok(OrgProperties {
+        id: wire::string(body.get("id")),
+        name: wire::string(body.get("name")),
+        available_credits,
+        budgeting_enabled: body.get("creditAssignments").and_then(Value::as_str) == Some("enabled"),
+        default_user_credit_assignment,
+        admin_contacts: wire::strings(body.get("contacts")),
+        signed_in,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn admin_body() -> Value {
+        json!({
+            "id": "LjjARY1mkhxulWPq", "name": "Org", "availableCredits": 5.0018196E7,
+            "creditAssignments": "enabled", "defaultUserCreditAssignment": 100,
+            "contacts": ["dcadmin", "other"],
+            "user": {"username": "dcadmin", "role": "org_admin", "privileges": ["portal:user:createItem"]}
+        })
+    }
+
+    #[test]
+    fn reads_admin_view() {
+        let p = parse_org_properties(&admin_body()).unwrap();
+        assert_eq!(p.available_credits, 50_018_196.0);
+        assert!(p.budgeting_enabled);
+        assert_eq!(p.default_user_credit_assignment, Some(100.0));
+        assert_eq!(p.admin_contacts, vec!["dcadmin", "other"]);
+        assert_eq!(p.username(), Some("dcadmin"));
+        p.ensure(Capability::ManageCredits).unwrap();
+        p.ensure(Capability::CreateReports).unwrap();
+    }
+
+    #[test]
+    fn absent_budgeting_is_disabled_and_minus_one_is_no_default() {
+        let mut b = admin_body();
+        b.as_object_mut().unwrap().remove("creditAssignments");
+        b["defaultUserCreditAssignment"] = json!(-1);
+        let p = parse_org_properties(&b).unwrap();
+        assert!(!p.budgeting_enabled);
+        assert_eq!(p.default_user_credit_assignment, None);
+        b["creditAssignments"] = json!("disabled");
+        assert!(!parse_org_properties(&b).unwrap().budgeting_enabled);
+    }
+
+    #[test]
+    fn anonymous_view_is_an_error_not_zero() {
+        let err = parse_org_properties(&json!({"id": "x", "name": "Org"})).unwrap_err();
+        match &err {
+            Error::NotAdminView { missing, app_token } => {
+                assert_eq!(missing, &vec!["availableCredits", "user"]);
+                assert!(!app_token);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("availableCredits or user"), "{err}");
+        // A user but no credits: a non-admin's token.
+        let err = parse_org_properties(&json!({"user": {"username": "bob", "role": "org_user"}})).unwrap_err();
+        assert!(matches!(err, Error::NotAdminView { ref missing, .. } if missing == &vec!["availableCredits"]));
+    }
+
+    #[test]
+    fn custom_admin_role_by_privileges() {
+        let mut b = admin_body();
+        b["user"] = json!({"username": "ops", "role": "org_publisher", "roleId": "RDnHQBSBbsJuIkUp",
+            "privileges": [VIEW_USERS, MANAGE_CREDITS]});
+        let p = parse_org_properties(&b).unwrap();
+        p.ensure(Capability::ManageCredits).unwrap();
+        let err = p.ensure(Capability::CreateReports).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(CREATE_REPORTS) && msg.contains("org_publisher"), "{msg}");
+    }
+
+    #[test]
+    fn missing_privileges_are_named() {
+        let mut b = admin_body();
+        b["user"] = json!({"username": "u", "role": "org_user", "privileges": [VIEW_USERS]});
+        let err = parse_org_properties(&b)
+            .unwrap()
+            .ensure(Capability::ManageCredits)
+            .unwrap_err();
+        match err {
+            Error::MissingPrivileges { missing, .. } => assert_eq!(missing, vec![MANAGE_CREDITS]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn app_token_uses_registered_privileges() {
+        let b = json!({"availableCredits": 10, "appInfo": {"appId": "app1", "privileges": [VIEW_USERS]}});
+        let p = parse_org_properties(&b).unwrap();
+        assert_eq!(p.username(), None);
+        assert!(p.ensure(Capability::ManageCredits).is_err());
+        let b = json!({"appInfo": {"appId": "app1"}});
+        assert!(matches!(
+            parse_org_properties(&b),
+            Err(Error::NotAdminView { app_token: true, .. })
+        ));
+    }
+}

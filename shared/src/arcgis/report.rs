@@ -1,0 +1,185 @@
+//! The monthly credits report item (contract §8): create, wait for it with a deadline,
+//! download its CSV, delete it.
+//!
+//! The notebook polled with no timeout, used a naive local-time start (wrong month off UTC)
+//! and left report items piling up in the admin's content. Here the start is the 1st of the
+//! month at 00:00 UTC, the wait ends with a clear [`Error::Timeout`], and the download follows
+//! redirects by hand so the token never reaches a storage host.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+
+use super::client::{self, Client};
+use super::endpoint::{CREATE_REPORT, DELETE_ITEM, ITEM_DATA, ITEM_STATUS};
+use super::error::Error;
+use super::wire;
+
+/// Longest pause between two status polls.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A report item in its owner's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportItem {
+    /// Item id.
+    pub id: String,
+    /// Username whose content holds it (the signed-in admin).
+    pub owner: String,
+}
+
+/// The processing state of an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemStatus {
+    /// Ready to download.
+    Completed,
+    /// ArcGIS gave up; the message says why.
+    Failed(String),
+    /// Still being generated (`processing`, `partial`, or a status this client does not know).
+    Processing(String),
+}
+
+/// Epoch milliseconds of the 1st of `month` at 00:00 UTC: the `startTime` a monthly report
+/// requires (contract §8.1).
+pub fn month_start_ms(year: i32, month: u32) -> Option<i64> {
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .map(|d| d.timestamp_millis())
+}
+
+impl Client {
+    /// Starts a monthly credits report for (`year`, `month`) in `owner`'s content. Never
+    /// retried once sent: a repeat would create a second item.
+    pub async fn create_credits_report(&self, owner: &str, year: i32, month: u32) -> Result<ReportItem, Error> {
+        let what = format!("credits report for {year}-{month:02} (community/users/{owner}/report)");
+        let start = month_start_ms(year, month).ok_or_else(|| Error::InvalidInput {
+            what: what.clone(),
+            reason: "no such month".into(),
+        })?;
+        let url = self.url(&["community", "users", owner, "report"]);
+        let params = [
+            ("reportType", "org".to_owned()),
+            ("reportSubType", "credits".to_owned()),
+            ("timeDuration", "monthly".to_owned()),
+            ("startTime", start.to_string()),
+        ];
+        let body = self.call(CREATE_REPORT, &url, &params, &what).await?;
+        let id = wire::string(body.get("itemId")).ok_or_else(|| Error::Unexpected {
+            what,
+            reason: "no 'itemId' in the answer".into(),
+        })?;
+        tracing::info!(item = %id, owner, year, month, "credits report requested");
+        Ok(ReportItem {
+            id,
+            owner: owner.to_owned(),
+        })
+    }
+
+    /// The item's processing state (`content/users/<owner>/items/<id>/status`).
+    pub async fn item_status(&self, item: &ReportItem) -> Result<ItemStatus, Error> {
+        let what = format!("status of report item {}", item.id);
+        let url = self.url(&["content", "users", &item.owner, "items", &item.id, "status"]);
+        let body = self.call(ITEM_STATUS, &url, &[], &what).await?;
+        Ok(parse_status(&body))
+    }
+
+    /// Polls until the item is completed, for at most the configured report deadline.
+    pub async fn wait_for_report(&self, item: &ReportItem) -> Result<(), Error> {
+        self.wait_for_report_within(item, self.inner.report_deadline).await
+    }
+
+    /// Polls until the item is completed, for at most `deadline` (requests in flight
+    /// included): [`Error::Timeout`] after that, [`Error::JobFailed`] if ArcGIS gives up.
+    pub async fn wait_for_report_within(&self, item: &ReportItem, deadline: Duration) -> Result<(), Error> {
+        let what = format!("report item {}", item.id);
+        let started = Instant::now();
+        let mut last_status = String::from("not yet checked");
+        let mut interval = self.inner.report_poll_interval;
+        let polling = async {
+            loop {
+                match self.item_status(item).await? {
+                    ItemStatus::Completed => return Ok(()),
+                    ItemStatus::Failed(message) => {
+                        return Err(Error::JobFailed {
+                            what: what.clone(),
+                            message,
+                        });
+                    }
+                    ItemStatus::Processing(status) => last_status = status,
+                }
+                tokio::time::sleep(interval).await;
+                interval = interval.mul_f64(1.5).min(MAX_POLL_INTERVAL);
+            }
+        };
+        match tokio::time::timeout(deadline, polling).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                what,
+                waited: started.elapsed(),
+                last_status,
+            }),
+        }
+    }
+
+    /// Downloads the item's data (the CSV). Redirects are followed by hand; the token and
+    /// Referer are dropped as soon as a hop leaves the portal's origin.
+    pub async fn download_report(&self, item: &ReportItem) -> Result<Bytes, Error> {
+        let what = format!("download of report item {}", item.id);
+        let url = self.url(&["content", "items", &item.id, "data"]);
+        self.call_with(ITEM_DATA, &url, &[], &what, client::file).await
+    }
+
+    /// Deletes the item so reports do not pile up in the admin's content.
+    pub async fn delete_item(&self, item: &ReportItem) -> Result<(), Error> {
+        let what = format!("delete of report item {}", item.id);
+        let url = self.url(&["content", "users", &item.owner, "items", &item.id, "delete"]);
+        let body = self.call(DELETE_ITEM, &url, &[], &what).await?;
+        if body.get("success").and_then(Value::as_bool) == Some(false) {
+            return Err(Error::Unexpected {
+                what,
+                reason: "ArcGIS answered success: false".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads `{"status": ..., "statusMessage": ...}`.
+pub fn parse_status(body: &Value) -> ItemStatus {
+    let status = wire::string(body.get("status")).unwrap_or_else(|| "unknown".to_owned());
+    match status.to_ascii_lowercase().as_str() {
+        "completed" => ItemStatus::Completed,
+        "failed" => {
+            ItemStatus::Failed(wire::string(body.get("statusMessage")).unwrap_or_else(|| "no message".to_owned()))
+        }
+        _ => ItemStatus::Processing(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn month_start_is_utc_midnight_on_the_first() {
+        assert_eq!(month_start_ms(2024, 3), Some(1_709_251_200_000));
+        assert_eq!(month_start_ms(2023, 1), Some(1_672_531_200_000));
+        assert_eq!(month_start_ms(2024, 13), None);
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(parse_status(&json!({"status":"completed"})), ItemStatus::Completed);
+        assert_eq!(
+            parse_status(&json!({"status":"failed","statusMessage":"boom"})),
+            ItemStatus::Failed("boom".into())
+        );
+        assert_eq!(
+            parse_status(&json!({"status":"partial"})),
+            ItemStatus::Processing("partial".into())
+        );
+        assert_eq!(parse_status(&json!({})), ItemStatus::Processing("unknown".into()));
+    }
+}

@@ -1,0 +1,328 @@
+//! Environment variables, parsed and validated once into a typed [`Config`].
+//!
+//! Every problem is collected and reported together, each naming its variable, so one failed
+//! deploy shows everything to fix. Empty values count as unset. No variable holds a secret:
+//! credentials live in the Secrets Manager secret named by `ARCGIS_SECRET_ID`.
+
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::ops::{Bound, RangeBounds};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::arcgis::{ClientConfig, NotifyChannel, RetryPolicy};
+use crate::secrets::ArcgisSecret;
+
+/// Validated settings for the credit-steward functions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `ARCGIS_SECRET_ID` (required): the Secrets Manager secret with the ArcGIS credentials.
+    pub arcgis_secret_id: String,
+    /// `ARCGIS_REFERER` (default `credit-steward`): the Referer tokens are bound to.
+    pub referer: String,
+    /// `ARCGIS_TOKEN_MINUTES` (default 60, 1–20160): token lifetime to request.
+    pub token_minutes: u32,
+    /// `HTTP_TIMEOUT_SECS` (default 30, 1–300): per-request timeout.
+    pub http_timeout: Duration,
+    /// `RETRY_MAX_ATTEMPTS` (default 5, 1–10) and `RETRY_DEADLINE_SECS` (default 60, 1–900).
+    pub retry: RetryPolicy,
+    /// `LIST_CONCURRENCY` (default 8, 1–32): member-list pages fetched at once.
+    pub list_concurrency: usize,
+    /// `CRITICAL_PERCENT` (default 10): below this share of their allocation left, a member is
+    /// critical.
+    pub critical_percent: f64,
+    /// `WARNING_PERCENT` (default 50, above `CRITICAL_PERCENT`): below this, a warning.
+    pub warning_percent: f64,
+    /// `ORG_MIN_CREDITS` (optional, ≥ 0): alert when the org's credits fall below it.
+    pub org_min_credits: Option<f64>,
+    /// `NOTIFY_CHANNEL` (`email` or `builtin`, default `email`).
+    pub notify_channel: NotifyChannel,
+    /// `LEDGER_TABLE` (optional): the DynamoDB table for run records.
+    pub ledger_table: Option<String>,
+    /// `SECRET_TTL_SECS` (default 300, 0–3600): how long the secret is cached.
+    pub secret_ttl: Duration,
+}
+
+/// One invalid or missing variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The variable's name.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// All configuration problems found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Each problem, in variable order.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problems): ", self.problems.len())?;
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", p.variable, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (tests pass a map instead of mutating the environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut env = Reader {
+            lookup: &lookup,
+            problems: Vec::new(),
+        };
+        let defaults = RetryPolicy::default();
+
+        let arcgis_secret_id = env.required("ARCGIS_SECRET_ID");
+        let referer = env.get("ARCGIS_REFERER").unwrap_or_else(|| "credit-steward".to_owned());
+        if referer.chars().any(|c| c.is_control()) {
+            env.problem("ARCGIS_REFERER", "must not contain control characters".into());
+        }
+        let token_minutes = env.number("ARCGIS_TOKEN_MINUTES", 60u32, 1..=20_160);
+        let http_timeout = env.number("HTTP_TIMEOUT_SECS", 30u64, 1..=300);
+        let max_attempts = env.number("RETRY_MAX_ATTEMPTS", defaults.max_attempts, 1..=10);
+        let deadline = env.number("RETRY_DEADLINE_SECS", defaults.deadline.as_secs(), 1..=900);
+        let list_concurrency = env.number("LIST_CONCURRENCY", 8usize, 1..=32);
+        let critical_percent = env.number("CRITICAL_PERCENT", 10.0f64, 0.0..=100.0);
+        let warning_percent = env.number("WARNING_PERCENT", 50.0f64, 0.0..=100.0);
+        if critical_percent >= warning_percent {
+            env.problem(
+                "CRITICAL_PERCENT",
+                format!("must be below WARNING_PERCENT ({critical_percent} ≥ {warning_percent})"),
+            );
+        }
+        let org_min_credits = env
+            .get("ORG_MIN_CREDITS")
+            .is_some()
+            .then(|| env.number("ORG_MIN_CREDITS", 0.0f64, 0.0..));
+        let notify_channel = match env.get("NOTIFY_CHANNEL") {
+            None => NotifyChannel::Email,
+            Some(v) => v.parse().unwrap_or_else(|e| {
+                env.problem("NOTIFY_CHANNEL", e);
+                NotifyChannel::Email
+            }),
+        };
+        let ledger_table = env.get("LEDGER_TABLE");
+        let secret_ttl = env.number("SECRET_TTL_SECS", 300u64, 0..=3_600);
+
+        if !env.problems.is_empty() {
+            return Err(ConfigError { problems: env.problems });
+        }
+        Ok(Config {
+            arcgis_secret_id: arcgis_secret_id.unwrap_or_default(),
+            referer,
+            token_minutes,
+            http_timeout: Duration::from_secs(http_timeout),
+            retry: RetryPolicy {
+                max_attempts,
+                deadline: Duration::from_secs(deadline),
+                ..defaults
+            },
+            list_concurrency,
+            critical_percent,
+            warning_percent,
+            org_min_credits,
+            notify_channel,
+            ledger_table,
+            secret_ttl: Duration::from_secs(secret_ttl),
+        })
+    }
+
+    /// The ArcGIS client settings for `secret`; the secret's own referer wins over
+    /// `ARCGIS_REFERER` (whoever stored the credentials knows what the token is bound to).
+    pub fn client_config(&self, secret: &ArcgisSecret) -> ClientConfig {
+        ClientConfig {
+            referer: secret.referer.clone().unwrap_or_else(|| self.referer.clone()),
+            token_minutes: self.token_minutes,
+            http_timeout: self.http_timeout,
+            retry: self.retry,
+            list_concurrency: self.list_concurrency,
+            ..ClientConfig::new(secret.portal_url.clone(), secret.credentials.clone())
+        }
+    }
+}
+
+struct Reader<'a, F: Fn(&str) -> Option<String>> {
+    lookup: &'a F,
+    problems: Vec<ConfigProblem>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn problem(&mut self, variable: &'static str, message: String) {
+        self.problems.push(ConfigProblem { variable, message });
+    }
+
+    fn required(&mut self, name: &'static str) -> Option<String> {
+        let value = self.get(name);
+        if value.is_none() {
+            self.problem(name, "required but not set".into());
+        }
+        value
+    }
+
+    /// A number within `range`, or `default` when unset; a problem (and the default) when invalid.
+    fn number<T, R>(&mut self, name: &'static str, default: T, range: R) -> T
+    where
+        T: FromStr + PartialOrd + fmt::Display,
+        R: RangeBounds<T>,
+    {
+        let Some(raw) = self.get(name) else { return default };
+        let shown: String = raw.chars().take(40).collect();
+        match raw.parse::<T>() {
+            Ok(v) if range.contains(&v) => v,
+            Ok(_) => {
+                self.problem(name, format!("'{shown}' must be {}", describe(&range)));
+                default
+            }
+            Err(_) => {
+                self.problem(name, format!("'{shown}' is not a number"));
+                default
+            }
+        }
+    }
+}
+
+fn describe<T: fmt::Display>(range: &impl RangeBounds<T>) -> String {
+    match (range.start_bound(), range.end_bound()) {
+        (Bound::Included(a), Bound::Included(b)) => format!("between {a} and {b}"),
+        (Bound::Included(a), Bound::Unbounded) => format!("at least {a}"),
+        _ => "in range".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[("ARCGIS_SECRET_ID", "arcgis/admin")]).unwrap();
+        assert_eq!(c.arcgis_secret_id, "arcgis/admin");
+        assert_eq!(c.referer, "credit-steward");
+        assert_eq!(c.token_minutes, 60);
+        assert_eq!(c.list_concurrency, 8);
+        assert_eq!((c.critical_percent, c.warning_percent), (10.0, 50.0));
+        assert_eq!(c.org_min_credits, None);
+        assert_eq!(c.notify_channel, NotifyChannel::Email);
+        assert_eq!(c.ledger_table, None);
+        assert_eq!(c.secret_ttl, Duration::from_secs(300));
+        assert_eq!(c.retry.max_attempts, 5);
+        assert_eq!(c.http_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_variable_read() {
+        let c = config(&[
+            ("ARCGIS_SECRET_ID", "s"),
+            ("ARCGIS_REFERER", "my-ref"),
+            ("ARCGIS_TOKEN_MINUTES", "120"),
+            ("HTTP_TIMEOUT_SECS", "10"),
+            ("RETRY_MAX_ATTEMPTS", "3"),
+            ("RETRY_DEADLINE_SECS", "20"),
+            ("LIST_CONCURRENCY", "4"),
+            ("CRITICAL_PERCENT", "7.5"),
+            ("WARNING_PERCENT", "40"),
+            ("ORG_MIN_CREDITS", "1000"),
+            ("NOTIFY_CHANNEL", "BuiltIn"),
+            ("LEDGER_TABLE", "ledger"),
+            ("SECRET_TTL_SECS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.referer, "my-ref");
+        assert_eq!(c.token_minutes, 120);
+        assert_eq!(c.http_timeout, Duration::from_secs(10));
+        assert_eq!((c.retry.max_attempts, c.retry.deadline), (3, Duration::from_secs(20)));
+        assert_eq!(c.list_concurrency, 4);
+        assert_eq!((c.critical_percent, c.warning_percent), (7.5, 40.0));
+        assert_eq!(c.org_min_credits, Some(1000.0));
+        assert_eq!(c.notify_channel, NotifyChannel::Builtin);
+        assert_eq!(c.ledger_table.as_deref(), Some("ledger"));
+        assert_eq!(c.secret_ttl, Duration::ZERO);
+    }
+
+    #[test]
+    fn all_problems_reported_together_each_naming_its_variable() {
+        let err = config(&[
+            ("ARCGIS_TOKEN_MINUTES", "sixty"),
+            ("LIST_CONCURRENCY", "0"),
+            ("CRITICAL_PERCENT", "60"),
+            ("ORG_MIN_CREDITS", "-5"),
+            ("NOTIFY_CHANNEL", "sms"),
+            ("SECRET_TTL_SECS", "99999"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            vars,
+            vec![
+                "ARCGIS_SECRET_ID",
+                "ARCGIS_TOKEN_MINUTES",
+                "LIST_CONCURRENCY",
+                "CRITICAL_PERCENT",
+                "ORG_MIN_CREDITS",
+                "NOTIFY_CHANNEL",
+                "SECRET_TTL_SECS"
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("invalid configuration (7 problems): ARCGIS_SECRET_ID: required"),
+            "{text}"
+        );
+        assert!(text.contains("ARCGIS_TOKEN_MINUTES: 'sixty' is not a number"), "{text}");
+        assert!(
+            text.contains("LIST_CONCURRENCY: '0' must be between 1 and 32"),
+            "{text}"
+        );
+        assert!(
+            text.contains("CRITICAL_PERCENT: must be below WARNING_PERCENT"),
+            "{text}"
+        );
+        assert!(text.contains("ORG_MIN_CREDITS: '-5' must be at least 0"), "{text}");
+    }
+
+    #[test]
+    fn empty_values_are_unset() {
+        let err = config(&[("ARCGIS_SECRET_ID", "  "), ("LIST_CONCURRENCY", "")]).unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert_eq!(err.problems[0].variable, "ARCGIS_SECRET_ID");
+    }
+
+    #[test]
+    fn secret_referer_wins() {
+        let c = config(&[("ARCGIS_SECRET_ID", "s"), ("LIST_CONCURRENCY", "3")]).unwrap();
+        let secret =
+            ArcgisSecret::parse(r#"{"portal_url":"https://o","api_key":"k","referer":"from-secret"}"#).unwrap();
+        let cc = c.client_config(&secret);
+        assert_eq!(cc.referer, "from-secret");
+        assert_eq!(cc.list_concurrency, 3);
+        let secret = ArcgisSecret::parse(r#"{"portal_url":"https://o","api_key":"k"}"#).unwrap();
+        assert_eq!(c.client_config(&secret).referer, "credit-steward");
+    }
+}

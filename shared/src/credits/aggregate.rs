@@ -1,0 +1,380 @@
+//! Credits per service type, per member and per member × service type, for reports.
+//!
+//! The notebook only produced the per-service total and dropped anything it could not
+//! attribute. Here usage without a member (series not grouped by username, report rows
+//! with an empty username) is kept in an explicit [`Attribution::Unattributed`] bucket, so
+//! the per-member list always adds up to the total. Services are bucketed by readable label
+//! ([`service_types::canonical`]), so usage-API codes and report headers merge.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::report_csv::CreditsReport;
+use super::service_types;
+use super::usage::{TimeWindow, UsageSeries};
+
+/// Who credits are charged to.
+///
+/// Ordered members first (by username), then `Unattributed`, which gives ties a
+/// deterministic order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "attribution", content = "username", rename_all = "snake_case")]
+pub enum Attribution {
+    /// A named member (exact username).
+    Member(String),
+    /// Usage the source did not attribute to anyone.
+    Unattributed,
+}
+
+impl Attribution {
+    /// `None`, empty or blank usernames are unattributed; others are kept verbatim (trimmed).
+    pub fn from_username(username: Option<&str>) -> Self {
+        match username.map(str::trim) {
+            Some(u) if !u.is_empty() => Attribution::Member(u.to_owned()),
+            _ => Attribution::Unattributed,
+        }
+    }
+
+    /// The username, when attributed.
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Attribution::Member(u) => Some(u),
+            Attribution::Unattributed => None,
+        }
+    }
+}
+
+impl fmt::Display for Attribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attribution::Member(u) => f.write_str(u),
+            Attribution::Unattributed => f.write_str("(unattributed)"),
+        }
+    }
+}
+
+/// Credits of one service type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceCredits {
+    /// Readable label (or the unknown code / header).
+    pub service: String,
+    /// Credits consumed.
+    pub credits: f64,
+}
+
+/// Credits of one member (or the unattributed bucket).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberCredits {
+    /// Who.
+    #[serde(flatten)]
+    pub member: Attribution,
+    /// Credits consumed.
+    pub credits: f64,
+}
+
+/// Credits of one member for one service type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberServiceCredits {
+    /// Who.
+    #[serde(flatten)]
+    pub member: Attribution,
+    /// Readable label.
+    pub service: String,
+    /// Credits consumed.
+    pub credits: f64,
+}
+
+/// The aggregated report. Every list is sorted by credits descending, ties by name.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct CreditSummary {
+    /// All credits counted.
+    pub total: f64,
+    /// Per service type; every service seen appears, even at 0.
+    pub by_service: Vec<ServiceCredits>,
+    /// Per member; every member seen appears, even at 0.
+    pub by_member: Vec<MemberCredits>,
+    /// Per member × service; pairs with no credits are left out to keep reports short.
+    pub by_member_service: Vec<MemberServiceCredits>,
+}
+
+/// Accumulates credits from one or more sources; [`CreditTally::summary`] sorts them.
+#[derive(Debug, Clone, Default)]
+pub struct CreditTally {
+    by_service: BTreeMap<String, f64>,
+    by_member: BTreeMap<Attribution, f64>,
+    by_pair: BTreeMap<(Attribution, String), f64>,
+}
+
+impl CreditTally {
+    /// Counts `credits` for `member` and `service` (a code or a label).
+    pub fn add(&mut self, member: Attribution, service: &str, credits: f64) {
+        let service = service_types::canonical(service).to_owned();
+        *self.by_service.entry(service.clone()).or_default() += credits;
+        *self.by_member.entry(member.clone()).or_default() += credits;
+        if credits != 0.0 {
+            *self.by_pair.entry((member, service)).or_default() += credits;
+        }
+    }
+
+    /// Counts the points of `series` inside `window`.
+    pub fn add_series(&mut self, series: &UsageSeries, window: &TimeWindow) {
+        let member = Attribution::from_username(series.username.as_deref());
+        self.add(member, &series.stype, series.credits_in(window));
+    }
+
+    /// Counts every cell of a parsed credits report (total rows are already excluded).
+    pub fn add_report(&mut self, report: &CreditsReport) {
+        for (username, service, credits) in report.cells() {
+            self.add(Attribution::from_username(username), service, credits);
+        }
+    }
+
+    /// The sorted summary.
+    pub fn summary(&self) -> CreditSummary {
+        let mut by_service: Vec<ServiceCredits> = self
+            .by_service
+            .iter()
+            .map(|(service, &credits)| ServiceCredits {
+                service: service.clone(),
+                credits,
+            })
+            .collect();
+        by_service.sort_by(|a, b| descending(a.credits, b.credits).then_with(|| a.service.cmp(&b.service)));
+
+        let mut by_member: Vec<MemberCredits> = self
+            .by_member
+            .iter()
+            .map(|(member, &credits)| MemberCredits {
+                member: member.clone(),
+                credits,
+            })
+            .collect();
+        by_member.sort_by(|a, b| descending(a.credits, b.credits).then_with(|| a.member.cmp(&b.member)));
+
+        let mut by_member_service: Vec<MemberServiceCredits> = self
+            .by_pair
+            .iter()
+            .map(|((member, service), &credits)| MemberServiceCredits {
+                member: member.clone(),
+                service: service.clone(),
+                credits,
+            })
+            .collect();
+        by_member_service.sort_by(|a, b| {
+            descending(a.credits, b.credits)
+                .then_with(|| a.member.cmp(&b.member))
+                .then_with(|| a.service.cmp(&b.service))
+        });
+
+        CreditSummary {
+            total: self.by_service.values().sum(),
+            by_service,
+            by_member,
+            by_member_service,
+        }
+    }
+}
+
+fn descending(a: f64, b: f64) -> Ordering {
+    b.total_cmp(&a)
+}
+
+/// Aggregates usage series over `window`.
+///
+/// Pass series from *one* `groupby` (e.g. `username,stype`): a per-user and a per-service
+/// query over the same period describe the same credits twice.
+pub fn summarize_usage(series: &[UsageSeries], window: &TimeWindow) -> CreditSummary {
+    let mut tally = CreditTally::default();
+    for s in series {
+        tally.add_series(s, window);
+    }
+    tally.summary()
+}
+
+/// Aggregates a parsed credits report.
+pub fn summarize_report(report: &CreditsReport) -> CreditSummary {
+    let mut tally = CreditTally::default();
+    tally.add_report(report);
+    tally.summary()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credits::report_csv;
+
+    fn series(stype: &str, username: Option<&str>, points: &[(i64, f64)]) -> UsageSeries {
+        UsageSeries {
+            stype: stype.into(),
+            etype: None,
+            username: username.map(Into::into),
+            points: points.to_vec(),
+        }
+    }
+
+    fn member(u: &str) -> Attribution {
+        Attribution::Member(u.into())
+    }
+
+    #[test]
+    fn usage_is_summed_per_service_member_and_pair() {
+        let window = TimeWindow::new(0, 100).unwrap();
+        let data = [
+            series("geocode", Some("amy"), &[(0, 1.0), (50, 2.0), (100, 1000.0)]),
+            series("spanalysis", Some("amy"), &[(10, 4.0)]),
+            series("geocode", Some("bob"), &[(10, 3.0)]),
+            series("tiles", None, &[(10, 5.0)]),
+            series("newthing", Some(""), &[(10, 0.5)]),
+            series("geocode", Some("carl"), &[(10, 0.0)]),
+        ];
+        let s = summarize_usage(&data, &window);
+        assert_eq!(s.total, 15.5);
+        let services: Vec<(&str, f64)> = s.by_service.iter().map(|x| (x.service.as_str(), x.credits)).collect();
+        assert_eq!(
+            services,
+            [
+                ("Geocoding", 6.0),
+                ("Tile Generation", 5.0),
+                ("Spatial Analysis", 4.0),
+                ("newthing", 0.5)
+            ]
+        );
+        let members: Vec<(Attribution, f64)> = s.by_member.iter().map(|x| (x.member.clone(), x.credits)).collect();
+        assert_eq!(
+            members,
+            [
+                (member("amy"), 7.0),
+                (Attribution::Unattributed, 5.5),
+                (member("bob"), 3.0),
+                (member("carl"), 0.0)
+            ]
+        );
+        let pairs: Vec<(Attribution, &str, f64)> = s
+            .by_member_service
+            .iter()
+            .map(|x| (x.member.clone(), x.service.as_str(), x.credits))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (Attribution::Unattributed, "Tile Generation", 5.0),
+                (member("amy"), "Spatial Analysis", 4.0),
+                (member("amy"), "Geocoding", 3.0),
+                (member("bob"), "Geocoding", 3.0),
+                (Attribution::Unattributed, "newthing", 0.5),
+            ]
+        );
+        let member_sum: f64 = s.by_member.iter().map(|m| m.credits).sum();
+        assert_eq!(member_sum, s.total);
+    }
+
+    #[test]
+    fn ties_are_broken_by_name_with_unattributed_last() {
+        let mut t = CreditTally::default();
+        t.add(Attribution::Unattributed, "tiles", 2.0);
+        t.add(member("zed"), "geocode", 2.0);
+        t.add(member("abe"), "geocode", 2.0);
+        let s = t.summary();
+        let order: Vec<String> = s.by_member.iter().map(|m| m.member.to_string()).collect();
+        assert_eq!(order, ["abe", "zed", "(unattributed)"]);
+        assert_eq!(s.by_service[0].service, "Geocoding");
+    }
+
+    #[test]
+    fn codes_and_labels_merge_across_sources() {
+        let report = report_csv::parse(b"p\np\np\nUsername,Geocoding,Full Name\namy,2,Amy A\n,1,\nTotal,3,\n").unwrap();
+        let mut t = CreditTally::default();
+        t.add_report(&report);
+        t.add_series(
+            &series("geocode", Some("amy"), &[(5, 0.5)]),
+            &TimeWindow::new(0, 10).unwrap(),
+        );
+        let s = t.summary();
+        assert_eq!(s.total, 3.5);
+        assert_eq!(
+            s.by_service,
+            [ServiceCredits {
+                service: "Geocoding".into(),
+                credits: 3.5
+            }]
+        );
+        assert_eq!(
+            s.by_member[0],
+            MemberCredits {
+                member: member("amy"),
+                credits: 2.5
+            }
+        );
+        assert_eq!(
+            s.by_member[1],
+            MemberCredits {
+                member: Attribution::Unattributed,
+                credits: 1.0
+            }
+        );
+        assert_eq!(summarize_report(&report).total, 3.0);
+    }
+
+    #[test]
+    fn simulator_report_layout_end_to_end() {
+        // The layout tests/portal-sim serves: preamble, `Username,Full Name,<labels>`,
+        // an unattributed row and a `Total` row with an empty Full Name cell.
+        let csv = "Credits Report\n\"Organization: Example (abc)\"\nPeriod: 2024-03-01 to 2024-03-31 (UTC)\n\
+                   Username,Full Name,Geocoding,Notebooks,Feature Storage\n\
+                   jdoe,\"John \"\"JD\"\" Doe\",1.5,0.25,\n\
+                   vera,\"Vera Viewer\",,,\n\
+                   ,\"Organization (not attributed to a member)\",3,,7.125\n\
+                   Total,,4.5,0.25,7.125\n";
+        let report = report_csv::parse(csv.as_bytes()).unwrap();
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(report.label_columns, ["Full Name"]);
+        let s = summarize_report(&report);
+        assert_eq!(s.total, 11.875);
+        let services: Vec<(&str, f64)> = s.by_service.iter().map(|x| (x.service.as_str(), x.credits)).collect();
+        assert_eq!(
+            services,
+            [("Feature Storage", 7.125), ("Geocoding", 4.5), ("Notebooks", 0.25)]
+        );
+        let members: Vec<(Attribution, f64)> = s.by_member.iter().map(|x| (x.member.clone(), x.credits)).collect();
+        assert_eq!(
+            members,
+            [
+                (Attribution::Unattributed, 10.125),
+                (member("jdoe"), 1.75),
+                (member("vera"), 0.0)
+            ]
+        );
+        assert_eq!(s.by_member_service.len(), 4);
+    }
+
+    #[test]
+    fn attribution_from_usernames_and_json_shape() {
+        assert_eq!(Attribution::from_username(None), Attribution::Unattributed);
+        assert_eq!(Attribution::from_username(Some("  ")), Attribution::Unattributed);
+        assert_eq!(Attribution::from_username(Some("jdoe")).username(), Some("jdoe"));
+        let json = serde_json::to_value(MemberCredits {
+            member: member("jdoe"),
+            credits: 1.0,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"attribution": "member", "username": "jdoe", "credits": 1.0})
+        );
+        let json = serde_json::to_value(MemberCredits {
+            member: Attribution::Unattributed,
+            credits: 1.0,
+        })
+        .unwrap();
+        assert_eq!(json, serde_json::json!({"attribution": "unattributed", "credits": 1.0}));
+    }
+
+    #[test]
+    fn empty_input_gives_an_empty_summary() {
+        let s = summarize_usage(&[], &TimeWindow::new(0, 1).unwrap());
+        assert_eq!(s, CreditSummary::default());
+    }
+}

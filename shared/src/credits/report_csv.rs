@@ -1,0 +1,584 @@
+//! The credits report CSV (`reportType=org, reportSubType=credits`).
+//!
+//! Its layout is not documented (contract §8.4). The notebook read it by position
+//! (`skiprows=3`, first column = label, sum every other column), which breaks on a changed
+//! preamble, a second text column, a `Total` row or a malformed cell. This parser instead:
+//!
+//! - finds the header row: the first row with a `Username` / `User Name` / `user_name` cell
+//!   (case-insensitive). Failing that it assumes the notebook's layout (header on line 4,
+//!   member in column 1) and says so in [`ReportWarning::HeaderAssumed`];
+//! - tells label columns from credit columns: a column is a label (never summed) when its
+//!   header is a known label (`Full Name`, `Role`, `Email`, ...) or when none of its cells
+//!   is a number; a column named like a known service type always holds credits;
+//! - reads blank cells as 0 and rejects malformed numbers with [`ReportCsvError::BadNumber`],
+//!   naming the line and the column, instead of silently counting 0;
+//! - sets `Total` / `Totals` rows and columns aside (no double counting) and checks them
+//!   against the sum, reporting differences as warnings;
+//! - keeps unknown service columns under their header, and rows with an empty username as
+//!   unattributed;
+//! - accepts quoted fields, CRLF line ends, a UTF-8 BOM and preamble lines of any width.
+
+use serde::Serialize;
+
+use super::service_types;
+
+/// Why the report could not be read. Each variant names where, so the report format can be
+/// checked by hand.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReportCsvError {
+    /// The CSV layer failed (e.g. the file is not UTF-8).
+    #[error(
+        "credits report is not readable CSV (line {line:?}): {message}; check that the report item is a UTF-8 CSV file"
+    )]
+    Csv {
+        /// 1-based line, when known.
+        line: Option<u64>,
+        /// The CSV reader's message.
+        message: String,
+    },
+    /// No header row: neither a `Username` cell nor a 4th line.
+    #[error(
+        "credits report has no header row (no `Username` column and only {lines} line(s)); the report may be empty or still generating"
+    )]
+    NoHeader {
+        /// Lines seen.
+        lines: u64,
+    },
+    /// A credit cell that is neither blank nor a number.
+    #[error(
+        "credits report line {line}, column {column:?}: {value:?} is not a number; the report format may have changed"
+    )]
+    BadNumber {
+        /// 1-based line.
+        line: u64,
+        /// Column header.
+        column: String,
+        /// The cell as found.
+        value: String,
+    },
+    /// A non-empty cell beyond the last header column: it belongs to no column.
+    #[error("credits report line {line}: cell {value:?} has no column header; the rows are wider than the header")]
+    ExtraCell {
+        /// 1-based line.
+        line: u64,
+        /// The cell as found.
+        value: String,
+    },
+}
+
+/// Something odd but survivable, returned with the parsed report so callers can log it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "warning", rename_all = "snake_case")]
+pub enum ReportWarning {
+    /// No `Username` header was found; line `line` was taken as the header and column 1 as
+    /// the member.
+    HeaderAssumed {
+        /// The line used as header.
+        line: u64,
+    },
+    /// A `Total` row disagrees with the sum of the member rows for a service.
+    TotalRowMismatch {
+        /// Line of the total row.
+        line: u64,
+        /// The service column.
+        service: String,
+        /// The report's total.
+        stated: f64,
+        /// Our sum.
+        summed: f64,
+    },
+    /// A `Total` column disagrees with the sum of a row's service cells.
+    TotalColumnMismatch {
+        /// Line of the row.
+        line: u64,
+        /// The row's member.
+        username: Option<String>,
+        /// The report's total.
+        stated: f64,
+        /// Our sum.
+        summed: f64,
+    },
+}
+
+/// A credit column of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportColumn {
+    /// The header as written in the report.
+    pub header: String,
+    /// The service bucket ([`service_types::canonical`] of the header).
+    pub service: String,
+}
+
+/// One member row (or unattributed row) of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportRow {
+    /// 1-based line in the file, for tracing numbers back.
+    pub line: u64,
+    /// The member; `None` when the username cell is empty (or there is no member column).
+    pub username: Option<String>,
+    /// Credits per column, aligned with [`CreditsReport::columns`].
+    pub credits: Vec<f64>,
+}
+
+/// The parsed report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreditsReport {
+    /// Credit columns, in file order.
+    pub columns: Vec<ReportColumn>,
+    /// Headers of the columns read as labels (not summed), for diagnostics.
+    pub label_columns: Vec<String>,
+    /// Member rows, without total rows.
+    pub rows: Vec<ReportRow>,
+    /// Survivable oddities.
+    pub warnings: Vec<ReportWarning>,
+}
+
+impl CreditsReport {
+    /// Every `(username, service, credits)` cell, for aggregation.
+    pub fn cells(&self) -> impl Iterator<Item = (Option<&str>, &str, f64)> {
+        self.rows.iter().flat_map(move |row| {
+            self.columns
+                .iter()
+                .zip(&row.credits)
+                .map(move |(col, &credits)| (row.username.as_deref(), col.service.as_str(), credits))
+        })
+    }
+}
+
+/// Header names (normalised: lowercase alphanumerics) of the member column.
+const USERNAME_HEADERS: &[&str] = &["username"];
+/// Header names of columns that describe the row rather than count credits.
+const LABEL_HEADERS: &[&str] = &[
+    "fullname",
+    "name",
+    "firstname",
+    "lastname",
+    "role",
+    "roleid",
+    "usertype",
+    "userlicensetype",
+    "licensetype",
+    "email",
+    "emailaddress",
+    "id",
+    "userid",
+    "organization",
+    "org",
+    "orgid",
+    "level",
+    "date",
+    "period",
+    "month",
+    "week",
+    "day",
+    "startdate",
+    "enddate",
+];
+/// Label headers meaning the rows are periods, not members (only used without a username header).
+const PERIOD_HEADERS: &[&str] = &["date", "period", "month", "week", "day", "startdate", "enddate"];
+/// Names of total rows and columns.
+const TOTAL_NAMES: &[&str] = &["total", "totals", "grandtotal", "totalcredits", "creditstotal"];
+/// Line of the header in the notebook's layout (3 preamble lines).
+const ASSUMED_HEADER_LINE: u64 = 4;
+
+fn norm(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn is_one_of(s: &str, names: &[&str]) -> bool {
+    names.contains(&norm(s).as_str())
+}
+
+fn is_blank(s: &str) -> bool {
+    s.trim().is_empty()
+}
+
+fn parse_number(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+struct Record {
+    line: u64,
+    cells: Vec<String>,
+}
+
+impl Record {
+    fn cell(&self, j: usize) -> &str {
+        self.cells.get(j).map_or("", String::as_str)
+    }
+}
+
+enum ColumnKind {
+    Username,
+    Label,
+    Total,
+    Service,
+    /// No header and no content (a trailing comma).
+    Empty,
+}
+
+/// Parses the report; see the module documentation for the rules.
+pub fn parse(input: &[u8]) -> Result<CreditsReport, ReportCsvError> {
+    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let mut records = Vec::new();
+    for result in reader.records() {
+        let record = result.map_err(|e| ReportCsvError::Csv {
+            line: e.position().map(csv::Position::line),
+            message: e.to_string(),
+        })?;
+        let line = record.position().map_or(0, csv::Position::line);
+        records.push(Record {
+            line,
+            cells: record.iter().map(str::to_owned).collect(),
+        });
+    }
+
+    let mut warnings = Vec::new();
+    let found = records.iter().enumerate().find_map(|(i, r)| {
+        r.cells
+            .iter()
+            .position(|c| is_one_of(c, USERNAME_HEADERS))
+            .map(|j| (i, Some(j)))
+    });
+    let (header_index, username_col) = match found {
+        Some(found) => found,
+        None => {
+            let (i, assumed) = records
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.line >= ASSUMED_HEADER_LINE)
+                .ok_or(ReportCsvError::NoHeader {
+                    lines: records.last().map_or(0, |r| r.line),
+                })?;
+            warnings.push(ReportWarning::HeaderAssumed { line: assumed.line });
+            (i, (!is_one_of(assumed.cell(0), PERIOD_HEADERS)).then_some(0))
+        }
+    };
+    let mut after_header = records.iter().skip(header_index);
+    let Some(header) = after_header.next() else {
+        return Err(ReportCsvError::NoHeader { lines: 0 });
+    };
+    let body: Vec<&Record> = after_header.filter(|r| !r.cells.iter().all(|c| is_blank(c))).collect();
+    let is_total_row = |r: &Record| is_one_of(r.cell(username_col.unwrap_or(0)), TOTAL_NAMES);
+    let (total_rows, member_rows): (Vec<&Record>, Vec<&Record>) = body.into_iter().partition(|r| is_total_row(r));
+
+    for r in &member_rows {
+        if let Some(extra) = r.cells.iter().skip(header.cells.len()).find(|c| !is_blank(c)) {
+            return Err(ReportCsvError::ExtraCell {
+                line: r.line,
+                value: extra.clone(),
+            });
+        }
+    }
+
+    let kinds: Vec<ColumnKind> = (0..header.cells.len())
+        .map(|j| column_kind(j, header.cell(j), username_col, &member_rows))
+        .collect();
+    let column_name = |j: usize| match header.cell(j) {
+        "" => format!("column {}", j + 1),
+        h => h.to_owned(),
+    };
+    let service_cols: Vec<usize> = kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| matches!(k, ColumnKind::Service))
+        .map(|(j, _)| j)
+        .collect();
+    let total_col = kinds.iter().position(|k| matches!(k, ColumnKind::Total));
+    let columns: Vec<ReportColumn> = service_cols
+        .iter()
+        .map(|&j| {
+            let header = column_name(j);
+            let service = service_types::canonical(&header).to_owned();
+            ReportColumn { header, service }
+        })
+        .collect();
+    let label_columns = kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| matches!(k, ColumnKind::Label))
+        .map(|(j, _)| column_name(j))
+        .collect();
+
+    let number = |r: &Record, j: usize| -> Result<Option<f64>, ReportCsvError> {
+        let cell = r.cell(j);
+        if is_blank(cell) {
+            return Ok(None);
+        }
+        parse_number(cell).map(Some).ok_or_else(|| ReportCsvError::BadNumber {
+            line: r.line,
+            column: column_name(j),
+            value: cell.to_owned(),
+        })
+    };
+
+    let mut rows = Vec::with_capacity(member_rows.len());
+    for r in &member_rows {
+        let credits = service_cols
+            .iter()
+            .map(|&j| number(r, j).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<f64>, _>>()?;
+        let username = username_col
+            .map(|j| r.cell(j))
+            .filter(|u| !is_blank(u))
+            .map(str::to_owned);
+        if let Some(t) = total_col
+            && let Some(stated) = number(r, t)?
+        {
+            let summed: f64 = credits.iter().sum();
+            if !totals_agree(stated, summed, credits.len()) {
+                warnings.push(ReportWarning::TotalColumnMismatch {
+                    line: r.line,
+                    username: username.clone(),
+                    stated,
+                    summed,
+                });
+            }
+        }
+        rows.push(ReportRow {
+            line: r.line,
+            username,
+            credits,
+        });
+    }
+
+    for r in &total_rows {
+        for (k, (&j, column)) in service_cols.iter().zip(&columns).enumerate() {
+            if let Some(stated) = number(r, j)? {
+                let summed: f64 = rows.iter().filter_map(|row| row.credits.get(k)).sum();
+                if !totals_agree(stated, summed, rows.len()) {
+                    warnings.push(ReportWarning::TotalRowMismatch {
+                        line: r.line,
+                        service: column.service.clone(),
+                        stated,
+                        summed,
+                    });
+                }
+            }
+        }
+    }
+
+    Ok(CreditsReport {
+        columns,
+        label_columns,
+        rows,
+        warnings,
+    })
+}
+
+fn column_kind(j: usize, header: &str, username_col: Option<usize>, rows: &[&Record]) -> ColumnKind {
+    if Some(j) == username_col {
+        return ColumnKind::Username;
+    }
+    if is_one_of(header, TOTAL_NAMES) {
+        return ColumnKind::Total;
+    }
+    if is_one_of(header, LABEL_HEADERS) || is_one_of(header, USERNAME_HEADERS) {
+        return ColumnKind::Label;
+    }
+    if service_types::is_known(header) {
+        return ColumnKind::Service;
+    }
+    let mut filled = rows.iter().map(|r| r.cell(j)).filter(|c| !is_blank(c)).peekable();
+    let has_text = filled.peek().is_some();
+    if has_text && filled.all(|c| parse_number(c).is_none()) {
+        ColumnKind::Label
+    } else if header.is_empty() && !has_text {
+        ColumnKind::Empty
+    } else {
+        ColumnKind::Service
+    }
+}
+
+/// Totals may be rounded to cents, and each summed cell too: allow a cent for the total
+/// plus half a cent per summed cell.
+fn totals_agree(stated: f64, summed: f64, cells: usize) -> bool {
+    (stated - summed).abs() <= 0.01 + 0.005 * cells as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<CreditsReport, ReportCsvError> {
+        parse(s.as_bytes())
+    }
+
+    fn usernames(r: &CreditsReport) -> Vec<Option<&str>> {
+        r.rows.iter().map(|row| row.username.as_deref()).collect()
+    }
+
+    fn services(r: &CreditsReport) -> Vec<&str> {
+        r.columns.iter().map(|c| c.service.as_str()).collect()
+    }
+
+    #[test]
+    fn notebook_layout_with_three_preamble_lines() {
+        let r = parse_str(
+            "Credits report\nOrg: Example\nPeriod: 2024-03\n\
+             Username,Geocoding,Spatial Analysis\njdoe,1.5,2\nasmith,,0.25\n",
+        )
+        .unwrap();
+        assert_eq!(services(&r), ["Geocoding", "Spatial Analysis"]);
+        assert_eq!(usernames(&r), [Some("jdoe"), Some("asmith")]);
+        assert_eq!(r.rows[0].credits, [1.5, 2.0]);
+        assert_eq!(r.rows[1].credits, [0.0, 0.25]);
+        assert_eq!(r.rows[0].line, 5);
+        assert!(r.warnings.is_empty());
+    }
+
+    #[test]
+    fn header_is_found_after_any_preamble() {
+        let one = parse_str("Title\nUser Name,geocode\nu1,1\n").unwrap();
+        assert_eq!(services(&one), ["Geocoding"]);
+        assert_eq!(usernames(&one), [Some("u1")]);
+        let five = parse_str("a\nb\nc,d,e\nf\ng\nUSERNAME,Tiles\nu1,4\n").unwrap();
+        assert_eq!(five.rows[0].credits, [4.0]);
+        let none = parse_str("username,Notebooks\nu1,3\n").unwrap();
+        assert_eq!(none.rows[0].credits, [3.0]);
+    }
+
+    #[test]
+    fn label_columns_are_not_summed() {
+        let r = parse_str(
+            "x\ny\nz\nFull Name,Username,Role,Department,Geocoding,Quantum Routing\n\
+             John Doe,jdoe,org_user,GIS,1,2\nAmy Smith,asmith,org_admin,Ops,3,\n",
+        )
+        .unwrap();
+        assert_eq!(r.label_columns, ["Full Name", "Role", "Department"]);
+        assert_eq!(services(&r), ["Geocoding", "Quantum Routing"]);
+        assert_eq!(r.columns[1].header, "Quantum Routing");
+        assert_eq!(usernames(&r), [Some("jdoe"), Some("asmith")]);
+        assert_eq!(r.rows[1].credits, [3.0, 0.0]);
+    }
+
+    #[test]
+    fn total_rows_are_set_aside_and_checked() {
+        let ok = parse_str("p\np\np\nUsername,Geocoding,Tiles\nu1,1,2\nu2,3,4\nTotal,4,6\n").unwrap();
+        assert_eq!(ok.rows.len(), 2);
+        assert!(ok.warnings.is_empty());
+        let total: f64 = ok.cells().map(|(_, _, c)| c).sum();
+        assert_eq!(total, 10.0);
+
+        let off = parse_str("p\np\np\nUsername,Geocoding,Tiles\nu1,1,2\nu2,3,4\nTOTALS,4,7\n").unwrap();
+        assert_eq!(
+            off.warnings,
+            [ReportWarning::TotalRowMismatch {
+                line: 7,
+                service: "Tile Generation".into(),
+                stated: 7.0,
+                summed: 6.0
+            }]
+        );
+    }
+
+    #[test]
+    fn total_columns_are_not_summed_and_checked() {
+        let r = parse_str("p\np\np\nUsername,Geocoding,Tiles,Total Credits\nu1,1,2,3\nu2,1,1,5\n").unwrap();
+        assert_eq!(services(&r), ["Geocoding", "Tile Generation"]);
+        assert_eq!(
+            r.warnings,
+            [ReportWarning::TotalColumnMismatch {
+                line: 6,
+                username: Some("u2".into()),
+                stated: 5.0,
+                summed: 2.0
+            }]
+        );
+    }
+
+    #[test]
+    fn empty_usernames_are_unattributed() {
+        let r = parse_str("p\np\np\nUsername,Geocoding\n,1.5\n\"  \",2\nu1,3\n").unwrap();
+        assert_eq!(usernames(&r), [None, None, Some("u1")]);
+    }
+
+    #[test]
+    fn malformed_numbers_name_line_and_column() {
+        let err = parse_str("p\np\np\nUsername,Geocoding,Tiles\nu1,1,2\nu2,3,4x\n").unwrap_err();
+        assert_eq!(
+            err,
+            ReportCsvError::BadNumber {
+                line: 6,
+                column: "Tiles".into(),
+                value: "4x".into()
+            }
+        );
+        // A known service column stays numeric even if every cell is text.
+        let err = parse_str("Username,Geocoding\nu1,n/a\n").unwrap_err();
+        assert!(matches!(err, ReportCsvError::BadNumber { line: 2, .. }), "{err}");
+        // NaN is not a number of credits.
+        assert!(parse_str("Username,Tiles\nu1,NaN\n").is_err());
+        // A bad total row is an error too, not a silent skip.
+        assert!(parse_str("Username,Tiles\nu1,1\nTotal,abc\n").is_err());
+    }
+
+    #[test]
+    fn quoting_crlf_bom_and_exponents() {
+        let r = parse(
+            b"\xEF\xBB\xBF\"Report, monthly\"\r\n\"Org\"\r\n\r\nUsername,\"Geocoding\",\"Custom, Service\"\r\n\
+              \"doe, j\",\"1,0\",2.0E-4\r\n",
+        );
+        // "1,0" (a decimal comma) is not silently misread.
+        assert!(matches!(r, Err(ReportCsvError::BadNumber { ref column, .. }) if column == "Geocoding"));
+        let r = parse(
+            b"\xEF\xBB\xBF\"Report, monthly\"\r\n\"Org\"\r\n\r\nUsername,\"Geocoding\",\"Custom, Service\"\r\n\
+              \"doe, j\",\"1.0\",2.0E-4\r\n",
+        )
+        .unwrap();
+        assert_eq!(services(&r), ["Geocoding", "Custom, Service"]);
+        assert_eq!(usernames(&r), [Some("doe, j")]);
+        assert_eq!(r.rows[0].credits, [1.0, 2.0e-4]);
+        // BOM directly before the header.
+        let r = parse(b"\xEF\xBB\xBFUsername,Tiles\nu1,1\n").unwrap();
+        assert_eq!(r.rows[0].credits, [1.0]);
+    }
+
+    #[test]
+    fn fallback_to_the_notebook_layout_is_reported() {
+        let r = parse_str("a\nb\nc\nMember,Geocoding\nu1,1\n").unwrap();
+        assert_eq!(r.warnings, [ReportWarning::HeaderAssumed { line: 4 }]);
+        assert_eq!(usernames(&r), [Some("u1")]);
+        // Per-period rows: no member column at all, so every row is unattributed.
+        let r = parse_str("a\nb\nc\nDate,Geocoding\n2024-03-01,1\n").unwrap();
+        assert_eq!(usernames(&r), [None]);
+        assert_eq!(r.label_columns, ["Date"]);
+        assert_eq!(services(&r), ["Geocoding"]);
+        assert!(matches!(
+            parse_str("a\nb\n"),
+            Err(ReportCsvError::NoHeader { lines: 2 })
+        ));
+        assert!(matches!(parse_str(""), Err(ReportCsvError::NoHeader { lines: 0 })));
+    }
+
+    #[test]
+    fn ragged_rows() {
+        // Short rows: missing cells are blank. Trailing empty cells are fine.
+        let r = parse_str("Username,Geocoding,Tiles,\nu1,1\nu2,1,2,,\n").unwrap();
+        assert_eq!(r.rows[0].credits, [1.0, 0.0]);
+        assert_eq!(r.rows[1].credits, [1.0, 2.0]);
+        assert!(r.label_columns.is_empty());
+        let err = parse_str("Username,Geocoding\nu1,1,9\n").unwrap_err();
+        assert_eq!(
+            err,
+            ReportCsvError::ExtraCell {
+                line: 2,
+                value: "9".into()
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_typed_error() {
+        let err = parse(b"Username,Tiles\n\xFF\xFE,1\n").unwrap_err();
+        assert!(matches!(err, ReportCsvError::Csv { .. }), "{err}");
+    }
+}

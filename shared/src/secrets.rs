@@ -1,0 +1,397 @@
+//! ArcGIS credentials read from AWS Secrets Manager, cached in process, never printed.
+//!
+//! The secret (named by `ARCGIS_SECRET_ID`) is JSON in one of three shapes, each with
+//! `portal_url` and an optional `referer`:
+//! `{"username","password"}`, `{"client_id","client_secret"}` or `{"api_key"}`.
+//! Validation errors name keys, never values. The AWS client is ring-only (no aws-lc-sys,
+//! lambda-conventions §11), and the standard `AWS_ENDPOINT_URL*` variables point it at a local
+//! emulator in tests.
+
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use aws_smithy_http_client::tls;
+use serde_json::{Map, Value};
+
+use crate::arcgis::{Credentials, Secret};
+
+/// Keys a secret may hold.
+const KNOWN_KEYS: [&str; 7] = [
+    "portal_url",
+    "referer",
+    "username",
+    "password",
+    "client_id",
+    "client_secret",
+    "api_key",
+];
+
+/// The parsed ArcGIS secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ArcgisSecret {
+    /// The org URL (or its `/sharing/rest` URL).
+    pub portal_url: String,
+    /// A Referer to bind tokens to, overriding `ARCGIS_REFERER` when set.
+    pub referer: Option<String>,
+    /// How to sign in.
+    pub credentials: Credentials,
+}
+
+impl fmt::Debug for ArcgisSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The portal URL is not secret but could carry userinfo; print the host only.
+        let host = reqwest::Url::parse(&self.portal_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        f.debug_struct("ArcgisSecret")
+            .field("portal_host", &host)
+            .field("referer", &self.referer)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+impl ArcgisSecret {
+    /// Parses the secret's JSON text. Every problem is listed, by key name only.
+    pub fn parse(text: &str) -> Result<ArcgisSecret, Vec<String>> {
+        // Parse to a map first: serde's type errors can quote values, syntax errors cannot.
+        let value: Value = serde_json::from_str(text).map_err(|e| vec![format!("not valid JSON ({e})")])?;
+        let Value::Object(map) = value else {
+            return Err(vec!["not a JSON object".to_owned()]);
+        };
+        let mut problems = Vec::new();
+        let mut unexpected: Vec<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !KNOWN_KEYS.contains(k))
+            .collect();
+        unexpected.sort_unstable();
+        if !unexpected.is_empty() {
+            problems.push(format!(
+                "unexpected keys: {} (allowed: {})",
+                unexpected.join(", "),
+                KNOWN_KEYS.join(", ")
+            ));
+        }
+        let get = |key: &str, problems: &mut Vec<String>| -> Option<String> { field(&map, key, problems) };
+        let portal_url = get("portal_url", &mut problems);
+        let referer = get("referer", &mut problems);
+        let username = get("username", &mut problems);
+        let password = get("password", &mut problems);
+        let client_id = get("client_id", &mut problems);
+        let client_secret = get("client_secret", &mut problems);
+        let api_key = get("api_key", &mut problems);
+
+        if !map.contains_key("portal_url") {
+            problems.push("missing key: portal_url".to_owned());
+        } else if let Some(url) = &portal_url
+            && reqwest::Url::parse(url).is_err()
+        {
+            problems.push("portal_url is not a valid URL".to_owned());
+        }
+
+        let shapes = [
+            ("username + password", ["username", "password"].as_slice()),
+            ("client_id + client_secret", ["client_id", "client_secret"].as_slice()),
+            ("api_key", ["api_key"].as_slice()),
+        ];
+        let present: Vec<&(&str, &[&str])> = shapes
+            .iter()
+            .filter(|(_, keys)| keys.iter().any(|k| map.contains_key(*k)))
+            .collect();
+        match present.as_slice() {
+            [] => problems.push(
+                "missing credentials: expected username + password, client_id + client_secret, or api_key".to_owned(),
+            ),
+            [(_, keys)] => {
+                for k in keys.iter().filter(|k| !map.contains_key(**k)) {
+                    problems.push(format!("missing key: {k} (it goes with {})", keys.join(" + ")));
+                }
+            }
+            several => problems.push(format!(
+                "keys from several credential shapes ({}): keep exactly one",
+                several.iter().map(|(name, _)| *name).collect::<Vec<_>>().join("; ")
+            )),
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+
+        let credentials = match (username, password, client_id, client_secret, api_key) {
+            (Some(username), Some(password), None, None, None) => Credentials::UserPassword {
+                username,
+                password: Secret::new(password),
+            },
+            (None, None, Some(client_id), Some(client_secret), None) => Credentials::OAuthApp {
+                client_id,
+                client_secret: Secret::new(client_secret),
+            },
+            (None, None, None, None, Some(key)) => Credentials::ApiKey(Secret::new(key)),
+            // Unreachable after the shape checks, but answered, not panicked.
+            _ => return Err(vec!["incomplete credentials".to_owned()]),
+        };
+        Ok(ArcgisSecret {
+            portal_url: portal_url.unwrap_or_default(),
+            referer,
+            credentials,
+        })
+    }
+}
+
+/// A string field: present and non-empty, or a problem naming the key (and only the key).
+fn field(map: &Map<String, Value>, key: &str, problems: &mut Vec<String>) -> Option<String> {
+    match map.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::String(_) => {
+            problems.push(format!("key {key} is empty"));
+            None
+        }
+        other => {
+            let kind = match other {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            problems.push(format!("key {key} must be a string, not {kind}"));
+            None
+        }
+    }
+}
+
+/// Why the ArcGIS secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Secrets Manager has no secret by that id.
+    #[error("secret '{id}' does not exist in Secrets Manager: check ARCGIS_SECRET_ID and the region")]
+    NotFound {
+        /// The secret id.
+        id: String,
+    },
+    /// The call to Secrets Manager failed (permissions, network, throttling).
+    #[error(
+        "reading secret '{id}' from Secrets Manager failed: {detail}. Check the function's IAM \
+        policy (secretsmanager:GetSecretValue) and network access"
+    )]
+    Fetch {
+        /// The secret id.
+        id: String,
+        /// The SDK's error chain (it never contains the secret's value).
+        detail: String,
+    },
+    /// The secret is binary or has no string value.
+    #[error("secret '{id}' has no SecretString: store the ArcGIS credentials as JSON text")]
+    NotText {
+        /// The secret id.
+        id: String,
+    },
+    /// The secret's JSON is not one of the accepted shapes.
+    #[error("secret '{id}' is not valid ArcGIS credentials: {}. Expected JSON with portal_url and \
+        username + password, client_id + client_secret, or api_key (optional referer)", problems.join("; "))]
+    Invalid {
+        /// The secret id.
+        id: String,
+        /// Each problem, naming keys, never values.
+        problems: Vec<String>,
+    },
+}
+
+/// An HTTP client for the AWS SDK on rustls with the ring provider, so aws-lc-sys (a ~2 min C
+/// build) stays out of the dependency tree.
+pub fn ring_http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https()
+}
+
+/// The AWS configuration from the environment (region, credentials, `AWS_ENDPOINT_URL*`),
+/// on the ring-only HTTP client.
+pub async fn load_aws_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(ring_http_client())
+        .load()
+        .await
+}
+
+/// The ArcGIS secret, fetched once and kept for a TTL (Lambda containers live for hours;
+/// a rotated password is picked up within one TTL, or at once after [`SecretCache::invalidate`]).
+pub struct SecretCache {
+    client: aws_sdk_secretsmanager::Client,
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, Arc<ArcgisSecret>)>>,
+}
+
+impl fmt::Debug for SecretCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretCache {
+    /// A cache over an existing Secrets Manager client.
+    pub fn new(client: aws_sdk_secretsmanager::Client, ttl: Duration) -> Self {
+        SecretCache {
+            client,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A cache over a client built from [`load_aws_config`].
+    pub async fn from_env(ttl: Duration) -> Self {
+        let config = load_aws_config().await;
+        Self::new(aws_sdk_secretsmanager::Client::new(&config), ttl)
+    }
+
+    /// The parsed secret `id`, from the cache when younger than the TTL.
+    pub async fn arcgis_secret(&self, id: &str) -> Result<Arc<ArcgisSecret>, SecretError> {
+        if let Some((at, secret)) = self.lock().get(id)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(secret.clone());
+        }
+        tracing::debug!(secret_id = id, "fetching ArcGIS secret");
+        let output = self.client.get_secret_value().secret_id(id).send().await.map_err(|e| {
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception())
+            {
+                SecretError::NotFound { id: id.to_owned() }
+            } else {
+                SecretError::Fetch {
+                    id: id.to_owned(),
+                    detail: DisplayErrorContext(&e).to_string(),
+                }
+            }
+        })?;
+        let text = output
+            .secret_string()
+            .ok_or_else(|| SecretError::NotText { id: id.to_owned() })?;
+        let secret = Arc::new(ArcgisSecret::parse(text).map_err(|problems| SecretError::Invalid {
+            id: id.to_owned(),
+            problems,
+        })?);
+        tracing::info!(
+            secret_id = id,
+            credentials = secret.credentials.describe(),
+            "ArcGIS secret loaded"
+        );
+        self.lock().insert(id.to_owned(), (Instant::now(), secret.clone()));
+        Ok(secret)
+    }
+
+    /// Forgets `id`, so the next read fetches it again (after ArcGIS refused the credentials).
+    pub fn invalidate(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<ArcgisSecret>)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALUES: [&str; 4] = [
+        "hunter2-pass",
+        "s3cr3t-client",
+        "AAPK-key-value",
+        "https://org.example.com",
+    ];
+
+    fn problems(text: &str) -> Vec<String> {
+        ArcgisSecret::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn three_shapes() {
+        let s = ArcgisSecret::parse(
+            r#"{"portal_url":"https://org.example.com","username":"admin","password":"hunter2-pass","referer":"r"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.referer.as_deref(), Some("r"));
+        assert!(
+            matches!(&s.credentials, Credentials::UserPassword { username, password }
+            if username == "admin" && password.expose() == "hunter2-pass")
+        );
+        let s = ArcgisSecret::parse(r#"{"portal_url":"https://o","client_id":"app","client_secret":"s3cr3t-client"}"#)
+            .unwrap();
+        assert!(matches!(s.credentials, Credentials::OAuthApp { .. }));
+        let s = ArcgisSecret::parse(r#"{"portal_url":"https://o","api_key":"AAPK-key-value"}"#).unwrap();
+        assert!(matches!(s.credentials, Credentials::ApiKey(_)));
+        assert_eq!(s.referer, None);
+    }
+
+    #[test]
+    fn missing_and_unexpected_keys_are_named_together() {
+        let p = problems(r#"{"username":"admin","passwd":"hunter2-pass"}"#);
+        let all = p.join(" | ");
+        assert!(all.contains("unexpected keys: passwd"), "{all}");
+        assert!(all.contains("missing key: portal_url"), "{all}");
+        assert!(all.contains("missing key: password"), "{all}");
+        assert!(!all.contains("hunter2-pass"), "{all}");
+    }
+
+    #[test]
+    fn ambiguous_empty_and_mistyped() {
+        let all = problems(
+            r#"{"portal_url":"https://o","username":"a","password":"hunter2-pass","api_key":"AAPK-key-value"}"#,
+        )
+        .join(" | ");
+        assert!(all.contains("several credential shapes"), "{all}");
+        let all = problems(r#"{"portal_url":"https://o","api_key":""}"#).join(" | ");
+        assert!(all.contains("key api_key is empty"), "{all}");
+        let all = problems(r#"{"portal_url":"https://o","username":"a","password":12345678}"#).join(" | ");
+        assert!(
+            all.contains("key password must be a string, not a number") && !all.contains("12345678"),
+            "{all}"
+        );
+        let all = problems(r#"{"portal_url":"not a url","api_key":"AAPK-key-value"}"#).join(" | ");
+        assert!(
+            all.contains("portal_url is not a valid URL") && !all.contains("not a url"),
+            "{all}"
+        );
+        assert!(problems(r#"{"portal_url":"https://o"}"#)[0].starts_with("missing credentials"));
+    }
+
+    #[test]
+    fn bad_json_never_quotes_the_text() {
+        let all = problems(r#"{"portal_url":"https://org.example.com","password":"hunter2-pass" "#).join(" ");
+        assert!(all.starts_with("not valid JSON"), "{all}");
+        for v in VALUES {
+            assert!(!all.contains(v), "{all}");
+        }
+        assert_eq!(problems("[1]"), vec!["not a JSON object"]);
+    }
+
+    #[test]
+    fn debug_and_errors_redact_values() {
+        for text in [
+            r#"{"portal_url":"https://org.example.com","username":"admin","password":"hunter2-pass"}"#,
+            r#"{"portal_url":"https://org.example.com","client_id":"app","client_secret":"s3cr3t-client"}"#,
+            r#"{"portal_url":"https://org.example.com","api_key":"AAPK-key-value"}"#,
+        ] {
+            let s = ArcgisSecret::parse(text).unwrap();
+            let dbg = format!("{s:?}");
+            for v in &VALUES[..3] {
+                assert!(!dbg.contains(v), "{dbg}");
+            }
+            assert!(dbg.contains("org.example.com"));
+        }
+        let e = SecretError::Invalid {
+            id: "arcgis".into(),
+            problems: problems(r#"{"api_key":"AAPK-key-value","x":1}"#),
+        };
+        assert!(!e.to_string().contains("AAPK-key-value"));
+    }
+}

@@ -1,0 +1,15 @@
+//! credit-core integration tests: one binary (ripgrep / zero2prod pattern).
+//!
+//! The ArcGIS client runs against portal-sim on 127.0.0.1; the Secrets Manager tests against a
+//! `moto_server` this binary starts itself. Nothing leaves loopback.
+
+mod support;
+
+mod auth;
+mod faults;
+mod listing;
+mod lookup;
+mod moto;
+mod report;
+mod secrets;
+mod writes;
