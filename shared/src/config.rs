@@ -42,7 +42,77 @@ pub struct Config {
     pub ledger_table: Option<String>,
     /// `SECRET_TTL_SECS` (default 300, 0–3600): how long the secret is cached.
     pub secret_ttl: Duration,
+    /// `AUTO_TOP_UP_TO` (optional, > 0): scan-credits tops critical members up so that this
+    /// many credits are available, through the same planner and guardrails as allocate.
+    pub auto_top_up_to: Option<f64>,
+    /// `MAX_CREDITS_PER_MEMBER`, `MAX_CREDITS_PER_PLAN`, `ORG_RESERVE_CREDITS`: the guardrails
+    /// every allocation plan is checked against.
+    pub guardrails: GuardrailSettings,
+    /// `MAX_MEMBERS_PER_REQUEST` (default 500, 1–10000): allocate refuses larger requests.
+    pub max_members_per_request: usize,
+    /// `ALLOW_UNAUTHENTICATED` (default false): let allocate accept calls without a caller
+    /// identity. For local runs only; the SAM template never sets it.
+    pub allow_unauthenticated: bool,
+    /// `REPORT_BUCKET` (required by monthly-report): where reports are archived.
+    pub report_bucket: Option<String>,
+    /// `REPORT_SOURCE` (`usage` | `report-item`, default `usage`).
+    pub report_source: ReportSource,
+    /// `KEEP_REPORT_ITEMS` (default false): keep the ArcGIS report items instead of deleting them.
+    pub keep_report_items: bool,
+    /// `REPORT_TOP_N` (default 10, 1–1000): members shown in the report's top list.
+    pub report_top_n: usize,
 }
+
+/// The allocation guardrails as configured (see `credits::plan::Guardrails`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuardrailSettings {
+    /// `MAX_CREDITS_PER_MEMBER` (default 1000, > 0): the most one request may add to a member.
+    pub max_per_member: f64,
+    /// `MAX_CREDITS_PER_PLAN` (default 10000, > 0): the most one plan may add in total.
+    pub max_total: f64,
+    /// `ORG_RESERVE_CREDITS` (default 0, ≥ 0): org credits a plan must leave untouched.
+    pub org_reserve: f64,
+}
+
+/// Where monthly-report reads consumption from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportSource {
+    /// `portals/self/usage`: synchronous JSON, nothing left behind.
+    Usage,
+    /// The credits report item (create, poll, download CSV, delete): the notebook's path.
+    ReportItem,
+}
+
+/// Every environment variable the functions read, with the functions that read it. The SAM
+/// template is checked against this list (`cargo run -p credit-core --example manifest`), so
+/// the two cannot drift.
+pub const VARIABLES: &[(&str, &[&str])] = &[
+    ("ARCGIS_SECRET_ID", ALL),
+    ("ARCGIS_REFERER", ALL),
+    ("ARCGIS_TOKEN_MINUTES", ALL),
+    ("HTTP_TIMEOUT_SECS", ALL),
+    ("RETRY_MAX_ATTEMPTS", ALL),
+    ("RETRY_DEADLINE_SECS", ALL),
+    ("LIST_CONCURRENCY", ALL),
+    ("CRITICAL_PERCENT", ALL),
+    ("WARNING_PERCENT", ALL),
+    ("NOTIFY_CHANNEL", ALL),
+    ("LEDGER_TABLE", ALL),
+    ("SECRET_TTL_SECS", ALL),
+    ("ORG_MIN_CREDITS", &["scan-credits"]),
+    ("AUTO_TOP_UP_TO", &["scan-credits"]),
+    ("MAX_CREDITS_PER_MEMBER", &["scan-credits", "allocate"]),
+    ("MAX_CREDITS_PER_PLAN", &["scan-credits", "allocate"]),
+    ("ORG_RESERVE_CREDITS", &["scan-credits", "allocate"]),
+    ("MAX_MEMBERS_PER_REQUEST", &["allocate"]),
+    ("ALLOW_UNAUTHENTICATED", &["allocate"]),
+    ("REPORT_BUCKET", &["monthly-report"]),
+    ("REPORT_SOURCE", &["monthly-report"]),
+    ("KEEP_REPORT_ITEMS", &["monthly-report"]),
+    ("REPORT_TOP_N", &["monthly-report"]),
+];
+
+const ALL: &[&str] = &["scan-credits", "allocate", "monthly-report"];
 
 /// One invalid or missing variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +188,35 @@ impl Config {
         };
         let ledger_table = env.get("LEDGER_TABLE");
         let secret_ttl = env.number("SECRET_TTL_SECS", 300u64, 0..=3_600);
+        let auto_top_up_to = env
+            .get("AUTO_TOP_UP_TO")
+            .is_some()
+            .then(|| env.number("AUTO_TOP_UP_TO", 0.0f64, 0.0..));
+        if auto_top_up_to == Some(0.0) {
+            env.problem(
+                "AUTO_TOP_UP_TO",
+                "must be above 0 (leave it unset to turn top-ups off)".into(),
+            );
+        }
+        let guardrails = GuardrailSettings {
+            max_per_member: env.number("MAX_CREDITS_PER_MEMBER", 1_000.0f64, 0.0..),
+            max_total: env.number("MAX_CREDITS_PER_PLAN", 10_000.0f64, 0.0..),
+            org_reserve: env.number("ORG_RESERVE_CREDITS", 0.0f64, 0.0..),
+        };
+        let max_members_per_request = env.number("MAX_MEMBERS_PER_REQUEST", 500usize, 1..=10_000);
+        let allow_unauthenticated = env.boolean("ALLOW_UNAUTHENTICATED", false);
+        let report_bucket = env.get("REPORT_BUCKET");
+        let report_source = match env.get("REPORT_SOURCE").as_deref() {
+            None | Some("usage") => ReportSource::Usage,
+            Some("report-item") => ReportSource::ReportItem,
+            Some(other) => {
+                let shown: String = other.chars().take(40).collect();
+                env.problem("REPORT_SOURCE", format!("'{shown}' is not usage or report-item"));
+                ReportSource::Usage
+            }
+        };
+        let keep_report_items = env.boolean("KEEP_REPORT_ITEMS", false);
+        let report_top_n = env.number("REPORT_TOP_N", 10usize, 1..=1_000);
 
         if !env.problems.is_empty() {
             return Err(ConfigError { problems: env.problems });
@@ -139,6 +238,14 @@ impl Config {
             notify_channel,
             ledger_table,
             secret_ttl: Duration::from_secs(secret_ttl),
+            auto_top_up_to,
+            guardrails,
+            max_members_per_request,
+            allow_unauthenticated,
+            report_bucket,
+            report_source,
+            keep_report_items,
+            report_top_n,
         })
     }
 
@@ -180,6 +287,20 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         value
     }
 
+    /// `true`/`false` (any case), or `default` when unset; a problem (and the default) otherwise.
+    fn boolean(&mut self, name: &'static str, default: bool) -> bool {
+        match self.get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None => default,
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                let shown: String = other.chars().take(40).collect();
+                self.problem(name, format!("'{shown}' is not true or false"));
+                default
+            }
+        }
+    }
+
     /// A number within `range`, or `default` when unset; a problem (and the default) when invalid.
     fn number<T, R>(&mut self, name: &'static str, default: T, range: R) -> T
     where
@@ -218,6 +339,65 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn job_settings_are_read_and_validated() {
+        let c = config(&[
+            ("ARCGIS_SECRET_ID", "s"),
+            ("AUTO_TOP_UP_TO", "200"),
+            ("MAX_CREDITS_PER_MEMBER", "300"),
+            ("ALLOW_UNAUTHENTICATED", "TRUE"),
+            ("REPORT_SOURCE", "report-item"),
+            ("KEEP_REPORT_ITEMS", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.auto_top_up_to, Some(200.0));
+        assert_eq!(
+            c.guardrails,
+            GuardrailSettings {
+                max_per_member: 300.0,
+                max_total: 10_000.0,
+                org_reserve: 0.0
+            }
+        );
+        assert!(c.allow_unauthenticated && c.keep_report_items);
+        assert_eq!(c.report_source, ReportSource::ReportItem);
+        let d = config(&[("ARCGIS_SECRET_ID", "s")]).unwrap();
+        assert_eq!(
+            (d.auto_top_up_to, d.allow_unauthenticated, d.report_source),
+            (None, false, ReportSource::Usage)
+        );
+        let err = config(&[
+            ("ARCGIS_SECRET_ID", "s"),
+            ("AUTO_TOP_UP_TO", "0"),
+            ("ALLOW_UNAUTHENTICATED", "yes"),
+            ("REPORT_SOURCE", "csv"),
+            ("ORG_RESERVE_CREDITS", "-1"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            vars,
+            [
+                "AUTO_TOP_UP_TO",
+                "ORG_RESERVE_CREDITS",
+                "ALLOW_UNAUTHENTICATED",
+                "REPORT_SOURCE"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_variable_is_in_the_manifest() {
+        let source = include_str!("config.rs");
+        for (name, functions) in VARIABLES {
+            assert!(!functions.is_empty(), "{name}");
+            assert!(
+                source.matches(&format!("\"{name}\"")).count() >= 2,
+                "{name} listed but never read"
+            );
+        }
     }
 
     #[test]

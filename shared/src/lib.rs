@@ -6,8 +6,10 @@
 //!   allocation planning, forecasting). No I/O.
 //! - [`secrets`]: ArcGIS credentials read from AWS Secrets Manager, cached, never printed.
 //! - [`config`]: environment variables parsed once into a validated [`config::Config`].
+//! - [`schedule`]: the three shapes a scheduled invocation arrives in, decoded alike.
 
 pub mod arcgis;
 pub mod config;
 pub mod credits;
+pub mod schedule;
 pub mod secrets;

@@ -1,0 +1,27 @@
+//! Prints what each function reads: its environment variables and the keys its scheduled
+//! `Input` accepts. `scripts/infra-drift.py` compares the SAM template against this, so the
+//! template cannot drift from the code.
+
+use std::collections::BTreeMap;
+
+use credit_core::config::VARIABLES;
+use credit_core::schedule::{REPORT_INPUT_KEYS, SCAN_INPUT_KEYS};
+use serde_json::json;
+
+fn main() {
+    let mut out = BTreeMap::new();
+    for function in ["scan-credits", "allocate", "monthly-report"] {
+        let env: Vec<&str> = VARIABLES
+            .iter()
+            .filter(|(_, fs)| fs.contains(&function))
+            .map(|(n, _)| *n)
+            .collect();
+        let input_keys: &[&str] = match function {
+            "scan-credits" => SCAN_INPUT_KEYS,
+            "monthly-report" => REPORT_INPUT_KEYS,
+            _ => &[],
+        };
+        out.insert(function, json!({"env": env, "input_keys": input_keys}));
+    }
+    println!("{}", serde_json::to_string_pretty(&out).expect("JSON of strings"));
+}
