@@ -3,6 +3,7 @@
 # already. Only package registries are used (PyPI, crates.io via rustup components).
 set -euo pipefail
 MOTO_VERSION=5.2.5
+CARGO_LAMBDA_VERSION=1.9.2
 
 need_pip() { # package==version
     local name=${1%%[=\[]*}
@@ -16,4 +17,8 @@ command -v cargo >/dev/null || { echo "install-tools: cargo is missing; install 
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 need_pip "moto[server]==${MOTO_VERSION}"
-command -v moto_server >/dev/null || { echo "install-tools: moto_server not on PATH after installing moto" >&2; exit 1; }
+# The Lambda Runtime API emulator (`cargo lambda watch`); the wheel brings Zig for arm64 builds.
+need_pip "cargo-lambda==${CARGO_LAMBDA_VERSION}"
+for tool in moto_server cargo-lambda; do
+    command -v "$tool" >/dev/null || { echo "install-tools: $tool is not on PATH after installing it" >&2; exit 1; }
+done

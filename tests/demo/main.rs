@@ -1,0 +1,2 @@
+//! The demo (written once the functions exist).
+fn main() {}

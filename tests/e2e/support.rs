@@ -1,0 +1,118 @@
+//! One isolated world per test: a simulator, a ledger table and a secret of its own, a Runtime
+//! API emulator, and the function processes configured for them.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use portal_sim::{Org, SimHandle, generate::*};
+use serde_json::{Value, json};
+use testkit::lambda::{FunctionProcess, Invocation, RuntimeEmulator};
+use testkit::moto::moto;
+
+/// AWS SDK config for moto, built explicitly (no process-environment mutation).
+pub async fn aws() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&moto().endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "e2e"))
+        .http_client(credit_core::secrets::ring_http_client())
+        .load()
+        .await
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Everything one test needs.
+pub struct World {
+    pub sim: SimHandle,
+    pub emulator: RuntimeEmulator,
+    pub table: String,
+    pub secret_id: String,
+    pub dynamo: aws_sdk_dynamodb::Client,
+}
+
+impl World {
+    /// A world around `org`, signed in as its administrator.
+    pub async fn new(org: Org) -> World {
+        let sim = portal_sim::start(org).await.expect("portal-sim starts");
+        let config = aws().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&config);
+        let table = unique("ledger");
+        dynamo
+            .create_table()
+            .table_name(&table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap())
+            .attribute_definitions(AttributeDefinition::builder().attribute_name("sk").attribute_type(ScalarAttributeType::S).build().unwrap())
+            .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+            .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build().unwrap())
+            .send()
+            .await
+            .expect("ledger table created in moto");
+        let secret_id = unique("credit-steward/arcgis");
+        let secret = json!({"portal_url": sim.base_url(), "username": ADMIN_USERNAME, "password": ADMIN_PASSWORD});
+        aws_sdk_secretsmanager::Client::new(&config)
+            .create_secret()
+            .name(&secret_id)
+            .secret_string(secret.to_string())
+            .send()
+            .await
+            .expect("secret created in moto");
+        World { sim, emulator: RuntimeEmulator::start().await, table, secret_id, dynamo }
+    }
+
+    /// The environment a function gets: loopback AWS, this world's secret and table, `extra`.
+    pub fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = testkit::env::aws_local(&moto().endpoint);
+        env.push(("ARCGIS_SECRET_ID".into(), self.secret_id.clone()));
+        env.push(("LEDGER_TABLE".into(), self.table.clone()));
+        env.push(("RUST_LOG".into(), "info".into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    }
+
+    /// Starts function `name` with this world's environment plus `extra`.
+    pub fn start(&self, name: &str, extra: &[(&str, &str)]) -> FunctionProcess {
+        FunctionProcess::spawn(&self.emulator, name, &self.env(extra))
+    }
+
+    /// Invokes `name` with `payload`.
+    pub async fn invoke(&self, name: &str, payload: &Value) -> Invocation {
+        self.emulator.invoke(name, payload).await
+    }
+
+    /// Every ledger item, as plain maps.
+    pub async fn ledger(&self) -> Vec<HashMap<String, AttributeValue>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self.dynamo.scan().table_name(&self.table).set_exclusive_start_key(start).send().await.expect("ledger scan");
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return items;
+            }
+        }
+    }
+
+    /// Ledger items whose `pk` starts with `prefix`.
+    pub async fn ledger_where(&self, prefix: &str) -> Vec<HashMap<String, AttributeValue>> {
+        self.ledger().await.into_iter().filter(|i| i.get("pk").and_then(|v| v.as_s().ok()).is_some_and(|p| p.starts_with(prefix))).collect()
+    }
+}
+
+/// A string attribute of a ledger item.
+pub fn attr<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+/// A fixture event from `tests/fixtures`.
+pub fn fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

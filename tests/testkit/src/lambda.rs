@@ -1,0 +1,189 @@
+//! The Lambda side: the Runtime API emulator and the real function binaries under it.
+//!
+//! `cargo lambda watch --only-lambda-apis` (cargo-lambda from PyPI) emulates the Lambda
+//! control plane without building or starting anything itself; each function is the real
+//! binary (what SAM ships as `bootstrap`), started by us with its own environment and pointed
+//! at `http://127.0.0.1:<port>/.rt/<name>`. Invocations go through the Invoke API
+//! (`POST /2015-03-31/functions/<name>/invocations`), exactly as AWS's async and sync
+//! invokes deliver them. One emulator per test keeps tests isolated.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::net::{free_port, on_path, wait_for_listener};
+
+/// The workspace root (this crate lives in `tests/testkit`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Which cargo profile the function binaries come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `target/debug`: tests.
+    Debug,
+    /// `target/release`: benchmarks.
+    Release,
+}
+
+/// Builds the debug function binaries once per process and returns their directory.
+pub fn function_binaries() -> &'static Path {
+    binaries(Profile::Debug)
+}
+
+/// Builds the function binaries of `profile` once per process (the workspace's target
+/// directory) and returns the directory holding them. Running cargo from a test is safe: the
+/// outer `cargo test` holds no build lock while tests run.
+pub fn binaries(profile: Profile) -> &'static Path {
+    static DEBUG: OnceLock<PathBuf> = OnceLock::new();
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if profile == Profile::Debug { &DEBUG } else { &RELEASE };
+    cell.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        // `--workspace --bins` as scripts/test.sh builds them, so CI finds them fresh and the
+        // feature resolution matches (no rebuild of shared dependencies).
+        cmd.current_dir(&root).args(["build", "--quiet", "--workspace", "--bins"]);
+        if profile == Profile::Release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building the function binaries failed ({status})");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        target.join(if profile == Profile::Debug { "debug" } else { "release" })
+    })
+}
+
+/// The function packages (and binary names) of the workspace.
+pub const FUNCTIONS: &[&str] = &["scan-credits", "allocate", "monthly-report"];
+
+/// A running Runtime API emulator. Stops when dropped.
+pub struct RuntimeEmulator {
+    port: u16,
+    _child: Child,
+    http: reqwest::Client,
+}
+
+/// What an invocation returned.
+#[derive(Debug)]
+pub struct Invocation {
+    /// HTTP status of the Invoke API call.
+    pub status: u16,
+    /// `X-Amz-Function-Error` when the function failed.
+    pub function_error: Option<String>,
+    /// The payload (the function's result, or its error document).
+    pub payload: Value,
+}
+
+impl RuntimeEmulator {
+    /// Starts `cargo lambda watch --only-lambda-apis` on a free loopback port.
+    pub async fn start() -> RuntimeEmulator {
+        assert!(
+            on_path("cargo-lambda").is_some(),
+            "cargo-lambda is not on PATH: run `scripts/install-tools.sh` (pip install cargo-lambda==1.9.2)"
+        );
+        let port = free_port();
+        let child = Command::new("cargo")
+            .current_dir(workspace_root())
+            .args(["lambda", "watch", "--only-lambda-apis", "--quiet", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cargo lambda watch starts");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let ready = tokio::task::spawn_blocking(move || wait_for_listener(addr, Duration::from_secs(60)))
+            .await
+            .unwrap_or(false);
+        assert!(ready, "the Lambda Runtime API emulator did not listen on {addr} within 60 s");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        RuntimeEmulator { port, _child: child, http: reqwest::Client::new() }
+    }
+
+    /// `AWS_LAMBDA_RUNTIME_API` for a function.
+    pub fn runtime_api(&self, function: &str) -> String {
+        format!("http://127.0.0.1:{}/.rt/{function}", self.port)
+    }
+
+    /// The emulator's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Invokes `function` synchronously with `payload`.
+    pub async fn invoke(&self, function: &str, payload: &Value) -> Invocation {
+        let r = self
+            .http
+            .post(format!("{}/2015-03-31/functions/{function}/invocations", self.url()))
+            .json(payload)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("invoking {function}: {e}"));
+        let status = r.status().as_u16();
+        let header = r.headers().get("x-amz-function-error").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let text = r.text().await.unwrap_or_default();
+        let payload: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        // The emulator does not always set the header; the Runtime API error document
+        // (`errorType` + `errorMessage`) is what the function reported either way.
+        let function_error = header.or_else(|| {
+            payload.get("errorMessage").and(payload.get("errorType")).and_then(Value::as_str).map(str::to_string)
+        });
+        Invocation { status, function_error, payload }
+    }
+}
+
+/// A function process: the real binary, started with its own environment. Stops when dropped.
+pub struct FunctionProcess {
+    _child: Child,
+    log: PathBuf,
+}
+
+impl FunctionProcess {
+    /// Starts the debug binary of function `name` under `emulator` with `env` (plus the Lambda
+    /// variables).
+    pub fn spawn(emulator: &RuntimeEmulator, name: &str, env: &[(String, String)]) -> FunctionProcess {
+        Self::spawn_from(binaries(Profile::Debug), emulator, name, env)
+    }
+
+    /// The same with the binary taken from `dir`.
+    pub fn spawn_from(dir: &Path, emulator: &RuntimeEmulator, name: &str, env: &[(String, String)]) -> FunctionProcess {
+        let bin = dir.join(name);
+        let log = std::env::temp_dir().join(format!("testkit-{name}-{}-{}.log", std::process::id(), free_port()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(&bin)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_LAMBDA_RUNTIME_API", emulator.runtime_api(name))
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        FunctionProcess { _child: child, log }
+    }
+
+    /// Everything the function printed so far (logs, EMF lines).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for FunctionProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
