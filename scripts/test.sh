@@ -7,5 +7,6 @@ scripts/install-tools.sh
 echo "== format"; cargo fmt --all --check
 echo "== lint"; cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build"; cargo build --workspace --bins --locked
+echo "== infra"; scripts/infra-check.sh
 echo "== build tests"; cargo test --workspace --locked --no-run
 echo "== tests"; cargo test --workspace --locked

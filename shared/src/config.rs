@@ -169,6 +169,17 @@ impl Config {
         let list_concurrency = env.number("LIST_CONCURRENCY", 8usize, 1..=32);
         let critical_percent = env.number("CRITICAL_PERCENT", 10.0f64, 0.0..=100.0);
         let warning_percent = env.number("WARNING_PERCENT", 50.0f64, 0.0..=100.0);
+        for (name, value) in [
+            ("CRITICAL_PERCENT", critical_percent),
+            ("WARNING_PERCENT", warning_percent),
+        ] {
+            if value <= 0.0 {
+                env.problem(
+                    name,
+                    format!("must be above 0 ({value} flags nobody and the classifier refuses it)"),
+                );
+            }
+        }
         if critical_percent >= warning_percent {
             env.problem(
                 "CRITICAL_PERCENT",

@@ -93,9 +93,14 @@ pub enum EventError {
     /// An envelope's `detail` that is neither an object nor a string holding one.
     #[error("the Scheduled Event's detail is neither an object nor a JSON string: {0}")]
     BadDetail(String),
-    /// An envelope whose `time` is not RFC 3339.
-    #[error("the Scheduled Event's time '{0}' is not an RFC 3339 timestamp")]
-    BadTime(String),
+    /// An envelope `time` or an input `scheduled_time` that is not RFC 3339.
+    #[error("{field} '{value}' is not an RFC 3339 timestamp (e.g. 2026-11-01T06:00:00Z)")]
+    BadTime {
+        /// Which field: the envelope's `time` or the input's `scheduled_time`.
+        field: &'static str,
+        /// The value received (cut to 80 characters).
+        value: String,
+    },
     /// The input object has unknown keys or wrong types.
     #[error("invalid input: {0}")]
     BadInput(#[source] serde_json::Error),
@@ -119,6 +124,7 @@ pub fn decode<T: DeserializeOwned + HasScheduledTime>(event: Value) -> Result<Sc
     };
     let is_envelope = obj.contains_key("detail-type") && obj.contains_key("source");
     if !is_envelope {
+        check_time(&obj, "scheduled_time")?;
         let input: T = serde_json::from_value(Value::Object(obj)).map_err(EventError::BadInput)?;
         let scheduled_time = input.scheduled_time();
         return Ok(ScheduledRun {
@@ -136,21 +142,33 @@ pub fn decode<T: DeserializeOwned + HasScheduledTime>(event: Value) -> Result<Sc
         Some(v @ Value::Object(_)) => v,
         Some(other) => return Err(EventError::BadDetail(kind(&other).into())),
     };
+    if let Value::Object(d) = &detail {
+        check_time(d, "scheduled_time")?;
+    }
     let input: T = serde_json::from_value(detail).map_err(EventError::BadInput)?;
-    let envelope_time = match obj.get("time").and_then(Value::as_str) {
-        None => None,
-        Some(t) => Some(
-            DateTime::parse_from_rfc3339(t)
-                .map_err(|_| EventError::BadTime(t.into()))?
-                .with_timezone(&Utc),
-        ),
-    };
+    check_time(&obj, "time")?;
+    let envelope_time = obj
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
     let event_id = obj.get("id").and_then(Value::as_str).map(str::to_string);
     Ok(ScheduledRun {
         scheduled_time: input.scheduled_time().or(envelope_time),
         input,
         event_id,
     })
+}
+
+/// Names the field when a timestamp is malformed (serde's own message would not).
+fn check_time(obj: &serde_json::Map<String, Value>, field: &'static str) -> Result<(), EventError> {
+    match obj.get(field).and_then(Value::as_str) {
+        Some(t) if DateTime::parse_from_rfc3339(t).is_err() => Err(EventError::BadTime {
+            field,
+            value: t.chars().take(80).collect(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -206,7 +224,14 @@ mod tests {
         ));
         let mut bad_time = scheduled_event(json!({}));
         bad_time["time"] = json!("yesterday");
-        assert!(matches!(decode::<ScanInput>(bad_time), Err(EventError::BadTime(_))));
+        assert!(matches!(
+            decode::<ScanInput>(bad_time),
+            Err(EventError::BadTime { field: "time", .. })
+        ));
+        let e = decode::<ReportInput>(json!({"scheduled_time": "tomorrow"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("scheduled_time 'tomorrow'"), "{e}");
         let r: ScheduledRun<ReportInput> = decode(json!({"month": "2026-10"})).unwrap();
         assert_eq!(r.input.month.as_deref(), Some("2026-10"));
     }

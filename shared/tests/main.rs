@@ -5,11 +5,15 @@
 
 mod support;
 
+mod allocate;
 mod auth;
 mod faults;
+mod ledger;
 mod listing;
 mod lookup;
+mod monthly;
 mod moto;
 mod report;
+mod scan;
 mod secrets;
 mod writes;

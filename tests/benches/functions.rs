@@ -22,7 +22,11 @@ use testkit::lambda::{FUNCTIONS, FunctionProcess, Profile, binaries};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Time from spawn to the first Runtime API poll.
@@ -80,27 +84,51 @@ async fn main() {
     println!("\n## One scan: {members} members, {latency} ms per ArcGIS request (release scan-credits)");
     let world = support::World::new(generate(&GenParams::new(members, 7, chrono::Utc::now().date_naive()))).await;
     let function = FunctionProcess::spawn_from(dir, &world.emulator, "scan-credits", &world.env(&[]));
-    world.sim.set_faults(Faults { latency_ms: latency, ..Default::default() });
+    world.sim.set_faults(Faults {
+        latency_ms: latency,
+        ..Default::default()
+    });
     let started = Instant::now();
     let out = world.invoke("scan-credits", &json!({"dry_run": true})).await;
     let wall = started.elapsed();
     let summary = &out.payload;
-    assert!(out.function_error.is_none(), "scan failed: {summary}\n{}", function.output());
+    assert!(
+        out.function_error.is_none(),
+        "scan failed: {summary}\n{}",
+        function.output()
+    );
     let pages = members.div_ceil(100);
     let concurrency = 8;
     let floor_ms = (pages as f64 / concurrency as f64).ceil() * latency as f64;
     println!("members scanned     {}", summary["members_scanned"]);
-    println!("listing requests    {} (pages: {pages})", world.sim.request_count("portals/self/users"));
-    println!("ArcGIS requests     {} in all (sign-in, org, pages, usage)", summary["arcgis_requests"]);
+    println!(
+        "listing requests    {} (pages: {pages})",
+        world.sim.request_count("portals/self/users")
+    );
+    println!(
+        "ArcGIS requests     {} in all (sign-in, org, pages, usage)",
+        summary["arcgis_requests"]
+    );
     println!("invoke wall time    {:.0} ms", wall.as_secs_f64() * 1e3);
-    println!("paging floor        {floor_ms:.0} ms (ceil({pages} pages / {concurrency}) × {latency} ms); target ≤ 1.3 × = {:.0} ms", floor_ms * 1.3);
+    println!(
+        "paging floor        {floor_ms:.0} ms (ceil({pages} pages / {concurrency}) × {latency} ms); target ≤ 1.3 × = {:.0} ms",
+        floor_ms * 1.3
+    );
     println!("requests by endpoint {:?}", world.sim.counts());
 
     println!("\n## Release binary sizes");
     for f in FUNCTIONS {
         let x86 = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
-        let arm = testkit::lambda::workspace_root().join("target/lambda").join(f).join("bootstrap");
-        let arm = std::fs::metadata(&arm).map(|m| format!("{:.1} MB", m.len() as f64 / 1e6)).unwrap_or_else(|_| "not built (cargo lambda build --release --arm64)".into());
-        println!("{f:<16} x86_64 (cargo --release, unstripped) {:.1} MB   arm64 bootstrap {arm}", x86 as f64 / 1e6);
+        let arm = testkit::lambda::workspace_root()
+            .join("target/lambda")
+            .join(f)
+            .join("bootstrap");
+        let arm = std::fs::metadata(&arm)
+            .map(|m| format!("{:.1} MB", m.len() as f64 / 1e6))
+            .unwrap_or_else(|_| "not built (cargo lambda build --release --arm64)".into());
+        println!(
+            "{f:<16} x86_64 (cargo --release, unstripped) {:.1} MB   arm64 bootstrap {arm}",
+            x86 as f64 / 1e6
+        );
     }
 }

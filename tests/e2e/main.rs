@@ -2,5 +2,6 @@
 //! to portal-sim and to moto (Secrets Manager, DynamoDB) — all on loopback, all started here.
 //! Assertions read the simulator's records and the ledger table, not just the output.
 
+mod allocate;
 mod scan;
 mod support;

@@ -31,7 +31,12 @@ fn notebook_rule(members: &[MemberState]) -> (BTreeSet<String>, BTreeSet<String>
 }
 
 fn names(summary: &Value, list: &str) -> BTreeSet<String> {
-    summary[list].as_array().unwrap_or_else(|| panic!("no {list} in {summary}")).iter().map(|m| m["username"].as_str().unwrap().to_string()).collect()
+    summary[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {summary}"))
+        .iter()
+        .map(|m| m["username"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +46,12 @@ async fn scan_flags_the_notebooks_sets_and_alerts_once_per_crossing() {
     let event = fixture("scheduler-input.json");
 
     let first = world.invoke("scan-credits", &event).await;
-    assert!(first.function_error.is_none(), "{:?}\n{}", first.payload, function.output());
+    assert!(
+        first.function_error.is_none(),
+        "{:?}\n{}",
+        first.payload,
+        function.output()
+    );
     let s = &first.payload;
     let (critical, warning) = notebook_rule(&world.sim.members());
     assert_eq!(names(s, "critical"), critical);
@@ -63,7 +73,12 @@ async fn scan_flags_the_notebooks_sets_and_alerts_once_per_crossing() {
     }
     // The ledger holds one alert record per flagged member and the run.
     let alerts = world.ledger_where("ALERT").await;
-    let recorded: BTreeSet<String> = alerts.iter().filter_map(|a| attr(a, "sk")).filter(|u| !u.starts_with("__")).map(str::to_string).collect();
+    let recorded: BTreeSet<String> = alerts
+        .iter()
+        .filter_map(|a| attr(a, "sk"))
+        .filter(|u| !u.starts_with("__"))
+        .map(str::to_string)
+        .collect();
     assert_eq!(recorded, critical.union(&warning).cloned().collect());
     assert_eq!(world.ledger_where("RUN#scan-credits").await.len(), 1);
 
@@ -83,19 +98,43 @@ async fn scan_flags_the_notebooks_sets_and_alerts_once_per_crossing() {
     // jdoe (60 % left) spends enough to drop below 10 %: exactly jdoe is reported next.
     let jdoe = world.sim.member("jdoe").unwrap();
     let spend = jdoe.available_credits - 0.05 * jdoe.allocation.unwrap();
-    world.sim.consume(UsageRecord { day: world.sim.org().as_of, username: Some("jdoe".into()), stype: "spanalysis".into(), etype: "analysis".into(), credits: spend, num: 1 }).unwrap();
-    let third = world.invoke("scan-credits", &json!({"scheduled_time": "2099-01-03T06:00:00Z"})).await;
+    world
+        .sim
+        .consume(UsageRecord {
+            day: world.sim.org().as_of,
+            username: Some("jdoe".into()),
+            stype: "spanalysis".into(),
+            etype: "analysis".into(),
+            credits: spend,
+            num: 1,
+        })
+        .unwrap();
+    let third = world
+        .invoke("scan-credits", &json!({"scheduled_time": "2099-01-03T06:00:00Z"}))
+        .await;
     assert!(third.function_error.is_none(), "{:?}", third.payload);
     assert_eq!(third.payload["newly_reported"], 1, "{}", third.payload);
     let mails = world.sim.notifications();
     assert_eq!(mails.len(), 2);
     assert!(mails[1].message.contains("jdoe"));
-    assert!(!mails[1].message.contains("overspent"), "already-reported members are not repeated");
+    assert!(
+        !mails[1].message.contains("overspent"),
+        "already-reported members are not repeated"
+    );
 
     // One EMF metrics line per run.
     let out = function.output();
-    assert_eq!(out.lines().filter(|l| l.contains("\"_aws\"") && l.contains("CreditSteward")).count(), 4, "{out}");
-    assert!(!out.contains(portal_sim::generate::ADMIN_PASSWORD), "the password reached the logs");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("\"_aws\"") && l.contains("CreditSteward"))
+            .count(),
+        4,
+        "{out}"
+    );
+    assert!(
+        !out.contains(portal_sim::generate::ADMIN_PASSWORD),
+        "the password reached the logs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +142,11 @@ async fn scan_accepts_every_schedule_shape_and_refuses_garbage() {
     let world = World::new(generate(&GenParams::new(60, 3, chrono::Utc::now().date_naive()))).await;
     let _function = world.start("scan-credits", &[]);
     let mut outs = Vec::new();
-    for name in ["eventbridge-scheduled-event.json", "scheduler-default-envelope.json", "scheduler-input.json"] {
+    for name in [
+        "eventbridge-scheduled-event.json",
+        "scheduler-default-envelope.json",
+        "scheduler-input.json",
+    ] {
         let out = world.invoke("scan-credits", &fixture(name)).await;
         assert!(out.function_error.is_none(), "{name}: {:?}", out.payload);
         outs.push(out.payload);
@@ -117,5 +160,9 @@ async fn scan_accepts_every_schedule_shape_and_refuses_garbage() {
     assert_eq!(world.sim.notifications().len(), 1);
     let bad = world.invoke("scan-credits", &json!({"dryrun": true})).await;
     assert!(bad.function_error.is_some(), "{:?}", bad.payload);
-    assert!(bad.payload.to_string().contains("dryrun"), "the error names the bad field: {}", bad.payload);
+    assert!(
+        bad.payload.to_string().contains("dryrun"),
+        "the error names the bad field: {}",
+        bad.payload
+    );
 }

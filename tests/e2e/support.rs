@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 use portal_sim::{Org, SimHandle, generate::*};
 use serde_json::{Value, json};
 use testkit::lambda::{FunctionProcess, Invocation, RuntimeEmulator};
@@ -14,7 +16,9 @@ pub async fn aws() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(&moto().endpoint)
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "e2e"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "e2e",
+        ))
         .http_client(credit_core::secrets::ring_http_client())
         .load()
         .await
@@ -46,10 +50,34 @@ impl World {
             .create_table()
             .table_name(&table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap())
-            .attribute_definitions(AttributeDefinition::builder().attribute_name("sk").attribute_type(ScalarAttributeType::S).build().unwrap())
-            .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-            .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build().unwrap())
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("sk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("sk")
+                    .key_type(KeyType::Range)
+                    .build()
+                    .unwrap(),
+            )
             .send()
             .await
             .expect("ledger table created in moto");
@@ -62,7 +90,13 @@ impl World {
             .send()
             .await
             .expect("secret created in moto");
-        World { sim, emulator: RuntimeEmulator::start().await, table, secret_id, dynamo }
+        World {
+            sim,
+            emulator: RuntimeEmulator::start().await,
+            table,
+            secret_id,
+            dynamo,
+        }
     }
 
     /// The environment a function gets: loopback AWS, this world's secret and table, `extra`.
@@ -90,7 +124,14 @@ impl World {
         let mut items = Vec::new();
         let mut start = None;
         loop {
-            let page = self.dynamo.scan().table_name(&self.table).set_exclusive_start_key(start).send().await.expect("ledger scan");
+            let page = self
+                .dynamo
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("ledger scan");
             items.extend(page.items.unwrap_or_default());
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -101,7 +142,15 @@ impl World {
 
     /// Ledger items whose `pk` starts with `prefix`.
     pub async fn ledger_where(&self, prefix: &str) -> Vec<HashMap<String, AttributeValue>> {
-        self.ledger().await.into_iter().filter(|i| i.get("pk").and_then(|v| v.as_s().ok()).is_some_and(|p| p.starts_with(prefix))).collect()
+        self.ledger()
+            .await
+            .into_iter()
+            .filter(|i| {
+                i.get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|p| p.starts_with(prefix))
+            })
+            .collect()
     }
 }
 
@@ -112,7 +161,9 @@ pub fn attr<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option
 
 /// A fixture event from `tests/fixtures`.
 pub fn fixture(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -36,19 +36,19 @@ impl Client {
     pub async fn assign_credits(&self, assignments: &[CreditAssignment]) -> Result<BatchOutcome, Error> {
         let what = format!("assignUserCredits for {} members", assignments.len());
         validate_usernames(&what, assignments.iter().map(|a| a.username.as_str()))?;
-        let url = self.url(&["portals", "self", "assignUserCredits"]);
+        let url = &self.url(&["portals", "self", "assignUserCredits"]);
         Ok(batch::run(
             assignments,
             ALLOCATION_BATCH,
             |a| &a.username,
-            async |chunk: &[CreditAssignment]| {
+            |chunk| async move {
                 let what = format!("assignUserCredits for {} members", chunk.len());
                 let assignments = serde_json::to_string(chunk).map_err(|e| Error::InvalidInput {
                     what: what.clone(),
                     reason: e.to_string(),
                 })?;
                 let body = self
-                    .call(ASSIGN_CREDITS, &url, &[("userAssignments", assignments)], &what)
+                    .call(ASSIGN_CREDITS, url, &[("userAssignments", assignments)], &what)
                     .await?;
                 refused(&body, "notAssignedUsers", &what)
             },
@@ -60,18 +60,18 @@ impl Client {
     pub async fn unassign_credits(&self, usernames: &[String]) -> Result<BatchOutcome, Error> {
         let what = format!("unassignUserCredits for {} members", usernames.len());
         validate_usernames(&what, usernames.iter().map(String::as_str))?;
-        let url = self.url(&["portals", "self", "unassignUserCredits"]);
+        let url = &self.url(&["portals", "self", "unassignUserCredits"]);
         Ok(batch::run(
             usernames,
             ALLOCATION_BATCH,
             |u| u,
-            async |chunk: &[String]| {
+            |chunk: &[String]| async move {
                 let what = format!("unassignUserCredits for {} members", chunk.len());
                 let list = serde_json::to_string(chunk).map_err(|e| Error::InvalidInput {
                     what: what.clone(),
                     reason: e.to_string(),
                 })?;
-                let body = self.call(UNASSIGN_CREDITS, &url, &[("usernames", list)], &what).await?;
+                let body = self.call(UNASSIGN_CREDITS, url, &[("usernames", list)], &what).await?;
                 refused(&body, "notUnAssignedUsers", &what)
             },
         )

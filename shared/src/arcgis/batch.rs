@@ -48,9 +48,10 @@ impl BatchOutcome {
 /// Runs `send` over `items` in chunks of `size`, one chunk at a time (writes are few and
 /// sequential calls keep ArcGIS's throttling out of the way). `send` returns the usernames
 /// ArcGIS rejected inside a successful call.
-pub(crate) async fn run<T, F>(items: &[T], size: usize, username: fn(&T) -> &str, send: F) -> BatchOutcome
+pub(crate) async fn run<'a, T, F, Fut>(items: &'a [T], size: usize, username: fn(&T) -> &str, send: F) -> BatchOutcome
 where
-    F: AsyncFn(&[T]) -> Result<Vec<String>, Error>,
+    F: Fn(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, Error>>,
 {
     let mut outcome = BatchOutcome::default();
     let mut fatal: Option<Arc<Error>> = None;

@@ -99,12 +99,12 @@ impl Client {
                 reason: "empty subject or message".into(),
             });
         }
-        let url = self.url(&["portals", "self", "createNotification"]);
+        let url = &self.url(&["portals", "self", "createNotification"]);
         Ok(batch::run(
             &recipients,
             NOTIFICATION_BATCH,
             |u| u,
-            async |chunk: &[String]| {
+            |chunk: &[String]| async move {
                 let what = format!(
                     "createNotification ({}) to {} members",
                     notification.channel,
@@ -116,7 +116,7 @@ impl Client {
                     ("message", notification.message.clone()),
                     ("users", chunk.join(",")),
                 ];
-                let body = self.call(CREATE_NOTIFICATION, &url, &params, &what).await?;
+                let body = self.call(CREATE_NOTIFICATION, url, &params, &what).await?;
                 if body.get("success").and_then(Value::as_bool) == Some(false) {
                     return Err(Error::Unexpected {
                         what,

@@ -19,7 +19,10 @@ use crate::net::{free_port, on_path, wait_for_listener};
 
 /// The workspace root (this crate lives in `tests/testkit`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 /// Which cargo profile the function binaries come from.
@@ -49,13 +52,16 @@ pub fn binaries(profile: Profile) -> &'static Path {
         let mut cmd = std::process::Command::new(cargo);
         // `--workspace --bins` as scripts/test.sh builds them, so CI finds them fresh and the
         // feature resolution matches (no rebuild of shared dependencies).
-        cmd.current_dir(&root).args(["build", "--quiet", "--workspace", "--bins"]);
+        cmd.current_dir(&root)
+            .args(["build", "--quiet", "--workspace", "--bins"]);
         if profile == Profile::Release {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("cargo runs");
         assert!(status.success(), "building the function binaries failed ({status})");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
         target.join(if profile == Profile::Debug { "debug" } else { "release" })
     })
 }
@@ -91,7 +97,16 @@ impl RuntimeEmulator {
         let port = free_port();
         let child = Command::new("cargo")
             .current_dir(workspace_root())
-            .args(["lambda", "watch", "--only-lambda-apis", "--quiet", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "--quiet",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -102,9 +117,16 @@ impl RuntimeEmulator {
         let ready = tokio::task::spawn_blocking(move || wait_for_listener(addr, Duration::from_secs(60)))
             .await
             .unwrap_or(false);
-        assert!(ready, "the Lambda Runtime API emulator did not listen on {addr} within 60 s");
+        assert!(
+            ready,
+            "the Lambda Runtime API emulator did not listen on {addr} within 60 s"
+        );
         let _ = rustls::crypto::ring::default_provider().install_default();
-        RuntimeEmulator { port, _child: child, http: reqwest::Client::new() }
+        RuntimeEmulator {
+            port,
+            _child: child,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// `AWS_LAMBDA_RUNTIME_API` for a function.
@@ -128,15 +150,27 @@ impl RuntimeEmulator {
             .await
             .unwrap_or_else(|e| panic!("invoking {function}: {e}"));
         let status = r.status().as_u16();
-        let header = r.headers().get("x-amz-function-error").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = r
+            .headers()
+            .get("x-amz-function-error")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let text = r.text().await.unwrap_or_default();
         let payload: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         // The emulator does not always set the header; the Runtime API error document
         // (`errorType` + `errorMessage`) is what the function reported either way.
         let function_error = header.or_else(|| {
-            payload.get("errorMessage").and(payload.get("errorType")).and_then(Value::as_str).map(str::to_string)
+            payload
+                .get("errorMessage")
+                .and(payload.get("errorType"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
         });
-        Invocation { status, function_error, payload }
+        Invocation {
+            status,
+            function_error,
+            payload,
+        }
     }
 }
 

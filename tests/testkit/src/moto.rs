@@ -47,15 +47,24 @@ fn start() -> Moto {
     while !answers_http(addr) {
         let output = || std::fs::read_to_string(&log).unwrap_or_default();
         if Instant::now() > deadline {
-            panic!("moto_server did not answer on {addr} within 60 s; its output:\n{}", output());
+            panic!(
+                "moto_server did not answer on {addr} within 60 s; its output:\n{}",
+                output()
+            );
         }
         if let Ok(Some(status)) = watchdog.try_wait() {
-            panic!("moto_server exited ({status}) before answering; its output:\n{}", output());
+            panic!(
+                "moto_server exited ({status}) before answering; its output:\n{}",
+                output()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = std::fs::remove_file(&log);
-    Moto { endpoint: format!("http://{addr}"), _watchdog: Mutex::new(watchdog) }
+    Moto {
+        endpoint: format!("http://{addr}"),
+        _watchdog: Mutex::new(watchdog),
+    }
 }
 
 fn answers_http(addr: SocketAddr) -> bool {
@@ -63,7 +72,9 @@ fn answers_http(addr: SocketAddr) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 5];

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port (bound then released: the caller binds it next, on loopback only).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// Waits until something accepts connections on `addr`, or `limit` passes.
@@ -22,5 +25,9 @@ pub fn wait_for_listener(addr: SocketAddr, limit: Duration) -> bool {
 
 /// Finds an executable on `PATH`.
 pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
 }

@@ -1,0 +1,79 @@
+//! Writes a realistic `credits.html` (and `credits.csv` / `credits.json` beside it) without AWS:
+//! a generated org in an in-process portal-sim, its October 2026 read through the usage API
+//! exactly as monthly-report reads it, rendered by `credit_core::monthly::render`.
+//! `scripts/render-report.sh` screenshots the HTML in headless Chromium to check the chart.
+//!
+//! ```sh
+//! cargo run -p credit-core --example render-report -- target/render-report/credits.html [MEMBERS]
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use credit_core::arcgis::{Client, ClientConfig, Credentials, Secret};
+use credit_core::monthly::{BalanceSnapshot, Month, MonthlyReport, ReportInputs, SourceKind, render, source};
+use portal_sim::generate::{ADMIN_PASSWORD, ADMIN_USERNAME};
+use portal_sim::{GenParams, generate};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(out) = args.next().map(PathBuf::from) else {
+        eprintln!("usage: render-report <out.html> [members]");
+        return ExitCode::from(2);
+    };
+    let members = match args.next().map(|m| m.parse::<usize>()) {
+        None => 300,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("members must be a positive number");
+            return ExitCode::from(2);
+        }
+    };
+    match render(&out, members).await {
+        Ok(()) => {
+            println!("{}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("render-report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn render(out: &std::path::Path, members: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let as_of = NaiveDate::from_ymd_opt(2026, 11, 26).ok_or("bad date")?;
+    let sim = portal_sim::start(generate(&GenParams::new(members, 7, as_of))).await?;
+    let credentials = Credentials::UserPassword {
+        username: ADMIN_USERNAME.to_owned(),
+        password: Secret::new(ADMIN_PASSWORD),
+    };
+    let client = Client::new(ClientConfig::new(sim.rest_url(), credentials))?;
+    let month: Month = "2026-10".parse()?;
+    let props = client.org_properties().await?;
+    let figures = source::from_usage(&client, month, Some(month.previous())).await?;
+    let as_of = Utc.with_ymd_and_hms(2026, 11, 1, 6, 0, 0).single().ok_or("bad time")?;
+    let report = MonthlyReport::build(ReportInputs {
+        month,
+        source: SourceKind::Usage,
+        org_name: props.name.clone(),
+        by_service: &figures.by_service,
+        by_member: &figures.by_member,
+        previous_total: figures.previous_total.map(|t| (t, SourceKind::Usage)),
+        balance: BalanceSnapshot {
+            available_credits: props.available_credits,
+            as_of,
+        },
+        top_n: 10,
+        notes: figures.notes,
+    });
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, render::html(&report))?;
+    std::fs::write(out.with_extension("csv"), render::csv(&report)?)?;
+    std::fs::write(out.with_extension("json"), render::json(&report)?)?;
+    Ok(())
+}

@@ -1,0 +1,521 @@
+//! The ledger in DynamoDB: one table, `pk` (S) + `sk` (S), TTL attribute `expires_at` (N).
+//!
+//! Claims are conditional puts (`attribute_not_exists(pk)`, or an expired record), so two
+//! concurrent invocations cannot both win; the loser reads what the winner recorded (from the
+//! `ConditionalCheckFailedException`'s item when DynamoDB returns it, else a consistent read).
+//! Every other SDK error becomes a [`LedgerError::Sdk`] naming table, operation and the IAM
+//! action; reads of many items paginate.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+
+use super::{
+    ALERT_PK, AuditEntry, IDEM_PK, IDEMPOTENCY_RETENTION, IdempotencyClaim, LedgerError, RUN_RETENTION, RunClaim,
+    RunStatus, level_str, parse_level, run_pk,
+};
+use crate::credits::classify::Level;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// How often a claim is retried when the conflicting record vanished between the failed put
+/// and the read (expired and swept, or abandoned): more than once in a row means a bug.
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// The condition every claim is made under: no live record with this key.
+const CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expires_at < :now";
+
+/// The DynamoDB-backed ledger.
+#[derive(Clone)]
+pub struct DynamoLedger {
+    client: Client,
+    table: String,
+}
+
+impl fmt::Debug for DynamoLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoLedger")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl fmt::Display) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn rfc3339(t: DateTime<Utc>) -> AttributeValue {
+    s(t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// Reads typed attributes out of one item, naming the item in every error.
+struct Reader<'a> {
+    item: &'a Item,
+    table: &'a str,
+    operation: &'static str,
+}
+
+impl Reader<'_> {
+    fn key(&self) -> String {
+        let part = |k: &str| self.item.get(k).and_then(|v| v.as_s().ok()).map_or("?", String::as_str);
+        format!("{}/{}", part("pk"), part("sk"))
+    }
+
+    fn malformed(&self, problem: String) -> LedgerError {
+        LedgerError::Malformed {
+            table: self.table.to_owned(),
+            operation: self.operation,
+            key: self.key(),
+            problem,
+        }
+    }
+
+    fn opt_string(&self, name: &str) -> Result<Option<&str>, LedgerError> {
+        match self.item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v)),
+            Some(_) => Err(self.malformed(format!("attribute {name} is not a string"))),
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<&str, LedgerError> {
+        self.opt_string(name)?
+            .ok_or_else(|| self.malformed(format!("attribute {name} is missing")))
+    }
+
+    fn number(&self, name: &str) -> Result<Option<f64>, LedgerError> {
+        match self.item.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::N(v)) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| self.malformed(format!("attribute {name} is not a number"))),
+            Some(_) => Err(self.malformed(format!("attribute {name} is not a number"))),
+        }
+    }
+
+    fn time(&self, name: &str) -> Result<DateTime<Utc>, LedgerError> {
+        DateTime::parse_from_rfc3339(self.string(name)?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| self.malformed(format!("attribute {name} is not an RFC 3339 time")))
+    }
+
+    fn json(&self, name: &str) -> Result<Option<serde_json::Value>, LedgerError> {
+        self.opt_string(name)?
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| self.malformed(format!("attribute {name} is not JSON ({e})")))
+            })
+            .transpose()
+    }
+
+    /// Whether the record has expired at `now` (DynamoDB's TTL sweep lags by up to days).
+    fn expired(&self, now: DateTime<Utc>) -> Result<bool, LedgerError> {
+        Ok(self.number("expires_at")?.is_some_and(|e| e < now.timestamp() as f64))
+    }
+}
+
+/// The IAM action each ledger operation needs, for error messages.
+fn action_of(operation: &str) -> &'static str {
+    match operation {
+        "alert_levels" | "changes_on" => "Query",
+        "set_alert_level(delete)" | "abandon_idempotent" => "DeleteItem",
+        "finish_run" | "complete_idempotent" => "UpdateItem",
+        "claim_run(read)" | "begin_idempotent(read)" => "GetItem",
+        _ => "PutItem",
+    }
+}
+
+/// Whether a put/update/delete failed only on its condition.
+fn condition_failed<E>(e: &SdkError<E>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+impl DynamoLedger {
+    /// A ledger over `table` through `client`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoLedger {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table this ledger writes to.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn sdk_error<E>(&self, operation: &'static str, e: &SdkError<E>) -> LedgerError
+    where
+        E: std::error::Error + 'static,
+    {
+        LedgerError::Sdk {
+            table: self.table.clone(),
+            operation,
+            action: action_of(operation),
+            detail: DisplayErrorContext(e).to_string(),
+        }
+    }
+
+    fn reader<'a>(&'a self, item: &'a Item, operation: &'static str) -> Reader<'a> {
+        Reader {
+            item,
+            table: &self.table,
+            operation,
+        }
+    }
+
+    /// Every item in partition `pk`, consistently read, all pages.
+    async fn partition(&self, pk: &str, operation: &'static str) -> Result<Vec<Item>, LedgerError> {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| self.sdk_error(operation, &e))
+    }
+
+    /// A conditional put of a fresh record. `Ok(None)` when it was written; `Ok(Some(item))`
+    /// with the live conflicting record otherwise (`None` inside when it vanished meanwhile).
+    async fn claim(
+        &self,
+        item: Item,
+        now: DateTime<Utc>,
+        operation: &'static str,
+        read_operation: &'static str,
+    ) -> Result<Option<Option<Item>>, LedgerError> {
+        let pk = item.get("pk").cloned().unwrap_or_else(|| s(""));
+        let sk = item.get("sk").cloned().unwrap_or_else(|| s(""));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(CLAIM_CONDITION)
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(None),
+            Err(e) if condition_failed(&e) => e,
+            Err(e) => return Err(self.sdk_error(operation, &e)),
+        };
+        if let Some(PutItemError::ConditionalCheckFailedException(c)) = err.as_service_error()
+            && let Some(old) = c.item()
+        {
+            return Ok(Some(Some(old.clone())));
+        }
+        // Not every DynamoDB-compatible server returns the old item: read it.
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(read_operation, &e))?;
+        Ok(Some(got.item))
+    }
+
+    pub(super) async fn alert_levels(&self) -> Result<HashMap<String, Level>, LedgerError> {
+        let items = self.partition(ALERT_PK, "alert_levels").await?;
+        items
+            .iter()
+            .map(|item| {
+                let r = self.reader(item, "alert_levels");
+                let level = r.string("level")?;
+                let level = parse_level(level)
+                    .ok_or_else(|| r.malformed(format!("level '{level}' is not warning or critical")))?;
+                Ok((r.string("sk")?.to_owned(), level))
+            })
+            .collect()
+    }
+
+    pub(super) async fn set_alert_level(
+        &self,
+        username: &str,
+        level: Option<Level>,
+        run_key: &str,
+    ) -> Result<(), LedgerError> {
+        match level {
+            Some(level) => {
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .item("pk", s(ALERT_PK))
+                    .item("sk", s(username))
+                    .item("level", s(level_str(level)))
+                    .item("run_key", s(run_key))
+                    .item("updated_at", rfc3339(Utc::now()))
+                    .send()
+                    .await
+                    .map_err(|e| self.sdk_error("set_alert_level", &e))?;
+            }
+            None => {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", s(ALERT_PK))
+                    .key("sk", s(username))
+                    .send()
+                    .await
+                    .map_err(|e| self.sdk_error("set_alert_level(delete)", &e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn claim_run(&self, job: &str, key: &str, now: DateTime<Utc>) -> Result<RunClaim, LedgerError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let item: Item = [
+                ("pk".to_owned(), s(run_pk(job))),
+                ("sk".to_owned(), s(key)),
+                ("status".to_owned(), s(RunStatus::Claimed.as_str())),
+                ("claimed_at".to_owned(), rfc3339(now)),
+                ("expires_at".to_owned(), n((now + RUN_RETENTION).timestamp())),
+            ]
+            .into_iter()
+            .collect();
+            match self.claim(item, now, "claim_run", "claim_run(read)").await? {
+                None => return Ok(RunClaim::Claimed),
+                Some(Some(old)) => {
+                    let r = self.reader(&old, "claim_run");
+                    if r.expired(now)? {
+                        continue;
+                    }
+                    let status = r.string("status")?;
+                    let status = RunStatus::parse(status)
+                        .ok_or_else(|| r.malformed(format!("status '{status}' is not claimed, done or failed")))?;
+                    return Ok(RunClaim::AlreadyClaimed {
+                        status,
+                        claimed_at: r.time("claimed_at")?,
+                        summary: r.json("summary")?,
+                    });
+                }
+                Some(None) => continue,
+            }
+        }
+        Err(LedgerError::Malformed {
+            table: self.table.clone(),
+            operation: "claim_run",
+            key: format!("{}/{key}", run_pk(job)),
+            problem: format!("the record kept changing under {CLAIM_ATTEMPTS} claim attempts"),
+        })
+    }
+
+    /// Updates attributes of an existing record; `Missing` when there is none.
+    async fn update_existing(
+        &self,
+        pk: &str,
+        sk: &str,
+        operation: &'static str,
+        expression: &str,
+        // `(":attribute", value)`: the placeholder names the attribute it sets.
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<(), LedgerError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(pk)");
+        // Every attribute goes through a `#name` alias: `status` and `response` are DynamoDB
+        // reserved words, and aliasing all of them keeps the next one from biting.
+        for (placeholder, value) in values {
+            let attribute = placeholder.trim_start_matches(':');
+            request = request
+                .expression_attribute_names(format!("#{attribute}"), attribute)
+                .expression_attribute_values(placeholder, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Err(LedgerError::Missing {
+                table: self.table.clone(),
+                operation,
+                key: format!("{pk}/{sk}"),
+            }),
+            Err(e) => Err(self.sdk_error(operation, &e)),
+        }
+    }
+
+    pub(super) async fn finish_run(
+        &self,
+        job: &str,
+        key: &str,
+        status: RunStatus,
+        summary: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        self.update_existing(
+            &run_pk(job),
+            key,
+            "finish_run",
+            "SET #status = :status, #summary = :summary",
+            vec![(":status", s(status.as_str())), (":summary", s(summary.to_string()))],
+        )
+        .await
+    }
+
+    pub(super) async fn begin_idempotent(
+        &self,
+        key: &str,
+        body_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IdempotencyClaim, LedgerError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let item: Item = [
+                ("pk".to_owned(), s(IDEM_PK)),
+                ("sk".to_owned(), s(key)),
+                ("body_hash".to_owned(), s(body_hash)),
+                ("status".to_owned(), s("in_progress")),
+                ("created_at".to_owned(), rfc3339(now)),
+                ("expires_at".to_owned(), n((now + IDEMPOTENCY_RETENTION).timestamp())),
+            ]
+            .into_iter()
+            .collect();
+            match self
+                .claim(item, now, "begin_idempotent", "begin_idempotent(read)")
+                .await?
+            {
+                None => return Ok(IdempotencyClaim::Fresh),
+                Some(Some(old)) => {
+                    let r = self.reader(&old, "begin_idempotent");
+                    if r.expired(now)? {
+                        continue;
+                    }
+                    if r.string("body_hash")? != body_hash {
+                        return Ok(IdempotencyClaim::Mismatch);
+                    }
+                    return match r.string("status")? {
+                        "in_progress" => Ok(IdempotencyClaim::InProgress),
+                        "done" => {
+                            let code = r
+                                .number("status_code")?
+                                .ok_or_else(|| r.malformed("attribute status_code is missing".into()))?;
+                            let status_code = u16::try_from(code as i64)
+                                .ok()
+                                .filter(|c| (100..600).contains(c) && code.fract() == 0.0)
+                                .ok_or_else(|| r.malformed(format!("status_code {code} is not an HTTP status")))?;
+                            let response = r
+                                .json("response")?
+                                .ok_or_else(|| r.malformed("attribute response is missing".into()))?;
+                            Ok(IdempotencyClaim::Replay { status_code, response })
+                        }
+                        other => Err(r.malformed(format!("status '{other}' is not in_progress or done"))),
+                    };
+                }
+                Some(None) => continue,
+            }
+        }
+        Err(LedgerError::Malformed {
+            table: self.table.clone(),
+            operation: "begin_idempotent",
+            key: format!("{IDEM_PK}/{key}"),
+            problem: format!("the record kept changing under {CLAIM_ATTEMPTS} claim attempts"),
+        })
+    }
+
+    pub(super) async fn complete_idempotent(
+        &self,
+        key: &str,
+        status_code: u16,
+        response: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        self.update_existing(
+            IDEM_PK,
+            key,
+            "complete_idempotent",
+            "SET #status = :status, #status_code = :status_code, #response = :response",
+            vec![
+                (":status", s("done")),
+                (":status_code", n(status_code)),
+                (":response", s(response.to_string())),
+            ],
+        )
+        .await
+    }
+
+    pub(super) async fn abandon_idempotent(&self, key: &str) -> Result<(), LedgerError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(IDEM_PK))
+            .key("sk", s(key))
+            // Only an in-progress record: a completed one must keep replaying.
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(self.sdk_error("abandon_idempotent", &e)),
+        }
+    }
+
+    pub(super) async fn record_change(&self, entry: &AuditEntry) -> Result<(), LedgerError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(AuditEntry::partition_key(entry.at.date_naive())))
+            .item("sk", s(entry.sort_key()))
+            .item("at", rfc3339(entry.at))
+            .item("request_id", s(&entry.request_id))
+            .item("caller", s(&entry.caller))
+            .item("source", s(&entry.source))
+            .item("username", s(&entry.username))
+            .item("before", s(entry.before.to_string()))
+            .item("after", s(entry.after.to_string()));
+        if let Some(reason) = &entry.reason {
+            request = request.item("reason", s(reason));
+        }
+        request.send().await.map_err(|e| self.sdk_error("record_change", &e))?;
+        Ok(())
+    }
+
+    pub(super) async fn changes_on(&self, day: NaiveDate) -> Result<Vec<AuditEntry>, LedgerError> {
+        let items = self.partition(&AuditEntry::partition_key(day), "changes_on").await?;
+        items
+            .iter()
+            .map(|item| {
+                let r = self.reader(item, "changes_on");
+                Ok(AuditEntry {
+                    at: r.time("at")?,
+                    request_id: r.string("request_id")?.to_owned(),
+                    caller: r.string("caller")?.to_owned(),
+                    reason: r.opt_string("reason")?.map(str::to_owned),
+                    source: r.string("source")?.to_owned(),
+                    username: r.string("username")?.to_owned(),
+                    before: r.json("before")?.unwrap_or(serde_json::Value::Null),
+                    after: r.json("after")?.unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,580 @@
+//! The report as files and as an email: `credits.csv`, `credits.json`, `credits.html`, and a
+//! plain-text summary.
+//!
+//! - The CSV is one tidy table (`month,section,name,code,credits,share_percent`), so a
+//!   spreadsheet filter on `section` gives the operation types, the members, the unattributed
+//!   bucket or the total. Text cells that a spreadsheet would run as a formula (`=`, `+`, `-`,
+//!   `@`, tab, CR) get a leading `'` (OWASP's CSV-injection advice); numbers are left alone.
+//! - The HTML is self-contained and fetches nothing: inline CSS, an inline SVG bar chart, a
+//!   Content-Security-Policy of `default-src 'none'`. Every string from ArcGIS (labels,
+//!   usernames, the org's name) is escaped.
+//! - Every rendering is a pure function of the report, so a retried run writes the same bytes.
+
+use std::fmt::Write as _;
+
+use super::report::{MonthlyReport, SourceKind};
+
+/// The CSV's header row.
+pub const CSV_HEADER: [&str; 6] = ["month", "section", "name", "code", "credits", "share_percent"];
+
+/// `credits.json`: the whole report, pretty-printed.
+pub fn json(report: &MonthlyReport) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = serde_json::to_vec_pretty(report)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// `credits.csv` (layout in the module docs).
+pub fn csv(report: &MonthlyReport) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    w.write_record(CSV_HEADER)?;
+    let month = report.month.to_string();
+    let mut row = |section: &str, name: &str, code: Option<&str>, credits: f64, share: Option<f64>| {
+        w.write_record([
+            month.as_str(),
+            section,
+            &defuse(name),
+            &defuse(code.unwrap_or("")),
+            &credits.to_string(),
+            &share.map(|s| s.to_string()).unwrap_or_default(),
+        ])
+    };
+    for op in &report.operation_types {
+        row(
+            "operation_type",
+            &op.label,
+            op.code.as_deref(),
+            op.credits,
+            op.share_percent,
+        )?;
+    }
+    for m in &report.members {
+        row("member", &m.username, None, m.credits, m.share_percent)?;
+    }
+    let unattributed_share = (report.total_credits != 0.0)
+        .then(|| (report.unattributed_credits / report.total_credits * 10_000.0).round() / 100.0);
+    row(
+        "unattributed",
+        "(not attributed to a member)",
+        None,
+        report.unattributed_credits,
+        unattributed_share,
+    )?;
+    let full = (report.total_credits != 0.0).then_some(100.0);
+    row("total", "Total", None, report.total_credits, full)?;
+    if let Some(prev) = &report.previous {
+        row(
+            "previous_month_total",
+            &prev.month.to_string(),
+            None,
+            prev.total_credits,
+            None,
+        )?;
+    }
+    w.into_inner().map_err(|e| e.into_error().into())
+}
+
+/// Makes a text cell inert in spreadsheets.
+fn defuse(cell: &str) -> String {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell.to_owned(),
+    }
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `1234567.891` → `1,234,567.89` (two decimals, thousands grouped).
+pub fn credits_text(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let fixed = format!("{:.2}", x.abs());
+    let (int, frac) = fixed.split_once('.').unwrap_or((&fixed, "00"));
+    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if x < 0.0 && fixed != "0.00" { "-" } else { "" };
+    format!("{sign}{grouped}.{frac}")
+}
+
+fn percent_text(p: Option<f64>) -> String {
+    p.map(|p| format!("{p:.1} %")).unwrap_or_else(|| "–".to_owned())
+}
+
+fn signed_percent_text(p: Option<f64>) -> String {
+    match p {
+        Some(p) if p > 0.0 => format!("+{p:.1} %"),
+        Some(p) => format!("{p:.1} %"),
+        None => "n/a (previous month was 0)".to_owned(),
+    }
+}
+
+fn days_text(days: Option<f64>) -> String {
+    match days {
+        None => "not running out (nothing spent this month)".to_owned(),
+        Some(d) if d <= 0.0 => "none left".to_owned(),
+        Some(d) => format!("{d:.0} days"),
+    }
+}
+
+/// Cuts a label for the chart; the full text stays in the bar's tooltip and the table.
+fn short(label: &str, max: usize) -> String {
+    if label.chars().count() <= max {
+        label.to_owned()
+    } else {
+        let cut: String = label.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+const CSS: &str = "\
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:0;\
+background:#f5f6f8;color:#1d2330}\
+main{max-width:1100px;margin:0 auto;padding:24px 32px 48px}\
+h1{font-size:26px;margin:8px 0 4px}h2{font-size:19px;margin:32px 0 10px}\
+.sub{color:#5b6475;margin:0 0 20px}\
+.cards{display:flex;flex-wrap:wrap;gap:14px}\
+.card{background:#fff;border:1px solid #dde1e8;border-radius:8px;padding:14px 18px;min-width:200px;flex:1}\
+.card .k{font-size:13px;color:#5b6475;text-transform:uppercase;letter-spacing:.04em}\
+.card .v{font-size:24px;font-weight:600;margin-top:4px}.card .d{font-size:13px;color:#5b6475;margin-top:2px}\
+.up{color:#b3261e}.down{color:#1e7b34}\
+.chart{background:#fff;border:1px solid #dde1e8;border-radius:8px;padding:12px}\
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #dde1e8}\
+th,td{padding:6px 10px;border-bottom:1px solid #eceef2;text-align:left;font-size:14px}\
+th{background:#eef1f5;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}\
+tr.un td{font-style:italic;color:#5b6475}\
+details{margin-top:14px}summary{cursor:pointer;font-weight:600}\
+.notes li{margin:4px 0;color:#3c4353}\
+footer{margin-top:36px;font-size:12px;color:#7a8294}";
+
+/// `credits.html`: self-contained (module docs).
+pub fn html(report: &MonthlyReport) -> String {
+    let mut h = String::with_capacity(16 * 1024 + report.members.len() * 120);
+    let month_name = report.month.long_name();
+    let org = report.org_name.as_deref().map(escape);
+    let last_day = report.period_end - chrono::TimeDelta::days(1);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>Credits report {} — {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
+        escape(&month_name),
+        org.as_deref().unwrap_or("ArcGIS Online"),
+    );
+    let _ = write!(
+        h,
+        "<h1>ArcGIS Online credits — {}</h1>\n<p class=\"sub\">{}{} to {} (UTC) · source: {}</p>\n",
+        escape(&month_name),
+        org.map(|o| format!("{o} · ")).unwrap_or_default(),
+        report.period_start.format("%Y-%m-%d"),
+        last_day.format("%Y-%m-%d"),
+        escape(report.source.describe()),
+    );
+
+    // Headline cards.
+    h.push_str("<section class=\"cards\">\n");
+    card(
+        &mut h,
+        "Credits used",
+        &credits_text(report.total_credits),
+        &format!("in {}", escape(&month_name)),
+        "",
+    );
+    match &report.previous {
+        Some(prev) => {
+            let class = if prev.change_credits > 0.0 {
+                "up"
+            } else if prev.change_credits < 0.0 {
+                "down"
+            } else {
+                ""
+            };
+            let sign = if prev.change_credits > 0.0 { "+" } else { "" };
+            card(
+                &mut h,
+                "vs previous month",
+                &signed_percent_text(prev.change_percent),
+                &format!(
+                    "{sign}{} credits; {}: {}",
+                    credits_text(prev.change_credits),
+                    escape(&prev.month.long_name()),
+                    credits_text(prev.total_credits)
+                ),
+                class,
+            );
+        }
+        None => card(&mut h, "vs previous month", "n/a", "previous month not available", ""),
+    }
+    let b = &report.balance;
+    card(
+        &mut h,
+        "Remaining credits",
+        &credits_text(b.available_credits),
+        &format!("as of {}", b.as_of.format("%Y-%m-%d %H:%M UTC")),
+        "",
+    );
+    card(
+        &mut h,
+        "Runway at this month's rate",
+        &days_text(b.days_until_empty),
+        &match b.empty_on {
+            Some(d) if b.days_until_empty.is_some_and(|d| d > 0.0) => format!(
+                "{} credits/day · empty around {}",
+                credits_text(b.credits_per_day),
+                d.format("%Y-%m-%d")
+            ),
+            _ => format!("{} credits/day", credits_text(b.credits_per_day)),
+        },
+        "",
+    );
+    h.push_str("</section>\n");
+
+    // Operation types: chart and table.
+    h.push_str("<h2>Credits per operation type</h2>\n");
+    h.push_str(&bar_chart(report));
+    h.push_str(
+        "<table>\n<thead><tr><th>Operation type</th><th>Code</th><th class=\"n\">Credits</th>\
+         <th class=\"n\">Share</th></tr></thead>\n<tbody>\n",
+    );
+    for op in &report.operation_types {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(&op.label),
+            escape(op.code.as_deref().unwrap_or("")),
+            credits_text(op.credits),
+            percent_text(op.share_percent)
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<tr><th>Total</th><th></th><th class=\"n\">{}</th><th class=\"n\"></th></tr>\n</tbody>\n</table>",
+        credits_text(report.total_credits)
+    );
+
+    // Members.
+    let unattributed = format!(
+        "<tr class=\"un\"><td></td><td>Not attributed to a member (org-level usage such as \
+         storage)</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
+        credits_text(report.unattributed_credits),
+        percent_text(
+            (report.total_credits != 0.0)
+                .then(|| (report.unattributed_credits / report.total_credits * 10_000.0).round() / 100.0)
+        )
+    );
+    let _ = writeln!(h, "<h2>Top {} members</h2>", report.top_members.len());
+    member_table(&mut h, &report.top_members, &unattributed);
+    let _ = writeln!(
+        h,
+        "<details><summary>All {} members with credits this month</summary>",
+        report.members.len()
+    );
+    member_table(&mut h, &report.members, &unattributed);
+    h.push_str("</details>\n");
+
+    if !report.notes.is_empty() {
+        h.push_str("<h2>Notes</h2>\n<ul class=\"notes\">\n");
+        for note in &report.notes {
+            let _ = writeln!(h, "<li>{}</li>", escape(note));
+        }
+        h.push_str("</ul>\n");
+    }
+    let _ = write!(
+        h,
+        "<footer>credit-steward monthly report for {}. Figures are shown to 2 decimals; \
+         credits.csv and credits.json beside this file hold them to the micro-credit.</footer>\n\
+         </main>\n</body>\n</html>\n",
+        report.month
+    );
+    h
+}
+
+fn card(h: &mut String, key: &str, value: &str, detail: &str, class: &str) {
+    let _ = writeln!(
+        h,
+        "<div class=\"card\"><div class=\"k\">{}</div><div class=\"v {class}\">{}</div><div class=\"d\">{}</div></div>",
+        escape(key),
+        // Values and details are built from escaped parts and formatted numbers.
+        value,
+        detail
+    );
+}
+
+/// A ranked member table; `last_row` (already escaped HTML) closes it.
+fn member_table(h: &mut String, members: &[super::report::MemberLine], last_row: &str) {
+    h.push_str(
+        "<table>\n<thead><tr><th class=\"n\">#</th><th>Member</th><th class=\"n\">Credits</th>\
+         <th class=\"n\">Share</th></tr></thead>\n<tbody>\n",
+    );
+    if members.is_empty() {
+        h.push_str("<tr><td></td><td>No member used credits this month.</td><td></td><td></td></tr>\n");
+    }
+    for (i, m) in members.iter().enumerate() {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            i + 1,
+            escape(&m.username),
+            credits_text(m.credits),
+            percent_text(m.share_percent)
+        );
+    }
+    h.push_str(last_row);
+    h.push_str("</tbody>\n</table>\n");
+}
+
+/// The inline SVG: one horizontal bar per operation type, longest = largest.
+pub fn bar_chart(report: &MonthlyReport) -> String {
+    const WIDTH: f64 = 1000.0;
+    const LABEL_W: f64 = 230.0;
+    const VALUE_W: f64 = 150.0;
+    const ROW: f64 = 30.0;
+    const BAR: f64 = 20.0;
+    const TOP: f64 = 8.0;
+    let ops = &report.operation_types;
+    let max = ops.iter().map(|o| o.credits).fold(0.0_f64, f64::max);
+    let height = TOP * 2.0 + ROW * ops.len().max(1) as f64;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<div class=\"chart\"><svg role=\"img\" aria-label=\"Credits per operation type, {}\" \
+         viewBox=\"0 0 {WIDTH} {height}\" style=\"display:block;width:100%;height:auto;max-width:{WIDTH}px\" \
+         font-family=\"system-ui,Segoe UI,Roboto,Helvetica,Arial,sans-serif\" font-size=\"14\">",
+        escape(&report.month.long_name())
+    );
+    if ops.is_empty() {
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{}\" fill=\"#5b6475\">No credits were used this month.</text>",
+            TOP + ROW * 0.6
+        );
+    }
+    let span = WIDTH - LABEL_W - VALUE_W;
+    for (i, op) in ops.iter().enumerate() {
+        let y = TOP + ROW * i as f64;
+        let w = if max > 0.0 {
+            (op.credits.max(0.0) / max * span).max(if op.credits > 0.0 { 1.0 } else { 0.0 })
+        } else {
+            0.0
+        };
+        let fill = if i == 0 { "#1f5fbf" } else { "#4f86d9" };
+        let _ = writeln!(
+            s,
+            "<g><title>{label}: {credits} credits ({share})</title>\
+             <text x=\"{lx}\" y=\"{ty:.1}\" text-anchor=\"end\" fill=\"#1d2330\">{short}</text>\
+             <rect x=\"{LABEL_W}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{BAR}\" rx=\"3\" fill=\"{fill}\"/>\
+             <text x=\"{vx:.1}\" y=\"{ty:.1}\" fill=\"#3c4353\">{credits}</text></g>",
+            label = escape(&op.label),
+            credits = credits_text(op.credits),
+            share = percent_text(op.share_percent),
+            lx = LABEL_W - 10.0,
+            ty = y + BAR * 0.5 + 5.0,
+            short = escape(&short(&op.label, 28)),
+            by = y,
+            vx = LABEL_W + w + 8.0,
+        );
+    }
+    s.push_str("</svg></div>\n");
+    s
+}
+
+/// The email: a subject and a plain-text body naming where the full report is.
+pub fn email(report: &MonthlyReport, location: &str) -> (String, String) {
+    let month_name = report.month.long_name();
+    let org = report.org_name.as_deref().unwrap_or("your ArcGIS Online organization");
+    let subject = format!(
+        "ArcGIS Online credits for {month_name}: {} credits used",
+        credits_text(report.total_credits)
+    );
+    let mut b = String::new();
+    let _ = writeln!(b, "Credits report for {org}, {month_name} (UTC).\n");
+    let _ = writeln!(b, "Credits used: {}", credits_text(report.total_credits));
+    if let Some(prev) = &report.previous {
+        let _ = writeln!(
+            b,
+            "Previous month ({}): {} ({})",
+            prev.month.long_name(),
+            credits_text(prev.total_credits),
+            signed_percent_text(prev.change_percent)
+        );
+    }
+    let bal = &report.balance;
+    let _ = writeln!(
+        b,
+        "Remaining credits: {} (as of {}); at this month's rate of {} credits/day: {}{}",
+        credits_text(bal.available_credits),
+        bal.as_of.format("%Y-%m-%d %H:%M UTC"),
+        credits_text(bal.credits_per_day),
+        days_text(bal.days_until_empty),
+        match bal.empty_on {
+            Some(d) if bal.days_until_empty.is_some_and(|x| x > 0.0) => format!(", around {}", d.format("%Y-%m-%d")),
+            _ => String::new(),
+        }
+    );
+    let _ = writeln!(b, "\nCredits per operation type:");
+    for op in &report.operation_types {
+        let _ = writeln!(
+            b,
+            "  {:<28} {:>14}  {}",
+            op.label,
+            credits_text(op.credits),
+            percent_text(op.share_percent)
+        );
+    }
+    let _ = writeln!(b, "\nTop {} members:", report.top_members.len());
+    for (i, m) in report.top_members.iter().enumerate() {
+        let _ = writeln!(
+            b,
+            "  {:>3}. {:<28} {:>14}  {}",
+            i + 1,
+            m.username,
+            credits_text(m.credits),
+            percent_text(m.share_percent)
+        );
+    }
+    let _ = writeln!(
+        b,
+        "  Not attributed to a member (storage etc.): {}",
+        credits_text(report.unattributed_credits)
+    );
+    for note in &report.notes {
+        let _ = writeln!(b, "\nNote: {note}");
+    }
+    let source = match report.source {
+        SourceKind::Usage => "the usage API",
+        SourceKind::ReportItem => "the credits report item",
+    };
+    let _ = writeln!(
+        b,
+        "\nFull report (CSV, JSON, HTML with every member): {location}\nFigures from {source}; sent once per month by credit-steward."
+    );
+    (subject, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monthly::report::{Balance, BalanceSnapshot, MemberLine, OperationTypeCredits};
+    use chrono::{DateTime, Utc};
+
+    fn report() -> MonthlyReport {
+        let month: crate::monthly::Month = "2026-10".parse().unwrap();
+        let as_of = DateTime::parse_from_rfc3339("2026-11-01T06:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        MonthlyReport {
+            month,
+            period_start: month.start(),
+            period_end: month.end(),
+            source: SourceKind::Usage,
+            org_name: Some("<Org & \"Co\">".into()),
+            total_credits: 1234.5,
+            previous: None,
+            operation_types: vec![
+                OperationTypeCredits {
+                    label: "<script>alert(1)</script>".into(),
+                    code: None,
+                    credits: 1000.0,
+                    share_percent: Some(81.0),
+                },
+                OperationTypeCredits {
+                    label: "Geocoding".into(),
+                    code: Some("geocode".into()),
+                    credits: 234.5,
+                    share_percent: Some(19.0),
+                },
+            ],
+            top_members: vec![MemberLine {
+                username: "=cmd|' /C calc'!A0".into(),
+                credits: 200.0,
+                share_percent: Some(16.2),
+            }],
+            members: vec![MemberLine {
+                username: "=cmd|' /C calc'!A0".into(),
+                credits: 200.0,
+                share_percent: Some(16.2),
+            }],
+            unattributed_credits: 1034.5,
+            balance: Balance::new(
+                BalanceSnapshot {
+                    available_credits: 5000.0,
+                    as_of,
+                },
+                1234.5,
+                month,
+            ),
+            notes: vec!["a <note>".into()],
+        }
+    }
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(credits_text(1_234_567.891), "1,234,567.89");
+        assert_eq!(credits_text(0.0), "0.00");
+        assert_eq!(credits_text(-1234.5), "-1,234.50");
+        assert_eq!(credits_text(-0.001), "0.00");
+        assert_eq!(credits_text(999.999), "1,000.00");
+        assert_eq!(credits_text(100.0), "100.00");
+    }
+
+    #[test]
+    fn html_escapes_every_string_and_fetches_nothing() {
+        let h = html(&report());
+        assert!(!h.contains("<script>"), "{h}");
+        assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(h.contains("&lt;Org &amp; &quot;Co&quot;&gt;"));
+        assert!(h.contains("a &lt;note&gt;"));
+        assert!(h.contains("<svg") && h.contains("<rect"));
+        assert!(
+            !h.contains("http:") && !h.contains("https:") && !h.contains("src="),
+            "no network"
+        );
+        assert!(h.contains("default-src 'none'"));
+        assert_eq!(h.matches("<rect").count(), 2);
+    }
+
+    #[test]
+    fn csv_is_one_tidy_table_without_formulas() {
+        let text = String::from_utf8(csv(&report()).unwrap()).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("month,section,name,code,credits,share_percent"));
+        assert!(
+            text.contains("2026-10,operation_type,Geocoding,geocode,234.5,19\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2026-10,member,'=cmd|' /C calc'!A0,,200,16.2\n"),
+            "{text}"
+        );
+        assert!(text.contains("2026-10,unattributed,(not attributed to a member),,1034.5,83.8\n"));
+        assert!(text.contains("2026-10,total,Total,,1234.5,100\n"));
+    }
+
+    #[test]
+    fn email_names_the_month_the_total_and_where_the_report_is() {
+        let (subject, body) = email(&report(), "s3://bucket/reports/2026-10/credits.html");
+        assert_eq!(subject, "ArcGIS Online credits for October 2026: 1,234.50 credits used");
+        assert!(body.contains("s3://bucket/reports/2026-10/credits.html"));
+        assert!(body.contains("Geocoding") && body.contains("Not attributed"));
+    }
+}

@@ -1,0 +1,691 @@
+//! scan-credits' workflow against portal-sim and the in-memory ledger: who is flagged (checked
+//! against the notebook's rule computed independently from the simulator's state), one email
+//! per crossing, once-only runs, failures that leave the alert state alone, the org floor,
+//! budgeting off, dry runs, the automatic top-up and the metrics line.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use credit_core::arcgis::{Client, Credentials, Secret};
+use credit_core::config::Config;
+use credit_core::credits::classify::Level;
+use credit_core::ledger::{Ledger, RunStatus};
+use credit_core::scan::{AUDIT_SOURCE, ORG_ALERT_KEY, ScanDeps, ScanError, ScanRequest, ScanSummary, scan};
+use credit_core::schedule::ScanInput;
+use credit_core::telemetry;
+use portal_sim::generate::{AUDITOR_PASSWORD, AUDITOR_USERNAME};
+use portal_sim::{EnvelopeFault, Faults, GenParams, HttpErrorFault, SimHandle, Trigger, UsageRecord, generate, start};
+use serde_json::Value;
+
+use crate::support::{admin_client, as_of, client, config_with, sim};
+
+const NOTIFY: &str = "portals/self/createNotification";
+
+fn config(vars: &[(&str, &str)]) -> Config {
+    let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    map.entry("ARCGIS_SECRET_ID".into())
+        .or_insert_with(|| "test/arcgis".into());
+    Config::from_lookup(|name| map.get(name).cloned()).expect("valid test configuration")
+}
+
+fn at(hour: u32) -> DateTime<Utc> {
+    as_of().and_hms_opt(hour, 0, 0).expect("valid time").and_utc()
+}
+
+/// The daily run scheduled on the simulator's day, `days` later.
+fn request(days: u64) -> ScanRequest {
+    let when = at(6) + chrono::Days::new(days);
+    let key = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    ScanRequest {
+        run_key: key.clone(),
+        request_id: format!("req-{key}"),
+        input: ScanInput::default(),
+        as_of: when,
+        now: when + chrono::Duration::seconds(3),
+    }
+}
+
+async fn run(sim: &SimHandle, ledger: &Ledger, config: &Config, req: &ScanRequest) -> Result<ScanSummary, ScanError> {
+    let client = admin_client(sim);
+    run_with(&client, ledger, config, req).await
+}
+
+async fn run_with(
+    client: &Client,
+    ledger: &Ledger,
+    config: &Config,
+    req: &ScanRequest,
+) -> Result<ScanSummary, ScanError> {
+    let deps = ScanDeps { client, ledger, config };
+    scan(&deps, req).await
+}
+
+fn micros(credits: f64) -> i128 {
+    (credits * 1_000_000.0).round() as i128
+}
+
+/// The notebook's rule (`available < 10 % of assigned` → critical, else `< 50 %` → warning),
+/// with `credits::classify`'s skips (disabled, viewers, unlimited, zero allocation; overspent
+/// is critical), computed in exact micro-credits from the simulator's own state.
+fn expected(sim: &SimHandle, critical_percent: i128, warning_percent: i128) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut critical, mut warning) = (BTreeSet::new(), BTreeSet::new());
+    for m in sim.members() {
+        if m.disabled || m.user_type.eq_ignore_ascii_case("viewerUT") || m.assigned_credits < 0.0 {
+            continue;
+        }
+        let (assigned, available) = (micros(m.assigned_credits), micros(m.available_credits));
+        if available < 0 || (assigned > 0 && available * 100 < critical_percent * assigned) {
+            critical.insert(m.username);
+        } else if assigned > 0 && available * 100 < warning_percent * assigned {
+            warning.insert(m.username);
+        }
+    }
+    (critical, warning)
+}
+
+fn names(list: &[credit_core::scan::FlaggedMember]) -> BTreeSet<String> {
+    list.iter().map(|m| m.username.clone()).collect()
+}
+
+/// The member lines of an email: `- <username> (<full name>): ...` or `- <username>: ...`.
+fn named_in(message: &str) -> BTreeSet<String> {
+    message
+        .lines()
+        .filter_map(|l| l.strip_prefix("- "))
+        .filter_map(|l| l.split([' ', ':']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn envelope_fault(endpoint: &str) -> Faults {
+    Faults {
+        error_envelope: Some(EnvelopeFault {
+            member: None,
+            code: 500,
+            message: "Unable to send notification".into(),
+            when: Trigger {
+                endpoint: Some(endpoint.into()),
+                ..Trigger::default()
+            },
+        }),
+        ..Faults::default()
+    }
+}
+
+/// A limited, enabled creator with more than half of a sizeable allocation left.
+fn healthy_member(sim: &SimHandle) -> (String, f64, f64) {
+    sim.members()
+        .into_iter()
+        .filter(|m| !m.disabled && m.user_type == "creatorUT" && m.assigned_credits >= 100.0)
+        .find(|m| m.available_credits >= 0.6 * m.assigned_credits)
+        .map(|m| (m.username, m.assigned_credits, m.available_credits))
+        .expect("the generated org has a healthy member")
+}
+
+fn consume(sim: &SimHandle, username: &str, credits: f64) {
+    sim.consume(UsageRecord {
+        day: as_of()
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_millis(),
+        username: Some(username.to_owned()),
+        stype: "geocode".into(),
+        etype: "geocodecnt".into(),
+        credits,
+        num: 1,
+    })
+    .expect("consumption recorded");
+}
+
+#[tokio::test]
+async fn flags_the_notebooks_sets_and_emails_everyone_flagged_once() {
+    let sim = sim(300).await;
+    let ledger = Ledger::memory();
+    let config = config(&[]);
+    let (critical, warning) = expected(&sim, 10, 50);
+    assert!(
+        !critical.is_empty() && !warning.is_empty(),
+        "the org must exercise both levels"
+    );
+
+    let s = run(&sim, &ledger, &config, &request(0)).await.expect("scan succeeds");
+
+    assert_eq!(names(&s.critical), critical);
+    assert_eq!(names(&s.warning), warning);
+    assert_eq!(s.members_scanned, sim.members().len());
+    assert_eq!(s.newly_reported, critical.len() + warning.len());
+    assert_eq!(s.already_reported, 0);
+    assert!(s.critical.iter().chain(&s.warning).all(|m| m.newly_reported));
+    // Unlimited members are counted as skipped, never flagged.
+    let unlimited = sim
+        .members()
+        .iter()
+        .filter(|m| m.allocation.is_none() && !m.disabled && m.user_type != "viewerUT")
+        .count();
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["skipped"]["by_reason"]["unlimited"]["count"], unlimited);
+    assert_eq!(json["budgeting"], "enabled");
+    assert_eq!(json["forecast"]["status"], "available");
+    assert!(s.critical.iter().any(|m| m.days_until_empty.is_some()));
+    assert_eq!(s.arcgis_requests, sim.total_requests());
+
+    // One email, to the org's administrative contacts, naming every flagged member.
+    let sent = sim.notifications();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].users, sim.org().contacts);
+    assert_eq!(sent[0].channel, "email");
+    assert_eq!(
+        sent[0].subject,
+        format!(
+            "ArcGIS Online credits: {} critical, {} warning",
+            critical.len(),
+            warning.len()
+        )
+    );
+    let everyone: BTreeSet<String> = critical.union(&warning).cloned().collect();
+    assert_eq!(named_in(&sent[0].message), everyone);
+    assert_eq!(s.recipients_notified, sim.org().contacts);
+    let skipped = s.skipped.by_reason.values().flat_map(|g| &g.usernames).next();
+    if let Some(u) = skipped {
+        assert!(
+            !sent[0].message.contains(&format!("- {u} ")),
+            "skipped members are only counted"
+        );
+    }
+
+    // The alert state now holds every reported level, and the run is done.
+    let levels = ledger.alert_levels().await.unwrap();
+    assert_eq!(levels.len(), everyone.len());
+    assert!(critical.iter().all(|u| levels.get(u) == Some(&Level::Critical)));
+    assert!(warning.iter().all(|u| levels.get(u) == Some(&Level::Warning)));
+}
+
+#[tokio::test]
+async fn a_second_run_and_a_retried_invocation_send_nothing() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let config = config(&[]);
+    let first = run(&sim, &ledger, &config, &request(0)).await.unwrap();
+    assert_eq!(sim.notifications().len(), 1);
+
+    // The same firing delivered again (Lambda retry, Scheduler redelivery): a duplicate.
+    let retry = run(&sim, &ledger, &config, &request(0)).await.unwrap();
+    let dup = retry.duplicate_of.as_ref().expect("a duplicate delivery");
+    assert_eq!(dup.run_key, first.run_key);
+    assert_eq!(dup.status, RunStatus::Done);
+    assert_eq!(dup.summary.as_ref().unwrap()["newly_reported"], first.newly_reported);
+    assert_eq!(
+        serde_json::to_value(&retry.notification).unwrap()["status"],
+        "duplicate"
+    );
+    assert_eq!(retry.newly_reported, 0);
+    assert!(
+        retry
+            .notes
+            .iter()
+            .any(|n| n.contains("duplicate delivery of run 2026-11-26T06:00:00Z"))
+    );
+
+    // The next day's run: the same members are still flagged, already reported.
+    let next = run(&sim, &ledger, &config, &request(1)).await.unwrap();
+    assert!(next.duplicate_of.is_none());
+    assert_eq!(next.newly_reported, 0);
+    assert_eq!(next.already_reported, first.critical.len() + first.warning.len());
+    assert_eq!(
+        serde_json::to_value(&next.notification).unwrap()["status"],
+        "nothing_new"
+    );
+
+    assert_eq!(sim.notifications().len(), 1);
+    assert!(sim.writes().iter().all(|w| w.endpoint == NOTIFY));
+    assert_eq!(sim.writes().len(), 1);
+}
+
+#[tokio::test]
+async fn a_member_crossing_a_threshold_is_reported_alone_and_recovery_clears_the_record() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let config = config(&[]);
+    let first = run(&sim, &ledger, &config, &request(0)).await.unwrap();
+
+    // Push one healthy member to 30 % left (warning), and top up a critical one.
+    let (crosser, assigned, available) = healthy_member(&sim);
+    consume(&sim, &crosser, available - 0.3 * assigned);
+    let recovered = first
+        .critical
+        .iter()
+        .find(|m| m.available >= 0.0)
+        .expect("a critical member that is not overspent")
+        .username
+        .clone();
+    let client = admin_client(&sim);
+    let raise = credit_core::arcgis::CreditAssignment {
+        username: recovered.clone(),
+        credits: credit_core::credits::member::Credits::new(1_000_000.0).unwrap(),
+    };
+    assert!(client.assign_credits(&[raise]).await.unwrap().is_complete());
+
+    let next = run_with(&client, &ledger, &config, &request(1)).await.unwrap();
+
+    assert_eq!(next.newly_reported, 1);
+    let reported: Vec<&str> = next
+        .critical
+        .iter()
+        .chain(&next.warning)
+        .filter(|m| m.newly_reported)
+        .map(|m| m.username.as_str())
+        .collect();
+    assert_eq!(reported, [crosser.as_str()]);
+    assert!(next.warning.iter().any(|m| m.username == crosser));
+    assert_eq!(next.cleared, 1);
+    let sent = sim.notifications();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].subject, "ArcGIS Online credits: 0 critical, 1 warning");
+    assert_eq!(named_in(&sent[1].message), BTreeSet::from([crosser.clone()]));
+    let levels = ledger.alert_levels().await.unwrap();
+    assert_eq!(levels.get(&crosser), Some(&Level::Warning));
+    assert!(!levels.contains_key(&recovered));
+
+    // Falling further, to critical, is a new crossing too.
+    consume(&sim, &crosser, 0.25 * assigned);
+    let third = run(&sim, &ledger, &config, &request(2)).await.unwrap();
+    assert_eq!(third.newly_reported, 1);
+    let m = third.critical.iter().find(|m| m.username == crosser).unwrap();
+    assert_eq!(m.previously_reported, Some(Level::Warning));
+    assert!(sim.notifications()[2].message.contains("(was warning)"));
+}
+
+#[tokio::test]
+async fn thresholds_come_from_the_input_and_bad_ones_are_refused_before_any_request() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let config = config(&[]);
+    let mut req = request(0);
+    req.input.critical_percent = Some(20.0);
+    req.input.dry_run = true;
+    let s = run(&sim, &ledger, &config, &req).await.unwrap();
+    let (critical, warning) = expected(&sim, 20, 50);
+    assert_eq!((names(&s.critical), names(&s.warning)), (critical, warning));
+    assert_eq!(s.thresholds.critical_percent, 20.0);
+
+    sim.clear_log();
+    req.input.critical_percent = Some(60.0);
+    let err = run(&sim, &ledger, &config, &req).await.unwrap_err();
+    assert_eq!(err.kind(), "InvalidInput");
+    assert!(err.to_string().contains("the schedule Input"), "{err}");
+    assert!(err.to_string().contains("stricter"), "{err}");
+    assert_eq!(sim.total_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_missing_privilege_is_named_and_nothing_is_claimed() {
+    let sim = sim(50).await;
+    let ledger = Ledger::memory();
+    let auditor = Credentials::UserPassword {
+        username: AUDITOR_USERNAME.into(),
+        password: Secret::new(AUDITOR_PASSWORD),
+    };
+    let client = client(config_with(&sim, auditor));
+    let err = run_with(&client, &ledger, &config(&[]), &request(0)).await.unwrap_err();
+    assert_eq!(err.kind(), "MissingPrivilege");
+    assert!(err.to_string().contains("portal:admin:manageCredits"), "{err}");
+    // The run was not claimed: a retry with working credentials goes ahead.
+    let ok = run(&sim, &ledger, &config(&[]), &request(0)).await.unwrap();
+    assert!(ok.duplicate_of.is_none());
+    assert_eq!(sim.notifications().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_email_leaves_the_alert_state_alone_and_the_next_run_resends() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let config = config(&[]);
+    sim.set_faults(envelope_fault(NOTIFY));
+
+    let err = run(&sim, &ledger, &config, &request(0)).await.unwrap_err();
+
+    assert_eq!(err.kind(), "NotificationFailed");
+    assert!(err.to_string().contains("next scheduled run"), "{err}");
+    let summary = err.summary().expect("the summary travels with the error");
+    let notification = serde_json::to_value(&summary.notification).unwrap();
+    assert_eq!(notification["status"], "failed");
+    assert!(
+        notification["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Unable to send notification")
+    );
+    assert_eq!(
+        sim.request_count(NOTIFY),
+        1,
+        "createNotification is never blindly retried"
+    );
+    assert!(sim.notifications().is_empty());
+    assert!(ledger.alert_levels().await.unwrap().is_empty());
+
+    // A retry of the failed run sends nothing: it was claimed and recorded as failed.
+    sim.clear_faults();
+    let retry = run(&sim, &ledger, &config, &request(0)).await.unwrap();
+    assert_eq!(retry.duplicate_of.as_ref().map(|d| d.status), Some(RunStatus::Failed));
+    assert!(sim.notifications().is_empty());
+
+    // The next scheduled run finds the crossings unrecorded and sends them.
+    let next = run(&sim, &ledger, &config, &request(1)).await.unwrap();
+    assert_eq!(next.newly_reported, summary.newly_reported);
+    assert_eq!(sim.notifications().len(), 1);
+    assert_eq!(ledger.alert_levels().await.unwrap().len(), next.newly_reported);
+}
+
+#[tokio::test]
+async fn a_gateway_error_after_sending_fails_the_run_without_a_resend() {
+    let sim = sim(60).await;
+    let ledger = Ledger::memory();
+    sim.set_faults(Faults {
+        http_error: Some(HttpErrorFault {
+            status: 503,
+            retry_after_secs: None,
+            when: Trigger {
+                endpoint: Some(NOTIFY.into()),
+                after_processing: true,
+                ..Trigger::default()
+            },
+        }),
+        ..Faults::default()
+    });
+    let err = run(&sim, &ledger, &config(&[]), &request(0)).await.unwrap_err();
+    assert_eq!(err.kind(), "NotificationFailed");
+    // ArcGIS did send it; the client could not know, and did not send it again.
+    assert_eq!(sim.notifications().len(), 1);
+    assert_eq!(sim.request_count(NOTIFY), 1);
+}
+
+#[tokio::test]
+async fn forecasts_unavailable_do_not_fail_the_scan_and_are_reported() {
+    let sim = sim(80).await;
+    sim.set_faults(envelope_fault("portals/self/usage"));
+    let s = run(&sim, &Ledger::memory(), &config(&[]), &request(0)).await.unwrap();
+    let forecast = serde_json::to_value(&s.forecast).unwrap();
+    assert_eq!(forecast["status"], "unavailable");
+    assert!(forecast["reason"].as_str().unwrap().contains("portals/self/usage"));
+    assert!(s.problems.iter().any(|p| p.contains("forecasts are unavailable")));
+    assert!(
+        s.critical
+            .iter()
+            .all(|m| m.days_until_empty.is_none() && m.credits_per_day.is_none())
+    );
+    assert!(sim.notifications()[0].message.contains("forecasts are unavailable"));
+}
+
+#[tokio::test]
+async fn budgeting_off_reports_the_org_credits_and_still_alerts_on_the_floor() {
+    let params = GenParams {
+        budgeting: false,
+        ..GenParams::new(80, 42, as_of())
+    };
+    let sim = start(generate(&params)).await.unwrap();
+    let ledger = Ledger::memory();
+    let org_credits = sim.org().available_credits;
+    let config = config(&[("ORG_MIN_CREDITS", &(org_credits + 1000.0).to_string())]);
+
+    let s = run(&sim, &ledger, &config, &request(0)).await.unwrap();
+
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["budgeting"], "disabled");
+    assert_eq!(s.org_available_credits, org_credits);
+    assert_eq!((s.members_scanned, s.critical.len(), s.warning.len()), (0, 0, 0));
+    assert!(s.notes.iter().any(|n| n.contains("budgeting is off")));
+    assert_eq!(sim.request_count("portals/self/users"), 0);
+    assert_eq!(json["org_floor"]["status"], "below");
+    assert_eq!(json["org_floor"]["newly_reported"], true);
+    let sent = sim.notifications();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].subject,
+        format!(
+            "ArcGIS Online credits: 0 critical, 0 warning, org below {:.2} credits",
+            org_credits + 1000.0
+        )
+    );
+    assert!(sent[0].message.contains("Credit budgeting is off"));
+    assert_eq!(
+        ledger.alert_levels().await.unwrap().get(ORG_ALERT_KEY),
+        Some(&Level::Critical)
+    );
+
+    // Still below the next day: not repeated. Back above: the record is cleared.
+    let again = run(&sim, &ledger, &config, &request(1)).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&again.notification).unwrap()["status"],
+        "nothing_new"
+    );
+    let relaxed = self::config(&[("ORG_MIN_CREDITS", "1")]);
+    let ok = run(&sim, &ledger, &relaxed, &request(2)).await.unwrap();
+    assert_eq!(serde_json::to_value(ok.org_floor).unwrap()["status"], "ok");
+    assert_eq!(ok.cleared, 1);
+    assert!(ledger.alert_levels().await.unwrap().is_empty());
+    assert_eq!(sim.notifications().len(), 1);
+}
+
+#[tokio::test]
+async fn the_org_floor_joins_the_member_alerts() {
+    let sim = sim(80).await;
+    let config = config(&[("ORG_MIN_CREDITS", "1e12")]);
+    let s = run(&sim, &Ledger::memory(), &config, &request(0)).await.unwrap();
+    let sent = sim.notifications();
+    assert_eq!(
+        sent[0].subject,
+        format!(
+            "ArcGIS Online credits: {} critical, {} warning, org below 1000000000000.00 credits",
+            s.critical.len(),
+            s.warning.len()
+        )
+    );
+    assert!(sent[0].message.contains("BELOW the minimum"));
+}
+
+#[tokio::test]
+async fn without_admin_contacts_nothing_is_sent_and_the_crossings_wait() {
+    let sim = sim(60).await;
+    sim.sim().world().org.contacts.clear();
+    let ledger = Ledger::memory();
+    let s = run(&sim, &ledger, &config(&[]), &request(0)).await.unwrap();
+    assert_eq!(serde_json::to_value(&s.notification).unwrap()["status"], "no_contacts");
+    assert!(s.problems.iter().any(|p| p.contains("no administrative contacts")));
+    assert!(sim.notifications().is_empty());
+    assert!(ledger.alert_levels().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_dry_run_sends_allocates_and_records_nothing() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let config = config(&[
+        ("AUTO_TOP_UP_TO", "200"),
+        ("MAX_CREDITS_PER_MEMBER", "100000"),
+        ("MAX_CREDITS_PER_PLAN", "10000000"),
+    ]);
+    let mut req = request(0);
+    req.input.dry_run = true;
+
+    let s = run(&sim, &ledger, &config, &req).await.unwrap();
+
+    assert!(s.dry_run);
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["notification"]["status"], "dry_run");
+    assert_eq!(json["notification"]["would_send"], true);
+    assert!(
+        json["notification"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Newly critical")
+    );
+    assert_eq!(json["top_up"]["status"], "planned");
+    assert!(s.allocations_applied.is_empty());
+    assert!(sim.writes().is_empty());
+    assert!(ledger.alert_levels().await.unwrap().is_empty());
+    // The run key was not claimed: the real run goes ahead.
+    req.input.dry_run = false;
+    let real = run(&sim, &ledger, &config, &req).await.unwrap();
+    assert!(real.duplicate_of.is_none());
+    assert_eq!(sim.notifications().len(), 1);
+}
+
+#[tokio::test]
+async fn auto_top_up_applies_the_plan_and_audits_each_change() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let config = config(&[
+        ("AUTO_TOP_UP_TO", "200"),
+        ("MAX_CREDITS_PER_MEMBER", "100000"),
+        ("MAX_CREDITS_PER_PLAN", "10000000"),
+    ]);
+    let (critical, _) = expected(&sim, 10, 50);
+    let req = request(0);
+
+    let s = run(&sim, &ledger, &config, &req).await.unwrap();
+
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["top_up"]["status"], "applied", "{:#}", json["top_up"]);
+    let applied: BTreeSet<String> = s.allocations_applied.iter().map(|a| a.username.clone()).collect();
+    assert_eq!(applied, critical);
+    for a in &s.allocations_applied {
+        let m = sim.member(&a.username).unwrap();
+        assert_eq!(m.allocation, Some(a.assigned_after));
+        assert!(
+            (m.available_credits - 200.0).abs() < 1e-6,
+            "{}: {}",
+            a.username,
+            m.available_credits
+        );
+    }
+    assert_eq!(sim.allocation_calls().len(), 1);
+    let audit = ledger.changes_on(req.now.date_naive()).await.unwrap();
+    assert_eq!(audit.len(), applied.len());
+    assert!(
+        audit
+            .iter()
+            .all(|e| e.source == AUDIT_SOURCE && e.caller == "scan-credits" && e.request_id == req.request_id)
+    );
+    assert_eq!(
+        audit.iter().map(|e| e.username.clone()).collect::<BTreeSet<_>>(),
+        applied
+    );
+    for e in &audit {
+        let a = s.allocations_applied.iter().find(|a| a.username == e.username).unwrap();
+        assert_eq!(e.before["kind"], "limited");
+        assert_eq!(e.before["assigned"].as_f64(), Some(a.assigned_before));
+        assert_eq!(e.after["allocation"].as_f64(), Some(a.assigned_after));
+        assert!(
+            e.reason
+                .as_deref()
+                .unwrap()
+                .contains("critical in run 2026-11-26T06:00:00Z")
+        );
+    }
+    assert!(sim.notifications()[0].message.contains("Automatic top-up"));
+
+    // A retried invocation does not top up again, even when a member is critical again.
+    consume(&sim, &s.allocations_applied[0].username, 195.0);
+    let retry = run(&sim, &ledger, &config, &req).await.unwrap();
+    assert_eq!(serde_json::to_value(&retry.top_up).unwrap()["status"], "planned");
+    assert_eq!(sim.allocation_calls().len(), 1);
+}
+
+#[tokio::test]
+async fn a_top_up_breaking_the_guardrails_allocates_nothing() {
+    let sim = sim(150).await;
+    let config = config(&[("AUTO_TOP_UP_TO", "200"), ("MAX_CREDITS_PER_PLAN", "1")]);
+    let s = run(&sim, &Ledger::memory(), &config, &request(0)).await.unwrap();
+    let top_up = serde_json::to_value(&s.top_up).unwrap();
+    assert_eq!(top_up["status"], "refused");
+    assert!(top_up["reason"].as_str().unwrap().contains("max_total"), "{top_up}");
+    assert!(sim.allocation_calls().is_empty());
+    assert!(s.allocations_applied.is_empty());
+    assert_eq!(sim.notifications().len(), 1, "the alert still goes out");
+}
+
+#[tokio::test]
+async fn the_metrics_line_carries_the_runs_numbers() {
+    let sim = sim(120).await;
+    let req = request(0);
+    let s = run(&sim, &Ledger::memory(), &config(&[]), &req).await.unwrap();
+    let mut out = Vec::new();
+    telemetry::write_emf(&mut out, req.now, &s.metrics(), &serde_json::Map::new()).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    let line: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(line["_aws"]["Timestamp"], req.now.timestamp_millis());
+    let directive = &line["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "CreditSteward");
+    assert_eq!(directive["Dimensions"], serde_json::json!([[]]));
+    let units: HashMap<&str, &str> = directive["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["Name"].as_str().unwrap(), m["Unit"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        units,
+        HashMap::from([
+            ("OrgAvailableCredits", "None"),
+            ("MembersCritical", "Count"),
+            ("MembersWarning", "Count"),
+            ("MembersScanned", "Count"),
+            ("ArcgisRequests", "Count"),
+            ("DurationMs", "Milliseconds"),
+        ])
+    );
+    assert_eq!(line["OrgAvailableCredits"].as_f64(), Some(s.org_available_credits));
+    assert_eq!(line["MembersCritical"], s.critical.len());
+    assert_eq!(line["MembersWarning"], s.warning.len());
+    assert_eq!(line["MembersScanned"], s.members_scanned);
+    assert_eq!(s.members_scanned, sim.members().len());
+    assert_eq!(line["ArcgisRequests"], sim.total_requests());
+    assert_eq!(line["DurationMs"], s.duration_ms);
+}
+
+#[tokio::test]
+async fn the_once_only_protocol_holds_on_the_dynamodb_ledger() {
+    let sim = sim(120).await;
+    let ledger = crate::ledger::dynamo_ledger("scan-once").await;
+    let config = config(&[
+        ("AUTO_TOP_UP_TO", "200"),
+        ("MAX_CREDITS_PER_MEMBER", "100000"),
+        ("MAX_CREDITS_PER_PLAN", "10000000"),
+    ]);
+    let req = request(0);
+
+    let first = run(&sim, &ledger, &config, &req).await.expect("first run");
+    assert_eq!(sim.notifications().len(), 1);
+    let flagged = first.critical.len() + first.warning.len();
+    assert_eq!(ledger.alert_levels().await.unwrap().len(), flagged);
+    assert_eq!(
+        ledger.changes_on(req.now.date_naive()).await.unwrap().len(),
+        first.allocations_applied.len()
+    );
+
+    let retry = run(&sim, &ledger, &config, &req).await.expect("retry");
+    assert_eq!(retry.duplicate_of.as_ref().map(|d| d.status), Some(RunStatus::Done));
+    assert_eq!(sim.notifications().len(), 1);
+
+    // The next day, the topped-up members have 200 credits available: ok (record cleared),
+    // below 50 % of their larger allocation (a change from critical: reported once), or even
+    // still below 10 % of a very large one (unchanged: not repeated).
+    let next = run(&sim, &ledger, &config, &request(1)).await.expect("next day");
+    let topped: BTreeSet<String> = first.allocations_applied.iter().map(|a| a.username.clone()).collect();
+    let now_warning: BTreeSet<String> = names(&next.warning).intersection(&topped).cloned().collect();
+    assert_eq!(next.newly_reported, now_warning.len());
+    let still_critical = names(&next.critical).intersection(&topped).count();
+    assert_eq!(next.cleared, topped.len() - now_warning.len() - still_critical);
+    assert!(
+        next.warning
+            .iter()
+            .filter(|m| m.newly_reported)
+            .all(|m| m.previously_reported == Some(Level::Critical))
+    );
+    assert_eq!(sim.notifications().len(), 1 + usize::from(!now_warning.is_empty()));
+    let levels = ledger.alert_levels().await.unwrap();
+    assert_eq!(levels.len(), next.critical.len() + next.warning.len());
+    assert_eq!(sim.allocation_calls().len(), 1);
+}
