@@ -12,7 +12,8 @@ mod ledger;
 mod listing;
 mod lookup;
 mod monthly;
-mod moto;
+/// The moto_server of this test binary (started once, stopped at exit).
+use testkit::moto;
 mod report;
 mod scan;
 mod secrets;

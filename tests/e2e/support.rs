@@ -159,6 +159,58 @@ pub fn attr<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
+/// An S3 bucket of its own in moto, and a path-style client to read it back (moto serves one
+/// host, not `<bucket>.<host>`).
+pub struct Bucket {
+    pub name: String,
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Bucket {
+    /// Creates a fresh, empty bucket.
+    pub async fn create() -> Bucket {
+        let config = aws_sdk_s3::config::Builder::from(&aws().await)
+            .force_path_style(true)
+            .build();
+        let s3 = aws_sdk_s3::Client::from_conf(config);
+        let name = unique("reports");
+        s3.create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .expect("bucket created in moto");
+        Bucket { name, s3 }
+    }
+
+    /// An object's bytes and content type; `None` when there is no such key.
+    pub async fn object(&self, key: &str) -> Option<(Vec<u8>, Option<String>)> {
+        match self.s3.get_object().bucket(&self.name).key(key).send().await {
+            Ok(out) => {
+                let content_type = out.content_type().map(str::to_owned);
+                let bytes = out.body.collect().await.expect("object body").to_vec();
+                Some((bytes, content_type))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => None,
+            Err(e) => panic!("s3://{}/{key}: {e:?}", self.name),
+        }
+    }
+
+    /// Every key in the bucket.
+    pub async fn keys(&self) -> Vec<String> {
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.name)
+            .send()
+            .await
+            .expect("bucket listing");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+}
+
 /// A fixture event from `tests/fixtures`.
 pub fn fixture(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
