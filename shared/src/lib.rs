@@ -5,6 +5,7 @@
 //! - [`credits`]: pure credit domain logic (balances, classification, report aggregation,
 //!   allocation planning, forecasting). No I/O.
 //! - [`secrets`]: ArcGIS credentials read from AWS Secrets Manager, cached, never printed.
+//! - [`connect`]: the ArcGIS client a warm container keeps, rebuilt when the secret changes.
 //! - [`config`]: environment variables parsed once into a validated [`config::Config`].
 //! - [`schedule`]: the three shapes a scheduled invocation arrives in, decoded alike.
 //! - [`ledger`]: durable state in DynamoDB (alert levels, run claims, idempotency keys, audit).
@@ -17,6 +18,7 @@
 pub mod allocate;
 pub mod arcgis;
 pub mod config;
+pub mod connect;
 pub mod credits;
 pub mod ledger;
 pub mod monthly;

@@ -9,14 +9,14 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use credit_core::allocate::{Allocator, Incoming, Reply, SetupError};
 use credit_core::arcgis::Client;
 use credit_core::config::{Config, ConfigError};
+use credit_core::connect::{ArcgisSource, ConnectError};
 use credit_core::ledger::Ledger;
-use credit_core::secrets::{ArcgisSecret, SecretCache, SecretError};
+use credit_core::secrets::SecretCache;
 use lambda_http::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use lambda_http::http::{HeaderMap, StatusCode};
 use lambda_http::request::RequestContext;
@@ -39,24 +39,12 @@ pub enum StartupError {
     NoLedger,
 }
 
-/// Why no ArcGIS client could be had for this invocation.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The secret could not be read or parsed.
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    /// The client could not be built from it (bad portal URL, TLS setup).
-    #[error(transparent)]
-    Client(#[from] credit_core::arcgis::Error),
-}
-
 /// Everything built once per cold start.
 pub struct State {
     config: Config,
     allocator: Allocator,
     ledger: Ledger,
-    secrets: SecretCache,
-    client: Mutex<Option<(Arc<ArcgisSecret>, Client)>>,
+    arcgis: ArcgisSource,
 }
 
 impl fmt::Debug for State {
@@ -81,33 +69,18 @@ impl State {
             None => return Err(StartupError::NoLedger),
         };
         let secrets = SecretCache::from_env(config.secret_ttl).await;
+        let arcgis = ArcgisSource::from_secret(secrets, config.arcgis_secret_id.clone());
         Ok(State {
             config,
             allocator,
             ledger,
-            secrets,
-            client: Mutex::new(None),
+            arcgis,
         })
     }
 
     /// The ArcGIS client for the current secret (cached while the secret is unchanged).
     async fn client(&self) -> Result<Client, ConnectError> {
-        let secret = self.secrets.arcgis_secret(&self.config.arcgis_secret_id).await?;
-        let mut cached = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((known, client)) = cached.as_ref()
-            && (Arc::ptr_eq(known, &secret) || **known == *secret)
-        {
-            return Ok(client.clone());
-        }
-        let client = Client::new(self.config.client_config(&secret))?;
-        *cached = Some((secret, client.clone()));
-        Ok(client)
-    }
-
-    /// Drops the cached secret and client after ArcGIS refused the credentials.
-    fn forget_credentials(&self) {
-        self.secrets.invalidate(&self.config.arcgis_secret_id);
-        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.arcgis.client(&self.config).await
     }
 }
 
@@ -116,7 +89,7 @@ pub async fn handle(state: &State, request: Request) -> Result<Response<Body>, I
     let reply = respond(&state.allocator, &state.ledger, &request, state.client()).await;
     if reply.credentials_rejected {
         tracing::warn!("ArcGIS rejected the credentials: the secret will be read again on the next call");
-        state.forget_credentials();
+        state.arcgis.forget_credentials();
     }
     Ok(into_response(reply))
 }

@@ -7,14 +7,13 @@
 //! The event is checked before anything else happens: bad input fails without a request to
 //! ArcGIS, AWS or anything else.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-
 use chrono::Utc;
-use credit_core::arcgis::{self, Client};
+use credit_core::arcgis;
 use credit_core::config::{Config, ConfigError};
+use credit_core::connect::{ArcgisSource, ConnectError};
 use credit_core::ledger::Ledger;
 use credit_core::monthly::{self, Deps, MonthlyError, ReportSettings, ReportStore, RunSummary};
-use credit_core::secrets::{ArcgisSecret, SecretCache, SecretError};
+use credit_core::secrets::{SecretCache, SecretError};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
 use serde_json::Value;
 
@@ -27,7 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let secrets = SecretCache::from_env(config.secret_ttl).await;
     let app = App {
         settings: ReportSettings::from_config(&config),
-        arcgis: Arcgis::from_secret(secrets, config.arcgis_secret_id.clone()),
+        arcgis: ArcgisSource::from_secret(secrets, config.arcgis_secret_id.clone()),
         store: ReportStore::from_env(bucket).await,
         ledger: Ledger::dynamo_from_env(table).await,
         config,
@@ -59,78 +58,18 @@ enum StartupError {
 struct App {
     config: Config,
     settings: ReportSettings,
-    arcgis: Arcgis,
+    arcgis: ArcgisSource,
     store: ReportStore,
     ledger: Ledger,
 }
 
-/// Where the ArcGIS client comes from. The client is kept between invocations (its token and
-/// connection pool survive) and rebuilt when the cached secret is refreshed, so a rotated
-/// password is picked up within the secret cache's TTL.
-enum Arcgis {
-    /// Production: credentials from Secrets Manager.
-    Secret {
-        cache: SecretCache,
-        secret_id: String,
-        current: Mutex<Option<(Arc<ArcgisSecret>, Client)>>,
-    },
-    /// Tests: a client already pointed at a simulator.
-    #[cfg(test)]
-    Fixed(Client),
-}
-
-impl Arcgis {
-    fn from_secret(cache: SecretCache, secret_id: String) -> Self {
-        Arcgis::Secret {
-            cache,
-            secret_id,
-            current: Mutex::new(None),
+impl From<ConnectError> for HandlerError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Secret(e) => HandlerError::Secret(e),
+            ConnectError::Client(e) => HandlerError::Client(e),
         }
     }
-
-    async fn client(&self, config: &Config) -> Result<Client, HandlerError> {
-        match self {
-            Arcgis::Secret {
-                cache,
-                secret_id,
-                current,
-            } => {
-                let secret = cache.arcgis_secret(secret_id).await?;
-                let mut slot = lock(current);
-                if let Some((cached, client)) = slot.as_ref()
-                    && Arc::ptr_eq(cached, &secret)
-                {
-                    return Ok(client.clone());
-                }
-                let client = Client::new(config.client_config(&secret)).map_err(HandlerError::Client)?;
-                *slot = Some((secret, client.clone()));
-                Ok(client)
-            }
-            #[cfg(test)]
-            Arcgis::Fixed(client) => Ok(client.clone()),
-        }
-    }
-
-    /// After ArcGIS refused the credentials: fetch the secret again next time (it may have
-    /// been rotated since it was cached).
-    fn forget_credentials(&self) {
-        match self {
-            Arcgis::Secret {
-                cache,
-                secret_id,
-                current,
-            } => {
-                cache.invalidate(secret_id);
-                *lock(current) = None;
-            }
-            #[cfg(test)]
-            Arcgis::Fixed(_) => {}
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Everything an invocation can fail with; [`Diagnostic::error_type`] says which.
@@ -188,7 +127,7 @@ mod tests {
     use super::*;
 
     use chrono::{DateTime, NaiveDate};
-    use credit_core::arcgis::{ClientConfig, Credentials, Secret};
+    use credit_core::arcgis::{Client, ClientConfig, Credentials, Secret};
     use credit_core::monthly::{Month, MonthFrom};
     use credit_core::schedule::{self, ReportInput};
     use lambda_runtime::Context;
@@ -307,7 +246,7 @@ mod tests {
         .unwrap();
         let app = App {
             settings: ReportSettings::from_config(&config),
-            arcgis: Arcgis::Fixed(client),
+            arcgis: ArcgisSource::Fixed(client),
             store: unreachable_store(),
             ledger: Ledger::memory(),
             config,

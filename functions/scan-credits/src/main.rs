@@ -7,15 +7,15 @@
 //! the run's metrics line, and maps errors to a meaningful Lambda `errorType`.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use credit_core::arcgis::{self, Client};
+use credit_core::arcgis;
 use credit_core::config::{Config, ConfigError};
+use credit_core::connect::{ArcgisSource, ConnectError};
 use credit_core::ledger::Ledger;
 use credit_core::scan::{self, ScanDeps, ScanError, ScanRequest, ScanSummary};
 use credit_core::schedule::{self, EventError, ScanInput};
-use credit_core::secrets::{ArcgisSecret, SecretCache, SecretError};
+use credit_core::secrets::{SecretCache, SecretError};
 use credit_core::telemetry;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
 use serde_json::{Map, Value, json};
@@ -31,7 +31,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let secrets = SecretCache::from_env(config.secret_ttl).await;
     let ledger = Ledger::dynamo_from_env(table).await;
     let deps = Deps {
-        arcgis: Arcgis::from_secret(secrets, config.arcgis_secret_id.clone()),
+        arcgis: ArcgisSource::from_secret(secrets, config.arcgis_secret_id.clone()),
         ledger,
         config,
     };
@@ -61,78 +61,18 @@ fn refuse_to_start(e: StartupError) -> StartupError {
 
 /// What every invocation shares, built once per container.
 struct Deps {
-    arcgis: Arcgis,
+    arcgis: ArcgisSource,
     ledger: Ledger,
     config: Config,
 }
 
-/// Where the ArcGIS client comes from. The client is kept between invocations (its token and
-/// connection pool survive) and rebuilt when the cached secret is refreshed, so a rotated
-/// password is picked up within the secret cache's TTL.
-enum Arcgis {
-    /// Production: credentials from Secrets Manager.
-    Secret {
-        cache: SecretCache,
-        secret_id: String,
-        current: Mutex<Option<(Arc<ArcgisSecret>, Client)>>,
-    },
-    /// Tests: a client already pointed at a simulator.
-    #[cfg(test)]
-    Fixed(Client),
-}
-
-impl Arcgis {
-    fn from_secret(cache: SecretCache, secret_id: String) -> Self {
-        Arcgis::Secret {
-            cache,
-            secret_id,
-            current: Mutex::new(None),
+impl From<ConnectError> for HandlerError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Secret(e) => HandlerError::Secret(e),
+            ConnectError::Client(e) => HandlerError::Client(e),
         }
     }
-
-    async fn client(&self, config: &Config) -> Result<Client, HandlerError> {
-        match self {
-            Arcgis::Secret {
-                cache,
-                secret_id,
-                current,
-            } => {
-                let secret = cache.arcgis_secret(secret_id).await?;
-                let mut slot = lock(current);
-                if let Some((cached, client)) = slot.as_ref()
-                    && Arc::ptr_eq(cached, &secret)
-                {
-                    return Ok(client.clone());
-                }
-                let client = Client::new(config.client_config(&secret)).map_err(HandlerError::Client)?;
-                *slot = Some((secret, client.clone()));
-                Ok(client)
-            }
-            #[cfg(test)]
-            Arcgis::Fixed(client) => Ok(client.clone()),
-        }
-    }
-
-    /// After ArcGIS refused the credentials: fetch the secret again next time (it may have
-    /// been rotated since it was cached).
-    fn forget_credentials(&self) {
-        match self {
-            Arcgis::Secret {
-                cache,
-                secret_id,
-                current,
-            } => {
-                cache.invalidate(secret_id);
-                *lock(current) = None;
-            }
-            #[cfg(test)]
-            Arcgis::Fixed(_) => {}
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Everything an invocation can fail with; [`Diagnostic::error_type`] says which.
@@ -249,7 +189,7 @@ mod tests {
     use super::*;
 
     use chrono::NaiveDate;
-    use credit_core::arcgis::{ClientConfig, Credentials, Secret};
+    use credit_core::arcgis::{Client, ClientConfig, Credentials, Secret};
     use lambda_runtime::Context;
     use portal_sim::generate::{ADMIN_PASSWORD, ADMIN_USERNAME};
     use portal_sim::{GenParams, generate};
@@ -320,7 +260,7 @@ mod tests {
         let client = Client::new(ClientConfig::new(sim.rest_url(), credentials)).unwrap();
         let config = Config::from_lookup(|name| (name == "ARCGIS_SECRET_ID").then(|| "test".to_owned())).unwrap();
         let deps = Deps {
-            arcgis: Arcgis::Fixed(client),
+            arcgis: ArcgisSource::Fixed(client),
             ledger: Ledger::memory(),
             config,
         };
