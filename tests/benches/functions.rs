@@ -8,7 +8,7 @@
 //! Secrets Manager and DynamoDB clients built — none of which may touch the network).
 
 #[path = "../e2e/support.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::io::Read;

@@ -9,7 +9,7 @@
 //! `MEMBERS` and `SEED` choose the org (defaults 2000 and 7).
 
 #[path = "../e2e/support.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use chrono::{Duration, Utc};

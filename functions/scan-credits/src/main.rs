@@ -194,11 +194,7 @@ mod tests {
     use portal_sim::generate::{ADMIN_PASSWORD, ADMIN_USERNAME};
     use portal_sim::{GenParams, generate};
 
-    fn fixture(name: &str) -> Value {
-        let path = format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use testkit::fixtures::fixture;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-26T06:00:07Z")
