@@ -109,7 +109,11 @@ async fn main() {
         "ArcGIS requests     {} in all (sign-in, org, pages, usage)",
         summary["arcgis_requests"]
     );
-    println!("invoke wall time    {:.0} ms (the scan itself: {} ms; the rest is the secret read, sign-in and the emulator)", wall.as_secs_f64() * 1e3, summary["duration_ms"]);
+    println!(
+        "invoke wall time    {:.0} ms (the scan itself, sign-in included: {} ms; the rest is the secret read and the emulator)",
+        wall.as_secs_f64() * 1e3,
+        summary["duration_ms"]
+    );
     println!(
         "paging floor        {floor_ms:.0} ms (ceil({pages} pages / {concurrency}) × {latency} ms); target ≤ 1.3 × = {:.0} ms",
         floor_ms * 1.3
