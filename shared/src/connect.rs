@@ -22,6 +22,16 @@ pub enum ConnectError {
     Client(#[source] arcgis::Error),
 }
 
+impl ConnectError {
+    /// The Lambda `errorType` the functions report for it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectError::Secret(_) => "SecretUnavailable",
+            ConnectError::Client(_) => "InvalidSecret",
+        }
+    }
+}
+
 /// Where a function's ArcGIS client comes from.
 pub enum ArcgisSource {
     /// Production: credentials from the Secrets Manager secret `secret_id`.

@@ -8,12 +8,11 @@
 //! ArcGIS, AWS or anything else.
 
 use chrono::Utc;
-use credit_core::arcgis;
 use credit_core::config::{Config, ConfigError};
 use credit_core::connect::{ArcgisSource, ConnectError};
 use credit_core::ledger::Ledger;
 use credit_core::monthly::{self, Deps, MonthlyError, ReportSettings, ReportStore, RunSummary};
-use credit_core::secrets::{SecretCache, SecretError};
+use credit_core::secrets::SecretCache;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
 use serde_json::Value;
 
@@ -63,24 +62,12 @@ struct App {
     ledger: Ledger,
 }
 
-impl From<ConnectError> for HandlerError {
-    fn from(e: ConnectError) -> Self {
-        match e {
-            ConnectError::Secret(e) => HandlerError::Secret(e),
-            ConnectError::Client(e) => HandlerError::Client(e),
-        }
-    }
-}
-
 /// Everything an invocation can fail with; [`Diagnostic::error_type`] says which.
 #[derive(Debug, thiserror::Error)]
 enum HandlerError {
-    /// The ArcGIS secret could not be read.
+    /// No ArcGIS client: the secret is unreadable or its settings unusable.
     #[error(transparent)]
-    Secret(#[from] SecretError),
-    /// The secret's portal URL or referer cannot be used.
-    #[error("cannot use the ArcGIS secret's settings: {0}")]
-    Client(#[source] arcgis::Error),
+    Connect(#[from] ConnectError),
     /// The report failed (see [`MonthlyError::kind`]), bad input included.
     #[error(transparent)]
     Report(#[from] MonthlyError),
@@ -89,8 +76,7 @@ enum HandlerError {
 impl From<HandlerError> for Diagnostic {
     fn from(e: HandlerError) -> Diagnostic {
         let error_type = match &e {
-            HandlerError::Secret(_) => "SecretUnavailable",
-            HandlerError::Client(_) => "InvalidSecret",
+            HandlerError::Connect(e) => e.kind(),
             HandlerError::Report(r) => r.kind(),
         };
         Diagnostic {

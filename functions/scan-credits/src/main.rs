@@ -9,13 +9,12 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use credit_core::arcgis;
 use credit_core::config::{Config, ConfigError};
 use credit_core::connect::{ArcgisSource, ConnectError};
 use credit_core::ledger::Ledger;
 use credit_core::scan::{self, ScanDeps, ScanError, ScanRequest, ScanSummary};
 use credit_core::schedule::{self, EventError, ScanInput};
-use credit_core::secrets::{SecretCache, SecretError};
+use credit_core::secrets::SecretCache;
 use credit_core::telemetry;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
 use serde_json::{Map, Value, json};
@@ -66,27 +65,15 @@ struct Deps {
     config: Config,
 }
 
-impl From<ConnectError> for HandlerError {
-    fn from(e: ConnectError) -> Self {
-        match e {
-            ConnectError::Secret(e) => HandlerError::Secret(e),
-            ConnectError::Client(e) => HandlerError::Client(e),
-        }
-    }
-}
-
 /// Everything an invocation can fail with; [`Diagnostic::error_type`] says which.
 #[derive(Debug, thiserror::Error)]
 enum HandlerError {
     /// The event is not one of the three schedule shapes, or its Input is invalid.
     #[error(transparent)]
     Event(#[from] EventError),
-    /// The ArcGIS secret could not be read.
+    /// No ArcGIS client: the secret is unreadable or its settings unusable.
     #[error(transparent)]
-    Secret(#[from] SecretError),
-    /// The secret's portal URL or referer cannot be used.
-    #[error("cannot use the ArcGIS secret's settings: {0}")]
-    Client(#[source] arcgis::Error),
+    Connect(#[from] ConnectError),
     /// The scan failed (see [`ScanError::kind`]).
     #[error(transparent)]
     Scan(#[from] ScanError),
@@ -99,8 +86,7 @@ impl From<HandlerError> for Diagnostic {
     fn from(e: HandlerError) -> Diagnostic {
         let error_type = match &e {
             HandlerError::Event(_) => "InvalidEvent",
-            HandlerError::Secret(_) => "SecretUnavailable",
-            HandlerError::Client(_) => "InvalidSecret",
+            HandlerError::Connect(e) => e.kind(),
             HandlerError::Scan(s) => s.kind(),
             HandlerError::Summary(_) => "InternalError",
         };
