@@ -6,6 +6,7 @@
 //! items and the (redacted) request log.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -327,19 +328,16 @@ impl World {
     }
 
     /// A member's role (falls back to `org_user` if the fixture names an unknown role).
-    pub fn role(&self, m: &MemberRecord) -> Role {
-        self.org
-            .roles
-            .iter()
-            .find(|r| r.id == m.role_id)
-            .cloned()
-            .unwrap_or_else(|| Role {
-                id: "org_user".into(),
-                name: "User".into(),
-                base: "org_user".into(),
-                has_role_id: false,
-                privileges: Vec::new(),
-            })
+    pub fn role(&self, m: &MemberRecord) -> &Role {
+        // Borrowed, not cloned: every rendered user asks for its role (100 per listing page).
+        static UNKNOWN: LazyLock<Role> = LazyLock::new(|| Role {
+            id: "org_user".into(),
+            name: "User".into(),
+            base: "org_user".into(),
+            has_role_id: false,
+            privileges: Vec::new(),
+        });
+        self.org.roles.iter().find(|r| r.id == m.role_id).unwrap_or(&UNKNOWN)
     }
 
     /// Micro-credits consumed by `username` in the budgeting period.
@@ -419,7 +417,7 @@ impl World {
                     disabled: m.disabled,
                     user_type: m.user_type.clone(),
                     email: m.email.clone(),
-                    role: self.role(m).base,
+                    role: self.role(m).base.clone(),
                 }
             })
             .collect()

@@ -130,7 +130,7 @@ pub fn generate_token(w: &mut World, ctx: &Ctx) -> Reply {
     w.failed_logins.remove(&username);
     let caller = Caller::User {
         username: m.username.clone(),
-        privileges: w.role(&m).privileges,
+        privileges: w.role(&m).privileges.clone(),
     };
     let (token, expires) = issue(w, caller, minutes, referer, ctx);
     json!({"token": token, "expires": expires, "ssl": true}).into()
