@@ -12,8 +12,11 @@
 //! # Steps, in order
 //!
 //! 1. **Read** (no side effects): thresholds, `portals/self`, the privilege check, the member
-//!    listing (skipped with budgeting off: every member reads as unlimited then), one usage
-//!    call for the forecasts, the org floor, the alert state, the top-up plan. A dry run stops
+//!    listing (abandoned with budgeting off: every member reads as unlimited then), one usage
+//!    call for the forecasts, the org floor, the alert state, the top-up plan. The reads run
+//!    concurrently: after the sign-in, `portals/self`, the usage, the alert state and the
+//!    listing all start at once, and the listing requests every page the last run's member
+//!    count implies without waiting for the first page's total. A dry run stops
 //!    here and returns what it would send and allocate (it reads the alert state, never
 //!    writes it, and does not claim the run). A failure while reading fails the invocation
 //!    *before* the run is claimed, so Lambda's retry of the same event does the whole run
@@ -24,7 +27,8 @@
 //! 3. **Top up** critical members (only with `AUTO_TOP_UP_TO`), each change audited.
 //! 4. **Notify** the admin contacts about the *crossings*: members (and the org floor) whose
 //!    level now differs from the level last reported, as kept by [`Ledger::alert_levels`].
-//! 5. **Record** the reported levels, and delete the records of members back to ok.
+//! 5. **Record** the reported levels, delete the records of members back to ok, and keep the
+//!    org's member count for the next run's listing.
 //! 6. **Finish** the run record with its status and a compact summary.
 //!
 //! # Why this order sends at most one email per run and per crossing
@@ -72,11 +76,14 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveTime, SecondsFormat, Utc};
+use futures_util::future::{Aborted, abortable};
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::arcgis::{self, Capability, Client, CreditAssignment, Notification, NotifyChannel, UsagePeriod, UsageQuery};
+use crate::arcgis::{
+    self, Capability, Client, CreditAssignment, Notification, NotifyChannel, OrgProperties, UsagePeriod, UsageQuery,
+};
 use crate::config::Config;
 use crate::credits::classify::{ClassifiedOrg, Level, Limit, RatedMember, SkipReason, ThresholdError, Thresholds};
 use crate::credits::forecast::{self, Runway};
@@ -516,6 +523,9 @@ pub struct ScanSummary {
     pub arcgis_requests: u64,
     /// Wall time of the run.
     pub duration_ms: u64,
+    /// Of which reading ArcGIS (sign-in, org, member listing, usage), the part that scales
+    /// with the org: compare it with the paging floor. The rest is the ledger and the email.
+    pub arcgis_read_ms: u64,
 }
 
 impl ScanSummary {
@@ -528,6 +538,7 @@ impl ScanSummary {
             Metric::new("MembersScanned", Unit::Count, self.members_scanned as f64),
             Metric::new("ArcgisRequests", Unit::Count, self.arcgis_requests as f64),
             Metric::new("DurationMs", Unit::Milliseconds, self.duration_ms as f64),
+            Metric::new("ArcgisReadMs", Unit::Milliseconds, self.arcgis_read_ms as f64),
         ]
     }
 
@@ -625,6 +636,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         alerts,
         top_up,
         contacts,
+        org_size,
     } = observe(deps, req).await?;
 
     if req.input.dry_run {
@@ -717,6 +729,16 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
 
     // 5. Record what was reported (only once it was sent) and clear members back to ok.
     record_problems.extend(record_alert_levels(deps, req, &alerts, notified, &mut summary).await);
+    // And the org's size, so the next run requests every page at once. Only a speed-up rides
+    // on it: failing to record it is reported without failing the run.
+    if let Some(count) = org_size
+        && let Err(e) = deps.ledger.set_member_count(count, &req.run_key).await
+    {
+        tracing::warn!(error = %e, "the member count was not recorded");
+        summary.problems.push(format!(
+            "the member count was not recorded, so the next scan lists one round trip slower: {e}"
+        ));
+    }
 
     // 6. Finish the run record.
     summary.problems.extend(record_problems.iter().cloned());
@@ -785,6 +807,8 @@ struct Observed {
     alerts: AlertPlan,
     top_up: TopUpDecision,
     contacts: Vec<String>,
+    /// The org's member count, when the listing was complete.
+    org_size: Option<u64>,
 }
 
 /// Step 1: everything that only reads (ArcGIS and the alert state).
@@ -792,8 +816,37 @@ async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Observed, Sca
     let config = deps.config;
     let (thresholds, thresholds_used) = thresholds(config, &req.input)?;
     let top_up_settings = top_up_settings(config)?;
+    let started = Instant::now();
 
-    let org = deps.client.org_properties().await.map_err(|source| ScanError::Arcgis {
+    // Every read needs only a token, so they all start at once: a run costs the sign-in and
+    // the paging floor, not a chain of round trips. The listing is abandoned (at most its
+    // first page read) when portals/self says it is not needed.
+    let (listing, abandon_listing) = abortable(async {
+        let expected = deps.ledger.member_count().await.unwrap_or_else(|e| {
+            // Only a speed-up is lost: the listing finds the count itself.
+            tracing::warn!(error = %e, "no member count from the last run; listing without it");
+            None
+        });
+        deps.client.list_members_expecting(expected).await
+    });
+    let org = async {
+        let org = deps.client.org_properties().await;
+        if !org.as_ref().is_ok_and(listing_needed) {
+            abandon_listing.abort();
+        }
+        org
+    };
+    // The usage answer is one large document: decoded on this task it would stall the
+    // listing; on its own task it decodes on another core while the pages arrive.
+    let usage = Background(tokio::spawn(usage_for_forecast(deps.client.clone(), req.as_of)));
+    let arcgis = async {
+        let read = tokio::join!(org, listing, usage.join());
+        (read, started.elapsed())
+    };
+    let (((org, listing, usage), arcgis_read), recorded) = tokio::join!(arcgis, deps.ledger.alert_levels());
+    let usage = usage.unwrap_or_else(|stopped| Err(format!("the usage read stopped: {stopped}")));
+
+    let org = org.map_err(|source| ScanError::Arcgis {
         step: "read the org's properties (portals/self)",
         source,
     })?;
@@ -802,30 +855,34 @@ async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Observed, Sca
             step: "check the signed-in account's privileges",
             source,
         })?;
+    let recorded = recorded.map_err(|source| ScanError::Ledger {
+        step: "read the alert state",
+        source,
+    })?;
 
     let mut notes = Vec::new();
     let mut problems = Vec::new();
     let budgeting = org.budgeting_enabled;
-    let (members, member_errors, listing_complete, usage) = if budgeting {
-        let (list, usage) = tokio::join!(deps.client.list_members(), usage_for_forecast(deps.client, req.as_of));
-        let list = list.map_err(|source| ScanError::Arcgis {
-            step: "list the org's members",
-            source,
-        })?;
+    let (members, member_errors, listing_complete, org_size) = if listing_needed(&org) {
+        let list = listing
+            .map_err(|Aborted| arcgis::Error::Unexpected {
+                what: "the member listing".into(),
+                reason: "it was abandoned although budgeting is on".into(),
+            })
+            .and_then(|listed| listed)
+            .map_err(|source| ScanError::Arcgis {
+                step: "list the org's members",
+                source,
+            })?;
         let errors: Vec<String> = list.problems.iter().map(ToString::to_string).collect();
         let complete = list.is_complete();
-        (list.members, errors, complete, usage)
+        (list.members, errors, complete, complete.then_some(list.reported_total))
     } else {
         notes.push(format!(
             "credit budgeting is off: members have no allocations to check; the org has {} credits left",
             credits(org.available_credits)
         ));
-        (
-            Vec::new(),
-            Vec::new(),
-            false,
-            usage_for_forecast(deps.client, req.as_of).await,
-        )
+        (Vec::new(), Vec::new(), false, None)
     };
     if !member_errors.is_empty() {
         problems.push(format!(
@@ -852,10 +909,6 @@ async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Observed, Sca
         current.insert(ORG_ALERT_KEY.to_owned(), Level::Critical);
     }
 
-    let recorded = deps.ledger.alert_levels().await.map_err(|source| ScanError::Ledger {
-        step: "read the alert state",
-        source,
-    })?;
     let listed: HashSet<&str> = members.iter().map(|m| m.username.as_str()).collect();
     let alerts = AlertPlan::new(&current, &recorded, |key| {
         key == ORG_ALERT_KEY || (budgeting && (listed.contains(key) || listing_complete))
@@ -908,12 +961,14 @@ async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Observed, Sca
         problems,
         arcgis_requests: 0,
         duration_ms: 0,
+        arcgis_read_ms: u64::try_from(arcgis_read.as_millis()).unwrap_or(u64::MAX),
     };
     Ok(Observed {
         summary,
         alerts,
         top_up,
         contacts: org.admin_contacts,
+        org_size,
     })
 }
 
@@ -1239,9 +1294,30 @@ async fn apply_top_up(
     )
 }
 
+/// A spawned task that is aborted when dropped, so an early return leaves nothing running.
+struct Background<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Background<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Whether the member listing is worth reading: members have allocations only with budgeting
+/// on, and without the privileges the run fails anyway.
+fn listing_needed(org: &OrgProperties) -> bool {
+    org.budgeting_enabled && org.ensure(Capability::ManageCredits).is_ok()
+}
+
 /// One usage series per member over the [`FORECAST_DAYS`] before `as_of`'s day, or why not.
 /// Read concurrently with the member listing, so it costs no extra round trip.
-async fn usage_for_forecast(client: &Client, as_of: DateTime<Utc>) -> Result<(TimeWindow, Vec<UsageSeries>), String> {
+async fn usage_for_forecast(client: Client, as_of: DateTime<Utc>) -> Result<(TimeWindow, Vec<UsageSeries>), String> {
     let day_start = as_of.date_naive().and_time(NaiveTime::MIN).and_utc();
     let window = TimeWindow::last_days(day_start, FORECAST_DAYS)
         .map_err(|e| format!("no forecast window before {day_start}: {e}"))?;
@@ -1628,6 +1704,7 @@ mod tests {
             problems: Vec::new(),
             arcgis_requests: 7,
             duration_ms: 12,
+            arcgis_read_ms: 10,
         }
     }
 

@@ -163,3 +163,26 @@ async fn a_small_org_is_one_page_even_with_concurrency_one() {
     assert!(list.is_complete());
     assert_eq!(list.pages, 1);
 }
+
+#[tokio::test]
+async fn a_listing_with_the_last_runs_count_is_complete_whether_the_org_is_the_same_size_smaller_or_larger() {
+    let sim = sim(450).await;
+    let truth: Vec<String> = sim.members().into_iter().map(|m| m.username).collect();
+    // (the count the last run recorded, page requests expected)
+    for (expected, pages) in [(450, 5), (1000, 10), (120, 5), (0, 5)] {
+        let before = sim.request_count("portals/self/users");
+        let list = admin_client(&sim)
+            .list_members_expecting(Some(expected))
+            .await
+            .expect("listing succeeds");
+        assert!(list.is_complete(), "expecting {expected}: {:?}", list.problems);
+        let listed: Vec<&str> = list.members.iter().map(|m| m.username.as_str()).collect();
+        assert_eq!(listed, truth, "expecting {expected}: every member once, in order");
+        assert_eq!(list.reported_total, 450);
+        assert_eq!(
+            sim.request_count("portals/self/users") - before,
+            pages,
+            "expecting {expected}: the same size costs ceil(N/100); a shrunk org the empty pages"
+        );
+    }
+}

@@ -435,7 +435,9 @@ async fn budgeting_off_reports_the_org_credits_and_still_alerts_on_the_floor() {
     assert_eq!(s.org_available_credits, org_credits);
     assert_eq!((s.members_scanned, s.critical.len(), s.warning.len()), (0, 0, 0));
     assert!(s.notes.iter().any(|n| n.contains("budgeting is off")));
-    assert_eq!(sim.request_count("portals/self/users"), 0);
+    // The listing starts beside portals/self and is abandoned once budgeting reads off: at
+    // most its first page is requested, never the org.
+    assert!(sim.request_count("portals/self/users") <= 1);
     assert_eq!(json["org_floor"]["status"], "below");
     assert_eq!(json["org_floor"]["newly_reported"], true);
     let sent = sim.notifications();
@@ -524,11 +526,19 @@ async fn a_dry_run_sends_allocates_and_records_nothing() {
     assert!(s.allocations_applied.is_empty());
     assert!(sim.writes().is_empty());
     assert!(ledger.alert_levels().await.unwrap().is_empty());
-    // The run key was not claimed: the real run goes ahead.
+    assert_eq!(ledger.member_count().await.unwrap(), None);
+    // The run key was not claimed: the real run goes ahead, and keeps the org's size.
     req.input.dry_run = false;
     let real = run(&sim, &ledger, &config, &req).await.unwrap();
     assert!(real.duplicate_of.is_none());
     assert_eq!(sim.notifications().len(), 1);
+    assert_eq!(ledger.member_count().await.unwrap(), Some(150));
+    assert!(real.arcgis_read_ms <= real.duration_ms);
+    // The next run lists with that size: the same two pages, the same members.
+    let pages = sim.request_count("portals/self/users");
+    let next = run(&sim, &ledger, &config, &request(1)).await.unwrap();
+    assert_eq!(sim.request_count("portals/self/users") - pages, 2);
+    assert_eq!(next.members_scanned, real.members_scanned);
 }
 
 #[tokio::test]
@@ -634,6 +644,7 @@ async fn the_metrics_line_carries_the_runs_numbers() {
             ("MembersScanned", "Count"),
             ("ArcgisRequests", "Count"),
             ("DurationMs", "Milliseconds"),
+            ("ArcgisReadMs", "Milliseconds"),
         ])
     );
     assert_eq!(line["OrgAvailableCredits"].as_f64(), Some(s.org_available_credits));
@@ -643,6 +654,7 @@ async fn the_metrics_line_carries_the_runs_numbers() {
     assert_eq!(s.members_scanned, sim.members().len());
     assert_eq!(line["ArcgisRequests"], sim.total_requests());
     assert_eq!(line["DurationMs"], s.duration_ms);
+    assert_eq!(line["ArcgisReadMs"], s.arcgis_read_ms);
 }
 
 #[tokio::test]

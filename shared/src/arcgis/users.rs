@@ -5,10 +5,10 @@
 //! is `portals/self/users` (100 per page, no cap), pages after the first are fetched
 //! concurrently, and a member is looked up by its exact username at `community/users/<name>`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use bytes::Bytes;
-use futures_util::{StreamExt, stream};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -147,7 +147,23 @@ impl Client {
     /// [`MemberList::problems`], not fatal. A page that cannot be fetched is fatal: a partial
     /// list must not pass for a complete one.
     pub async fn list_members(&self) -> Result<MemberList, Error> {
-        let first = self.org_users_page(1).await?;
+        self.list_members_expecting(None).await
+    }
+
+    /// [`Client::list_members`] for an org expected to have `expected` members (the last
+    /// complete listing's count): every page that count implies is requested at once with the
+    /// first, instead of after the first page gave the total. The listing stays complete
+    /// whatever the real count: pages past the end come back empty and missing ones are
+    /// fetched once the total is known. A stable org costs the same ceil(N/100) requests and
+    /// one round trip less; an org that shrank costs the empty pages once.
+    pub async fn list_members_expecting(&self, expected: Option<u64>) -> Result<MemberList, Error> {
+        let concurrency = self.inner.list_concurrency;
+        let expected_pages = expected.map_or(1, |n| n.div_ceil(PAGE_SIZE).max(1));
+        let mut pages = self
+            .org_users_pages((0..expected_pages).map(|i| 1 + i * PAGE_SIZE), concurrency)
+            .await?;
+        // The page at start 1 is always among them, and sorts first.
+        let first = &pages[0];
         let total = first.total;
         // Trust the server's page size if it returned fewer than asked on a page that is not
         // the last one, so no member falls between pages.
@@ -155,16 +171,13 @@ impl Client {
             n if n > 0 && n < PAGE_SIZE && total > n => n,
             _ => PAGE_SIZE,
         };
-        let concurrency = self.inner.list_concurrency;
-        let mut pages = vec![first];
-        let starts: Vec<u64> = (1..).map(|i| 1 + i * step).take_while(|s| *s <= total).collect();
-        let mut fetches = stream::iter(starts)
-            .map(|start| self.org_users_page(start))
-            .buffer_unordered(concurrency);
-        while let Some(page) = fetches.next().await {
-            pages.push(page?);
-        }
-        drop(fetches);
+        let fetched: HashSet<u64> = pages.iter().map(|p| p.start).collect();
+        let missing: Vec<u64> = (1..)
+            .map(|i| 1 + i * step)
+            .take_while(|s| *s <= total)
+            .filter(|s| !fetched.contains(s))
+            .collect();
+        pages.extend(self.org_users_pages(missing, concurrency).await?);
         pages.sort_by_key(|p| p.start);
 
         // Members added while listing: ArcGIS points past the announced total.
@@ -276,6 +289,22 @@ impl Client {
                 detail: None,
             }),
         }
+    }
+
+    /// The pages at `starts`, `concurrency` at a time, sorted by start. Any failed page
+    /// fails them all: a partial list must not pass for a complete one.
+    async fn org_users_pages(
+        &self,
+        starts: impl IntoIterator<Item = u64>,
+        concurrency: usize,
+    ) -> Result<Vec<Page>, Error> {
+        let mut pages: Vec<Page> = stream::iter(starts)
+            .map(|start| self.org_users_page(start))
+            .buffer_unordered(concurrency)
+            .try_collect()
+            .await?;
+        pages.sort_by_key(|p| p.start);
+        Ok(pages)
     }
 
     async fn org_users_page(&self, start: u64) -> Result<Page, Error> {

@@ -16,8 +16,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use super::{
-    ALERT_PK, AuditEntry, IDEM_PK, IDEMPOTENCY_RETENTION, IdempotencyClaim, LedgerError, RUN_RETENTION, RunClaim,
-    RunStatus, level_str, parse_level, run_pk,
+    ALERT_PK, AuditEntry, IDEM_PK, IDEMPOTENCY_RETENTION, IdempotencyClaim, LedgerError, MEMBERS_SK, ORG_PK,
+    RUN_RETENTION, RunClaim, RunStatus, level_str, parse_level, run_pk,
 };
 use crate::credits::classify::Level;
 
@@ -129,7 +129,7 @@ fn action_of(operation: &str) -> &'static str {
         "alert_levels" | "changes_on" => "Query",
         "set_alert_level(delete)" | "abandon_idempotent" => "DeleteItem",
         "finish_run" | "complete_idempotent" => "UpdateItem",
-        "claim_run(read)" | "begin_idempotent(read)" => "GetItem",
+        "claim_run(read)" | "begin_idempotent(read)" | "member_count" => "GetItem",
         _ => "PutItem",
     }
 }
@@ -251,6 +251,42 @@ impl DynamoLedger {
                 Ok((r.string("sk")?.to_owned(), level))
             })
             .collect()
+    }
+
+    pub(super) async fn member_count(&self) -> Result<Option<u64>, LedgerError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(ORG_PK))
+            .key("sk", s(MEMBERS_SK))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("member_count", &e))?;
+        let Some(item) = got.item else {
+            return Ok(None);
+        };
+        let r = self.reader(&item, "member_count");
+        match r.number("members")? {
+            Some(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Some(n as u64)),
+            Some(n) => Err(r.malformed(format!("members {n} is not a count"))),
+            None => Err(r.malformed("no members count".into())),
+        }
+    }
+
+    pub(super) async fn set_member_count(&self, count: u64, run_key: &str) -> Result<(), LedgerError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(ORG_PK))
+            .item("sk", s(MEMBERS_SK))
+            .item("members", n(count))
+            .item("run_key", s(run_key))
+            .item("updated_at", rfc3339(Utc::now()))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("set_member_count", &e))?;
+        Ok(())
     }
 
     pub(super) async fn set_alert_level(

@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{
-    ALERT_PK, AuditEntry, IDEM_PK, IDEMPOTENCY_RETENTION, IdempotencyClaim, LedgerError, RUN_RETENTION, RunClaim,
-    RunStatus, run_pk,
+    ALERT_PK, AuditEntry, IDEM_PK, IDEMPOTENCY_RETENTION, IdempotencyClaim, LedgerError, MEMBERS_SK, ORG_PK,
+    RUN_RETENTION, RunClaim, RunStatus, run_pk,
 };
 use crate::credits::classify::Level;
 
@@ -34,6 +34,7 @@ enum Record {
         expires_at: DateTime<Utc>,
     },
     Audit(AuditEntry),
+    MemberCount(u64),
 }
 
 /// In-process ledger state, keyed `(pk, sk)` like the table.
@@ -65,6 +66,19 @@ impl MemoryLedger {
                 _ => None,
             })
             .collect())
+    }
+
+    pub(super) fn member_count(&self) -> Result<Option<u64>, LedgerError> {
+        Ok(match self.lock().get(&(ORG_PK.to_owned(), MEMBERS_SK.to_owned())) {
+            Some(Record::MemberCount(n)) => Some(*n),
+            _ => None,
+        })
+    }
+
+    pub(super) fn set_member_count(&self, count: u64) -> Result<(), LedgerError> {
+        self.lock()
+            .insert((ORG_PK.to_owned(), MEMBERS_SK.to_owned()), Record::MemberCount(count));
+        Ok(())
     }
 
     pub(super) fn set_alert_level(

@@ -10,7 +10,10 @@
 //! - **idempotency records** (`pk="IDEM"`, `sk=<Idempotency-Key>`): allocate's key → response,
 //!   so a retried POST replays the first answer instead of writing again;
 //! - **audit trail** (`pk="AUDIT#<YYYY-MM-DD>"`): one item per changed member, who, when, why,
-//!   before and after.
+//!   before and after;
+//! - **org size** (`pk="ORG"`, `sk="MEMBERS"`): the member count of the last complete listing,
+//!   so the next scan requests every page at once instead of waiting for the first page's
+//!   `total` (one round trip less; a hint, never trusted for completeness).
 //!
 //! [`Ledger`] is a concrete enum, not a trait object: async fns in traits are not
 //! dyn-compatible, and two implementations do not need generics everywhere. The
@@ -236,6 +239,8 @@ fn run_pk(job: &str) -> String {
 }
 
 const ALERT_PK: &str = "ALERT";
+const ORG_PK: &str = "ORG";
+const MEMBERS_SK: &str = "MEMBERS";
 const IDEM_PK: &str = "IDEM";
 
 impl Ledger {
@@ -277,6 +282,22 @@ impl Ledger {
         match self {
             Ledger::Dynamo(d) => d.set_alert_level(username, level, run_key).await,
             Ledger::Memory(m) => m.set_alert_level(username, level, run_key),
+        }
+    }
+
+    /// The org's member count as of the last complete listing, if one was recorded.
+    pub async fn member_count(&self) -> Result<Option<u64>, LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.member_count().await,
+            Ledger::Memory(m) => m.member_count(),
+        }
+    }
+
+    /// Records the org's member count after a complete listing in run `run_key`.
+    pub async fn set_member_count(&self, count: u64, run_key: &str) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.set_member_count(count, run_key).await,
+            Ledger::Memory(m) => m.set_member_count(count),
         }
     }
 

@@ -196,102 +196,131 @@ impl Sim {
             };
             (seq, ep, decision, w.faults.faults.latency_ms)
         };
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
+        // Latency is the round trip as the client sees it: half on the way in (a request
+        // given up meanwhile is never processed), the rest on the way out, counted from the
+        // arrival so that the simulator's own processing is part of it, not added to it.
+        let latency = Duration::from_millis(latency);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency / 2).await;
         }
-        let params = params.unwrap_or_else(|e| {
-            // Keep the parse error: answer it below through the normal path.
-            let mut p = Params::default();
-            p.0.push(("__parse_error".into(), e.message));
-            p
-        });
-        let format = Format::from_params(&params);
-        let token = token_of(&params, &headers);
-        let mut w = self.world();
-        let mut record = RequestRecord {
-            seq,
-            method: method.to_string(),
-            endpoint: ep.name().to_string(),
-            path: path.clone(),
-            params: params.redacted(),
-            authenticated: token.is_some(),
-            status: 200,
-            outcome: "ok".into(),
-        };
-        let run = |w: &mut World| -> Reply {
-            if let Some(e) = params.get("__parse_error") {
-                return AgolError::new(400, e).into();
-            }
-            let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
-            let caller = match api::auth::authenticate(w, token.as_deref(), referer, now_ms()) {
-                Ok(c) => c,
-                Err(e) => return e.into(),
-            };
-            let ctx = Ctx {
-                params: &params,
-                caller,
-                method: &method,
-                now_ms: now_ms(),
+        // The world lock lives in this block only: nothing below may hold it across an await.
+        let (answer, format) = {
+            let params = params.unwrap_or_else(|e| {
+                // Keep the parse error: answer it below through the normal path.
+                let mut p = Params::default();
+                p.0.push(("__parse_error".into(), e.message));
+                p
+            });
+            let format = Format::from_params(&params);
+            let token = token_of(&params, &headers);
+            let mut w = self.world();
+            let mut record = RequestRecord {
                 seq,
-                tls: self.tls,
-                scheme: if self.tls { "https" } else { "http" },
-                port: self.port.load(Ordering::Relaxed),
+                method: method.to_string(),
+                endpoint: ep.name().to_string(),
+                path: path.clone(),
+                params: params.redacted(),
+                authenticated: token.is_some(),
+                status: 200,
+                outcome: "ok".into(),
             };
-            api::dispatch(w, &ep, &ctx)
-        };
-        // Faults answer at once; a normal reply is rendered after the lock is released, so
-        // serializing a page of members never blocks other requests.
-        let (answer, outcome) = match decision {
-            Misbehave::Envelope(e) => {
-                let o = format!("fault:error_envelope:{}", e.code);
-                (Err(Reply::Error(e)), o)
-            }
-            Misbehave::Status {
-                status,
-                retry_after,
-                after,
-            } => {
-                if after {
-                    run(&mut w);
+            let run = |w: &mut World| -> Reply {
+                if let Some(e) = params.get("__parse_error") {
+                    return AgolError::new(400, e).into();
                 }
-                (Ok(gateway_error(status, retry_after)), format!("fault:http_{status}"))
-            }
-            Misbehave::Malformed { after } => {
-                if after {
-                    run(&mut w);
-                }
-                (Ok(malformed()), "fault:malformed_json".into())
-            }
-            Misbehave::Drop { after } => {
-                if after {
-                    run(&mut w);
-                }
-                (Ok(dropped()), "fault:drop_connection".into())
-            }
-            Misbehave::None => {
-                let reply = match &format {
-                    Ok(_) => run(&mut w),
-                    Err(e) => Reply::Error(e.clone()),
+                let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
+                let caller = match api::auth::authenticate(w, token.as_deref(), referer, now_ms()) {
+                    Ok(c) => c,
+                    Err(e) => return e.into(),
                 };
-                let outcome = match &reply {
-                    Reply::Error(e) => format!("error:{}", e.code),
-                    Reply::Json(v) if v.get("error").is_some() => {
-                        format!("error:{}", v["error"]["code"].as_u64().unwrap_or(0))
+                let ctx = Ctx {
+                    params: &params,
+                    caller,
+                    method: &method,
+                    now_ms: now_ms(),
+                    seq,
+                    tls: self.tls,
+                    scheme: if self.tls { "https" } else { "http" },
+                    port: self.port.load(Ordering::Relaxed),
+                };
+                api::dispatch(w, &ep, &ctx)
+            };
+            // Faults answer at once; a normal reply is rendered after the lock is released, so
+            // serializing a page of members never blocks other requests.
+            let (answer, outcome) = match decision {
+                Misbehave::Envelope(e) => {
+                    let o = format!("fault:error_envelope:{}", e.code);
+                    (Err(Reply::Error(e)), o)
+                }
+                Misbehave::Status {
+                    status,
+                    retry_after,
+                    after,
+                } => {
+                    if after {
+                        run(&mut w);
                     }
-                    _ => "ok".into(),
-                };
-                (Err(reply), outcome)
+                    (Ok(gateway_error(status, retry_after)), format!("fault:http_{status}"))
+                }
+                Misbehave::Malformed { after } => {
+                    if after {
+                        run(&mut w);
+                    }
+                    (Ok(malformed()), "fault:malformed_json".into())
+                }
+                Misbehave::Drop { after } => {
+                    if after {
+                        run(&mut w);
+                    }
+                    (Ok(dropped()), "fault:drop_connection".into())
+                }
+                Misbehave::None => {
+                    let reply = match &format {
+                        Ok(_) => run(&mut w),
+                        Err(e) => Reply::Error(e.clone()),
+                    };
+                    let outcome = match &reply {
+                        Reply::Error(e) => format!("error:{}", e.code),
+                        Reply::Json(v) if v.get("error").is_some() => {
+                            format!("error:{}", v["error"]["code"].as_u64().unwrap_or(0))
+                        }
+                        _ => "ok".into(),
+                    };
+                    (Err(reply), outcome)
+                }
+            };
+            record.status = match &answer {
+                Ok(r) => r.status().as_u16(),
+                Err(Reply::Redirect(_)) => 302,
+                Err(_) => 200,
+            };
+            record.outcome = outcome;
+            w.log(record);
+            (answer, format)
+        };
+        let format = format.unwrap_or(Format::Json);
+        let response = match answer {
+            Ok(response) => response,
+            // Rendering a deferred reply is CPU work (up to a usage series of every member):
+            // on a blocking thread it cannot hold up the runtime's other requests.
+            Err(reply @ Reply::Deferred(_)) => {
+                let name = ep.name();
+                tokio::task::spawn_blocking(move || render(reply, format, name))
+                    .await
+                    .unwrap_or_else(|e| {
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("the simulator failed to render {name}: {e}"),
+                        )
+                            .into_response()
+                    })
             }
+            Err(reply) => render(reply, format, ep.name()),
         };
-        record.status = match &answer {
-            Ok(r) => r.status().as_u16(),
-            Err(Reply::Redirect(_)) => 302,
-            Err(_) => 200,
-        };
-        record.outcome = outcome;
-        w.log(record);
-        drop(w);
-        answer.unwrap_or_else(|reply| render(reply, format.unwrap_or(Format::Json), ep.name()))
+        if !latency.is_zero() {
+            tokio::time::sleep_until((now + latency).into()).await;
+        }
+        response
     }
 
     /// The storage host's download: no token expected (a pre-signed URL); one that arrives

@@ -213,6 +213,15 @@ pub fn jnum(x: f64) -> Value {
     Value::String(format!("{JNUM_MARK}{}", java_double(x)))
 }
 
+/// A number written the way [`jnum`] marks it, for typed (`Serialize`) replies.
+pub struct JavaNumber(pub f64);
+
+impl serde::Serialize for JavaNumber {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{JNUM_MARK}{}", java_double(self.0)))
+    }
+}
+
 const JNUM_MARK: &str = "\u{1}jnum:";
 const JNUM_MARK_ESCAPED: &str = "\"\\u0001jnum:";
 
@@ -248,6 +257,16 @@ pub fn to_wire(v: &Value, pretty: bool) -> String {
         serde_json::to_string(v)
     }
     .unwrap_or_default();
+    unmark(s)
+}
+
+/// Serializes a typed reply the way [`to_wire`] writes a `Value`, without building one.
+pub fn to_wire_text<T: serde::Serialize>(v: &T) -> String {
+    unmark(serde_json::to_string(v).unwrap_or_default())
+}
+
+/// Rewrites the [`jnum`] markers of serialized JSON as raw numbers.
+fn unmark(s: String) -> String {
     if !s.contains(JNUM_MARK_ESCAPED) {
         return s;
     }
@@ -265,10 +284,15 @@ pub fn to_wire(v: &Value, pretty: bool) -> String {
 }
 
 /// What an endpoint answers, before the output format is applied.
-#[derive(Debug)]
 pub enum Reply {
     /// A JSON document.
     Json(Value),
+    /// A large JSON document built once the world lock is released, from data the endpoint
+    /// copied out under it, so one big answer (a usage series of every member) does not stall
+    /// every other request the way it would never stall the real service.
+    Deferred(Box<dyn FnOnce() -> Reply + Send>),
+    /// A JSON document already serialized (the largest answers are written directly).
+    JsonText(String),
     /// An application error (HTTP 200 envelope).
     Error(AgolError),
     /// A file download.
@@ -310,6 +334,12 @@ fn html_page(title: &str, body: &str) -> String {
 pub fn render(reply: Reply, format: Format, title: &str) -> Response {
     let (value, status) = match reply {
         Reply::Json(v) => (v, StatusCode::OK),
+        Reply::Deferred(build) => return render(build(), format, title),
+        Reply::JsonText(text) => match format {
+            Format::Json => return json_response(text, "application/json; charset=utf-8"),
+            // Pretty forms are rare: read the text back to lay it out.
+            Format::Pjson | Format::Html => (serde_json::from_str(&text).unwrap_or(Value::Null), StatusCode::OK),
+        },
         Reply::Error(e) => (e.to_json(), StatusCode::OK),
         Reply::File {
             content_type,
@@ -338,8 +368,13 @@ pub fn render(reply: Reply, format: Format, title: &str) -> Response {
         Format::Pjson => (to_wire(&value, true), "text/plain; charset=utf-8"),
         Format::Html => (html_page(title, &to_wire(&value, true)), "text/html; charset=utf-8"),
     };
-    let mut r = Response::new(Body::from(body));
+    let mut r = json_response(body, ctype);
     *r.status_mut() = status;
+    r
+}
+
+fn json_response(body: String, ctype: &'static str) -> Response {
+    let mut r = Response::new(Body::from(body));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r

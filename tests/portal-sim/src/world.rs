@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::faults::{Behaviour, FaultState, Faults};
 use crate::org::{MemberRecord, Org, Role, UsageRecord, from_micros, micros};
-use crate::wire::jnum;
+use crate::wire::JavaNumber;
 
 /// Who is calling, once the token has been checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -356,49 +356,19 @@ impl World {
 
     /// The user object. `private` adds what only the user and org admins see.
     pub fn user_json(&self, m: &MemberRecord, private: bool, with_credits: bool) -> Value {
-        let mut v = json!({
-            "username": m.username,
-            "id": m.id,
-            "fullName": m.full_name,
-            "firstName": m.first_name,
-            "lastName": m.last_name,
-            "description": null,
-            "orgId": m.org_id,
-            "provider": "arcgis",
-            "idpUsername": null,
-            "access": "org",
-            "created": m.created,
-            "modified": m.modified,
-            "culture": "en",
-            "region": "WO",
-            "units": "metric",
-            "thumbnail": null,
-            "groups": [],
-        });
-        if private {
-            let role = self.role(m);
-            v["role"] = json!(role.base);
-            if role.has_role_id {
-                v["roleId"] = json!(role.id);
-            }
-            v["privileges"] = json!(role.privileges);
-            v["userLicenseTypeId"] = json!(m.user_type);
-            v["level"] = json!(m.level);
-            v["disabled"] = json!(m.disabled);
-            v["lastLogin"] = json!(m.last_login);
-            v["mfaEnabled"] = json!(false);
-            v["storageUsage"] = json!(0);
-            v["storageQuota"] = json!(2_147_483_648u64);
-            if let Some(e) = &m.email {
-                v["email"] = json!(e);
-            }
-            if with_credits {
-                let (assigned, available) = self.credit_fields(m);
-                v["assignedCredits"] = jnum(assigned);
-                v["availableCredits"] = jnum(available);
-            }
+        self.user_view(m, private, with_credits).to_json()
+    }
+
+    /// What [`World::user_json`] renders, copied out so a page of users can be rendered after
+    /// the world lock is released.
+    pub fn user_view(&self, m: &MemberRecord, private: bool, with_credits: bool) -> UserView {
+        UserView {
+            record: m.clone(),
+            private: private.then(|| PrivateView {
+                role: self.role(m).clone(),
+                credits: with_credits.then(|| self.credit_fields(m)),
+            }),
         }
-        v
     }
 
     /// Current state of every member, for assertions.
@@ -442,4 +412,111 @@ impl World {
         self.org.usage.insert(pos, rec);
         Ok(())
     }
+}
+
+/// One user as served, detached from the world (see [`World::user_view`]).
+pub struct UserView {
+    record: MemberRecord,
+    private: Option<PrivateView>,
+}
+
+/// The fields only the user and org admins see.
+struct PrivateView {
+    role: Role,
+    /// `(assignedCredits, availableCredits)`, when the listing includes them.
+    credits: Option<(f64, f64)>,
+}
+
+impl UserView {
+    /// The user object on the wire, as a `Value` (numbers marked for [`crate::wire::to_wire`]).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.wire()).unwrap_or(Value::Null)
+    }
+
+    /// The user object, ready to serialize without building a `Value`.
+    pub fn wire(&self) -> WireUser<'_> {
+        let m = &self.record;
+        WireUser {
+            username: &m.username,
+            id: &m.id,
+            full_name: &m.full_name,
+            first_name: &m.first_name,
+            last_name: &m.last_name,
+            description: (),
+            org_id: &m.org_id,
+            provider: "arcgis",
+            idp_username: (),
+            access: "org",
+            created: m.created,
+            modified: m.modified,
+            culture: "en",
+            region: "WO",
+            units: "metric",
+            thumbnail: (),
+            groups: [],
+            private: self.private.as_ref().map(|p| WirePrivate {
+                role: &p.role.base,
+                role_id: p.role.has_role_id.then_some(p.role.id.as_str()),
+                privileges: &p.role.privileges,
+                user_license_type_id: &m.user_type,
+                level: &m.level,
+                disabled: m.disabled,
+                last_login: m.last_login,
+                mfa_enabled: false,
+                storage_usage: 0,
+                storage_quota: 2_147_483_648,
+                email: m.email.as_deref(),
+                assigned_credits: p.credits.map(|(assigned, _)| JavaNumber(assigned)),
+                available_credits: p.credits.map(|(_, available)| JavaNumber(available)),
+            }),
+        }
+    }
+}
+
+/// A user object as ArcGIS writes it (`null`s and constants included).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireUser<'a> {
+    username: &'a str,
+    id: &'a str,
+    full_name: &'a str,
+    first_name: &'a str,
+    last_name: &'a str,
+    description: (),
+    org_id: &'a str,
+    provider: &'static str,
+    idp_username: (),
+    access: &'static str,
+    created: i64,
+    modified: i64,
+    culture: &'static str,
+    region: &'static str,
+    units: &'static str,
+    thumbnail: (),
+    groups: [(); 0],
+    #[serde(flatten)]
+    private: Option<WirePrivate<'a>>,
+}
+
+/// What only the user and org admins see.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePrivate<'a> {
+    role: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role_id: Option<&'a str>,
+    privileges: &'a [String],
+    user_license_type_id: &'a str,
+    level: &'a str,
+    disabled: bool,
+    last_login: i64,
+    mfa_enabled: bool,
+    storage_usage: u64,
+    storage_quota: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assigned_credits: Option<JavaNumber>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    available_credits: Option<JavaNumber>,
 }

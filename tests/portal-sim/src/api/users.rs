@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use super::{Ctx, auth::require};
 use crate::org::MemberRecord;
-use crate::wire::{AgolError, Params, Reply};
-use crate::world::{Caller, World};
+use crate::wire::{AgolError, Params, Reply, to_wire_text};
+use crate::world::{Caller, UserView, WireUser, World};
 
 /// Search indexes count accurately up to this many results and serve no more (contract §6.4).
 pub const SEARCH_CAP: usize = 10_000;
@@ -98,12 +98,13 @@ pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
     ))
 }
 
-/// One page of the listing: `num` echoes the request, `nextStart` is -1 on the last page.
+/// One page of the listing: `num` echoes the request, `nextStart` is -1 on the last page. The
+/// users are copied out under the world lock and rendered after it is released.
 fn page_json(w: &World, ctx: &Ctx, page: &[&MemberRecord], start: usize, num: usize, total: usize) -> Reply {
-    let users: Vec<Value> = page
+    let users: Vec<UserView> = page
         .iter()
         .map(|m| {
-            w.user_json(
+            w.user_view(
                 m,
                 caller_sees_private(w, &ctx.caller, m),
                 w.behaviour.list_includes_credits,
@@ -115,7 +116,24 @@ fn page_json(w: &World, ctx: &Ctx, page: &[&MemberRecord], start: usize, num: us
     } else {
         -1
     };
-    json!({"total": total, "start": start, "num": num, "nextStart": next, "users": users}).into()
+    Reply::Deferred(Box::new(move || {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct WirePage<'a> {
+            total: usize,
+            start: usize,
+            num: usize,
+            next_start: i64,
+            users: Vec<WireUser<'a>>,
+        }
+        Reply::JsonText(to_wire_text(&WirePage {
+            total,
+            start,
+            num,
+            next_start: next,
+            users: users.iter().map(UserView::wire).collect(),
+        }))
+    }))
 }
 
 /// One parsed search query: `field:value` qualifiers and free terms, all required (AND).
