@@ -329,15 +329,7 @@ impl World {
 
     /// A member's role (falls back to `org_user` if the fixture names an unknown role).
     pub fn role(&self, m: &MemberRecord) -> &Role {
-        // Borrowed, not cloned: every rendered user asks for its role (100 per listing page).
-        static UNKNOWN: LazyLock<Role> = LazyLock::new(|| Role {
-            id: "org_user".into(),
-            name: "User".into(),
-            base: "org_user".into(),
-            has_role_id: false,
-            privileges: Vec::new(),
-        });
-        self.org.roles.iter().find(|r| r.id == m.role_id).unwrap_or(&UNKNOWN)
+        role_in(&self.org.roles, m)
     }
 
     /// Micro-credits consumed by `username` in the budgeting period.
@@ -356,18 +348,33 @@ impl World {
 
     /// The user object. `private` adds what only the user and org admins see.
     pub fn user_json(&self, m: &MemberRecord, private: bool, with_credits: bool) -> Value {
-        self.user_view(m, private, with_credits).to_json()
+        let credits = with_credits.then(|| self.credit_fields(m));
+        serde_json::to_value(wire_user(m, private.then(|| (self.role(m), credits)))).unwrap_or(Value::Null)
     }
 
-    /// What [`World::user_json`] renders, copied out so a page of users can be rendered after
-    /// the world lock is released.
-    pub fn user_view(&self, m: &MemberRecord, private: bool, with_credits: bool) -> UserView {
-        UserView {
-            record: m.clone(),
-            private: private.then(|| PrivateView {
-                role: self.role(m).clone(),
-                credits: with_credits.then(|| self.credit_fields(m)),
-            }),
+    /// A page of users copied out (records, and the roles once), so it can be rendered after
+    /// the world lock is released; `private` says, per member, whether the caller sees the
+    /// private fields.
+    pub fn users_view(
+        &self,
+        page: &[&MemberRecord],
+        private: impl Fn(&MemberRecord) -> bool,
+        with_credits: bool,
+    ) -> UsersView {
+        UsersView {
+            roles: self.org.roles.clone(),
+            users: page
+                .iter()
+                .map(|m| {
+                    let private = private(m);
+                    let credits = (private && with_credits).then(|| self.credit_fields(m));
+                    ListedUser {
+                        record: (*m).clone(),
+                        private,
+                        credits,
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -414,62 +421,83 @@ impl World {
     }
 }
 
-/// One user as served, detached from the world (see [`World::user_view`]).
-pub struct UserView {
-    record: MemberRecord,
-    private: Option<PrivateView>,
+/// A member's role among `roles`, `org_user` if the fixture names an unknown one. Borrowed,
+/// not cloned: every rendered user asks for its role (100 per listing page).
+fn role_in<'a>(roles: &'a [Role], m: &MemberRecord) -> &'a Role {
+    static UNKNOWN: LazyLock<Role> = LazyLock::new(|| Role {
+        id: "org_user".into(),
+        name: "User".into(),
+        base: "org_user".into(),
+        has_role_id: false,
+        privileges: Vec::new(),
+    });
+    roles.iter().find(|r| r.id == m.role_id).unwrap_or(&UNKNOWN)
 }
 
-/// The fields only the user and org admins see.
-struct PrivateView {
-    role: Role,
-    /// `(assignedCredits, availableCredits)`, when the listing includes them.
+/// A page of users detached from the world (see [`World::users_view`]).
+pub struct UsersView {
+    roles: Vec<Role>,
+    users: Vec<ListedUser>,
+}
+
+/// One user of a [`UsersView`].
+struct ListedUser {
+    record: MemberRecord,
+    /// Whether the caller sees the private fields.
+    private: bool,
+    /// `(assignedCredits, availableCredits)`, when shown and listed.
     credits: Option<(f64, f64)>,
 }
 
-impl UserView {
-    /// The user object on the wire, as a `Value` (numbers marked for [`crate::wire::to_wire`]).
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self.wire()).unwrap_or(Value::Null)
+impl UsersView {
+    /// The user objects, ready to serialize.
+    pub fn wire(&self) -> Vec<WireUser<'_>> {
+        self.users
+            .iter()
+            .map(|u| {
+                let private = u.private.then(|| (role_in(&self.roles, &u.record), u.credits));
+                wire_user(&u.record, private)
+            })
+            .collect()
     }
+}
 
-    /// The user object, ready to serialize without building a `Value`.
-    pub fn wire(&self) -> WireUser<'_> {
-        let m = &self.record;
-        WireUser {
-            username: &m.username,
-            id: &m.id,
-            full_name: &m.full_name,
-            first_name: &m.first_name,
-            last_name: &m.last_name,
-            description: (),
-            org_id: &m.org_id,
-            provider: "arcgis",
-            idp_username: (),
-            access: "org",
-            created: m.created,
-            modified: m.modified,
-            culture: "en",
-            region: "WO",
-            units: "metric",
-            thumbnail: (),
-            groups: [],
-            private: self.private.as_ref().map(|p| WirePrivate {
-                role: &p.role.base,
-                role_id: p.role.has_role_id.then_some(p.role.id.as_str()),
-                privileges: &p.role.privileges,
-                user_license_type_id: &m.user_type,
-                level: &m.level,
-                disabled: m.disabled,
-                last_login: m.last_login,
-                mfa_enabled: false,
-                storage_usage: 0,
-                storage_quota: 2_147_483_648,
-                email: m.email.as_deref(),
-                assigned_credits: p.credits.map(|(assigned, _)| JavaNumber(assigned)),
-                available_credits: p.credits.map(|(_, available)| JavaNumber(available)),
-            }),
-        }
+/// The user object for `m`; `private` carries the role and the credit fields (when they are
+/// listed) for callers who see what only the user and org admins see.
+fn wire_user<'a>(m: &'a MemberRecord, private: Option<(&'a Role, Option<(f64, f64)>)>) -> WireUser<'a> {
+    WireUser {
+        username: &m.username,
+        id: &m.id,
+        full_name: &m.full_name,
+        first_name: &m.first_name,
+        last_name: &m.last_name,
+        description: (),
+        org_id: &m.org_id,
+        provider: "arcgis",
+        idp_username: (),
+        access: "org",
+        created: m.created,
+        modified: m.modified,
+        culture: "en",
+        region: "WO",
+        units: "metric",
+        thumbnail: (),
+        groups: [],
+        private: private.map(|(role, credits)| WirePrivate {
+            role: &role.base,
+            role_id: role.has_role_id.then_some(role.id.as_str()),
+            privileges: &role.privileges,
+            user_license_type_id: &m.user_type,
+            level: &m.level,
+            disabled: m.disabled,
+            last_login: m.last_login,
+            mfa_enabled: false,
+            storage_usage: 0,
+            storage_quota: 2_147_483_648,
+            email: m.email.as_deref(),
+            assigned_credits: credits.map(|(assigned, _)| JavaNumber(assigned)),
+            available_credits: credits.map(|(_, available)| JavaNumber(available)),
+        }),
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{Ctx, auth::require};
 use crate::org::MemberRecord;
 use crate::wire::{AgolError, Params, Reply, to_wire_text};
-use crate::world::{Caller, UserView, WireUser, World};
+use crate::world::{Caller, WireUser, World};
 
 /// Search indexes count accurately up to this many results and serve no more (contract §6.4).
 pub const SEARCH_CAP: usize = 10_000;
@@ -101,16 +101,11 @@ pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
 /// One page of the listing: `num` echoes the request, `nextStart` is -1 on the last page. The
 /// users are copied out under the world lock and rendered after it is released.
 fn page_json(w: &World, ctx: &Ctx, page: &[&MemberRecord], start: usize, num: usize, total: usize) -> Reply {
-    let users: Vec<UserView> = page
-        .iter()
-        .map(|m| {
-            w.user_view(
-                m,
-                caller_sees_private(w, &ctx.caller, m),
-                w.behaviour.list_includes_credits,
-            )
-        })
-        .collect();
+    let users = w.users_view(
+        page,
+        |m| caller_sees_private(w, &ctx.caller, m),
+        w.behaviour.list_includes_credits,
+    );
     let next = if start - 1 + num < total && num > 0 {
         (start + num) as i64
     } else {
@@ -131,7 +126,7 @@ fn page_json(w: &World, ctx: &Ctx, page: &[&MemberRecord], start: usize, num: us
             start,
             num,
             next_start: next,
-            users: users.iter().map(UserView::wire).collect(),
+            users: users.wire(),
         }))
     }))
 }
