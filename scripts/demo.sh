@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/install-tools.sh
 cargo build --quiet --locked --workspace --bins
-exec cargo run --quiet --locked -p e2e --bin demo
+exec cargo run --quiet --locked -p tests --bin demo

@@ -3,12 +3,12 @@
 # PyPI on a fresh machine (scripts/infra-tools.sh installs the pinned tools); no AWS account,
 # no Docker, nothing off loopback.
 #
-#   1. cfn-lint 1.58 with the project's rules (infra/lint-rules, E9001-E9006)
+#   1. cfn-lint 1.58 with the project's rules (infra/lint-rules, E9001-E9007)
 #   2. sam validate --lint, and sam validate (the SAM transform itself)
 #   3. checkov on the template, and on its SAM translation: 0 failed checks; accepted
 #      exceptions are skipped in the template with a reason (Metadata: checkov: skip)
 #   4. the drift test (scripts/infra-drift.py) on a hand-written manifest, a negative one,
-#      and credit-core's real manifest when its example exists
+#      and the shared crate's real manifest when its example exists
 #   5. the mutation test (infra/tests/mutation_test.py)
 #
 # Prints one line per check and ends with `infra-check: N passed, M failed`.
@@ -79,10 +79,10 @@ check "checkov (SAM-translated template)" "$CHECKOV" -f "$work/translated.json" 
 check "drift: example manifest agrees" "$PY" scripts/infra-drift.py infra/tests/manifest.example.json
 check "drift: negative manifest is rejected" expect_drift infra/tests/manifest.drift.json
 if [ -f shared/examples/manifest.rs ]; then
-    real_drift() { cargo run -q --locked -p credit-core --example manifest | "$PY" scripts/infra-drift.py -; }
-    check "drift: credit-core's manifest agrees" real_drift
+    real_drift() { cargo run -q --locked -p shared --example manifest | "$PY" scripts/infra-drift.py -; }
+    check "drift: the shared crate's manifest agrees" real_drift
 else
-    echo "== infra: drift against credit-core's manifest skipped (shared/examples/manifest.rs does not exist yet)"
+    echo "== infra: drift against the shared crate's manifest skipped (shared/examples/manifest.rs does not exist yet)"
 fi
 check "mutation test" "$PY" infra/tests/mutation_test.py --checkov "$CHECKOV"
 

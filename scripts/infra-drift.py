@@ -2,7 +2,7 @@
 """Drift test: does infra/template.yaml give each function exactly what the function reads?
 
     scripts/infra-drift.py [--template infra/template.yaml] MANIFEST.json
-    cargo run -q -p credit-core --example manifest | scripts/infra-drift.py -
+    cargo run -q -p shared --example manifest | scripts/infra-drift.py -
 
 The manifest is what the code declares, one entry per function package:
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh machine, and nothing that is there
-# already. Only package registries are used (PyPI, crates.io via rustup components).
+# already. Only package registries are used (PyPI, and the crate registry through cargo).
 set -euo pipefail
 MOTO_VERSION=5.2.5
 CARGO_LAMBDA_VERSION=1.9.2

@@ -4,7 +4,7 @@
 #
 #   scripts/render-report.sh [OUT_DIR] [MEMBERS]      # default target/render-report, 300
 #
-# The HTML comes from `cargo run -p credit-core --example render-report` (a generated org in an
+# The HTML comes from `cargo run -p shared --example render-report` (a generated org in an
 # in-process simulator, read and rendered exactly as monthly-report does). Chromium is
 # installed with apt-get when missing. It runs with a fresh profile, every background service
 # off, DNS answering NOTFOUND for every name and a dead proxy, so it cannot reach anything;
@@ -19,7 +19,7 @@ mkdir -p "$out_dir"
 html="$(realpath "$out_dir")/credits.html"
 png="$(realpath "$out_dir")/credits.png"
 
-cargo run --quiet -p credit-core --example render-report -- "$html" "$members" >/dev/null
+cargo run --quiet -p shared --example render-report -- "$html" "$members" >/dev/null
 
 chrome=""
 for candidate in chromium chromium-browser; do

@@ -6,7 +6,12 @@ cd "$(dirname "$0")/.."
 scripts/install-tools.sh
 echo "== format"; cargo fmt --all --check
 echo "== lint"; cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== unused dependencies"
+# cargo-machete: every dependency a manifest declares must be used by its crate.
+command -v cargo-machete >/dev/null || cargo install --quiet --locked cargo-machete --version 0.9.2
+cargo machete
 echo "== build"; cargo build --workspace --bins --locked
 echo "== infra"; scripts/infra-check.sh
 echo "== build tests"; cargo test --workspace --locked --no-run
 echo "== tests"; cargo test --workspace --locked
+echo "== fault matrix"; cargo run --locked --quiet -p tests --bin faults

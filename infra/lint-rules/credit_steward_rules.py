@@ -11,11 +11,13 @@ E9003  Environment: every function gets ARCGIS_SECRET_ID; ALLOW_UNAUTHENTICATED 
 E9004  API: IAM authorization on every HTTP route, no unauthenticated function URL
 E9005  Data: bucket/table/queue protection (public access, TLS, versioning, PITR, encryption, Retain)
 E9006  Alarms: an Errors alarm per function and a backlog alarm per dead-letter queue
+E9007  Ledger: DynamoDB access by item kind (dynamodb:LeadingKeys); audit items append-only
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterator
 
 from cfnlint.rules import CloudFormationLintRule, RuleMatch
@@ -74,6 +76,40 @@ def _functions(cfn) -> Iterator[tuple[str, dict]]:
     yield from _resources(cfn, "AWS::Serverless::Function")
 
 
+def _statements(document: Any, path: list) -> Iterator[tuple[dict, list]]:
+    """The concrete statements of a policy document (both branches of an Fn::If), with paths."""
+    if not isinstance(document, dict):
+        return
+    statements = document.get("Statement", [])
+    for i, statement in enumerate(_as_list(statements)):
+        for concrete in _branches(statement):
+            if isinstance(concrete, dict):
+                yield concrete, path + ["Statement", i]
+
+
+def _policy_documents(cfn) -> Iterator[tuple[str, Any, list]]:
+    """(role logical id or None, policy document, path) for every IAM policy in the template:
+    roles' inline Policies, and AWS::IAM::Policy/ManagedPolicy resources once per role they
+    attach to (None when they name no role of the template)."""
+    for name, resource in _resources(cfn, "AWS::IAM::Role"):
+        base = ["Resources", name, "Properties"]
+        for i, policy in enumerate(_as_list(_props(resource).get("Policies", []))):
+            if isinstance(policy, dict):
+                yield name, policy.get("PolicyDocument"), base + ["Policies", i, "PolicyDocument"]
+    roles = [name for name, _ in _resources(cfn, "AWS::IAM::Role")]
+    for name, resource in _resources(cfn, *IAM_POLICY_TYPES):
+        props = _props(resource)
+        path = ["Resources", name, "Properties", "PolicyDocument"]
+        attached = [r for r in roles if any(_refers_to(v, r) for v in _as_list(props.get("Roles", [])))]
+        for role in attached or [None]:
+            yield role, props.get("PolicyDocument"), path
+
+
+def _glob(pattern: str) -> re.Pattern:
+    """An IAM wildcard pattern (* and ? only, case-sensitive) as a regex."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.S)
+
+
 class IamLeastPrivilege(CloudFormationLintRule):
     id = "E9001"
     shortdesc = "IAM statements name exact actions and resources"
@@ -84,18 +120,9 @@ class IamLeastPrivilege(CloudFormationLintRule):
     source_url = SOURCE
     tags = ["credit-steward", "iam"]
 
-    def _statements(self, document: Any, path: list) -> Iterator[tuple[dict, list]]:
-        if not isinstance(document, dict):
-            return
-        statements = document.get("Statement", [])
-        for i, statement in enumerate(_as_list(statements)):
-            for concrete in _branches(statement):
-                if isinstance(concrete, dict):
-                    yield concrete, path + ["Statement", i]
-
     def _check_document(self, document: Any, path: list) -> list[RuleMatch]:
         matches = []
-        for statement, spath in self._statements(document, path):
+        for statement, spath in _statements(document, path):
             if statement.get("Effect") != "Allow":
                 continue
             for key in ("NotAction", "NotResource"):
@@ -339,4 +366,206 @@ class Alarms(CloudFormationLintRule):
         for name, _ in _resources(cfn, "AWS::SQS::Queue"):
             if not self._alarmed(alarms, "ApproximateNumberOfMessagesVisible", "QueueName", name):
                 matches.append(RuleMatch(["Resources", name], "no ApproximateNumberOfMessagesVisible alarm for this queue"))
+        return matches
+
+
+class LedgerItemAccess(CloudFormationLintRule):
+    id = "E9007"
+    shortdesc = "Ledger access by item kind (dynamodb:LeadingKeys); audit items append-only"
+    description = (
+        "Every Allow of a DynamoDB action on a table of the template carries a "
+        "ForAllValues:StringEquals/StringLike dynamodb:LeadingKeys condition with literal "
+        "keys and names only actions that always carry a partition key (no Scan, no "
+        "wildcards); no Allow lets UpdateItem, DeleteItem, BatchWriteItem or PartiQL "
+        "update/delete reach an AUDIT# key (AUDIT#*, *, ...); every function's role has a "
+        "Deny of those actions with ForAnyValue:StringLike dynamodb:LeadingKeys AUDIT#*."
+    )
+    source_url = SOURCE
+    tags = ["credit-steward", "iam", "dynamodb"]
+
+    LEADING_KEYS = "dynamodb:leadingkeys"
+    ALLOW_OPERATORS = ("ForAllValues:StringEquals", "ForAllValues:StringLike")
+    DENY_OPERATOR = "ForAnyValue:StringLike"
+    # Actions whose request always names the partition key(s) it touches. For any other
+    # action dynamodb:LeadingKeys is absent, and a ForAllValues condition on an absent key is
+    # true: a Scan would read every item kind.
+    KEYED_ACTIONS = (
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+        "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
+    )
+    # What could change or remove an existing audit item (PutItem is the append, see below).
+    REWRITE_ACTIONS = (
+        "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+        "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete",
+    )
+    AUDIT_PREFIX = "AUDIT#"
+
+    # --- what a statement covers ---------------------------------------------------------
+
+    @staticmethod
+    def _actions(statement: dict) -> list[str]:
+        if "NotAction" in statement:
+            return ["*"]  # everything but a few: treat as every action
+        return [a for a in _as_list(statement.get("Action", [])) if isinstance(a, str)]
+
+    @staticmethod
+    def _covers(patterns: list[str], action: str) -> bool:
+        return any(_glob(p.lower()).fullmatch(action.lower()) for p in patterns)
+
+    @staticmethod
+    def _dynamodb(patterns: list[str]) -> list[str]:
+        return [p for p in patterns if p == "*" or p.lower().startswith("dynamodb:")]
+
+    @staticmethod
+    def _on_tables(statement: dict, tables: list[str]) -> bool:
+        """Whether the statement's resources name a table of the template, or may cover one."""
+        if "NotResource" in statement:
+            return True
+        for resource in _as_list(statement.get("Resource", [])):
+            for value in _branches(resource):
+                if any(_refers_to(value, t) for t in tables):
+                    return True
+                sub = value.get("Fn::Sub") if isinstance(value, dict) else None
+                if isinstance(sub, list) and sub:
+                    sub = sub[0]
+                if isinstance(sub, str):
+                    value = re.sub(r"\$\{[^}]*\}", "*", sub)  # any ${...} may be anything
+                if isinstance(value, str) and _glob(value).fullmatch("arn:aws:dynamodb:us-east-1:123456789012:table/ledger"):
+                    return True  # "*" or an ARN pattern that covers any table
+        return False
+
+    @classmethod
+    def _leading_keys(cls, statement: dict) -> dict[str, Any]:
+        """{operator: values} of the statement's dynamodb:LeadingKeys conditions."""
+        out: dict[str, Any] = {}
+        cond = statement.get("Condition")
+        if not isinstance(cond, dict):
+            return out
+        for operator, keys in cond.items():
+            if isinstance(keys, dict):
+                for key, values in keys.items():
+                    if isinstance(key, str) and key.lower() == cls.LEADING_KEYS:
+                        out[operator] = values
+        return out
+
+    @classmethod
+    def _reaches_audit(cls, operator: str, value: str) -> bool:
+        """Whether a key allowed by (operator, value) may start with AUDIT#."""
+        if operator.endswith("StringEquals"):
+            return value.startswith(cls.AUDIT_PREFIX)
+        # StringLike: some string matching the pattern starts with AUDIT#, i.e. the pattern
+        # still has a live state after reading the prefix (the rest can always be completed).
+        states = {0}
+        for ch in cls.AUDIT_PREFIX:
+            states = cls._star_closure(value, states)
+            states = {i + (value[i] != "*") for i in states
+                      if i < len(value) and value[i] in ("*", "?", ch)}
+            if not states:
+                return False
+        return True
+
+    @staticmethod
+    def _star_closure(pattern: str, states: set[int]) -> set[int]:
+        out, todo = set(), list(states)
+        while todo:
+            i = todo.pop()
+            if i not in out:
+                out.add(i)
+                if i < len(pattern) and pattern[i] == "*":
+                    todo.append(i + 1)
+        return out
+
+    @classmethod
+    def _covers_all_audit(cls, pattern: str) -> bool:
+        """Whether a StringLike pattern matches every key that starts with AUDIT#."""
+        star = pattern.find("*")
+        if star < 0 or set(pattern[star:]) != {"*"} or star > len(cls.AUDIT_PREFIX):
+            return False
+        return all(c in ("?", want) for c, want in zip(pattern[:star], cls.AUDIT_PREFIX))
+
+    # --- the checks ----------------------------------------------------------------------
+
+    def _check_allow(self, statement: dict, spath: list) -> list[RuleMatch]:
+        matches: list[RuleMatch] = []
+        actions = self._dynamodb(self._actions(statement))
+        sid = statement.get("Sid", "(no Sid)")
+        for action in actions:
+            if "*" in action or "?" in action:
+                matches.append(RuleMatch(spath + ["Action"], f"{sid}: wildcard action {action!r} on the ledger: name each item action"))
+            elif action.lower() not in (a.lower() for a in self.KEYED_ACTIONS):
+                matches.append(RuleMatch(spath + ["Action"], f"{sid}: {action} carries no partition key, so a dynamodb:LeadingKeys "
+                                         "condition does not restrict it (ForAllValues on an absent key is true)"))
+        leading = self._leading_keys(statement)
+        if not leading:
+            matches.append(RuleMatch(spath, f"{sid}: allows {', '.join(actions)} on the ledger without a dynamodb:LeadingKeys "
+                                     "condition, i.e. on every item kind"))
+            allowed: list[tuple[str, str]] = [("ForAllValues:StringLike", "*")]
+        else:
+            allowed = []
+            for operator, values in leading.items():
+                if operator not in self.ALLOW_OPERATORS:
+                    matches.append(RuleMatch(spath + ["Condition", operator], f"{sid}: dynamodb:LeadingKeys under {operator}: use "
+                                             + " or ".join(self.ALLOW_OPERATORS)))
+                for value in _as_list(values):
+                    if isinstance(value, str):
+                        allowed.append((operator, value))
+                    else:
+                        matches.append(RuleMatch(spath + ["Condition", operator], f"{sid}: dynamodb:LeadingKeys values must be "
+                                                 f"literal strings to be checked, not {value!r}"))
+        rewrites = [a for a in self.REWRITE_ACTIONS if self._covers(actions, a)]
+        audit = [v for op, v in allowed if self._reaches_audit(op, v)]
+        if rewrites and audit:
+            keys = f"keys {audit}" if leading else "every key"
+            matches.append(RuleMatch(spath, f"{sid}: allows {', '.join(rewrites)} on {keys}, which reach audit items "
+                                     f"({self.AUDIT_PREFIX}...): the audit trail is append-only (PutItem)"))
+        return matches
+
+    def _is_audit_deny(self, statement: Any, tables: list[str]) -> bool:
+        if not isinstance(statement, dict) or statement.get("Effect") != "Deny" or "NotAction" in statement:
+            return False
+        if not self._on_tables(statement, tables):
+            return False
+        actions = self._dynamodb(self._actions(statement))
+        if not all(self._covers(actions, a) for a in self.REWRITE_ACTIONS):
+            return False
+        cond = statement.get("Condition")
+        # Exactly one condition: any other would narrow the Deny.
+        if not (isinstance(cond, dict) and list(cond) == [self.DENY_OPERATOR] and isinstance(cond[self.DENY_OPERATOR], dict)):
+            return False
+        keys = cond[self.DENY_OPERATOR]
+        if [k.lower() for k in keys if isinstance(k, str)] != [self.LEADING_KEYS] or len(keys) != 1:
+            return False
+        return any(isinstance(v, str) and self._covers_all_audit(v) for v in _as_list(next(iter(keys.values()))))
+
+    def match(self, cfn) -> list[RuleMatch]:
+        matches: list[RuleMatch] = []
+        tables = [name for name, _ in _resources(cfn, "AWS::DynamoDB::Table")]
+        if not tables:
+            return matches
+        denied: set[str] = set()
+        checked: set[str] = set()  # a policy attached to two roles is checked once
+        for role, document, path in _policy_documents(cfn):
+            for statement, spath in _statements(document, path):
+                if not self._on_tables(statement, tables) or not self._dynamodb(self._actions(statement)):
+                    continue
+                key = json.dumps([spath, statement], sort_keys=True, default=str)
+                if statement.get("Effect") == "Allow" and key not in checked:
+                    checked.add(key)
+                    matches += self._check_allow(statement, spath)
+            # The Deny must hold unconditionally: not inside an Fn::If.
+            statements = document.get("Statement", []) if isinstance(document, dict) else []
+            if role and any(self._is_audit_deny(s, tables) for s in _as_list(statements)):
+                denied.add(role)
+        for name, resource in _functions(cfn):
+            role_ref = _props(resource).get("Role")
+            path = ["Resources", name, "Properties", "Role"]
+            roles = [r for r, _ in _resources(cfn, "AWS::IAM::Role") if _refers_to(role_ref, r)]
+            if not roles:
+                matches.append(RuleMatch(path if role_ref is not None else path[:-1],
+                                         "the function's Role is not a role of this template, so its ledger access cannot be checked"))
+            for role in roles:
+                if role not in denied:
+                    matches.append(RuleMatch(["Resources", role, "Properties", "Policies"],
+                                             f"{role} (role of {name}) has no Deny of {', '.join(self.REWRITE_ACTIONS)} with "
+                                             f"{self.DENY_OPERATOR} dynamodb:LeadingKeys {self.AUDIT_PREFIX}* on the ledger"))
         return matches

@@ -8,6 +8,9 @@ Validators, as scripts/infra-check.sh runs them on the real template:
   sam       the SAM transform, offline (the code path of `sam validate`)
   checkov   checkov on the template as written, and on its SAM translation
 
+Some mutations must be caught by one named finding, not just by any validator: the ledger's
+item-level IAM (lint rule E9007) has no other guard, so those require cfn-lint E9007.
+
 Run with infra/.tools/sam/bin/python (scripts/infra-check.sh does):
   mutation_test.py [--template infra/template.yaml] [--checkov PATH] [--keep DIR]
 """
@@ -57,12 +60,31 @@ def delete(d: dict, key: str) -> None:
     del d[key]  # KeyError when the key is already gone
 
 
+def drop_statement(t: dict, role: str, sid: str) -> None:
+    statements = props(t, role)["Policies"][0]["PolicyDocument"]["Statement"]
+    statements.remove(statement(t, role, sid))
+
+
+def leading_keys(t: dict, role: str, sid: str) -> dict:
+    """The {operator: {dynamodb:LeadingKeys: ...}} condition of a ledger statement."""
+    condition = statement(t, role, sid)["Condition"]
+    if not any("dynamodb:LeadingKeys" in keys for keys in condition.values()):
+        raise KeyError(f"{role}.{sid} has no dynamodb:LeadingKeys condition")
+    return condition
+
+
+def add_actions(s: dict, *actions: str) -> None:
+    s["Action"] = [*(s["Action"] if isinstance(s["Action"], list) else [s["Action"]]), *actions]
+
+
 Mutation = tuple[str, Callable[[dict], None]]
+# (name, mutation, the validator and finding that must report it)
+RequiredMutation = tuple[str, Callable[[dict], None], tuple[str, str]]
 
 MUTATIONS: list[Mutation] = [
     # IAM: least privilege
-    ("iam: dynamodb:* on the ledger", lambda t: statement(t, "ScanCreditsRole", "Ledger").update(Action=["dynamodb:*"])),
-    ("iam: ledger actions on Resource *", lambda t: statement(t, "AllocateRole", "Ledger").update(Resource="*")),
+    ("iam: dynamodb:* on the ledger", lambda t: statement(t, "ScanCreditsRole", "LedgerScanRuns").update(Action=["dynamodb:*"])),
+    ("iam: ledger actions on Resource *", lambda t: statement(t, "AllocateRole", "LedgerRequests").update(Resource="*")),
     ("iam: any secret (Resource *)", lambda t: statement(t, "MonthlyReportRole", "ArcgisSecret").update(Resource="*")),
     ("iam: s3:* on the reports prefix", lambda t: statement(t, "MonthlyReportRole", "Reports").update(Action="s3:*")),
     ("iam: a managed policy on a role", lambda t: props(t, "AllocateRole").update(
@@ -109,6 +131,32 @@ MUTATIONS: list[Mutation] = [
     ("logs: no retention", lambda t: delete(props(t, "AllocateLogGroup"), "RetentionInDays")),
     ("alarm: DLQ alarm removed", lambda t: delete(t["Resources"], "MonthlyReportDLQAlarm")),
     ("alarm: errors alarm removed", lambda t: delete(t["Resources"], "AllocateErrorsAlarm")),
+]
+
+E9007 = ("cfn-lint", "E9007")
+
+# The ledger's item-level IAM: each must be reported by lint rule E9007 itself.
+LEDGER_MUTATIONS: list[RequiredMutation] = [
+    ("ledger: LeadingKeys condition removed", lambda t: delete(statement(t, "ScanCreditsRole", "LedgerRequests"), "Condition"), E9007),
+    ("ledger: run records on every key", lambda t: delete(statement(t, "MonthlyReportRole", "LedgerReportRuns"), "Condition"), E9007),
+    ("ledger: UpdateItem in the audit statement", lambda t: add_actions(
+        statement(t, "AllocateRole", "LedgerAuditAppend"), "dynamodb:UpdateItem"), E9007),
+    ("ledger: DeleteItem in the audit statement", lambda t: add_actions(
+        statement(t, "ScanCreditsRole", "LedgerAuditAppend"), "dynamodb:DeleteItem"), E9007),
+    ("ledger: AUDIT#* in an UpdateItem statement", lambda t: leading_keys(t, "ScanCreditsRole", "LedgerRequests").update(
+        {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["REQ#*", "AUDIT#*"]}}), E9007),
+    ("ledger: * (covers AUDIT#) in a DeleteItem statement", lambda t: leading_keys(t, "AllocateRole", "LedgerAllocationLock") and
+        statement(t, "AllocateRole", "LedgerAllocationLock").update(Condition={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": "*"}}), E9007),
+    ("ledger: ForAnyValue in an Allow", lambda t: leading_keys(t, "AllocateRole", "LedgerRequests").update(
+        {"ForAnyValue:StringLike": leading_keys(t, "AllocateRole", "LedgerRequests").pop("ForAllValues:StringLike")}), E9007),
+    ("ledger: Scan (no leading key) allowed", lambda t: add_actions(
+        statement(t, "ScanCreditsRole", "LedgerAlertState"), "dynamodb:Scan"), E9007),
+    ("ledger: audit Deny removed (allocate)", lambda t: drop_statement(t, "AllocateRole", "DenyAuditRewrite"), E9007),
+    ("ledger: audit Deny removed (monthly-report)", lambda t: drop_statement(t, "MonthlyReportRole", "DenyAuditRewrite"), E9007),
+    ("ledger: audit Deny without DeleteItem", lambda t: statement(t, "ScanCreditsRole", "DenyAuditRewrite")["Action"].remove(
+        "dynamodb:DeleteItem"), E9007),
+    ("ledger: audit Deny narrowed to one day", lambda t: leading_keys(t, "ScanCreditsRole", "DenyAuditRewrite").update(
+        {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": "AUDIT#2026-01-01"}}), E9007),
 ]
 
 
@@ -173,17 +221,21 @@ def main() -> int:
         d.mkdir(parents=True)
 
     # 1. write every mutant, and let checkov read them while cfn-lint and SAM work (2 cores).
-    cases = [("baseline (unmutated)", lambda t: None)] + MUTATIONS
+    cases: list[RequiredMutation | tuple[str, Callable[[dict], None], None]] = [
+        ("baseline (unmutated)", lambda t: None, None),
+        *((name, mutate, None) for name, mutate in MUTATIONS),
+        *LEDGER_MUTATIONS,
+    ]
     mutants: dict[str, dict] = {}
     files: list[str] = []
     broken: list[str] = []
-    for i, (name, mutate) in enumerate(cases):
+    for i, (name, mutate, _) in enumerate(cases):
         file = f"{i:02d}.json"
         files.append(file)
         template = copy.deepcopy(original)
         try:
             mutate(template)
-        except (KeyError, IndexError, TypeError) as e:
+        except (KeyError, IndexError, TypeError, ValueError) as e:
             broken.append(f"{name}: the mutation no longer applies to the template ({type(e).__name__}: {e})")
             continue
         (raw_dir / file).write_text(json.dumps(template, indent=1))
@@ -209,7 +261,7 @@ def main() -> int:
     passed = failed = 0
     problems = list(broken)
     failed += len(broken)
-    for (name, _), file in zip(cases, files):
+    for (name, _, required), file in zip(cases, files):
         if file not in findings:
             continue
         caught = {k: v for k, v in findings[file].items() if v}
@@ -217,6 +269,11 @@ def main() -> int:
         if file == "00.json":
             ok = not caught
             line = f"{'ok' if ok else 'FAIL'}  {name}: {'clean' if ok else 'NOT clean: ' + summary}"
+        elif required is not None:
+            validator, finding = required
+            ok = finding in caught.get(validator, [])
+            line = (f"{'ok' if ok else 'FAIL'}  {name}: caught by {summary}" if ok
+                    else f"FAIL  {name}: NOT reported as {validator} {finding} ({'only ' + summary if caught else 'not detected at all'})")
         else:
             ok = bool(caught)
             line = f"{'ok' if ok else 'FAIL'}  {name}: {'caught by ' + summary if ok else 'NOT DETECTED by any validator'}"

@@ -2,8 +2,8 @@
 //! latency per request; print requests made, wall time and the client's peak RSS.
 //!
 //! ```text
-//! cargo bench -p credit-core --bench list_members
-//! cargo bench -p credit-core --bench list_members -- --members 25000 --latency-ms 50 --concurrency 8
+//! cargo bench -p shared --bench list_members
+//! cargo bench -p shared --bench list_members -- --members 25000 --latency-ms 50 --concurrency 8
 //! ```
 //!
 //! The simulator runs in a child process (this binary re-executed), so `VmHWM` measures the
@@ -14,9 +14,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use credit_core::arcgis::{Client, ClientConfig, Credentials, Secret};
 use portal_sim::generate::{ADMIN_PASSWORD, ADMIN_USERNAME};
 use portal_sim::{Faults, GenParams, generate, start};
+use shared::arcgis::{Client, ClientConfig, Credentials, Secret};
 
 const SIM_ROLE: &str = "CREDIT_CORE_BENCH_SIM";
 

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use credit_core::config::VARIABLES;
-use credit_core::schedule::{REPORT_INPUT_KEYS, SCAN_INPUT_KEYS};
 use serde_json::json;
+use shared::config::VARIABLES;
+use shared::schedule::{REPORT_INPUT_KEYS, SCAN_INPUT_KEYS};
 
 fn main() {
     let mut out = BTreeMap::new();

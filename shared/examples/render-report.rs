@@ -1,20 +1,17 @@
 //! Writes a realistic `credits.html` (and `credits.csv` / `credits.json` beside it) without AWS:
 //! a generated org in an in-process portal-sim, its October 2026 read through the usage API
-//! exactly as monthly-report reads it, rendered by `credit_core::monthly::render`.
+//! exactly as monthly-report reads it, rendered by `shared::monthly::render`.
 //! `scripts/render-report.sh` screenshots the HTML in headless Chromium to check the chart.
 //!
 //! ```sh
-//! cargo run -p credit-core --example render-report -- target/render-report/credits.html [MEMBERS]
+//! cargo run -p shared --example render-report -- target/render-report/credits.html [MEMBERS]
 //! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chrono::{NaiveDate, TimeZone, Utc};
-use credit_core::arcgis::{Client, ClientConfig, Credentials, Secret};
-use credit_core::monthly::{BalanceSnapshot, Month, MonthlyReport, ReportInputs, SourceKind, render, source};
-use portal_sim::generate::{ADMIN_PASSWORD, ADMIN_USERNAME};
-use portal_sim::{GenParams, generate};
+use chrono::{TimeZone, Utc};
+use shared::monthly::{BalanceSnapshot, Month, MonthlyReport, ReportInputs, SourceKind, render, source};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -44,13 +41,8 @@ async fn main() -> ExitCode {
 }
 
 async fn render(out: &std::path::Path, members: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let as_of = NaiveDate::from_ymd_opt(2026, 11, 26).ok_or("bad date")?;
-    let sim = portal_sim::start(generate(&GenParams::new(members, 7, as_of))).await?;
-    let credentials = Credentials::UserPassword {
-        username: ADMIN_USERNAME.to_owned(),
-        password: Secret::new(ADMIN_PASSWORD),
-    };
-    let client = Client::new(ClientConfig::new(sim.rest_url(), credentials))?;
+    let sim = testkit::arcgis::sim_with(members, 7).await;
+    let client = testkit::arcgis::admin_client(&sim);
     let month: Month = "2026-10".parse()?;
     let props = client.org_properties().await?;
     let figures = source::from_usage(&client, month, Some(month.previous())).await?;

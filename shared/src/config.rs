@@ -1,8 +1,15 @@
 //! Environment variables, parsed and validated once into a typed [`Config`].
 //!
 //! Every problem is collected and reported together, each naming its variable, so one failed
-//! deploy shows everything to fix. Empty values count as unset. No variable holds a secret:
-//! credentials live in the Secrets Manager secret named by `ARCGIS_SECRET_ID`.
+//! deploy shows everything to fix. Empty values count as unset. Amounts are exact
+//! [`Credits`] and percentages exact [`Percent`]s, so `inf`, `NaN` and float noise are refused
+//! here rather than discovered at run time. No variable holds a secret: credentials live in
+//! the Secrets Manager secret named by `ARCGIS_SECRET_ID`.
+//!
+//! `Config` is the raw layer, shared by the three functions; each function then builds its
+//! own settings from it once at cold start (`ScanSettings`, `AllocateSettings`,
+//! `ReportSettings`), holding exactly what it uses in domain types, and refuses to start when
+//! something it needs is missing ([`crate::startup::StartupError`]).
 
 #![warn(missing_docs)]
 
@@ -12,6 +19,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::arcgis::{ClientConfig, NotifyChannel, RetryPolicy};
+use crate::credits::amount::Credits;
+use crate::credits::percent::Percent;
+use crate::credits::plan::Guardrails;
 use crate::secrets::ArcgisSecret;
 
 /// Validated settings for the credit-steward functions.
@@ -31,11 +41,11 @@ pub struct Config {
     pub list_concurrency: usize,
     /// `CRITICAL_PERCENT` (default 10): below this share of their allocation left, a member is
     /// critical.
-    pub critical_percent: f64,
+    pub critical_percent: Percent,
     /// `WARNING_PERCENT` (default 50, above `CRITICAL_PERCENT`): below this, a warning.
-    pub warning_percent: f64,
+    pub warning_percent: Percent,
     /// `ORG_MIN_CREDITS` (optional, ≥ 0): alert when the org's credits fall below it.
-    pub org_min_credits: Option<f64>,
+    pub org_min_credits: Option<Credits>,
     /// `NOTIFY_CHANNEL` (`email` or `builtin`, default `email`).
     pub notify_channel: NotifyChannel,
     /// `LEDGER_TABLE` (optional): the DynamoDB table for run records.
@@ -43,12 +53,14 @@ pub struct Config {
     /// `SECRET_TTL_SECS` (default 300, 0–3600): how long the secret is cached.
     pub secret_ttl: Duration,
     /// `AUTO_TOP_UP_TO` (optional, > 0): scan-credits tops critical members up so that this
-    /// many credits are available, through the same planner and guardrails as allocate.
-    pub auto_top_up_to: Option<f64>,
-    /// `MAX_CREDITS_PER_MEMBER`, `MAX_CREDITS_PER_PLAN`, `ORG_RESERVE_CREDITS`: the guardrails
-    /// every allocation plan is checked against.
+    /// many credits are available, through the same apply path and guardrails as allocate.
+    pub auto_top_up_to: Option<Credits>,
+    /// `MAX_CREDITS_PER_MEMBER`, `MAX_CREDITS_PER_PLAN`, `MAX_CREDITS_PER_DAY`,
+    /// `ORG_RESERVE_CREDITS`: the guardrails every allocation plan is checked against.
     pub guardrails: GuardrailSettings,
-    /// `MAX_MEMBERS_PER_REQUEST` (default 500, 1–10000): allocate refuses larger requests.
+    /// `MAX_MEMBERS_PER_REQUEST` (default 500, 1–2000): the most members one allocation (a
+    /// request, the critical policy or the automatic top-up) may change. Bounded so that every
+    /// reply can be stored under its idempotency key and replayed.
     pub max_members_per_request: usize,
     /// `ALLOW_UNAUTHENTICATED` (default false): let allocate accept calls without a caller
     /// identity. For local runs only; the SAM template never sets it.
@@ -64,14 +76,32 @@ pub struct Config {
 }
 
 /// The allocation guardrails as configured (see `credits::plan::Guardrails`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardrailSettings {
     /// `MAX_CREDITS_PER_MEMBER` (default 1000, > 0): the most one request may add to a member.
-    pub max_per_member: f64,
+    pub max_per_member: Credits,
     /// `MAX_CREDITS_PER_PLAN` (default 10000, > 0): the most one plan may add in total.
-    pub max_total: f64,
-    /// `ORG_RESERVE_CREDITS` (default 0, ≥ 0): org credits a plan must leave untouched.
-    pub org_reserve: f64,
+    pub max_per_plan: Credits,
+    /// `MAX_CREDITS_PER_DAY` (default 20000, > 0): the most all allocations together may add in
+    /// any 24 hours (allocate and the automatic top-up share it).
+    pub max_per_day: Credits,
+    /// `ORG_RESERVE_CREDITS` (default 0, ≥ 0): org credits that must stay unpromised after an
+    /// allocation that adds credits.
+    pub org_reserve: Credits,
+}
+
+impl GuardrailSettings {
+    /// The guardrails every allocation plan is checked against. Turning an unlimited member
+    /// into a limited one is a policy change, not a top-up: no allocation may do it.
+    pub fn guardrails(&self) -> Guardrails {
+        Guardrails {
+            max_per_member: self.max_per_member,
+            max_per_plan: self.max_per_plan,
+            max_per_day: self.max_per_day,
+            org_reserve: self.org_reserve,
+            allow_unlimited_change: false,
+        }
+    }
 }
 
 /// Where monthly-report reads consumption from.
@@ -79,12 +109,13 @@ pub struct GuardrailSettings {
 pub enum ReportSource {
     /// `portals/self/usage`: synchronous JSON, nothing left behind.
     Usage,
-    /// The credits report item (create, poll, download CSV, delete): the notebook's path.
+    /// ArcGIS's monthly credits report item (create, poll, download CSV, delete); see
+    /// docs/arcgis.md, "Report items".
     ReportItem,
 }
 
 /// Every environment variable the functions read, with the functions that read it. The SAM
-/// template is checked against this list (`cargo run -p credit-core --example manifest`), so
+/// template is checked against this list (`cargo run -p shared --example manifest`), so
 /// the two cannot drift.
 pub const VARIABLES: &[(&str, &[&str])] = &[
     ("ARCGIS_SECRET_ID", ALL),
@@ -103,8 +134,9 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("AUTO_TOP_UP_TO", &["scan-credits"]),
     ("MAX_CREDITS_PER_MEMBER", &["scan-credits", "allocate"]),
     ("MAX_CREDITS_PER_PLAN", &["scan-credits", "allocate"]),
+    ("MAX_CREDITS_PER_DAY", &["scan-credits", "allocate"]),
     ("ORG_RESERVE_CREDITS", &["scan-credits", "allocate"]),
-    ("MAX_MEMBERS_PER_REQUEST", &["allocate"]),
+    ("MAX_MEMBERS_PER_REQUEST", &["scan-credits", "allocate"]),
     ("ALLOW_UNAUTHENTICATED", &["allocate"]),
     ("REPORT_BUCKET", &["monthly-report"]),
     ("REPORT_SOURCE", &["monthly-report"]),
@@ -113,6 +145,10 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
 ];
 
 const ALL: &[&str] = &["scan-credits", "allocate", "monthly-report"];
+
+/// The largest `MAX_MEMBERS_PER_REQUEST`: a reply naming more members would not fit under its
+/// idempotency key (DynamoDB items are at most 400 KB each) nor read well.
+pub const MAX_MEMBERS_CAP: usize = 2_000;
 
 /// One invalid or missing variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,29 +203,15 @@ impl Config {
         let max_attempts = env.number("RETRY_MAX_ATTEMPTS", defaults.max_attempts, 1..=10);
         let deadline = env.number("RETRY_DEADLINE_SECS", defaults.deadline.as_secs(), 1..=900);
         let list_concurrency = env.number("LIST_CONCURRENCY", 8usize, 1..=32);
-        let critical_percent = env.number("CRITICAL_PERCENT", 10.0f64, 0.0..=100.0);
-        let warning_percent = env.number("WARNING_PERCENT", 50.0f64, 0.0..=100.0);
-        for (name, value) in [
-            ("CRITICAL_PERCENT", critical_percent),
-            ("WARNING_PERCENT", warning_percent),
-        ] {
-            if value <= 0.0 {
-                env.problem(
-                    name,
-                    format!("must be above 0 ({value} flags nobody and the classifier refuses it)"),
-                );
-            }
-        }
+        let critical_percent = env.percent("CRITICAL_PERCENT", 10);
+        let warning_percent = env.percent("WARNING_PERCENT", 50);
         if critical_percent >= warning_percent {
             env.problem(
                 "CRITICAL_PERCENT",
                 format!("must be below WARNING_PERCENT ({critical_percent} ≥ {warning_percent})"),
             );
         }
-        let org_min_credits = env
-            .get("ORG_MIN_CREDITS")
-            .is_some()
-            .then(|| env.number("ORG_MIN_CREDITS", 0.0f64, 0.0..));
+        let org_min_credits = env.optional_amount("ORG_MIN_CREDITS", Bound::Included(Credits::ZERO));
         let notify_channel = match env.get("NOTIFY_CHANNEL") {
             None => NotifyChannel::Email,
             Some(v) => v.parse().unwrap_or_else(|e| {
@@ -199,22 +221,14 @@ impl Config {
         };
         let ledger_table = env.get("LEDGER_TABLE");
         let secret_ttl = env.number("SECRET_TTL_SECS", 300u64, 0..=3_600);
-        let auto_top_up_to = env
-            .get("AUTO_TOP_UP_TO")
-            .is_some()
-            .then(|| env.number("AUTO_TOP_UP_TO", 0.0f64, 0.0..));
-        if auto_top_up_to == Some(0.0) {
-            env.problem(
-                "AUTO_TOP_UP_TO",
-                "must be above 0 (leave it unset to turn top-ups off)".into(),
-            );
-        }
+        let auto_top_up_to = env.optional_amount("AUTO_TOP_UP_TO", Bound::Excluded(Credits::ZERO));
         let guardrails = GuardrailSettings {
-            max_per_member: env.number("MAX_CREDITS_PER_MEMBER", 1_000.0f64, 0.0..),
-            max_total: env.number("MAX_CREDITS_PER_PLAN", 10_000.0f64, 0.0..),
-            org_reserve: env.number("ORG_RESERVE_CREDITS", 0.0f64, 0.0..),
+            max_per_member: env.amount("MAX_CREDITS_PER_MEMBER", 1_000, Bound::Excluded(Credits::ZERO)),
+            max_per_plan: env.amount("MAX_CREDITS_PER_PLAN", 10_000, Bound::Excluded(Credits::ZERO)),
+            max_per_day: env.amount("MAX_CREDITS_PER_DAY", 20_000, Bound::Excluded(Credits::ZERO)),
+            org_reserve: env.amount("ORG_RESERVE_CREDITS", 0, Bound::Included(Credits::ZERO)),
         };
-        let max_members_per_request = env.number("MAX_MEMBERS_PER_REQUEST", 500usize, 1..=10_000);
+        let max_members_per_request = env.number("MAX_MEMBERS_PER_REQUEST", 500usize, 1..=MAX_MEMBERS_CAP);
         let allow_unauthenticated = env.boolean("ALLOW_UNAUTHENTICATED", false);
         let report_bucket = env.get("REPORT_BUCKET");
         let report_source = match env.get("REPORT_SOURCE").as_deref() {
@@ -312,6 +326,58 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         }
     }
 
+    /// A percentage (0–100, two decimals), or `default` when unset; above 0, since 0 flags nobody.
+    fn percent(&mut self, name: &'static str, default: u32) -> Percent {
+        let fallback = Percent::whole(default).unwrap_or(Percent::HUNDRED);
+        let Some(raw) = self.get(name) else { return fallback };
+        match Percent::parse(&raw) {
+            Ok(p) if p.is_zero() => {
+                self.problem(
+                    name,
+                    "must be above 0 (0 flags nobody and the classifier refuses it)".into(),
+                );
+                fallback
+            }
+            Ok(p) => p,
+            Err(e) => {
+                self.problem(name, e.to_string());
+                fallback
+            }
+        }
+    }
+
+    /// An exact amount of credits above (or at) `min`, or `default` credits when unset.
+    fn amount(&mut self, name: &'static str, default: i64, min: Bound<Credits>) -> Credits {
+        self.optional_amount(name, min).unwrap_or(Credits::whole(default))
+    }
+
+    /// An exact amount of credits above (or at) `min`, or `None` when unset; `None` and a
+    /// problem when invalid.
+    fn optional_amount(&mut self, name: &'static str, min: Bound<Credits>) -> Option<Credits> {
+        let raw = self.get(name)?;
+        let shown: String = raw.chars().take(40).collect();
+        match Credits::parse_exact(&raw) {
+            Ok(c) => match min {
+                Bound::Excluded(m) if c <= m => {
+                    self.problem(
+                        name,
+                        format!("'{shown}' must be above {m} (leave it unset for the default or to turn it off)"),
+                    );
+                    None
+                }
+                Bound::Included(m) if c < m => {
+                    self.problem(name, format!("'{shown}' must be at least {m}"));
+                    None
+                }
+                _ => Some(c),
+            },
+            Err(e) => {
+                self.problem(name, e.to_string());
+                None
+            }
+        }
+    }
+
     /// A number within `range`, or `default` when unset; a problem (and the default) when invalid.
     fn number<T, R>(&mut self, name: &'static str, default: T, range: R) -> T
     where
@@ -347,6 +413,14 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    fn c(text: &str) -> Credits {
+        Credits::parse_exact(text).unwrap()
+    }
+
+    fn p(text: &str) -> Percent {
+        Percent::parse(text).unwrap()
+    }
+
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
@@ -363,13 +437,14 @@ mod tests {
             ("KEEP_REPORT_ITEMS", "true"),
         ])
         .unwrap();
-        assert_eq!(c.auto_top_up_to, Some(200.0));
+        assert_eq!(c.auto_top_up_to, Some(Credits::whole(200)));
         assert_eq!(
             c.guardrails,
             GuardrailSettings {
-                max_per_member: 300.0,
-                max_total: 10_000.0,
-                org_reserve: 0.0
+                max_per_member: Credits::whole(300),
+                max_per_plan: Credits::whole(10_000),
+                max_per_day: Credits::whole(20_000),
+                org_reserve: Credits::ZERO,
             }
         );
         assert!(c.allow_unauthenticated && c.keep_report_items);
@@ -418,7 +493,8 @@ mod tests {
         assert_eq!(c.referer, "credit-steward");
         assert_eq!(c.token_minutes, 60);
         assert_eq!(c.list_concurrency, 8);
-        assert_eq!((c.critical_percent, c.warning_percent), (10.0, 50.0));
+        assert_eq!((c.critical_percent, c.warning_percent), (p("10"), p("50")));
+        assert_eq!(c.max_members_per_request, 500);
         assert_eq!(c.org_min_credits, None);
         assert_eq!(c.notify_channel, NotifyChannel::Email);
         assert_eq!(c.ledger_table, None);
@@ -450,8 +526,8 @@ mod tests {
         assert_eq!(c.http_timeout, Duration::from_secs(10));
         assert_eq!((c.retry.max_attempts, c.retry.deadline), (3, Duration::from_secs(20)));
         assert_eq!(c.list_concurrency, 4);
-        assert_eq!((c.critical_percent, c.warning_percent), (7.5, 40.0));
-        assert_eq!(c.org_min_credits, Some(1000.0));
+        assert_eq!((c.critical_percent, c.warning_percent), (p("7.5"), p("40")));
+        assert_eq!(c.org_min_credits, Some(Credits::whole(1000)));
         assert_eq!(c.notify_channel, NotifyChannel::Builtin);
         assert_eq!(c.ledger_table.as_deref(), Some("ledger"));
         assert_eq!(c.secret_ttl, Duration::ZERO);
@@ -496,6 +572,41 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ORG_MIN_CREDITS: '-5' must be at least 0"), "{text}");
+    }
+
+    #[test]
+    fn non_finite_and_noisy_numbers_are_refused_at_start() {
+        // `inf` used to pass every `0.0..` range: ORG_MIN_CREDITS=inf alerted on every run and
+        // guardrails set to `inf` stopped allocate from starting only later.
+        let err = config(&[
+            ("ARCGIS_SECRET_ID", "s"),
+            ("ORG_MIN_CREDITS", "inf"),
+            ("MAX_CREDITS_PER_MEMBER", "NaN"),
+            ("MAX_CREDITS_PER_PLAN", "1e400"),
+            ("MAX_CREDITS_PER_DAY", "0.30000000000000004"),
+            ("CRITICAL_PERCENT", "infinity"),
+            ("WARNING_PERCENT", "12.345"),
+            ("AUTO_TOP_UP_TO", "0"),
+            ("MAX_MEMBERS_PER_REQUEST", "10000"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            vars,
+            [
+                "CRITICAL_PERCENT",
+                "WARNING_PERCENT",
+                "ORG_MIN_CREDITS",
+                "AUTO_TOP_UP_TO",
+                "MAX_CREDITS_PER_MEMBER",
+                "MAX_CREDITS_PER_PLAN",
+                "MAX_CREDITS_PER_DAY",
+                "MAX_MEMBERS_PER_REQUEST"
+            ],
+            "{err}"
+        );
+        let ok = config(&[("ARCGIS_SECRET_ID", "s"), ("MAX_CREDITS_PER_DAY", "1234.5")]).unwrap();
+        assert_eq!(ok.guardrails.max_per_day, c("1234.5"));
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub enum ConnectError {
     /// The ArcGIS secret could not be read (the message names the secret and what to fix).
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// The secret's portal URL or referer cannot be used.
+    /// The secret's portal URL or referer cannot be used. The message names the URL by
+    /// scheme and host only ([`arcgis::redact_url`]): the secret's URL may carry a password.
     #[error("cannot use the ArcGIS secret's settings: {0}")]
     Client(#[source] arcgis::Error),
 }
@@ -55,6 +56,14 @@ impl ArcgisSource {
             secret_id,
             current: Mutex::new(None),
         }
+    }
+
+    /// The source the functions use: the secret named by `ARCGIS_SECRET_ID`, read through a
+    /// Secrets Manager cache with `SECRET_TTL_SECS`, on the AWS configuration of the
+    /// environment.
+    pub async fn from_config(config: &Config) -> Self {
+        let cache = crate::secrets::SecretCache::from_env(config.secret_ttl).await;
+        ArcgisSource::from_secret(cache, config.arcgis_secret_id.clone())
     }
 
     /// The client for the current secret, built with `config`'s settings.

@@ -1,4 +1,4 @@
-//! credit-core: everything the three credit-steward Lambda functions share.
+//! shared: everything the three credit-steward Lambda functions have in common.
 //!
 //! Layout:
 //! - [`arcgis`]: the ArcGIS Online REST client (auth, error envelope, retries, paging, batching).
@@ -8,21 +8,29 @@
 //! - [`connect`]: the ArcGIS client a warm container keeps, rebuilt when the secret changes.
 //! - [`config`]: environment variables parsed once into a validated [`config::Config`].
 //! - [`schedule`]: the three shapes a scheduled invocation arrives in, decoded alike.
-//! - [`ledger`]: durable state in DynamoDB (alert levels, run claims, idempotency keys, audit).
-//! - [`allocate`]: `POST /allocations`, HTTP-agnostic: validate, plan, apply, audit, replay.
+//! - [`ledger`]: durable state in DynamoDB (alert levels, run claims, allocation requests, the
+//!   allocation lock and budget, the audit trail).
+//! - [`apply`]: the one path that changes allocations (allocate and the automatic top-up):
+//!   claimed, locked, guard-railed, journaled, read back, audited, resumable.
+//! - [`allocate`]: `POST /allocations`, HTTP-agnostic: validate, then apply, replay or resume.
 //! - [`monthly`]: the monthly credits report: pick the month, read it, write CSV/JSON/HTML to
 //!   S3, mail the admin contacts once per month.
 //! - [`scan`]: scan-credits' workflow: classify, alert once per crossing, optional top-up.
+//! - [`startup`]: why a function refuses to start, said once and readably.
+//! - [`member_text`]: text members wrote themselves (full names), made safe to show.
 //! - [`telemetry`]: one CloudWatch Embedded Metric Format line per run.
 
 pub mod allocate;
+pub mod apply;
 pub mod arcgis;
 pub mod config;
 pub mod connect;
 pub mod credits;
 pub mod ledger;
+pub mod member_text;
 pub mod monthly;
 pub mod scan;
 pub mod schedule;
 pub mod secrets;
+pub mod startup;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 //!
 //! EventBridge Scheduler with an `Input` delivers that JSON verbatim; the legacy EventBridge
 //! rule delivers a "Scheduled Event" envelope whose `detail` is `{}`; Scheduler without `Input`
-//! delivers an envelope whose `detail` is the *string* `"{}"` (lambda-conventions §3.1). All
+//! delivers an envelope whose `detail` is the *string* `"{}"` (see `docs/aws.md`). All
 //! three become a [`ScheduledRun`]: the job's typed input plus the time the run was scheduled
 //! for, which is what makes a retried invocation recognisably the same run.
 //!
@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::credits::percent::Percent;
 
 /// Keys scan-credits' `Input` accepts (the SAM template is checked against this list).
 pub const SCAN_INPUT_KEYS: &[&str] = &["dry_run", "critical_percent", "warning_percent", "scheduled_time"];
@@ -26,9 +28,9 @@ pub struct ScanInput {
     /// Classify and report, but send no email and allocate nothing.
     pub dry_run: bool,
     /// Overrides `CRITICAL_PERCENT` for this run.
-    pub critical_percent: Option<f64>,
+    pub critical_percent: Option<Percent>,
     /// Overrides `WARNING_PERCENT` for this run.
-    pub warning_percent: Option<f64>,
+    pub warning_percent: Option<Percent>,
     /// When the schedule fired (Scheduler context attribute `<aws.scheduler.scheduled-time>`).
     pub scheduled_time: Option<DateTime<Utc>>,
 }

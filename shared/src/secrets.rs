@@ -3,9 +3,10 @@
 //! The secret (named by `ARCGIS_SECRET_ID`) is JSON in one of three shapes, each with
 //! `portal_url` and an optional `referer`:
 //! `{"username","password"}`, `{"client_id","client_secret"}` or `{"api_key"}`.
-//! Validation errors name keys, never values. The AWS client is ring-only (no aws-lc-sys,
-//! lambda-conventions §11), and the standard `AWS_ENDPOINT_URL*` variables point it at a local
-//! emulator in tests.
+//! Validation errors name keys, never values; the portal URL is shown as scheme and host only,
+//! since it could carry a password or a token. The AWS client is ring-only (aws-lc-sys is a
+//! slow C build the functions do not need), and the standard `AWS_ENDPOINT_URL*` variables
+//! point it at a local emulator in tests.
 
 #![warn(missing_docs)]
 
@@ -19,7 +20,7 @@ use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use aws_smithy_http_client::tls;
 use serde_json::{Map, Value};
 
-use crate::arcgis::{Credentials, Secret};
+use crate::arcgis::{Credentials, Secret, redact_url};
 
 /// Keys a secret may hold.
 const KNOWN_KEYS: [&str; 7] = [
@@ -45,12 +46,9 @@ pub struct ArcgisSecret {
 
 impl fmt::Debug for ArcgisSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The portal URL is not secret but could carry userinfo; print the host only.
-        let host = reqwest::Url::parse(&self.portal_url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned));
+        // The portal URL is not secret but could carry userinfo or a token.
         f.debug_struct("ArcgisSecret")
-            .field("portal_host", &host)
+            .field("portal", &redact_url(&self.portal_url))
             .field("referer", &self.referer)
             .field("credentials", &self.credentials)
             .finish()
@@ -90,10 +88,17 @@ impl ArcgisSecret {
 
         if !map.contains_key("portal_url") {
             problems.push("missing key: portal_url".to_owned());
-        } else if let Some(url) = &portal_url
-            && reqwest::Url::parse(url).is_err()
-        {
-            problems.push("portal_url is not a valid URL".to_owned());
+        } else if let Some(url) = &portal_url {
+            match reqwest::Url::parse(url.trim()) {
+                Err(_) => problems.push("portal_url is not a valid URL".to_owned()),
+                // Said now, by key: the client would refuse it later, less plainly.
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => problems.push(
+                    "portal_url must not contain a user name or password (they go in the username and \
+                     password keys)"
+                        .to_owned(),
+                ),
+                Ok(_) => {}
+            }
         }
 
         let shapes = [
@@ -375,6 +380,25 @@ mod tests {
     }
 
     #[test]
+    fn a_portal_url_with_credentials_is_refused_by_key_without_quoting_it() {
+        let text =
+            r#"{"portal_url":"https://user:pa55word@org.example.com/sharing/rest?token=SECRET123","api_key":"k"}"#;
+        let all = problems(text).join(" | ");
+        assert!(
+            all.contains("portal_url must not contain a user name or password"),
+            "{all}"
+        );
+        assert!(!all.contains("pa55word") && !all.contains("SECRET123"), "{all}");
+        // A token in the query is not refused (the client drops the query) but never printed.
+        let s = ArcgisSecret::parse(
+            r#"{"portal_url":"https://org.example.com/p/sharing/rest?token=SECRET123","api_key":"k"}"#,
+        )
+        .unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("SECRET123") && !dbg.contains("/p/"), "{dbg}");
+    }
+
+    #[test]
     fn debug_and_errors_redact_values() {
         for text in [
             r#"{"portal_url":"https://org.example.com","username":"admin","password":"hunter2-pass"}"#,
@@ -386,7 +410,7 @@ mod tests {
             for v in &VALUES[..3] {
                 assert!(!dbg.contains(v), "{dbg}");
             }
-            assert!(dbg.contains("org.example.com"));
+            assert!(dbg.contains("https://org.example.com"), "{dbg}");
         }
         let e = SecretError::Invalid {
             id: "arcgis".into(),

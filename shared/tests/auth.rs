@@ -1,12 +1,13 @@
 //! Sign-in modes, the Referer binding, the admin capability check, and usage reads.
 
 use chrono::{Duration as Days, NaiveDate};
-use credit_core::arcgis::{Capability, Credentials, Error, Secret, SignedIn, UsagePeriod, UsageQuery};
-use credit_core::credits::usage::TimeWindow;
 use portal_sim::generate::{
     ADMIN_USERNAME, API_KEY, APP_CLIENT_ID, APP_CLIENT_SECRET, AUDITOR_PASSWORD, AUDITOR_USERNAME, OFFICER_PASSWORD,
     OFFICER_USERNAME, USER_PASSWORD, USER_USERNAME,
 };
+use shared::arcgis::{Capability, Credentials, Error, Secret, SignedIn, UsagePeriod, UsageQuery};
+use shared::credits::member::Credits;
+use shared::credits::usage::TimeWindow;
 
 use crate::support::{REFERER, admin_client, as_of, client, config_with, sim};
 
@@ -23,7 +24,12 @@ async fn the_admin_reads_org_properties_with_a_referer_bound_token() {
     let client = admin_client(&sim);
     let org = client.org_properties().await.expect("admin view");
     assert!(org.budgeting_enabled);
-    assert!(org.available_credits > 0.0);
+    assert!(org.available_credits.is_positive());
+    assert_eq!(
+        org.available_credits,
+        Credits::from_f64(sim.org().available_credits).unwrap(),
+        "the org's credits to the micro-credit"
+    );
     assert_eq!(org.username(), Some(ADMIN_USERNAME));
     assert!(!org.admin_contacts.is_empty());
     org.ensure(Capability::ManageCredits).expect("org_admin");
@@ -164,14 +170,39 @@ async fn usage_series_are_read_by_service_and_by_member() {
         .expect("usage");
     assert!(!by_service.is_empty());
     assert!(by_service.iter().all(|s| !s.stype.is_empty()));
-    let total: f64 = by_service.iter().map(|s| s.credits_in(&window)).sum();
-    assert!(total > 0.0, "the generated org used credits");
+    let total: Credits = by_service.iter().map(|s| s.credits_in(&window)).sum();
+    assert!(total.is_positive(), "the generated org used credits");
+    // Exact: the series add up to the simulator's own records in the window, to the
+    // micro-credit, overall and for the members.
+    let (start_ms, end_ms) = (window.start_ms(), window.end_ms());
+    let records: Vec<_> = sim
+        .org()
+        .usage
+        .into_iter()
+        .filter(|r| start_ms <= r.day && r.day < end_ms)
+        .collect();
+    let exact = |x: f64| Credits::from_f64(x).unwrap();
+    let independent: Credits = records.iter().map(|r| exact(r.credits)).sum();
+    assert_eq!(total, independent, "by service vs the records");
 
     let by_member = client
         .usage(&UsageQuery::by_member(window, UsagePeriod::Day))
         .await
         .expect("usage");
     assert!(by_member.iter().any(|s| s.username.is_some()));
+    let members: Credits = by_member
+        .iter()
+        .filter(|s| s.username.is_some())
+        .map(|s| s.credits_in(&window))
+        .sum();
+    let attributed: Credits = records
+        .iter()
+        .filter(|r| r.username.is_some())
+        .map(|r| exact(r.credits))
+        .sum();
+    assert_eq!(members, attributed, "by member vs the attributed records");
+    let all: Credits = by_member.iter().map(|s| s.credits_in(&window)).sum();
+    assert_eq!(all, total, "both groupings add up to the same total");
     let sent = sim
         .requests()
         .into_iter()
@@ -209,7 +240,7 @@ async fn https_with_the_ring_provider_and_an_extra_root() {
         .expect_err("untrusted certificate");
     assert!(matches!(err.root(), Error::Transport { .. }), "{err:?}");
 
-    let config = credit_core::arcgis::ClientConfig {
+    let config = shared::arcgis::ClientConfig {
         extra_root_certificates_pem: Some(identity.cert_pem.into_bytes()),
         ..config_with(&sim, crate::support::admin())
     };
@@ -262,6 +293,6 @@ async fn no_password_or_token_reaches_logs_or_errors() {
     }
 }
 
-fn client_with_password(sim: &portal_sim::SimHandle, password: &str) -> credit_core::arcgis::Client {
+fn client_with_password(sim: &portal_sim::SimHandle, password: &str) -> shared::arcgis::Client {
     client(config_with(sim, user(ADMIN_USERNAME, password)))
 }

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use credit_core::arcgis::{ClientConfig, Error, Notification, NotifyChannel, RetryPolicy, TransportKind};
 use portal_sim::{Faults, HttpErrorFault, Trigger};
+use shared::arcgis::{ClientConfig, Error, MAX_RETRY_AFTER, Notification, NotifyChannel, RetryPolicy, TransportKind};
 
 use crate::support::{admin, admin_client, client, config_with, sim};
 
@@ -297,4 +297,197 @@ async fn read_timeouts_are_retried_then_reported_as_timeouts() {
         "{last:?}"
     );
     assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+#[tokio::test]
+async fn a_retry_after_of_u64_max_ends_the_call_at_once_without_panicking() {
+    let sim = sim(50).await;
+    let client = admin_client(&sim);
+    client.org_properties().await.expect("signed in");
+    sim.set_faults(Faults {
+        http_error: Some(HttpErrorFault {
+            status: 429,
+            retry_after_secs: Some(u64::MAX),
+            when: on("portals/self"),
+        }),
+        ..Faults::default()
+    });
+    let started = Instant::now();
+
+    let err = client.org_properties().await.expect_err("throttled forever");
+
+    assert!(started.elapsed() < Duration::from_secs(5), "did not wait");
+    assert_eq!(sim.request_count("portals/self"), 2, "not retried");
+    match &err {
+        Error::Http {
+            status: 429,
+            retry_after: Some(ra),
+            ..
+        } => assert_eq!(*ra, MAX_RETRY_AFTER),
+        other => panic!("{other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("HTTP 429") && msg.contains("Retry-After 86400s"), "{msg}");
+}
+
+/// A client signed in to `sim`, then bounded by a deadline `ms` milliseconds away.
+async fn bounded_client(sim: &portal_sim::SimHandle, ms: u64) -> shared::arcgis::Client {
+    let client = admin_client(sim);
+    client.org_properties().await.expect("signed in");
+    client.until(Instant::now() + Duration::from_millis(ms))
+}
+
+#[tokio::test]
+async fn a_retry_after_past_the_invocation_deadline_ends_the_call_at_once() {
+    let sim = sim(50).await;
+    let client = bounded_client(&sim, 300).await;
+    sim.set_faults(Faults {
+        http_error: Some(HttpErrorFault {
+            status: 503,
+            retry_after_secs: Some(10),
+            when: on("portals/self"),
+        }),
+        ..Faults::default()
+    });
+    let started = Instant::now();
+
+    let err = client.org_properties().await.expect_err("unavailable");
+
+    // Policy deadline 20 s would allow the 10 s wait; the invocation's deadline does not.
+    assert!(started.elapsed() < Duration::from_secs(5), "did not wait 10 s");
+    assert!(matches!(err, Error::Http { status: 503, .. }), "{err:?}");
+    assert_eq!(sim.request_count("portals/self"), 2, "sign-in check + one attempt");
+}
+
+#[tokio::test]
+async fn backoff_retries_stop_at_the_invocation_deadline() {
+    let sim = sim(50).await;
+    let config = ClientConfig {
+        retry: RetryPolicy {
+            max_attempts: 50,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(100),
+            deadline: Duration::from_secs(20),
+        },
+        ..config_with(&sim, admin())
+    };
+    let client = client(config);
+    client.org_properties().await.expect("signed in");
+    let client = client.until(Instant::now() + Duration::from_millis(300));
+    sim.set_faults(Faults {
+        http_error: Some(HttpErrorFault {
+            status: 503,
+            retry_after_secs: None,
+            when: on("portals/self"),
+        }),
+        ..Faults::default()
+    });
+    let started = Instant::now();
+
+    let err = client.org_properties().await.expect_err("unavailable");
+
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let attempts = match &err {
+        Error::GaveUp { attempts, .. } => *attempts,
+        // A machine slow enough that the first answer took the whole budget.
+        Error::Http { status: 503, .. } => 1,
+        other => panic!("{other:?}"),
+    };
+    // Waits of at least 50 ms inside 300 ms: a handful of attempts, far from the policy's 50.
+    assert!(attempts <= 7, "{attempts}");
+    assert_eq!(sim.request_count("portals/self"), 1 + u64::from(attempts));
+}
+
+#[tokio::test]
+async fn a_slow_answer_is_cut_at_the_invocation_deadline() {
+    let sim = sim(50).await;
+    let client = bounded_client(&sim, 300).await;
+    sim.set_faults(Faults {
+        latency_ms: 3_000,
+        ..Faults::default()
+    });
+    let started = Instant::now();
+
+    let err = client.org_properties().await.expect_err("too slow");
+
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    match err.root() {
+        Error::Transport {
+            kind: TransportKind::Timeout,
+            detail,
+            ..
+        } => assert!(detail.contains("cut short by the invocation's deadline"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_call_after_the_invocation_deadline_sends_nothing() {
+    let sim = sim(50).await;
+    let client = admin_client(&sim);
+    let late = client.until(Instant::now());
+    assert!(late.deadline().is_some());
+    let before = (sim.total_requests(), client.requests_made());
+
+    // Not signed in yet: not even the sign-in is sent.
+    let err = late.org_properties().await.expect_err("too late");
+    assert!(
+        matches!(&err, Error::DeadlineReached { what } if what.contains("portals/self")),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("portals/self") && msg.ends_with(": not sent: the invocation's time is up; retry the request"),
+        "{msg}"
+    );
+    let members: Vec<String> = sim.members().iter().take(3).map(|m| m.username.clone()).collect();
+    let note = Notification {
+        subject: "s".into(),
+        message: "m".into(),
+        channel: NotifyChannel::Email,
+    };
+    let outcome = late.notify(&members, &note).await.expect("valid input");
+    assert_eq!(outcome.failed.len(), 1);
+    assert!(matches!(
+        outcome.failed[0].error.as_ref(),
+        Error::DeadlineReached { .. }
+    ));
+
+    assert_eq!((sim.total_requests(), client.requests_made()), before, "nothing sent");
+    // The unbounded original still works, sharing the same state.
+    client.org_properties().await.expect("no deadline");
+    assert_eq!(late.requests_made(), client.requests_made());
+}
+
+#[tokio::test]
+async fn a_call_waiting_for_another_tasks_sign_in_stops_at_its_deadline() {
+    let sim = sim(50).await;
+    sim.set_faults(Faults {
+        latency_ms: 3_000,
+        ..Faults::default()
+    });
+    let client = admin_client(&sim);
+    // An unbounded call signs in slowly, holding the sign-in lock.
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.org_properties().await }
+    });
+    while client.requests_made() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let started = Instant::now();
+
+    let err = client
+        .until(Instant::now() + Duration::from_millis(300))
+        .org_properties()
+        .await
+        .expect_err("the sign-in outlasts the deadline");
+
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        matches!(&err, Error::DeadlineReached { what } if what.contains("signing in as user 'steward_admin'")),
+        "{err:?}"
+    );
+    assert_eq!(client.requests_made(), 1, "only the slow sign-in was sent");
+    slow.abort();
 }

@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use credit_core::arcgis::{ClientConfig, Error, ListingProblem};
-use credit_core::credits::member::Balance;
 use portal_sim::{EnvelopeFault, Faults, Trigger};
+use shared::arcgis::{ClientConfig, Error, ListingProblem};
+use shared::credits::member::{Balance, Credits};
 
 use crate::support::{admin, admin_client, client, config_with, sim};
 
@@ -29,7 +29,9 @@ async fn a_25000_member_org_is_listed_completely_each_member_once() {
         "deterministic username order"
     );
 
-    // Same balances as the simulator holds (the -1 sentinel read as unlimited).
+    // Same balances as the simulator holds (the -1 sentinel read as unlimited), to the
+    // micro-credit: what was consumed is exactly assigned − available.
+    let exact = |x: f64| Credits::from_f64(x).expect("the simulator serves finite amounts");
     let truth: BTreeMap<&str, _> = expected.iter().map(|m| (m.username.as_str(), m)).collect();
     for m in &list.members {
         let t = truth[m.username.as_str()];
@@ -38,10 +40,11 @@ async fn a_25000_member_org_is_listed_completely_each_member_once() {
             Balance::Limited { assigned, available } => {
                 assert_eq!(
                     (assigned, available),
-                    (t.assigned_credits, t.available_credits),
+                    (exact(t.assigned_credits), exact(t.available_credits)),
                     "{}",
                     m.username
-                )
+                );
+                assert_eq!(m.balance.consumed(), Some(exact(t.consumed)), "{}", m.username);
             }
         }
         assert_eq!(m.disabled, t.disabled);

@@ -1,8 +1,8 @@
 //! Exact member lookup: the jdoe/jdoe2 trap, not-found, outside users, per-member envelopes.
 
-use credit_core::arcgis::Error;
-use credit_core::credits::member::Balance;
 use portal_sim::{EnvelopeFault, Faults, Trigger};
+use shared::arcgis::Error;
+use shared::credits::member::{Balance, Credits};
 
 use crate::support::{admin_client, sim};
 
@@ -14,12 +14,18 @@ async fn exact_lookup_returns_the_right_member_never_a_near_duplicate() {
     let jdoe = client.member("jdoe").await.expect("jdoe exists");
     assert_eq!(jdoe.username, "jdoe");
     let truth = sim.member("jdoe").expect("in the fixture");
+    let exact = |x: f64| Credits::from_f64(x).expect("the simulator serves finite amounts");
     assert_eq!(
         jdoe.balance,
         Balance::Limited {
-            assigned: truth.assigned_credits,
-            available: truth.available_credits
+            assigned: exact(truth.assigned_credits),
+            available: exact(truth.available_credits)
         }
+    );
+    assert_eq!(
+        jdoe.balance.consumed(),
+        Some(exact(truth.consumed)),
+        "assigned − available, exactly"
     );
 
     let jdoe2 = client.member("jdoe2").await.expect("jdoe2 exists");

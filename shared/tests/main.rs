@@ -1,4 +1,4 @@
-//! credit-core integration tests: one binary (ripgrep / zero2prod pattern).
+//! The shared crate's integration tests: one binary (ripgrep / zero2prod pattern).
 //!
 //! The ArcGIS client runs against portal-sim on 127.0.0.1; the Secrets Manager tests against a
 //! `moto_server` this binary starts itself. Nothing leaves loopback.

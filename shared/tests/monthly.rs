@@ -6,22 +6,19 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-use aws_sdk_s3::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
 use chrono::{DateTime, Utc};
-use credit_core::arcgis::{Client, ClientConfig, NotifyChannel};
-use credit_core::config::ReportSource;
-use credit_core::ledger::{Ledger, RunClaim, RunStatus};
-use credit_core::monthly::{
-    self, Deps, EmailOutcome, Month, MonthFrom, MonthlyError, MonthlyReport, ReportKeys, ReportSettings, ReportStore,
-    RunSummary, SnapshotOrigin, SourceKind,
-};
-use credit_core::secrets::ring_http_client;
 use portal_sim::org::SERVICE_TYPES;
 use portal_sim::{SimHandle, UsageRecord};
 use serde_json::{Value, json};
+use shared::arcgis::{Client, ClientConfig, NotifyChannel};
+use shared::config::ReportSource;
+use shared::credits::member::Credits;
+use shared::ledger::{Ledger, RunClaim, RunStatus};
+use shared::monthly::{
+    self, Deps, EmailOutcome, Month, MonthFrom, MonthlyError, MonthlyReport, ReportKeys, ReportSettings, ReportStore,
+    RunSummary, SnapshotOrigin, SourceKind,
+};
 
-use crate::moto::moto;
 use crate::support::{admin, config_with, sim};
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -43,19 +40,10 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-fn aws_credentials() -> AwsCredentials {
-    AwsCredentials::new("testing", "testing", None, None, "tests")
-}
-
 /// An S3 client for moto: explicit endpoint, path-style, no environment.
 fn s3() -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(aws_credentials())
-        .endpoint_url(&moto().endpoint)
+    let config = aws_sdk_s3::config::Builder::from(&crate::support::moto_aws())
         .force_path_style(true)
-        .http_client(ring_http_client())
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
@@ -91,47 +79,20 @@ async fn keys_in(s3: &aws_sdk_s3::Client, store: &ReportStore) -> Vec<String> {
         .collect()
 }
 
-/// A DynamoDB ledger table of its own in moto (the table shape of the ledger spec).
-async fn dynamo_ledger() -> Ledger {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(aws_credentials())
-        .endpoint_url(&moto().endpoint)
-        .http_client(ring_http_client())
-        .build();
-    let client = aws_sdk_dynamodb::Client::from_conf(config);
-    let table = unique("ledger");
-    let attr = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    client
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .send()
-        .await
-        .expect("ledger table created in moto");
-    Ledger::dynamo(client, table)
+/// A DynamoDB ledger table of its own in moto, and its name.
+async fn dynamo_ledger() -> (Ledger, String) {
+    let client = crate::ledger::dynamodb();
+    let table = crate::ledger::create_table(&client, "monthly").await;
+    (Ledger::dynamo(client, table.clone()), table)
 }
 
-fn settings(source: ReportSource, keep_report_items: bool) -> ReportSettings {
+/// The table name the settings carry when the test hands the run an in-memory ledger.
+const MEMORY_LEDGER: &str = "credit-steward-ledger (in memory)";
+
+fn settings(source: ReportSource, keep_report_items: bool, store: &ReportStore, ledger_table: &str) -> ReportSettings {
     ReportSettings {
+        bucket: store.bucket().to_owned(),
+        ledger_table: ledger_table.to_owned(),
         source,
         keep_report_items,
         top_n: 5,
@@ -164,19 +125,22 @@ async fn run_once(
     monthly::run(event, deps, now).await
 }
 
+/// One record's credits as the exact amount it stands for.
+fn exact(credits: f64) -> Credits {
+    Credits::from_f64(credits).unwrap_or_else(|e| panic!("the simulator recorded {credits}: {e}"))
+}
+
 /// Credits per operation-type label in `month`, summed here from the simulator's records in
-/// exact micro-credits, with the simulator's own labels.
-fn independent_by_label(sim: &SimHandle, month: Month) -> BTreeMap<String, f64> {
+/// exact credits (each record read with `Credits::from_f64`, then exact addition), with the
+/// simulator's own labels.
+fn independent_by_label(sim: &SimHandle, month: Month) -> BTreeMap<String, Credits> {
     let (start, end) = (month.start().timestamp_millis(), month.end().timestamp_millis());
-    let mut micros: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut sums: BTreeMap<String, Credits> = BTreeMap::new();
     let org = sim.org();
     for r in org.usage.iter().filter(|r| start <= r.day && r.day < end) {
-        *micros.entry(label_of(&r.stype)).or_default() += (r.credits * 1e6).round() as i64;
+        *sums.entry(label_of(&r.stype).to_owned()).or_default() += exact(r.credits);
     }
-    micros
-        .into_iter()
-        .map(|(label, m)| (label.to_owned(), m as f64 / 1e6))
-        .collect()
+    sums
 }
 
 fn label_of(code: &str) -> &'static str {
@@ -187,30 +151,24 @@ fn label_of(code: &str) -> &'static str {
         .unwrap_or_else(|| panic!("the simulator used an unknown code {code}"))
 }
 
-fn independent_total(sim: &SimHandle, month: Month) -> f64 {
+fn independent_total(sim: &SimHandle, month: Month) -> Credits {
     independent_by_label(sim, month).values().sum()
 }
 
-/// Credits per username in `month` (attributed records only).
-fn independent_by_member(sim: &SimHandle, month: Month) -> BTreeMap<String, f64> {
+/// Credits per username in `month` (attributed records only), exact.
+fn independent_by_member(sim: &SimHandle, month: Month) -> BTreeMap<String, Credits> {
     let (start, end) = (month.start().timestamp_millis(), month.end().timestamp_millis());
-    let mut micros: BTreeMap<String, i64> = BTreeMap::new();
+    let mut sums: BTreeMap<String, Credits> = BTreeMap::new();
     for r in sim.org().usage.iter().filter(|r| start <= r.day && r.day < end) {
         if let Some(u) = &r.username {
-            *micros.entry(u.clone()).or_default() += (r.credits * 1e6).round() as i64;
+            *sums.entry(u.clone()).or_default() += exact(r.credits);
         }
     }
-    micros
-        .into_iter()
-        .filter(|(_, m)| *m != 0)
-        .map(|(u, m)| (u, m as f64 / 1e6))
-        .collect()
+    sums.retain(|_, c| !c.is_zero());
+    sums
 }
 
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-5
-}
-
+/// Every amount in the report equals the independent sums exactly: no tolerance.
 fn assert_matches_independent_sums(report: &MonthlyReport, sim: &SimHandle) {
     let expected = independent_by_label(sim, report.month);
     assert!(
@@ -218,7 +176,7 @@ fn assert_matches_independent_sums(report: &MonthlyReport, sim: &SimHandle) {
         "the generated org used credits in {}",
         report.month
     );
-    let got: BTreeMap<String, f64> = report
+    let got: BTreeMap<String, Credits> = report
         .operation_types
         .iter()
         .map(|o| (o.label.clone(), o.credits))
@@ -228,22 +186,60 @@ fn assert_matches_independent_sums(report: &MonthlyReport, sim: &SimHandle) {
         expected.keys().collect::<Vec<_>>(),
         "same operation types"
     );
-    for (label, want) in &expected {
-        assert!(
-            close(got[label], *want),
-            "{label}: report {} vs records {want}",
-            got[label]
-        );
-    }
-    assert!(close(report.total_credits, independent_total(sim, report.month)));
+    assert_eq!(got, expected, "each operation type, to the micro-credit");
+    assert_eq!(report.total_credits, independent_total(sim, report.month));
     let sorted = report.operation_types.windows(2).all(|w| w[0].credits >= w[1].credits);
     assert!(sorted, "operation types sorted descending");
-    let members: f64 = report.members.iter().map(|m| m.credits).sum::<f64>() + report.unattributed_credits;
-    assert!(close(members, report.total_credits), "members + unattributed = total");
+    let by_type: Credits = report.operation_types.iter().map(|o| o.credits).sum();
+    assert_eq!(
+        by_type, report.total_credits,
+        "operation types add up to the total exactly"
+    );
+    let members: Credits = report.members.iter().map(|m| m.credits).sum::<Credits>() + report.unattributed_credits;
+    assert_eq!(members, report.total_credits, "members + unattributed = total, exactly");
     assert!(
-        report.unattributed_credits > 0.0,
+        report.unattributed_credits.is_positive(),
         "org-level storage is shown as unattributed"
     );
+    if let Some(prev) = &report.previous {
+        assert_eq!(
+            prev.change_credits,
+            report.total_credits - prev.total_credits,
+            "the month-over-month change is exact"
+        );
+    }
+}
+
+/// The CSV's credits column is exact decimal text (never float noise: `parse_exact` refuses
+/// more than six decimals) and its rows add up exactly, to the report's own amounts.
+fn assert_csv_is_exact(csv_text: &str, report: &MonthlyReport) {
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let mut sections: BTreeMap<String, Vec<Credits>> = BTreeMap::new();
+    for row in reader.records() {
+        let row = row.expect("a CSV row");
+        let cell = &row[4];
+        let credits = Credits::parse_exact(cell).unwrap_or_else(|e| panic!("credits cell {cell:?}: {e}"));
+        assert_eq!(credits.to_string(), cell, "written as the exact decimal text");
+        sections.entry(row[1].to_owned()).or_default().push(credits);
+    }
+    let sum = |section: &str| -> Credits { sections.get(section).into_iter().flatten().sum() };
+    assert_eq!(sections["total"], vec![report.total_credits]);
+    assert_eq!(
+        sum("operation_type"),
+        report.total_credits,
+        "CSV operation types = total"
+    );
+    assert_eq!(
+        sum("member") + sum("unattributed"),
+        report.total_credits,
+        "CSV members + unattributed = total"
+    );
+    assert_eq!(sections["unattributed"], vec![report.unattributed_credits]);
+    let members: Vec<Credits> = report.members.iter().map(|m| m.credits).collect();
+    assert_eq!(sections["member"], members, "member rows in report order");
+    if let Some(prev) = &report.previous {
+        assert_eq!(sections["previous_month_total"], vec![prev.total_credits]);
+    }
 }
 
 #[tokio::test]
@@ -260,7 +256,7 @@ async fn both_sources_match_an_independent_sum_of_the_simulators_records() {
             &client(&sim, Duration::from_secs(30)),
             &store,
             &ledger,
-            &settings(source, false),
+            &settings(source, false, &store, MEMORY_LEDGER),
             first_run_now(),
         )
         .await
@@ -277,6 +273,15 @@ async fn both_sources_match_an_independent_sum_of_the_simulators_records() {
         let report: MonthlyReport = serde_json::from_slice(&json_bytes).unwrap();
         assert_matches_independent_sums(&report, &sim);
         assert_eq!(report.total_credits, summary.total_credits);
+        assert_eq!(report.unattributed_credits, summary.unattributed_credits);
+        assert_eq!(summary.members_with_credits, report.members.len());
+        // The JSON holds every amount as its exact decimal text.
+        let json_text = std::str::from_utf8(&json_bytes).unwrap();
+        assert!(
+            json_text.contains(&format!("\"total_credits\": {},", report.total_credits)),
+            "total written exactly as {}",
+            report.total_credits
+        );
         assert_eq!(report.top_members.len(), 5);
         assert_eq!(report.top_members[..], report.members[..5]);
 
@@ -284,15 +289,16 @@ async fn both_sources_match_an_independent_sum_of_the_simulators_records() {
         let prev = report.previous.as_ref().expect("September is within retention");
         assert_eq!(prev.month.to_string(), "2026-09");
         assert_eq!(prev.source, SourceKind::Usage);
-        assert!(close(prev.total_credits, independent_total(&sim, october().previous())));
+        assert_eq!(prev.total_credits, independent_total(&sim, october().previous()));
 
-        // Balance and runway from the org's properties.
-        let available = sim.org().available_credits;
+        // Balance and runway from the org's properties (the balance exact; the rate and the
+        // runway are ratios, in f64).
+        let available = exact(sim.org().available_credits);
         assert_eq!(report.balance.available_credits, available);
-        let rate = report.total_credits / 31.0;
+        let rate = report.total_credits.to_f64() / 31.0;
         assert!((report.balance.credits_per_day - rate).abs() < 1e-5);
         let days = report.balance.days_until_empty.expect("credits are being spent");
-        assert!((days - available / rate).abs() < 0.1, "{days}");
+        assert!((days - available.to_f64() / rate).abs() < 0.1, "{days}");
 
         // Three objects, with content types.
         assert_eq!(json_type.as_deref(), Some("application/json"));
@@ -301,6 +307,7 @@ async fn both_sources_match_an_independent_sum_of_the_simulators_records() {
         let csv = String::from_utf8(csv).unwrap();
         assert!(csv.starts_with("month,section,name,code,credits,share_percent\n"));
         assert!(csv.contains("2026-10,unattributed,"));
+        assert_csv_is_exact(&csv, &report);
         let (html, html_type) = object(&s3, &store, &keys.html).await;
         assert_eq!(html_type.as_deref(), Some("text/html; charset=utf-8"));
         let html = String::from_utf8(html).unwrap();
@@ -315,8 +322,11 @@ async fn both_sources_match_an_independent_sum_of_the_simulators_records() {
             let expected = independent_by_member(&sim, october());
             assert_eq!(report.members.len(), expected.len());
             for m in &report.members {
-                assert!(close(m.credits, expected[&m.username]), "{}", m.username);
+                assert_eq!(m.credits, expected[&m.username], "{}", m.username);
             }
+            let got: BTreeMap<String, Credits> =
+                report.members.iter().map(|m| (m.username.clone(), m.credits)).collect();
+            assert_eq!(got, expected, "every member, to the micro-credit");
             assert!(summary.report_item.is_none());
         } else {
             let item = summary.report_item.as_ref().expect("report item outcome");
@@ -328,11 +338,10 @@ async fn both_sources_match_an_independent_sum_of_the_simulators_records() {
         }
         totals.push(report.total_credits);
     }
-    assert!(
-        close(totals[0], totals[1]),
-        "usage {} vs report item {}",
-        totals[0],
-        totals[1]
+    assert_eq!(
+        totals[0], totals[1],
+        "usage {} vs report item {}: the two sources agree exactly",
+        totals[0], totals[1]
     );
 }
 
@@ -341,9 +350,9 @@ async fn a_retry_on_the_third_rewrites_the_same_objects_and_mails_once() {
     let sim = sim(80).await;
     let s3 = s3();
     let store = bucket(&s3).await;
-    let ledger = dynamo_ledger().await;
+    let (ledger, table) = dynamo_ledger().await;
     let client = client(&sim, Duration::from_secs(30));
-    let settings = settings(ReportSource::Usage, false);
+    let settings = settings(ReportSource::Usage, false, &store, &table);
     let keys = ReportKeys::for_month(october());
 
     let first = run_once(
@@ -387,7 +396,12 @@ async fn a_retry_on_the_third_rewrites_the_same_objects_and_mails_once() {
         num: 1,
     })
     .unwrap();
-    assert_ne!(sim.org().available_credits, first.balance.available_credits);
+    let moved = exact(sim.org().available_credits);
+    assert_eq!(
+        moved,
+        first.balance.available_credits - Credits::whole(500),
+        "the org's credits moved by exactly the 500 consumed"
+    );
 
     // Retried on the 3rd in every shape: the same month, the same bytes, no second email.
     let third = at("2026-11-03T10:30:00Z");
@@ -440,6 +454,15 @@ async fn a_retry_on_the_third_rewrites_the_same_objects_and_mails_once() {
     let summary = summary.expect("finished with a summary");
     assert_eq!(summary["month"], "2026-10");
     assert_eq!(summary["email"]["status"], "sent");
+    assert_eq!(
+        Credits::from_json(&summary["total_credits"]),
+        Some(first.total_credits),
+        "the stored summary keeps the exact total"
+    );
+    assert_eq!(
+        Credits::from_json(&summary["balance"]["available_credits"]),
+        Some(first.balance.available_credits)
+    );
 }
 
 #[tokio::test]
@@ -449,7 +472,7 @@ async fn bad_inputs_are_refused_clearly_and_nothing_is_written() {
     let store = bucket(&s3).await;
     let ledger = Ledger::memory();
     let client = client(&sim, Duration::from_secs(30));
-    let settings = settings(ReportSource::ReportItem, false);
+    let settings = settings(ReportSource::ReportItem, false, &store, MEMORY_LEDGER);
     let now = at("2026-11-26T08:00:00Z");
     let cases = [
         (json!({"month": "2026-13"}), "InvalidMonth", "does not exist"),
@@ -511,7 +534,7 @@ async fn the_report_item_is_kept_only_when_asked() {
         &client(&sim, Duration::from_secs(30)),
         &store,
         &Ledger::memory(),
-        &settings(ReportSource::ReportItem, true),
+        &settings(ReportSource::ReportItem, true, &store, MEMORY_LEDGER),
         at("2026-11-26T08:00:00Z"),
     )
     .await
@@ -539,7 +562,7 @@ async fn a_report_item_stuck_in_processing_is_a_clear_timeout_and_nothing_is_sen
         &client(&sim, Duration::from_millis(800)),
         &store,
         &ledger,
-        &settings(ReportSource::ReportItem, false),
+        &settings(ReportSource::ReportItem, false, &store, MEMORY_LEDGER),
         first_run_now(),
     )
     .await
@@ -576,7 +599,7 @@ async fn a_report_item_stuck_in_processing_is_a_clear_timeout_and_nothing_is_sen
         &client(&sim, Duration::from_secs(5)),
         &store,
         &Ledger::memory(),
-        &settings(ReportSource::ReportItem, false),
+        &settings(ReportSource::ReportItem, false, &store, MEMORY_LEDGER),
         first_run_now(),
     )
     .await
@@ -591,7 +614,7 @@ async fn a_failed_email_is_recorded_and_not_resent() {
     let store = bucket(&s3).await;
     let ledger = Ledger::memory();
     let client = client(&sim, Duration::from_secs(30));
-    let settings = settings(ReportSource::Usage, false);
+    let settings = settings(ReportSource::Usage, false, &store, MEMORY_LEDGER);
     sim.set_faults(portal_sim::Faults {
         error_envelope: Some(portal_sim::EnvelopeFault {
             member: None,
@@ -666,13 +689,13 @@ async fn an_unreadable_stored_report_only_costs_the_balance_snapshot() {
         &client(&sim, Duration::from_secs(30)),
         &store,
         &Ledger::memory(),
-        &settings(ReportSource::Usage, false),
+        &settings(ReportSource::Usage, false, &store, MEMORY_LEDGER),
         first_run_now(),
     )
     .await
     .unwrap();
     assert_eq!(summary.balance_snapshot, SnapshotOrigin::FreshStoredUnreadable);
-    assert_eq!(summary.balance.available_credits, sim.org().available_credits);
+    assert_eq!(summary.balance.available_credits, exact(sim.org().available_credits));
     let (bytes, _) = object(&s3, &store, &keys.json).await;
     let report: MonthlyReport = serde_json::from_slice(&bytes).expect("overwritten with the report");
     assert_eq!(report.balance, summary.balance);

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use credit_core::arcgis::Error;
-use credit_core::arcgis::report::month_start_ms;
 use portal_sim::generate::ADMIN_USERNAME;
+use shared::arcgis::Error;
+use shared::arcgis::report::month_start_ms;
 
 use crate::support::{admin_client, sim};
 

@@ -1,31 +1,43 @@
 //! scan-credits' workflow against portal-sim and the in-memory ledger: who is flagged (checked
-//! against the notebook's rule computed independently from the simulator's state), one email
+//! against the alert rule computed independently from the simulator's state), one email
 //! per crossing, once-only runs, failures that leave the alert state alone, the org floor,
 //! budgeting off, dry runs, the automatic top-up and the metrics line.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use credit_core::arcgis::{Client, Credentials, Secret};
-use credit_core::config::Config;
-use credit_core::credits::classify::Level;
-use credit_core::ledger::{Ledger, RunStatus};
-use credit_core::scan::{AUDIT_SOURCE, ORG_ALERT_KEY, ScanDeps, ScanError, ScanRequest, ScanSummary, scan};
-use credit_core::schedule::ScanInput;
-use credit_core::telemetry;
 use portal_sim::generate::{AUDITOR_PASSWORD, AUDITOR_USERNAME};
-use portal_sim::{EnvelopeFault, Faults, GenParams, HttpErrorFault, SimHandle, Trigger, UsageRecord, generate, start};
+use portal_sim::{
+    EnvelopeFault, Faults, GenParams, HoldPhase, HoldSpec, HttpErrorFault, SimHandle, Trigger, UsageRecord, generate,
+    start,
+};
 use serde_json::Value;
+use shared::apply::Deadline;
+use shared::arcgis::{Client, Credentials, Secret};
+use shared::config::Config;
+use shared::credits::amount::Credits;
+use shared::credits::classify::Level;
+use shared::credits::member::Balance;
+use shared::credits::percent::Percent;
+use shared::ledger::{AuditEntry, Caller, Ledger, RunStatus};
+use shared::scan::top_up::AUDIT_SOURCE;
+use shared::scan::{ORG_ALERT_KEY, ScanDeps, ScanError, ScanRequest, ScanSettings, ScanSummary, scan};
+use shared::schedule::ScanInput;
+use shared::telemetry;
 
-use crate::support::{admin_client, as_of, client, config_with, sim};
+use crate::support::{admin_client, as_of, client, config_with, kill_at, sim};
 
 const NOTIFY: &str = "portals/self/createNotification";
 
-fn config(vars: &[(&str, &str)]) -> Config {
+/// scan-credits' settings for `vars` (plus a secret id and a ledger table).
+fn config(vars: &[(&str, &str)]) -> ScanSettings {
     let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     map.entry("ARCGIS_SECRET_ID".into())
         .or_insert_with(|| "test/arcgis".into());
-    Config::from_lookup(|name| map.get(name).cloned()).expect("valid test configuration")
+    map.entry("LEDGER_TABLE".into()).or_insert_with(|| "ledger".into());
+    let config = Config::from_lookup(|name| map.get(name).cloned()).expect("valid test configuration");
+    ScanSettings::from_config(&config).expect("valid settings")
 }
 
 fn at(hour: u32) -> DateTime<Utc> {
@@ -42,10 +54,16 @@ fn request(days: u64) -> ScanRequest {
         input: ScanInput::default(),
         as_of: when,
         now: when + chrono::Duration::seconds(3),
+        deadline: Deadline::after(Duration::from_secs(300), Utc::now()),
     }
 }
 
-async fn run(sim: &SimHandle, ledger: &Ledger, config: &Config, req: &ScanRequest) -> Result<ScanSummary, ScanError> {
+async fn run(
+    sim: &SimHandle,
+    ledger: &Ledger,
+    config: &ScanSettings,
+    req: &ScanRequest,
+) -> Result<ScanSummary, ScanError> {
     let client = admin_client(sim);
     run_with(&client, ledger, config, req).await
 }
@@ -53,18 +71,31 @@ async fn run(sim: &SimHandle, ledger: &Ledger, config: &Config, req: &ScanReques
 async fn run_with(
     client: &Client,
     ledger: &Ledger,
-    config: &Config,
+    settings: &ScanSettings,
     req: &ScanRequest,
 ) -> Result<ScanSummary, ScanError> {
-    let deps = ScanDeps { client, ledger, config };
+    let deps = ScanDeps {
+        client,
+        ledger,
+        settings,
+    };
     scan(&deps, req).await
+}
+
+/// The audit entries of plans made today or yesterday (UTC): audit partitions follow the real
+/// clock, not the simulated day.
+async fn audit_recent(ledger: &Ledger) -> Vec<AuditEntry> {
+    let today = Utc::now().date_naive();
+    let mut entries = ledger.changes_on(today.pred_opt().unwrap()).await.unwrap();
+    entries.extend(ledger.changes_on(today).await.unwrap());
+    entries
 }
 
 fn micros(credits: f64) -> i128 {
     (credits * 1_000_000.0).round() as i128
 }
 
-/// The notebook's rule (`available < 10 % of assigned` → critical, else `< 50 %` → warning),
+/// The alert rule (`available < 10 % of assigned` → critical, else `< 50 %` → warning),
 /// with `credits::classify`'s skips (disabled, viewers, unlimited, zero allocation; overspent
 /// is critical), computed in exact micro-credits from the simulator's own state.
 fn expected(sim: &SimHandle, critical_percent: i128, warning_percent: i128) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -83,7 +114,7 @@ fn expected(sim: &SimHandle, critical_percent: i128, warning_percent: i128) -> (
     (critical, warning)
 }
 
-fn names(list: &[credit_core::scan::FlaggedMember]) -> BTreeSet<String> {
+fn names(list: &[shared::scan::FlaggedMember]) -> BTreeSet<String> {
     list.iter().map(|m| m.username.clone()).collect()
 }
 
@@ -139,7 +170,7 @@ fn consume(sim: &SimHandle, username: &str, credits: f64) {
 }
 
 #[tokio::test]
-async fn flags_the_notebooks_sets_and_emails_everyone_flagged_once() {
+async fn flags_the_critical_and_warning_sets_and_emails_everyone_flagged_once() {
     let sim = sim(300).await;
     let ledger = Ledger::memory();
     let config = config(&[]);
@@ -255,14 +286,14 @@ async fn a_member_crossing_a_threshold_is_reported_alone_and_recovery_clears_the
     let recovered = first
         .critical
         .iter()
-        .find(|m| m.available >= 0.0)
+        .find(|m| !m.available.is_negative())
         .expect("a critical member that is not overspent")
         .username
         .clone();
     let client = admin_client(&sim);
-    let raise = credit_core::arcgis::CreditAssignment {
+    let raise = shared::arcgis::CreditAssignment {
         username: recovered.clone(),
-        credits: credit_core::credits::member::Credits::new(1_000_000.0).unwrap(),
+        credits: Credits::whole(1_000_000),
     };
     assert!(client.assign_credits(&[raise]).await.unwrap().is_complete());
 
@@ -302,15 +333,15 @@ async fn thresholds_come_from_the_input_and_bad_ones_are_refused_before_any_requ
     let ledger = Ledger::memory();
     let config = config(&[]);
     let mut req = request(0);
-    req.input.critical_percent = Some(20.0);
+    req.input.critical_percent = Some(Percent::whole(20).unwrap());
     req.input.dry_run = true;
     let s = run(&sim, &ledger, &config, &req).await.unwrap();
     let (critical, warning) = expected(&sim, 20, 50);
     assert_eq!((names(&s.critical), names(&s.warning)), (critical, warning));
-    assert_eq!(s.thresholds.critical_percent, 20.0);
+    assert_eq!(s.thresholds.critical_percent, Percent::whole(20).unwrap());
 
     sim.clear_log();
-    req.input.critical_percent = Some(60.0);
+    req.input.critical_percent = Some(Percent::whole(60).unwrap());
     let err = run(&sim, &ledger, &config, &req).await.unwrap_err();
     assert_eq!(err.kind(), "InvalidInput");
     assert!(err.to_string().contains("the schedule Input"), "{err}");
@@ -432,7 +463,7 @@ async fn budgeting_off_reports_the_org_credits_and_still_alerts_on_the_floor() {
 
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["budgeting"], "disabled");
-    assert_eq!(s.org_available_credits, org_credits);
+    assert_eq!(s.org_available_credits, Credits::from_f64(org_credits).unwrap());
     assert_eq!((s.members_scanned, s.critical.len(), s.warning.len()), (0, 0, 0));
     assert!(s.notes.iter().any(|n| n.contains("budgeting is off")));
     // The listing starts beside portals/self and is abandoned once budgeting reads off: at
@@ -445,8 +476,8 @@ async fn budgeting_off_reports_the_org_credits_and_still_alerts_on_the_floor() {
     assert_eq!(
         sent[0].subject,
         format!(
-            "ArcGIS Online credits: 0 critical, 0 warning, org below {:.2} credits",
-            org_credits + 1000.0
+            "ArcGIS Online credits: 0 critical, 0 warning, org below {} credits",
+            Credits::from_f64(org_credits + 1000.0).unwrap().grouped(2)
         )
     );
     assert!(sent[0].message.contains("Credit budgeting is off"));
@@ -478,7 +509,7 @@ async fn the_org_floor_joins_the_member_alerts() {
     assert_eq!(
         sent[0].subject,
         format!(
-            "ArcGIS Online credits: {} critical, {} warning, org below 1000000000000.00 credits",
+            "ArcGIS Online credits: {} critical, {} warning, org below 1,000,000,000,000.00 credits",
             s.critical.len(),
             s.warning.len()
         )
@@ -561,7 +592,7 @@ async fn auto_top_up_applies_the_plan_and_audits_each_change() {
     assert_eq!(applied, critical);
     for a in &s.allocations_applied {
         let m = sim.member(&a.username).unwrap();
-        assert_eq!(m.allocation, Some(a.assigned_after));
+        assert_eq!(m.allocation, Some(a.assigned_after.to_f64()));
         assert!(
             (m.available_credits - 200.0).abs() < 1e-6,
             "{}: {}",
@@ -570,27 +601,31 @@ async fn auto_top_up_applies_the_plan_and_audits_each_change() {
         );
     }
     assert_eq!(sim.allocation_calls().len(), 1);
-    let audit = ledger.changes_on(req.now.date_naive()).await.unwrap();
+    let audit = audit_recent(&ledger).await;
     assert_eq!(audit.len(), applied.len());
-    assert!(
-        audit
-            .iter()
-            .all(|e| e.source == AUDIT_SOURCE && e.caller == "scan-credits" && e.request_id == req.request_id)
-    );
+    assert!(audit.iter().all(|e| e.source == AUDIT_SOURCE
+        && e.caller == Caller::job("scan-credits")
+        && e.request_id == req.request_id
+        && e.matches_plan));
     assert_eq!(
         audit.iter().map(|e| e.username.clone()).collect::<BTreeSet<_>>(),
         applied
     );
     for e in &audit {
         let a = s.allocations_applied.iter().find(|a| a.username == e.username).unwrap();
-        assert_eq!(e.before["kind"], "limited");
-        assert_eq!(e.before["assigned"].as_f64(), Some(a.assigned_before));
-        assert_eq!(e.after["allocation"].as_f64(), Some(a.assigned_after));
+        assert_eq!(
+            e.before,
+            Balance::Limited {
+                assigned: a.assigned_before,
+                available: a.available_before
+            }
+        );
+        assert_eq!(e.planned, a.assigned_after);
         assert!(
             e.reason
                 .as_deref()
                 .unwrap()
-                .contains("critical in run 2026-11-26T06:00:00Z")
+                .contains("critical members in run 2026-11-26T06:00:00Z")
         );
     }
     assert!(sim.notifications()[0].message.contains("Automatic top-up"));
@@ -602,6 +637,74 @@ async fn auto_top_up_applies_the_plan_and_audits_each_change() {
     assert_eq!(sim.allocation_calls().len(), 1);
 }
 
+// Multi-threaded: the killed run's thread blocks this one while the simulator serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_while_a_killed_top_up_may_run_fails_and_a_later_one_finishes_it() {
+    // A run killed at its top-up's write, redelivered while its lease was live, answered
+    // success with the top-up "still being applied": Lambda stopped retrying, so the write
+    // was never read back nor audited.
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let config = config(&[
+        ("AUTO_TOP_UP_TO", "200"),
+        ("MAX_CREDITS_PER_MEMBER", "100000"),
+        ("MAX_CREDITS_PER_PLAN", "10000000"),
+    ]);
+    let (critical, _) = expected(&sim, 10, 50);
+    let mut req = request(0);
+    // A short invocation, so its lease runs out soon after it is killed.
+    req.deadline = Deadline::after(Duration::from_secs(12), Utc::now());
+    let hold = sim.hold(HoldSpec {
+        endpoint: "portals/self/assignUserCredits".into(),
+        nth: 1,
+        phase: HoldPhase::AfterProcessing,
+    });
+    kill_at(&hold, || run(&sim, &ledger, &config, &req)).await;
+    assert!(audit_recent(&ledger).await.is_empty(), "nothing audited yet");
+
+    let redelivered = || {
+        let mut again = request(0);
+        again.request_id = "req-redelivered".into();
+        again
+    };
+    let err = run(&sim, &ledger, &config, &redelivered()).await.unwrap_err();
+    assert_eq!(err.kind(), "TopUpInProgress", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("2026-11-26T06:00:00Z") && text.contains("lease ends"),
+        "{text}"
+    );
+
+    // Lambda retries later (a minute): by then the killed run's lease is over.
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    let finished = loop {
+        match run(&sim, &ledger, &config, &redelivered()).await {
+            Err(e) if e.kind() == "TopUpInProgress" && std::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let top_up = serde_json::to_value(&finished.top_up).unwrap();
+    assert_eq!(
+        (top_up["status"].as_str(), top_up["resumed"].as_bool()),
+        (Some("applied"), Some(true)),
+        "{top_up:#}"
+    );
+    assert_eq!(top_up["incomplete"], false, "{top_up:#}");
+    assert_eq!(sim.allocation_calls().len(), 1, "read back, not sent again");
+    let audited: BTreeSet<String> = audit_recent(&ledger).await.into_iter().map(|e| e.username).collect();
+    assert_eq!(audited, critical, "every change of the killed run is audited once");
+    for name in &critical {
+        let m = sim.member(name).unwrap();
+        assert!(
+            (m.available_credits - 200.0).abs() < 1e-6,
+            "{name}: {}",
+            m.available_credits
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_top_up_breaking_the_guardrails_allocates_nothing() {
     let sim = sim(150).await;
@@ -609,7 +712,10 @@ async fn a_top_up_breaking_the_guardrails_allocates_nothing() {
     let s = run(&sim, &Ledger::memory(), &config, &request(0)).await.unwrap();
     let top_up = serde_json::to_value(&s.top_up).unwrap();
     assert_eq!(top_up["status"], "refused");
-    assert!(top_up["reason"].as_str().unwrap().contains("max_total"), "{top_up}");
+    assert!(
+        top_up["reason"].as_str().unwrap().contains("MAX_CREDITS_PER_PLAN"),
+        "{top_up}"
+    );
     assert!(sim.allocation_calls().is_empty());
     assert!(s.allocations_applied.is_empty());
     assert_eq!(sim.notifications().len(), 1, "the alert still goes out");
@@ -647,7 +753,10 @@ async fn the_metrics_line_carries_the_runs_numbers() {
             ("ArcgisReadMs", "Milliseconds"),
         ])
     );
-    assert_eq!(line["OrgAvailableCredits"].as_f64(), Some(s.org_available_credits));
+    assert_eq!(
+        line["OrgAvailableCredits"].as_f64(),
+        Some(s.org_available_credits.to_f64())
+    );
     assert_eq!(line["MembersCritical"], s.critical.len());
     assert_eq!(line["MembersWarning"], s.warning.len());
     assert_eq!(line["MembersScanned"], s.members_scanned);
@@ -672,10 +781,7 @@ async fn the_once_only_protocol_holds_on_the_dynamodb_ledger() {
     assert_eq!(sim.notifications().len(), 1);
     let flagged = first.critical.len() + first.warning.len();
     assert_eq!(ledger.alert_levels().await.unwrap().len(), flagged);
-    assert_eq!(
-        ledger.changes_on(req.now.date_naive()).await.unwrap().len(),
-        first.allocations_applied.len()
-    );
+    assert_eq!(audit_recent(&ledger).await.len(), first.allocations_applied.len());
 
     let retry = run(&sim, &ledger, &config, &req).await.expect("retry");
     assert_eq!(retry.duplicate_of.as_ref().map(|d| d.status), Some(RunStatus::Done));

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
-use credit_core::arcgis::Credentials;
-use credit_core::config::Config;
-use credit_core::secrets::{SecretCache, SecretError, ring_http_client};
+use shared::arcgis::{Client, ClientConfig, Credentials, Secret};
+use shared::config::Config;
+use shared::connect::ArcgisSource;
+use shared::secrets::{ArcgisSecret, SecretCache, SecretError};
 
 use crate::moto::moto;
 use crate::support::capture_logs;
@@ -19,14 +19,7 @@ const API_KEY: &str = "AAPK-never-log-me-0123456789";
 /// A Secrets Manager client for the emulator, configured explicitly: no environment, no
 /// credential chain, so nothing can reach for IMDS or a real endpoint.
 fn secrets_manager() -> aws_sdk_secretsmanager::Client {
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(AwsCredentials::new("testing", "testing", None, None, "tests"))
-        .endpoint_url(&moto().endpoint)
-        .http_client(ring_http_client())
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
+    aws_sdk_secretsmanager::Client::new(&crate::support::moto_aws())
 }
 
 /// Creates a secret with a name unique to this process and test.
@@ -234,4 +227,87 @@ async fn env_variables_point_the_client_at_the_emulator() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(out.contains("1 passed"), "the child ran the test:\n{out}");
+}
+
+#[tokio::test]
+async fn a_portal_url_with_credentials_or_a_token_never_appears_in_errors_or_logs() {
+    const LEAKS: [&str; 2] = ["pa55word", "SECRET123"];
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let with_userinfo = "https://user:pa55word@org.example.com/sharing/rest?token=SECRET123";
+    // Accepted by the secret's parser, refused by the client (clear text off loopback).
+    let clear_text = "http://org.example.com/pa55word/sharing/rest?token=SECRET123";
+    // Usable, but nothing listens: the request fails at the transport level.
+    let unreachable = format!("http://127.0.0.1:{port}/pa55word/sharing/rest?token=SECRET123");
+    let secret_json = |url: &str| format!(r#"{{"portal_url":"{url}","username":"admin","password":"{PASSWORD}"}}"#);
+    let sm = secrets_manager();
+    let refused_id = put(&sm, "url-userinfo", &secret_json(with_userinfo)).await;
+    let clear_text_id = put(&sm, "url-clear-text", &secret_json(clear_text)).await;
+    let config = Config::from_lookup(|name| (name == "ARCGIS_SECRET_ID").then(|| clear_text_id.clone()))
+        .expect("valid configuration");
+    let (logs, _guard) = capture_logs();
+    let mut shown = Vec::new();
+
+    // The secret with user:password@ is refused by key.
+    let cache = SecretCache::new(sm.clone(), Duration::from_secs(300));
+    let err = cache
+        .arcgis_secret(&refused_id)
+        .await
+        .expect_err("credentials in the URL");
+    assert!(err.to_string().contains("portal_url must not contain"), "{err}");
+    tracing::error!(error = %err, ?err, "secret refused");
+    shown.push(format!("{err} {err:?}"));
+
+    // The clear-text one loads, and connecting names the URL by scheme and host.
+    let source = ArcgisSource::from_secret(SecretCache::new(sm, Duration::from_secs(300)), clear_text_id.clone());
+    let err = match source.client(&config).await {
+        Ok(client) => panic!("a clear-text portal URL was accepted: {client:?}"),
+        Err(err) => err,
+    };
+    assert_eq!(err.kind(), "InvalidSecret");
+    assert!(err.to_string().contains("http://org.example.com"), "{err}");
+    tracing::error!(error = %err, ?err, "connect failed");
+    shown.push(format!("{err} {err:?}"));
+
+    // Built directly, and Debug of everything that holds the URL.
+    let creds = || Credentials::UserPassword {
+        username: "admin".into(),
+        password: Secret::new(PASSWORD),
+    };
+    let err = Client::new(ClientConfig::new(with_userinfo, creds())).expect_err("userinfo");
+    tracing::error!(error = %err, ?err, "client refused");
+    shown.push(format!("{err} {err:?}"));
+    let parsed = ArcgisSecret::parse(&secret_json(clear_text)).expect("parses");
+    let unreachable_config = ClientConfig {
+        retry: shared::arcgis::RetryPolicy {
+            max_attempts: 2,
+            ..crate::support::fast_retry()
+        },
+        ..ClientConfig::new(unreachable.clone(), creds())
+    };
+    tracing::info!(?parsed, config = ?unreachable_config, "built from");
+    shown.push(format!("{parsed:?} {unreachable_config:?}"));
+
+    // Unreachable: the transport error and the retry log name the operation, not the URL.
+    let client = Client::new(unreachable_config).expect("loopback http is allowed");
+    let err = client.org_properties().await.expect_err("nothing listens");
+    assert!(matches!(err.root(), shared::arcgis::Error::Transport { .. }), "{err:?}");
+    tracing::error!(error = %err, ?err, ?client, "call failed");
+    shown.push(format!("{err} {err:?} {client:?}"));
+
+    let text = logs.text();
+    assert!(
+        text.contains("transient ArcGIS failure; retrying"),
+        "logs captured:\n{text}"
+    );
+    for leak in LEAKS {
+        assert!(!text.contains(leak), "{leak} in logs:\n{text}");
+        for s in &shown {
+            assert!(!s.contains(leak), "{leak} in {s}");
+        }
+    }
+    assert!(!text.contains(PASSWORD), "{text}");
 }

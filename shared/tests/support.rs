@@ -1,61 +1,34 @@
-//! Shared helpers: a simulator per test and a client configured for it.
+//! Shared helpers: a simulator per test and a client configured for it (built by testkit,
+//! as everywhere else), and log capture.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use chrono::NaiveDate;
-use credit_core::arcgis::{Client, ClientConfig, Credentials, RetryPolicy, Secret};
-use portal_sim::generate::{ADMIN_PASSWORD, ADMIN_USERNAME};
-use portal_sim::{GenParams, SimHandle, generate, start};
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials as AwsCredentials, Region, SharedCredentialsProvider};
+use portal_sim::{Hold, SimHandle};
+use shared::arcgis::{Client, ClientConfig};
+use shared::secrets::ring_http_client;
 
-/// The Referer every test client binds its tokens to.
-pub const REFERER: &str = "credit-steward-tests";
+pub use testkit::arcgis::{REFERER, admin, admin_client, as_of, config_with, fast_retry};
 
-/// The day every test org is generated for.
-pub fn as_of() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, 26).expect("a valid date")
-}
-
-/// A simulator for a generated org of `members` members.
+/// A simulator for a generated org of `members` members (one seed for the whole suite).
 pub async fn sim(members: usize) -> SimHandle {
-    start(generate(&GenParams::new(members, 42, as_of())))
-        .await
-        .expect("portal-sim starts")
+    testkit::arcgis::sim_with(members, 42).await
 }
 
-/// Fast retries so fault tests stay quick, bounded so a bug cannot hang a test.
-pub fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 5,
-        base_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(400),
-        deadline: Duration::from_secs(20),
-    }
-}
-
-/// Client settings for `sim` with the given credentials.
-pub fn config_with(sim: &SimHandle, credentials: Credentials) -> ClientConfig {
-    ClientConfig {
-        referer: REFERER.to_owned(),
-        http_timeout: Duration::from_secs(10),
-        retry: fast_retry(),
-        report_poll_interval: Duration::from_millis(50),
-        ..ClientConfig::new(sim.rest_url(), credentials)
-    }
-}
-
-/// The simulator's administrator.
-pub fn admin() -> Credentials {
-    Credentials::UserPassword {
-        username: ADMIN_USERNAME.to_owned(),
-        password: Secret::new(ADMIN_PASSWORD),
-    }
-}
-
-/// A client signed in (lazily) as the simulator's administrator.
-pub fn admin_client(sim: &SimHandle) -> Client {
-    Client::new(config_with(sim, admin())).expect("client builds")
+/// The AWS settings every client of this binary's moto uses: explicit region, dummy
+/// credentials and endpoint, ring TLS; nothing read from the environment, so nothing can
+/// reach for IMDS or a real endpoint.
+pub fn moto_aws() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(AwsCredentials::new(
+            "testing", "testing", None, None, "tests",
+        )))
+        .endpoint_url(&crate::moto::moto().endpoint)
+        .http_client(ring_http_client())
+        .build()
 }
 
 /// A client for `sim` with custom settings.
@@ -101,5 +74,40 @@ pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
         .with_writer(logs.clone())
         .with_ansi(false)
         .finish();
-    (logs.clone(), tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Callsites first hit on another test thread cached their interest without this
+    // subscriber; recompute it so none of this thread's events is skipped.
+    tracing::callsite::rebuild_interest_cache();
+    (logs.clone(), guard)
+}
+
+/// Runs the future `invocation` makes until `hold` is reached, then kills it: it runs on a runtime of its own,
+/// shut down at the hold, so its connections close as a killed process's would (the
+/// simulator never processes a request held before processing). Returns once the simulator
+/// is done with the held request. Panics if the invocation finishes first.
+///
+/// Blocks the calling thread meanwhile: the test must run on a multi-threaded runtime so
+/// that the simulator keeps serving.
+pub async fn kill_at<F, Fut>(hold: &Hold, invocation: F)
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future,
+    Fut::Output: std::fmt::Debug,
+{
+    std::thread::scope(|threads| {
+        threads.spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the invocation");
+            runtime.block_on(async {
+                tokio::select! {
+                    out = invocation() => panic!("the invocation finished before the hold: {out:?}"),
+                    _ = hold.reached() => {}
+                }
+            });
+        });
+    });
+    hold.release();
+    hold.settled().await;
 }

@@ -1,15 +1,36 @@
 //! Batched writes: allocations (100 per call, `notAssignedUsers` per member) and notifications
 //! (25 per call, comma-separated usernames).
 
-use credit_core::arcgis::{CreditAssignment, Error, Notification, NotifyChannel};
-use credit_core::credits::member::{Balance, Credits};
+use portal_sim::{Faults, HttpErrorFault, Trigger};
+use shared::arcgis::{CreditAssignment, Error, Notification, NotifyChannel, TransportKind};
+use shared::credits::member::Balance;
 
 use crate::support::{admin_client, sim};
+
+const ASSIGN: &str = "portals/self/assignUserCredits";
+const UNASSIGN: &str = "portals/self/unassignUserCredits";
+
+/// An amount as a plain number, whichever type holds it.
+fn as_number(amount: impl serde::Serialize) -> f64 {
+    serde_json::to_value(amount)
+        .ok()
+        .and_then(|v| v.as_f64())
+        .expect("an amount serializes as a number")
+}
+
+fn after_processing(endpoint: &str) -> Trigger {
+    Trigger {
+        endpoint: Some(endpoint.into()),
+        after_processing: true,
+        ..Trigger::default()
+    }
+}
 
 fn assign(username: &str, credits: f64) -> CreditAssignment {
     CreditAssignment {
         username: username.to_owned(),
-        credits: Credits::new(credits).expect("valid credits"),
+        // Through serde: the one constructor every representation of `Credits` keeps.
+        credits: serde_json::from_value(serde_json::json!(credits)).expect("valid credits"),
     }
 }
 
@@ -43,7 +64,7 @@ async fn a_partial_allocation_surfaces_not_assigned_users_per_member() {
     let first = &assignments[0].username;
     assert_eq!(sim.member(first).unwrap().allocation, Some(250.0));
     match client.member(first).await.unwrap().balance {
-        Balance::Limited { assigned, .. } => assert_eq!(assigned, 250.0),
+        Balance::Limited { assigned, .. } => assert_eq!(as_number(assigned), 250.0),
         other => panic!("{other:?}"),
     }
 }
@@ -113,4 +134,105 @@ async fn notifications_go_out_in_batches_of_25_with_duplicates_dropped() {
     assert_eq!(sent.iter().map(|n| n.users.len()).collect::<Vec<_>>(), vec![25, 25, 10]);
     assert!(sent.iter().all(|n| n.channel == "builtin" && n.subject == note.subject));
     assert_eq!(sent[0].users[..], recipients[..25]);
+}
+
+#[tokio::test]
+async fn an_assign_that_failed_after_sending_is_not_resent() {
+    let sim = sim(50).await;
+    let client = admin_client(&sim);
+    let names: Vec<String> = sim
+        .members()
+        .iter()
+        .skip(3)
+        .take(4)
+        .map(|m| m.username.clone())
+        .collect();
+    let assignments: Vec<CreditAssignment> = names.iter().map(|u| assign(u, 321.0)).collect();
+    // ArcGIS sets the allocations, then a gateway answers 503: the client cannot know.
+    sim.set_faults(Faults {
+        http_error: Some(HttpErrorFault {
+            status: 503,
+            retry_after_secs: Some(0),
+            when: after_processing(ASSIGN),
+        }),
+        ..Faults::default()
+    });
+
+    let outcome = client.assign_credits(&assignments).await.expect("valid input");
+
+    assert_eq!(sim.request_count(ASSIGN), 1, "sent once, not resent");
+    assert!(outcome.succeeded.is_empty());
+    assert_eq!(outcome.failed.len(), 1);
+    assert_eq!(outcome.failed[0].usernames, names);
+    assert!(outcome.failed[0].attempted, "the caller re-reads these members");
+    assert!(matches!(
+        outcome.failed[0].error.as_ref(),
+        Error::Http { status: 503, .. }
+    ));
+    // It was applied: only a re-read tells, which is the caller's to do.
+    for u in &names {
+        assert_eq!(sim.member(u).unwrap().allocation, Some(321.0), "{u}");
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_assign_is_not_resent_either() {
+    let sim = sim(50).await;
+    let client = admin_client(&sim);
+    let name = sim.members()[5].username.clone();
+    sim.set_faults(Faults {
+        http_error: Some(HttpErrorFault {
+            status: 429,
+            retry_after_secs: Some(0),
+            when: Trigger {
+                endpoint: Some(ASSIGN.into()),
+                ..Trigger::default()
+            },
+        }),
+        ..Faults::default()
+    });
+
+    let outcome = client.assign_credits(&[assign(&name, 5.0)]).await.expect("valid input");
+
+    assert_eq!(sim.request_count(ASSIGN), 1);
+    assert!(matches!(
+        outcome.failed[0].error.as_ref(),
+        Error::Http { status: 429, .. }
+    ));
+}
+
+#[tokio::test]
+async fn an_unassign_whose_connection_dropped_after_sending_is_not_resent() {
+    let sim = sim(50).await;
+    let client = admin_client(&sim);
+    let limited: Vec<String> = sim
+        .members()
+        .iter()
+        .filter(|m| m.allocation.is_some())
+        .take(3)
+        .map(|m| m.username.clone())
+        .collect();
+    sim.set_faults(Faults {
+        drop_connection: Some(after_processing(UNASSIGN)),
+        ..Faults::default()
+    });
+
+    let outcome = client.unassign_credits(&limited).await.expect("valid input");
+
+    assert_eq!(sim.request_count(UNASSIGN), 1, "sent once, not resent");
+    assert_eq!(outcome.failed.len(), 1);
+    assert!(
+        matches!(
+            outcome.failed[0].error.as_ref(),
+            Error::Transport {
+                kind: TransportKind::Interrupted,
+                ..
+            }
+        ),
+        "{:?}",
+        outcome.failed[0].error
+    );
+    for u in &limited {
+        assert_eq!(sim.member(u).unwrap().allocation, None, "applied: {u}");
+    }
 }

@@ -1,8 +1,13 @@
 //! Benchmark (not a test): cold start of each function, one scan of a 10,000-member org with
-//! 50 ms simulated latency per ArcGIS request, and the release binary sizes.
+//! 50 ms simulated latency per ArcGIS request, `allocate` applying 100 members at that latency,
+//! and the release binary sizes.
 //!
-//! `cargo bench -p e2e --bench functions` (options: `-- --members N --latency-ms L --runs R
-//! --scan-runs S`: R cold starts per function, S scans per scenario).
+//! `cargo bench -p tests --bench functions` (options: `-- --members N --latency-ms L --runs R
+//! --scan-runs S --allocate-runs K --allocate-members M --allocate-size A --only LIST`: R cold
+//! starts per function, S scans per scenario, K allocate requests of A members on an org of M;
+//! `--only` picks sections, comma-separated, from `cold,scan,allocate,sizes`). Rerun the
+//! allocate figures alone with
+//! `cargo bench -p tests --bench functions -- --only allocate --allocate-runs 5`.
 //!
 //! Cold start is measured the way Lambda experiences it: from process start to the first
 //! `GET /2018-06-01/runtime/invocation/next` on a Runtime API listener (configuration parsed,
@@ -18,16 +23,35 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portal_sim::{Faults, GenParams, generate};
-use serde_json::json;
+use serde_json::{Value, json};
 use testkit::lambda::{FUNCTIONS, FunctionProcess, Profile, binaries};
 
-fn arg(name: &str, default: u64) -> u64 {
+fn arg_text(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .cloned()
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    arg_text(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The sections to run (`--only cold,scan,allocate,sizes`; all by default).
+fn sections() -> Vec<String> {
+    const ALL: [&str; 4] = ["cold", "scan", "allocate", "sizes"];
+    let chosen: Vec<String> = match arg_text("--only") {
+        Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
+        None => ALL.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    for s in &chosen {
+        assert!(
+            ALL.contains(&s.as_str()),
+            "--only: unknown section '{s}' (one of {ALL:?})"
+        );
+    }
+    chosen
 }
 
 /// Time from spawn to the first Runtime API poll.
@@ -117,26 +141,245 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// What one fresh `allocate` request costs in DynamoDB requests, for `entries` members named
+/// of which `changes` are changed (and read back changed), when no earlier request is left to
+/// settle.
+///
+/// The apply path (`shared::apply`) makes, per request, in order:
+/// - 1 claim of the key (`REQ#<scope>`/`HEAD`, a conditional put);
+/// - 1 org-wide lock (`LOCK`/`ALLOCATIONS`, a conditional put);
+/// - 1 read of the requests other invocations left pending (`LOCK`/`PENDING`, a consistent
+///   get; each one found would add its own settling);
+/// - 1 read of the rolling day's grants (`BUDGET`, one query page), beside the ArcGIS reads;
+/// - P journal pages written ahead (`REQ#<scope>`/`PAGE#n`, 100 entries each, in parallel);
+/// - 1 grant against the daily budget (`BUDGET`), before anything is sent;
+/// - 1 mark of the request as pending (`LOCK`/`PENDING`, a set `ADD`);
+/// - 1 head update to `applying`;
+/// - B audit intents, one per batch of 100, each written before its batch is sent;
+/// - C audit change entries, one conditional put per member read back changed, one after the
+///   other (conditional puts cannot go in a `BatchWriteItem`);
+/// - 1 grant corrected to what was applied;
+/// - P journal pages rewritten with each entry's outcome;
+/// - 1 head update to `done`, with the reply a replay answers;
+/// - 1 clear of the pending mark (a set `DELETE`);
+/// - 1 lock release (a conditional delete).
+///
+/// That is `11 + 2P + B + C`: 114 for 100 members (P = 1, B = 1, C = 100), nearly all of it
+/// the per-member audit entries, which are also the only part that grows with the request.
+fn expected_ledger_requests(entries: usize, changes: usize) -> usize {
+    let pages = entries.div_ceil(100);
+    let batches = changes.div_ceil(100);
+    11 + 2 * pages + batches + changes
+}
+
+/// Removes ANSI colour sequences (`ESC [ … m`) from log text.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `ledger_requests=N` of every `allocation request answered` line the function logged, in
+/// order.
+fn ledger_requests(output: &str) -> Vec<u64> {
+    strip_ansi(output)
+        .lines()
+        .filter(|l| l.contains("allocation request answered"))
+        .filter_map(|l| {
+            let rest = &l[l.find("ledger_requests=")? + "ledger_requests=".len()..];
+            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The IAM-authorized API Gateway v2 fixture with this body and key, as its own request.
+fn allocation_event(body: &Value, key: &str, request_id: &str) -> Value {
+    let mut event = support::fixture("apigw-v2-allocations-iam.json");
+    let text = body.to_string();
+    event["headers"]["content-length"] = json!(text.len().to_string());
+    event["headers"]["idempotency-key"] = json!(key);
+    event["requestContext"]["requestId"] = json!(request_id);
+    event["body"] = json!(text);
+    event
+}
+
+/// `runs` real allocate requests of `size` members each (`add: 1`, a fresh Idempotency-Key
+/// each) against an org of `members`, every ArcGIS request delayed by `latency` ms, through
+/// one warm function process (the first request also pays the secret read and the sign-in).
+async fn allocations(dir: &std::path::Path, members: usize, size: usize, latency: u64, runs: usize) {
+    println!(
+        "\n## allocate: {size} members per request, org of {members}, {latency} ms per ArcGIS request \
+         (release allocate, real requests with an Idempotency-Key)"
+    );
+    assert!(
+        (1..=2_000).contains(&size),
+        "--allocate-size is 1..=2000 (MAX_MEMBERS_PER_REQUEST's range)"
+    );
+    let world = support::World::new(generate(&GenParams::new(members, 11, chrono::Utc::now().date_naive()))).await;
+    let mut chosen: Vec<String> = world
+        .sim
+        .members()
+        .into_iter()
+        .filter(|m| m.allocation.is_some_and(|a| a > 0.0) && !m.disabled && m.user_type != "viewerUT")
+        .map(|m| m.username)
+        .collect();
+    chosen.sort();
+    assert!(
+        chosen.len() >= size,
+        "the org has {} limited members, fewer than {size}",
+        chosen.len()
+    );
+    chosen.truncate(size);
+    // Guardrails wide enough for any number of runs (`add: 1` per member per run); the
+    // defaults apply otherwise.
+    let cap = size.to_string();
+    let env = world.env(&[
+        ("MAX_MEMBERS_PER_REQUEST", cap.as_str()),
+        ("MAX_CREDITS_PER_PLAN", "1000000"),
+        ("MAX_CREDITS_PER_DAY", "1000000"),
+    ]);
+    let function = FunctionProcess::spawn_from(dir, &world.emulator, "allocate", &env);
+    world.sim.set_faults(Faults {
+        latency_ms: latency,
+        ..Default::default()
+    });
+    let expected = expected_ledger_requests(size, size);
+    println!("floor = ArcGIS requests × {latency} ms (as if sent one after the other); target wall ≤ 1.5 × floor");
+    println!(
+        "DynamoDB requests expected {expected} = 11 + 2 × journal pages + intents + audit entries (claim, lock, \
+         pending read, budget read, grant, pending mark, 2 head updates, grant correction, pending clear, \
+         release; see expected_ledger_requests)"
+    );
+    let mut walls = Vec::new();
+    for run in 0..runs {
+        let body = json!({
+            "allocations": chosen.iter().map(|u| json!({"username": u, "add": 1})).collect::<Vec<_>>(),
+            "reason": format!("bench run {run}"),
+        });
+        let key = format!("bench-{}-{run}", std::process::id());
+        let event = allocation_event(&body, &key, &format!("bench-request-{run}"));
+        // The log is in completion order (concurrent pages overtake each other): take the
+        // highest sequence number, not the last record.
+        let seq_before = world.sim.requests().iter().map(|r| r.seq).max().unwrap_or(0);
+        let started = Instant::now();
+        let out = world.emulator.invoke("allocate", &event).await;
+        let wall = started.elapsed();
+        let status = out.payload["statusCode"].as_u64().unwrap_or(0);
+        let reply: Value = out.payload["body"]
+            .as_str()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        assert!(
+            status == 200 && reply["summary"]["assigned"] == size,
+            "allocate run {run} failed: HTTP {status} {reply}\n{}",
+            function.output()
+        );
+        let mut by_endpoint = std::collections::BTreeMap::<String, u64>::new();
+        for r in world.sim.requests().into_iter().filter(|r| r.seq > seq_before) {
+            *by_endpoint.entry(r.endpoint).or_default() += 1;
+        }
+        let arcgis: u64 = by_endpoint.values().sum();
+        let floor = Duration::from_millis(arcgis * latency);
+        let ledger = match ledger_requests(&function.output()).get(run) {
+            Some(&n) if n as usize == expected => n.to_string(),
+            Some(n) => format!("{n} (expected {expected}: the journal changed, update expected_ledger_requests)"),
+            None => "? (no `allocation request answered` line with ledger_requests)".to_owned(),
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let ratio = if floor.is_zero() {
+            "—".to_owned()
+        } else {
+            format!("{:.2}", wall.as_secs_f64() / floor.as_secs_f64())
+        };
+        println!(
+            "run {run}{}: wall {:>5.0} ms   ArcGIS requests {arcgis:>3} {by_endpoint:?}   floor {:>5.0} ms   \
+             ratio {ratio}   DynamoDB requests {ledger}",
+            if run == 0 { " (first: secret + sign-in)" } else { "" },
+            ms(wall),
+            ms(floor),
+        );
+        walls.push(wall);
+    }
+    world.sim.set_faults(Faults::default());
+    if walls.len() > 1 {
+        let mut warm = walls[1..].to_vec();
+        warm.sort();
+        println!(
+            "warm requests: median {:.0} ms, min {:.0}, max {:.0}",
+            percentile(&warm, 0.5).as_secs_f64() * 1e3,
+            warm[0].as_secs_f64() * 1e3,
+            warm[warm.len() - 1].as_secs_f64() * 1e3
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let members = arg("--members", 10_000) as usize;
     let latency = arg("--latency-ms", 50);
     let runs = arg("--runs", 15) as usize;
     let scan_runs = arg("--scan-runs", 5) as usize;
+    let allocate_runs = arg("--allocate-runs", 3) as usize;
+    let allocate_members = arg("--allocate-members", 2_000) as usize;
+    let allocate_size = arg("--allocate-size", 100) as usize;
+    let sections = sections();
+    let run = |name: &str| sections.iter().any(|s| s == name);
     let dir = binaries(Profile::Release);
 
-    println!("## Cold start (release, x86_64; process start → first Runtime API poll; {runs} runs)");
-    for f in FUNCTIONS {
-        let mut times: Vec<Duration> = (0..runs).map(|_| cold_start(&dir.join(f), f)).collect();
-        times.sort();
-        println!(
-            "{f:<16} median {:>6.1} ms   p90 {:>6.1} ms   max {:>6.1} ms   (target ≤ 30 ms)",
-            percentile(&times, 0.5).as_secs_f64() * 1e3,
-            percentile(&times, 0.9).as_secs_f64() * 1e3,
-            times[times.len() - 1].as_secs_f64() * 1e3
-        );
+    if run("cold") {
+        println!("## Cold start (release, x86_64; process start → first Runtime API poll; {runs} runs)");
+        for f in FUNCTIONS {
+            let mut times: Vec<Duration> = (0..runs).map(|_| cold_start(&dir.join(f), f)).collect();
+            times.sort();
+            println!(
+                "{f:<16} median {:>6.1} ms   p90 {:>6.1} ms   max {:>6.1} ms   (target ≤ 30 ms)",
+                percentile(&times, 0.5).as_secs_f64() * 1e3,
+                percentile(&times, 0.9).as_secs_f64() * 1e3,
+                times[times.len() - 1].as_secs_f64() * 1e3
+            );
+        }
     }
 
+    if run("scan") {
+        scan_section(dir, members, latency, scan_runs).await;
+    }
+
+    if run("allocate") && allocate_runs > 0 {
+        allocations(dir, allocate_members, allocate_size, latency, allocate_runs).await;
+    }
+
+    if run("sizes") {
+        println!("\n## Release binary sizes");
+        for f in FUNCTIONS {
+            let x86 = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+            let arm = testkit::lambda::workspace_root()
+                .join("target/lambda")
+                .join(f)
+                .join("bootstrap");
+            let arm = std::fs::metadata(&arm)
+                .map(|m| format!("{:.1} MB", m.len() as f64 / 1e6))
+                .unwrap_or_else(|_| "not built (cargo lambda build --release --arm64)".into());
+            println!(
+                "{f:<16} x86_64 (cargo --release, unstripped) {:.1} MB   arm64 bootstrap {arm}",
+                x86 as f64 / 1e6
+            );
+        }
+    }
+}
+
+/// The 10,000-member scan, first ever and daily.
+async fn scan_section(dir: &std::path::Path, members: usize, latency: u64, scan_runs: usize) {
     println!("\n## One scan: {members} members, {latency} ms per ArcGIS request (release scan-credits, dry run)");
     let world = support::World::new(generate(&GenParams::new(members, 7, chrono::Utc::now().date_naive()))).await;
     let pages = members.div_ceil(100);
@@ -173,20 +416,4 @@ async fn main() {
         scan_runs,
     )
     .await;
-
-    println!("\n## Release binary sizes");
-    for f in FUNCTIONS {
-        let x86 = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
-        let arm = testkit::lambda::workspace_root()
-            .join("target/lambda")
-            .join(f)
-            .join("bootstrap");
-        let arm = std::fs::metadata(&arm)
-            .map(|m| format!("{:.1} MB", m.len() as f64 / 1e6))
-            .unwrap_or_else(|_| "not built (cargo lambda build --release --arm64)".into());
-        println!(
-            "{f:<16} x86_64 (cargo --release, unstripped) {:.1} MB   arm64 bootstrap {arm}",
-            x86 as f64 / 1e6
-        );
-    }
 }

@@ -2,9 +2,10 @@
 //!
 //! Starts a simulated ArcGIS Online org (portal-sim), moto (Secrets Manager + DynamoDB), the
 //! Lambda Runtime API emulator and the real scan-credits and allocate binaries; stores the
-//! secret; then: scan → allocate the notebook's step 6 as a dry run → apply it → scan the
-//! next day (no repeated alerts). Prints what an administrator would look at, and stops
-//! everything it started when it ends.
+//! secret; then: scan → allocate the critical policy as a dry run → apply it with an
+//! Idempotency-Key and replay it → scan the next day (no repeated alerts) → deliver that run
+//! again (nothing sent). Prints what an administrator would look at, and stops everything it
+//! started when it ends.
 //!
 //! `MEMBERS` and `SEED` choose the org (defaults 2000 and 7).
 
@@ -15,14 +16,27 @@ mod support;
 use chrono::{Duration, Utc};
 use portal_sim::{GenParams, generate};
 use serde_json::{Value, json};
-use support::{World, fixture};
+use shared::credits::amount::Credits;
+use support::{World, attr, fixture};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn num(v: &Value) -> String {
-    v.as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into())
+/// An amount as people read it (`43,945.36`); amounts in the JSON are exact decimals.
+fn credits(v: &Value) -> String {
+    Credits::from_json(v)
+        .map(|c| c.grouped(2))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// A count, or `—` when absent.
+fn count(v: &Value) -> String {
+    v.as_u64().map_or_else(|| "—".into(), |n| n.to_string())
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("—")
 }
 
 fn heading(text: &str) {
@@ -31,16 +45,16 @@ fn heading(text: &str) {
 
 fn flagged_table(list: &Value, limit: usize) {
     println!(
-        "  {:<26}{:>10}{:>11}{:>11}{:>9}{:>12}",
+        "  {:<26}{:>11}{:>11}{:>11}{:>9}{:>11}",
         "member", "assigned", "consumed", "available", "% left", "days left"
     );
     for m in list.as_array().into_iter().flatten().take(limit) {
         println!(
-            "  {:<26}{:>10}{:>11}{:>11}{:>9}{:>12}",
-            m["username"].as_str().unwrap_or("?"),
-            num(&m["assigned"]),
-            num(&m["consumed"]),
-            num(&m["available"]),
+            "  {:<26}{:>11}{:>11}{:>11}{:>9}{:>11}",
+            text(&m["username"]),
+            credits(&m["assigned"]),
+            credits(&m["consumed"]),
+            credits(&m["available"]),
             m["percent_left"]
                 .as_f64()
                 .map(|p| format!("{p:.1}"))
@@ -57,30 +71,64 @@ fn flagged_table(list: &Value, limit: usize) {
     }
 }
 
+fn email(notification: &Value) -> String {
+    match text(&notification["status"]) {
+        "sent" => format!(
+            "sent to {} contact(s): \"{}\"",
+            notification["recipients"].as_array().map_or(0, Vec::len),
+            text(&notification["subject"])
+        ),
+        other => other.replace('_', " "),
+    }
+}
+
+fn top_up(t: &Value) -> String {
+    match text(&t["status"]) {
+        "applied" => format!(
+            "applied: {} of {} changes{}",
+            count(&t["applied"]),
+            count(&t["requested"]),
+            if t["incomplete"] == true { " (incomplete)" } else { "" }
+        ),
+        "planned" => format!("planned, not applied ({})", text(&t["not_applied"]).replace('_', " ")),
+        "off" => "off (AUTO_TOP_UP_TO unset)".into(),
+        other => other.replace('_', " "),
+    }
+}
+
 fn scan_report(s: &Value) {
-    println!("  org credits available  {}", num(&s["org_available_credits"]));
-    println!("  budgeting              {}", s["budgeting"]);
-    println!("  members scanned        {}", s["members_scanned"]);
+    println!("  org credits available  {}", credits(&s["org_available_credits"]));
+    println!("  budgeting              {}", text(&s["budgeting"]));
+    println!("  members scanned        {}", count(&s["members_scanned"]));
     println!(
         "  critical / warning     {} / {}   (newly reported {}, already reported {})",
         s["critical"].as_array().map_or(0, Vec::len),
         s["warning"].as_array().map_or(0, Vec::len),
-        s["newly_reported"],
-        s["already_reported"]
+        count(&s["newly_reported"]),
+        count(&s["already_reported"])
     );
-    println!("  email                  {}", s["notification"]);
+    println!("  email                  {}", email(&s["notification"]));
+    println!("  automatic top-up       {}", top_up(&s["top_up"]));
     println!(
         "  ArcGIS requests        {}   duration {} ms",
-        s["arcgis_requests"], s["duration_ms"]
+        count(&s["arcgis_requests"]),
+        count(&s["duration_ms"])
     );
 }
 
-/// The IAM-authorized API Gateway v2 fixture with this body and key.
-fn allocation_request(body: &Value, key: &str) -> Value {
+/// The IAM-authorized API Gateway v2 fixture with this body and key, as its own API Gateway
+/// request (each call gets a request id of its own).
+fn allocation_request(body: &Value, key: Option<&str>, request_id: &str) -> Value {
     let mut event = fixture("apigw-v2-allocations-iam.json");
     let text = body.to_string();
     event["headers"]["content-length"] = json!(text.len().to_string());
-    event["headers"]["idempotency-key"] = json!(key);
+    match key {
+        Some(key) => event["headers"]["idempotency-key"] = json!(key),
+        None => {
+            event["headers"].as_object_mut().map(|h| h.remove("idempotency-key"));
+        }
+    }
+    event["requestContext"]["requestId"] = json!(request_id);
     event["body"] = json!(text);
     event
 }
@@ -92,6 +140,88 @@ fn http_body(out: &testkit::lambda::Invocation) -> (u64, Value) {
         .and_then(|b| serde_json::from_str(b).ok())
         .unwrap_or(Value::Null);
     (status, body)
+}
+
+/// What allocate answered, as a few lines: the counts and the org's position, or the refusal.
+fn allocation_report(status: u64, reply: &Value) {
+    if !(200..300).contains(&status) {
+        println!("  HTTP {status} {}: {}", text(&reply["code"]), text(&reply["error"]));
+        for p in reply["problems"].as_array().into_iter().flatten() {
+            let name = p["guardrail"].as_str().or(p["field"].as_str()).unwrap_or("");
+            println!(
+                "    - {name}{}{}",
+                if name.is_empty() { "" } else { ": " },
+                text(&p["problem"])
+            );
+        }
+        return;
+    }
+    let s = &reply["summary"];
+    let done = if reply["dry_run"] == true {
+        format!("would assign {}", count(&s["would_assign"]))
+    } else {
+        format!(
+            "assigned {}, not assigned {}, failed {}, conflict {}, pending {}",
+            count(&s["assigned"]),
+            count(&s["not_assigned"]),
+            count(&s["failed"]),
+            count(&s["conflict"]),
+            count(&s["pending"])
+        )
+    };
+    println!(
+        "  HTTP {status}  {} members: {done}; skipped {} (already at 200 or more)",
+        count(&s["members"]),
+        count(&s["skipped"])
+    );
+    println!(
+        "  credits allocated      +{}  (caller {})",
+        credits(&s["total_increase"]),
+        text(&reply["caller"])
+    );
+    let org = &reply["org"];
+    println!(
+        "  org credits            {} before, {} after at worst (every new credit spent)",
+        credits(&org["available_before"]),
+        credits(&org["available_after"])
+    );
+    println!(
+        "  promised to members    {}   granted in the last 24 h {}   unpromised after {}",
+        credits(&org["promised_to_members"]),
+        credits(&org["granted_last_24h"]),
+        credits(&org["unpromised_after"])
+    );
+}
+
+fn members_table(reply: &Value, limit: usize) {
+    println!(
+        "  {:<26}{:>13}{:>13}{:>13}   status",
+        "member", "allocation", "→", "available"
+    );
+    let changed: Vec<&Value> = reply["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["status"] != "skipped")
+        .collect();
+    for m in changed.iter().take(limit) {
+        let after = if m["after"].is_null() {
+            &m["planned"]
+        } else {
+            &m["after"]
+        };
+        println!(
+            "  {:<26}{:>13}{:>13}{:>13}   {}",
+            text(&m["username"]),
+            credits(&m["before"]["assigned"]),
+            credits(&after["allocation"]),
+            credits(&after["available"]),
+            text(&m["status"])
+        );
+    }
+    if changed.len() > limit {
+        println!("  … and {} more", changed.len() - limit);
+    }
 }
 
 #[tokio::main]
@@ -108,7 +238,21 @@ async fn main() {
     println!("  moto (Secrets Manager, DynamoDB)  {}", testkit::moto::moto().endpoint);
     println!("  Lambda Runtime API emulator  {}", world.emulator.url());
     println!("  secret {}  ledger table {}", world.secret_id, world.table);
-    let guardrails = [("MAX_CREDITS_PER_MEMBER", "2000"), ("MAX_CREDITS_PER_PLAN", "200000")];
+    // The guardrails an administrator would set for a 2,000-member org: up to 2,000 credits
+    // per member, 200,000 per request and per rolling day.
+    let guardrails = [
+        ("MAX_CREDITS_PER_MEMBER", "2000"),
+        ("MAX_CREDITS_PER_PLAN", "200000"),
+        ("MAX_CREDITS_PER_DAY", "200000"),
+    ];
+    println!(
+        "  guardrails: {}",
+        guardrails
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let scan_fn = world.start("scan-credits", &guardrails);
     let alloc_fn = world.start("allocate", &guardrails);
 
@@ -133,44 +277,87 @@ async fn main() {
     }
 
     heading("2. allocate: top every critical member up to 200 available — dry run");
-    let policy = json!({"policy": "critical", "top_up_to": 200, "dry_run": true, "reason": "demo: notebook step 6"});
+    let policy =
+        json!({"policy": "critical", "top_up_to": 200, "dry_run": true, "reason": "demo: top up the critical members"});
     let (status, plan) = http_body(
         &world
-            .invoke("allocate", &allocation_request(&policy, "demo-dry-run"))
+            .invoke("allocate", &allocation_request(&policy, None, "demo-dry-run"))
             .await,
     );
-    println!("  HTTP {status}  {}", plan["summary"]);
+    allocation_report(status, &plan);
     println!(
-        "  org credits before {}  after (worst case) {}",
-        num(&plan["org"]["available_before"]),
-        num(&plan["org"]["available_after"])
-    );
-    println!(
-        "  assignUserCredits calls so far: {} (a dry run writes nothing)",
+        "  assignUserCredits calls so far: {} (a dry run writes nothing and needs no Idempotency-Key)",
         world.sim.allocation_calls().len()
     );
 
     heading("3. allocate: the same, applied (Idempotency-Key demo-apply), then replayed");
-    let apply = json!({"policy": "critical", "top_up_to": 200, "dry_run": false, "reason": "demo: notebook step 6"});
+    let apply = json!({"policy": "critical", "top_up_to": 200, "dry_run": false, "reason": "demo: top up the critical members"});
+    let (status, refused) = http_body(
+        &world
+            .invoke("allocate", &allocation_request(&apply, None, "demo-no-key"))
+            .await,
+    );
+    println!(
+        "  without an Idempotency-Key: HTTP {status} ({}), nothing written",
+        text(&refused["code"])
+    );
     let (status, applied) = http_body(
         &world
-            .invoke("allocate", &allocation_request(&apply, "demo-apply"))
+            .invoke(
+                "allocate",
+                &allocation_request(&apply, Some("demo-apply"), "demo-apply-1"),
+            )
             .await,
     );
-    println!("  HTTP {status}  {}", applied["summary"]);
-    let (replay_status, _) = http_body(
-        &world
-            .invoke("allocate", &allocation_request(&apply, "demo-apply"))
-            .await,
+    allocation_report(status, &applied);
+    if (200..300).contains(&status) {
+        members_table(&applied, 6);
+    }
+    let replay = world
+        .invoke(
+            "allocate",
+            &allocation_request(&apply, Some("demo-apply"), "demo-apply-2"),
+        )
+        .await;
+    let (replay_status, replayed) = http_body(&replay);
+    println!(
+        "  replay (same key, same body): HTTP {replay_status}, idempotent-replayed: {}; the first answer \
+         (request {}), nothing sent again",
+        replay.payload["headers"]["idempotent-replayed"]
+            .as_str()
+            .unwrap_or("no"),
+        text(&replayed["request_id"]),
     );
     println!(
-        "  replay: HTTP {replay_status}; assignUserCredits calls in all: {} (batches of ≤ 100)",
+        "  assignUserCredits calls in all: {} (batches of ≤ 100)",
         world.sim.allocation_calls().len()
     );
+    let audit = world.ledger_where("AUDIT#").await;
+    let of_kind = |kind: &str| audit.iter().filter(|i| attr(i, "kind") == Some(kind)).count();
     println!(
-        "  audit entries in the ledger: {}",
-        world.ledger_where("AUDIT").await.len()
+        "  audit trail: {} intent(s) (one per batch, written before it is sent), {} change(s) (read back)",
+        of_kind("intent"),
+        of_kind("change")
     );
+    if let Some(record) = audit
+        .iter()
+        .filter(|i| attr(i, "kind") == Some("change"))
+        .filter_map(|i| attr(i, "record"))
+        .filter_map(|r| serde_json::from_str::<Value>(r).ok())
+        .next()
+    {
+        println!(
+            "  e.g. {}: {} → {} planned, {} observed (matches plan: {}), by {} (principal {}, account {})",
+            text(&record["username"]),
+            credits(&record["before"]["assigned"]),
+            credits(&record["planned"]),
+            credits(&record["observed"]["assigned"]),
+            record["matches_plan"],
+            text(&record["caller"]["arn"]),
+            text(&record["caller"]["principal_id"]),
+            text(&record["caller"]["account"])
+        );
+    }
 
     heading("4. scan-credits the next day");
     let next = world
@@ -199,7 +386,9 @@ async fn main() {
     let dup = &again.payload["duplicate_of"];
     println!(
         "  recognised as run {} (first attempt {} at {}): nothing sent",
-        dup["run_key"], dup["status"], dup["claimed_at"]
+        text(&dup["run_key"]),
+        text(&dup["status"]),
+        text(&dup["claimed_at"])
     );
     println!("  emails sent in all: {}", world.sim.notifications().len());
 

@@ -12,7 +12,7 @@ use crate::support::*;
 
 const FUNCTION: &str = "monthly-report";
 
-/// A calendar month, with its own arithmetic (independent of credit-core's `Month`).
+/// A calendar month, with its own arithmetic (independent of the shared crate's `Month`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Ym {
     year: i32,
@@ -80,8 +80,39 @@ fn sim_today(sim: &SimHandle) -> NaiveDate {
         .date_naive()
 }
 
+/// The simulator's `f64` credits in micro-credits.
 fn micros(credits: f64) -> i64 {
     (credits * 1e6).round() as i64
+}
+
+/// An amount the report wrote, in micro-credits, read from its text: amounts are exact
+/// decimals now, so anything but `[-]digits[.digits]` with at most six decimals (`1100.0`
+/// noise like `43945.364000000045`, an exponent) is a failure, not something to round away.
+fn exact_micros(text: &str) -> i64 {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    assert!(
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && fraction.len() <= 6
+            && fraction.bytes().all(|b| b.is_ascii_digit()),
+        "'{text}' is not an exact amount (at most six decimals, no exponent)"
+    );
+    assert!(
+        !(digits.contains('.') && (fraction.is_empty() || fraction.ends_with('0'))),
+        "'{text}' is not written in its shortest exact form"
+    );
+    let micros = whole.parse::<i64>().unwrap() * 1_000_000 + format!("{fraction:0<6}").parse::<i64>().unwrap();
+    if negative { -micros } else { micros }
+}
+
+/// A JSON amount of the report, in micro-credits (see [`exact_micros`]).
+fn json_micros(value: &Value) -> i64 {
+    assert!(value.is_number(), "an amount is a JSON number: {value}");
+    exact_micros(&value.to_string())
 }
 
 /// Micro-credits per service type code in `month`, summed from the simulator's records.
@@ -105,8 +136,10 @@ fn report_by_code(report: &Value) -> BTreeMap<String, i64> {
         let code = op["code"]
             .as_str()
             .unwrap_or_else(|| panic!("an operation type without a code: {op}"));
-        let credits = op["credits"].as_f64().unwrap_or_else(|| panic!("{op}"));
-        assert!(out.insert(code.to_owned(), micros(credits)).is_none(), "{code} twice");
+        assert!(
+            out.insert(code.to_owned(), json_micros(&op["credits"])).is_none(),
+            "{code} twice"
+        );
     }
     out
 }
@@ -118,7 +151,7 @@ fn csv_by_code(csv: &str, month: Ym) -> BTreeMap<String, i64> {
         .filter_map(|l| l.strip_prefix(&prefix))
         .map(|rest| {
             let cells: Vec<&str> = rest.split(',').collect();
-            (cells[1].to_owned(), micros(cells[2].parse().unwrap()))
+            (cells[1].to_owned(), exact_micros(cells[2]))
         })
         .collect()
 }
@@ -162,10 +195,19 @@ fn check_against_records(report: &Value, csv: &str, sim: &SimHandle, month: Ym) 
     assert!(expected.len() > 2, "the generated org used credits in {}", month.key());
     let got = report_by_code(report);
     assert_eq!(got, expected, "per operation type, report vs the simulator's records");
+    let total = json_micros(&report["total_credits"]);
+    assert_eq!(total, expected.values().sum::<i64>(), "total");
+    // Exact money adds up exactly: every member plus the unattributed credits is the total.
+    let members: i64 = report["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no members in {report}"))
+        .iter()
+        .map(|m| json_micros(&m["credits"]))
+        .sum();
     assert_eq!(
-        micros(report["total_credits"].as_f64().unwrap()),
-        expected.values().sum::<i64>(),
-        "total"
+        members + json_micros(&report["unattributed_credits"]),
+        total,
+        "members + unattributed"
     );
     assert_eq!(csv_by_code(csv, month), expected, "the CSV's operation_type rows");
     got
@@ -211,8 +253,8 @@ async fn monthly_report_archives_mails_once_and_both_sources_agree() {
     assert_eq!(report["total_credits"], s["total_credits"]);
     assert_eq!(report["operation_types"], s["operation_types"]);
     assert_eq!(
-        report["balance"]["available_credits"].as_f64(),
-        Some(world.sim.org().available_credits)
+        json_micros(&report["balance"]["available_credits"]),
+        micros(world.sim.org().available_credits)
     );
     assert!(
         csv.starts_with("month,section,name,code,credits,share_percent\n"),

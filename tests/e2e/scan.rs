@@ -1,18 +1,18 @@
 //! scan-credits end to end: the real binary, under the Runtime API emulator, against
 //! portal-sim and a DynamoDB ledger in moto.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use portal_sim::{GenParams, MemberState, UsageRecord, generate};
 use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// The notebook's rule applied to the simulator's state, written independently of
-/// credit-core: strictly below 10 % (critical) or 50 % (warning) of the allocation left,
+/// The alert rule applied to the simulator's state, written independently of
+/// the shared crate: strictly below 10 % (critical) or 50 % (warning) of the allocation left,
 /// for limited, enabled, non-viewer members with a non-zero allocation; overspent members are
 /// critical whatever their allocation.
-fn notebook_rule(members: &[MemberState]) -> (BTreeSet<String>, BTreeSet<String>) {
+fn alert_rule(members: &[MemberState]) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut critical = BTreeSet::new();
     let mut warning = BTreeSet::new();
     for m in members {
@@ -40,7 +40,7 @@ fn names(summary: &Value, list: &str) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scan_flags_the_notebooks_sets_and_alerts_once_per_crossing() {
+async fn scan_flags_the_critical_and_warning_sets_and_alerts_once_per_crossing() {
     let world = World::new(generate(&GenParams::new(400, 11, chrono::Utc::now().date_naive()))).await;
     let function = world.start("scan-credits", &[]);
     let event = fixture("scheduler-input.json");
@@ -53,7 +53,7 @@ async fn scan_flags_the_notebooks_sets_and_alerts_once_per_crossing() {
         function.output()
     );
     let s = &first.payload;
-    let (critical, warning) = notebook_rule(&world.sim.members());
+    let (critical, warning) = alert_rule(&world.sim.members());
     assert_eq!(names(s, "critical"), critical);
     assert_eq!(names(s, "warning"), warning);
     assert!(critical.contains("overspent") && !critical.contains("edge_10pct") && !warning.contains("edge_50pct"));
@@ -81,6 +81,12 @@ async fn scan_flags_the_notebooks_sets_and_alerts_once_per_crossing() {
         .collect();
     assert_eq!(recorded, critical.union(&warning).cloned().collect());
     assert_eq!(world.ledger_where("RUN#scan-credits").await.len(), 1);
+    // Without AUTO_TOP_UP_TO the scan stays off the money path: no request, grant or audit.
+    assert_eq!(s["top_up"]["status"], "off", "{}", s["top_up"]);
+    for money in ["REQ#", "BUDGET", "AUDIT#", "LOCK"] {
+        assert!(world.ledger_where(money).await.is_empty(), "{money} written by a scan");
+    }
+    assert!(world.sim.allocation_calls().is_empty());
 
     // The same scheduled event again (a retried invocation): no email.
     let retry = world.invoke("scan-credits", &event).await;
@@ -164,5 +170,156 @@ async fn scan_accepts_every_schedule_shape_and_refuses_garbage() {
         bad.payload.to_string().contains("dryrun"),
         "the error names the bad field: {}",
         bad.payload
+    );
+}
+
+/// The automatic top-up goes through the one apply path: the critical members below the
+/// target are topped up under the run's own key, every batch announced by an audit intent and
+/// every change audited under the scan's job identity; a redelivered run changes nothing; and
+/// what the top-up granted counts against the daily budget allocate is held to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automatic_top_up_is_applied_once_audited_and_counted_against_the_day() {
+    let world = World::new(generate(&GenParams::new(150, 5, chrono::Utc::now().date_naive()))).await;
+    let (critical, _) = alert_rule(&world.sim.members());
+    let before: BTreeMap<String, MemberState> = world
+        .sim
+        .members()
+        .into_iter()
+        .filter(|m| critical.contains(&m.username))
+        .map(|m| (m.username.clone(), m))
+        .collect();
+    // The members the top-up must change (below 200 available) and what it grants in all, in
+    // micro-credits so the sum is exact.
+    let increases: BTreeMap<String, i64> = before
+        .values()
+        .filter(|m| m.available_credits < 200.0)
+        .map(|m| (m.username.clone(), ((200.0 - m.available_credits) * 1e6).round() as i64))
+        .collect();
+    assert!(
+        increases.contains_key("overspent") && increases.len() >= 2,
+        "{increases:?}"
+    );
+    let total: i64 = increases.values().sum();
+    let largest = increases.values().max().copied().unwrap_or(0);
+    // Guardrails that let the top-up through and leave allocate 100 credits for the day.
+    let per_member = (largest / 1_000_000 + 1).max(1_000).to_string();
+    let per_plan = (total / 1_000_000 + 1_000).to_string();
+    let per_day = format!(
+        "{}.{:06}",
+        (total + 100_000_000) / 1_000_000,
+        (total + 100_000_000) % 1_000_000
+    );
+    let guardrails = [
+        ("AUTO_TOP_UP_TO", "200"),
+        ("MAX_CREDITS_PER_MEMBER", per_member.as_str()),
+        ("MAX_CREDITS_PER_PLAN", per_plan.as_str()),
+        ("MAX_CREDITS_PER_DAY", per_day.as_str()),
+    ];
+    let scan_fn = world.start("scan-credits", &guardrails);
+    let _allocate_fn = world.start("allocate", &guardrails);
+
+    let event = json!({"scheduled_time": chrono::Utc::now().to_rfc3339()});
+    let first = world.invoke("scan-credits", &event).await;
+    assert!(
+        first.function_error.is_none(),
+        "{:?}\n{}",
+        first.payload,
+        scan_fn.output()
+    );
+    let s = &first.payload;
+    assert_eq!(names(s, "critical"), critical, "the scan rates before it tops up");
+    let top_up = &s["top_up"];
+    assert_eq!(top_up["status"], "applied", "{top_up}");
+    assert_eq!(top_up["requested"], increases.len(), "{top_up}");
+    assert_eq!(top_up["applied"], increases.len(), "{top_up}");
+    assert_eq!(top_up["not_applied"], json!([]), "{top_up}");
+    assert_eq!(
+        (&top_up["incomplete"], &top_up["resumed"]),
+        (&json!(false), &json!(false))
+    );
+    let applied = s["allocations_applied"].as_array().expect("allocations_applied");
+    assert_eq!(
+        applied
+            .iter()
+            .map(|a| a["username"].as_str().unwrap().to_owned())
+            .collect::<BTreeSet<_>>(),
+        increases.keys().cloned().collect::<BTreeSet<_>>()
+    );
+    for a in applied {
+        let u = a["username"].as_str().unwrap();
+        assert_eq!(a["available_after"], json!(200), "an exact amount: {a}");
+        let m = world.sim.member(u).unwrap();
+        assert!((m.available_credits - 200.0).abs() < 1e-6, "{u}: {m:?}");
+        assert_eq!(m.consumed, before[u].consumed, "{u}: only the allocation moved");
+    }
+    assert_eq!(world.sim.allocation_calls().len(), 1, "one batch");
+    assert_eq!(world.sim.notifications().len(), 1);
+
+    // Audited under the job's identity: one intent for the batch, one change per member.
+    let intents = world.audit("intent").await;
+    let changes = world.audit("change").await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(changes.len(), increases.len(), "{changes:?}");
+    for r in intents.iter().chain(&changes) {
+        assert_eq!(r["caller"]["kind"], "job", "{r}");
+        assert_eq!(r["caller"]["principal_id"], "scan-credits", "{r}");
+        assert_eq!(r["source"], "scan-credits auto top-up", "{r}");
+    }
+    for r in &changes {
+        assert_eq!(r["matches_plan"], true, "{r}");
+        assert_eq!(r["observed"]["available"], json!(200), "{r}");
+        assert_eq!(r["observed"]["assigned"], r["planned"], "{r}");
+    }
+    crate::allocate::assert_lock_free(&world).await;
+    let calls_after_first = world.sim.allocation_calls().len();
+
+    // The same run delivered again: no email, no allocation, no audit.
+    let again = world.invoke("scan-credits", &event).await;
+    assert!(again.function_error.is_none(), "{:?}", again.payload);
+    assert!(again.payload["duplicate_of"].is_object(), "{}", again.payload);
+    assert_ne!(again.payload["top_up"]["status"], "applied", "{}", again.payload);
+    assert_eq!(world.sim.allocation_calls().len(), calls_after_first);
+    assert_eq!(world.sim.notifications().len(), 1, "a redelivered run sends nothing");
+    assert_eq!(world.ledger_where("AUDIT#").await.len(), intents.len() + changes.len());
+
+    // The top-up's grant counts against the rolling day allocate is held to: 100 credits are
+    // left, so 150 more are refused and 50 go through.
+    let allocation = |body: &str, key: &str| {
+        let mut event = fixture("apigw-v2-allocations-iam.json");
+        event["body"] = json!(body);
+        event["headers"]["content-length"] = json!(body.len().to_string());
+        event["headers"]["idempotency-key"] = json!(key);
+        event
+    };
+    let out = world
+        .invoke(
+            "allocate",
+            &allocation(r#"{"allocations":[{"username":"jdoe","add":150}]}"#, "day-1"),
+        )
+        .await;
+    let reply: Value = serde_json::from_str(out.payload["body"].as_str().unwrap_or("null")).unwrap_or_default();
+    assert_eq!(out.payload["statusCode"], 422, "{reply}");
+    let problem = reply["problems"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["guardrail"] == "max_per_day"))
+        .unwrap_or_else(|| panic!("no max_per_day problem: {reply}"));
+    assert!(
+        problem["problem"].as_str().is_some_and(|t| t.contains("leaving 100 ")),
+        "{problem}"
+    );
+    let out = world
+        .invoke(
+            "allocate",
+            &allocation(r#"{"allocations":[{"username":"jdoe","add":50}]}"#, "day-2"),
+        )
+        .await;
+    let reply: Value = serde_json::from_str(out.payload["body"].as_str().unwrap_or("null")).unwrap_or_default();
+    assert_eq!(out.payload["statusCode"], 200, "{reply}");
+    assert_eq!(
+        reply["org"]["granted_last_24h"]
+            .as_f64()
+            .map(|g| (g * 1e6).round() as i64),
+        Some(total),
+        "{reply}"
     );
 }

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{
 };
 use portal_sim::{Org, SimHandle, generate::*};
 use serde_json::{Value, json};
-use testkit::lambda::{FunctionProcess, Invocation, RuntimeEmulator};
+use testkit::lambda::{FunctionProcess, Invocation, Invoker, RuntimeEmulator};
 use testkit::moto::moto;
 
 /// AWS SDK config for moto, built explicitly (no process-environment mutation).
@@ -19,7 +19,7 @@ pub async fn aws() -> aws_config::SdkConfig {
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "testing", "testing", None, None, "e2e",
         ))
-        .http_client(credit_core::secrets::ring_http_client())
+        .http_client(shared::secrets::ring_http_client())
         .load()
         .await
 }
@@ -114,9 +114,48 @@ impl World {
         FunctionProcess::spawn(&self.emulator, name, &self.env(extra))
     }
 
+    /// Starts function `name` like [`World::start`], behind a Runtime API proxy that gives each
+    /// invocation `timeout` (a real context deadline, as Lambda sends, instead of the
+    /// emulator's placeholder). Used by the fault matrix (`tests/faults`).
+    #[allow(dead_code)]
+    pub fn start_with_timeout(
+        &self,
+        name: &str,
+        extra: &[(&str, &str)],
+        timeout: std::time::Duration,
+    ) -> FunctionProcess {
+        FunctionProcess::spawn_with_timeout(&self.emulator, name, &self.env(extra), timeout)
+    }
+
     /// Invokes `name` with `payload`.
     pub async fn invoke(&self, name: &str, payload: &Value) -> Invocation {
         self.emulator.invoke(name, payload).await
+    }
+
+    /// An owned invoker for concurrent invocations (moved into tasks). Used by the fault
+    /// matrix (`tests/faults`).
+    #[allow(dead_code)]
+    pub fn invoker(&self) -> Invoker {
+        self.emulator.invoker()
+    }
+
+    /// The audit trail's items of `kind` (`change` or `intent`): each item's `record` (the
+    /// JSON of the entry), in sort-key order.
+    pub async fn audit(&self, kind: &str) -> Vec<Value> {
+        let mut items: Vec<_> = self
+            .ledger_where("AUDIT#")
+            .await
+            .into_iter()
+            .filter(|i| attr(i, "kind") == Some(kind))
+            .collect();
+        items.sort_by(|a, b| attr(a, "sk").cmp(&attr(b, "sk")));
+        items
+            .iter()
+            .map(|i| {
+                let record = attr(i, "record").unwrap_or("null");
+                serde_json::from_str(record).unwrap_or_else(|e| panic!("audit record is not JSON ({e}): {record}"))
+            })
+            .collect()
     }
 
     /// Every ledger item, as plain maps.

@@ -1,65 +1,50 @@
-//! monthly-report: the monthly credits report (issue 5), triggered on the 1st of each month.
+//! monthly-report: the monthly credits report, triggered on the 1st of each month.
 //!
-//! Thin on purpose: cold start reads the configuration (failing with every problem at once,
-//! and with a clear message when `REPORT_BUCKET` or `LEDGER_TABLE` is missing), builds the
-//! Secrets Manager cache, the S3 store and the DynamoDB ledger once, and hands each event to
-//! [`credit_core::monthly`], where the month rules, the report and the once-only email live.
+//! Thin on purpose: cold start builds the settings (failing with every problem at once, and
+//! with a clear message when `REPORT_BUCKET` or `LEDGER_TABLE` is missing), the Secrets
+//! Manager cache, the S3 store and the DynamoDB ledger once, and hands each event to
+//! [`shared::monthly`], where the month rules, the report and the once-only email live.
 //! The event is checked before anything else happens: bad input fails without a request to
 //! ArcGIS, AWS or anything else.
 
 use chrono::Utc;
-use credit_core::config::{Config, ConfigError};
-use credit_core::connect::{ArcgisSource, ConnectError};
-use credit_core::ledger::Ledger;
-use credit_core::monthly::{self, Deps, MonthlyError, ReportSettings, ReportStore, RunSummary};
-use credit_core::secrets::SecretCache;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
 use serde_json::Value;
+use shared::config::Config;
+use shared::connect::{ArcgisSource, ConnectError};
+use shared::ledger::Ledger;
+use shared::monthly::{self, Deps, MonthlyError, ReportSettings, ReportStore, RunSummary};
+use shared::startup::{self, StartupError};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tracing::init_default_subscriber();
-    let config = Config::from_env().map_err(StartupError::Config)?;
-    let bucket = config.report_bucket.clone().ok_or(StartupError::NoReportBucket)?;
-    let table = config.ledger_table.clone().ok_or(StartupError::NoLedgerTable)?;
-    let secrets = SecretCache::from_env(config.secret_ttl).await;
-    let app = App {
-        settings: ReportSettings::from_config(&config),
-        arcgis: ArcgisSource::from_secret(secrets, config.arcgis_secret_id.clone()),
-        store: ReportStore::from_env(bucket).await,
-        ledger: Ledger::dynamo_from_env(table).await,
-        config,
-    };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&app, event))).await
+    let state = State::from_env().await.map_err(|e| startup::refuse(monthly::JOB, e))?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&state, event))).await
 }
 
-/// Why the function cannot start: reported once at cold start, before any event is taken.
-#[derive(Debug, thiserror::Error)]
-enum StartupError {
-    /// Every invalid or missing variable, together.
-    #[error(transparent)]
-    Config(ConfigError),
-    /// The report has nowhere to go.
-    #[error(
-        "REPORT_BUCKET: required by monthly-report (the S3 bucket that receives \
-        reports/YYYY-MM/credits.csv, .json and .html); set it to the reports bucket's name"
-    )]
-    NoReportBucket,
-    /// Without the ledger a retried run would email the admin contacts again.
-    #[error(
-        "LEDGER_TABLE: required by monthly-report (the month's run claim makes the report email \
-        go out once); set it to the ledger's DynamoDB table name"
-    )]
-    NoLedgerTable,
-}
-
-/// What every invocation shares, built once per container.
-struct App {
+/// Built once per container: the report's validated settings, the ArcGIS credentials
+/// source, the S3 store the reports go to and the ledger that keeps each month's run.
+struct State {
     config: Config,
     settings: ReportSettings,
     arcgis: ArcgisSource,
     store: ReportStore,
     ledger: Ledger,
+}
+
+impl State {
+    async fn from_env() -> Result<State, StartupError> {
+        let config = Config::from_env()?;
+        let settings = ReportSettings::from_config(&config)?;
+        Ok(State {
+            arcgis: ArcgisSource::from_config(&config).await,
+            store: ReportStore::from_env(settings.bucket.clone()).await,
+            ledger: Ledger::dynamo_from_env(settings.ledger_table.clone()).await,
+            settings,
+            config,
+        })
+    }
 }
 
 /// Everything an invocation can fail with; [`Diagnostic::error_type`] says which.
@@ -87,21 +72,21 @@ impl From<HandlerError> for Diagnostic {
 }
 
 /// One invocation: the month is decided and checked first (no I/O), then the report is made.
-async fn handler(app: &App, event: LambdaEvent<Value>) -> Result<RunSummary, HandlerError> {
+async fn handler(state: &State, event: LambdaEvent<Value>) -> Result<RunSummary, HandlerError> {
     let now = Utc::now();
-    let resolved = monthly::plan(event.payload, now).inspect_err(|e| {
+    let resolved = monthly::resolve_month(event.payload, now).inspect_err(|e| {
         tracing::error!(kind = e.kind(), error = %e, "monthly-report refused its input");
     })?;
-    let client = app.arcgis.client(&app.config).await?;
+    let client = state.arcgis.client(&state.config).await?;
     let deps = Deps {
         client: &client,
-        store: &app.store,
-        ledger: &app.ledger,
-        settings: &app.settings,
+        store: &state.store,
+        ledger: &state.ledger,
+        settings: &state.settings,
     };
     monthly::execute(resolved, deps, now).await.map_err(|e| {
         if e.is_sign_in_failure() {
-            app.arcgis.forget_credentials();
+            state.arcgis.forget_credentials();
         }
         tracing::error!(kind = e.kind(), error = %e, "monthly-report failed");
         e.into()
@@ -112,13 +97,12 @@ async fn handler(app: &App, event: LambdaEvent<Value>) -> Result<RunSummary, Han
 mod tests {
     use super::*;
 
-    use chrono::{DateTime, NaiveDate};
-    use credit_core::arcgis::{Client, ClientConfig, Credentials, Secret};
-    use credit_core::monthly::{Month, MonthFrom};
-    use credit_core::schedule::{self, ReportInput};
+    use chrono::DateTime;
+
     use lambda_runtime::Context;
-    use portal_sim::generate::{ADMIN_PASSWORD, ADMIN_USERNAME};
-    use portal_sim::{GenParams, generate};
+    use shared::monthly::{Month, MonthFrom};
+    use shared::schedule::{self, ReportInput};
+
     use serde_json::json;
 
     use testkit::fixtures::fixture;
@@ -142,12 +126,12 @@ mod tests {
         for (name, want, from) in cases {
             if name == "scheduler-input.json" {
                 // scan-credits' Input: monthly-report refuses its keys rather than guess.
-                let err = monthly::plan(fixture(name), now).unwrap_err();
+                let err = monthly::resolve_month(fixture(name), now).unwrap_err();
                 assert_eq!(err.kind(), "InvalidEvent", "{name}");
                 assert!(err.to_string().contains("unknown field `dry_run`"), "{err}");
                 continue;
             }
-            let r = monthly::plan(fixture(name), now).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let r = monthly::resolve_month(fixture(name), now).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!((r.month, r.from), (month(want), from), "{name}");
         }
         // The legacy rule's envelope: the month before its `time` (2015-10-08) — reportable
@@ -155,9 +139,9 @@ mod tests {
         let legacy = fixture("eventbridge-scheduled-event.json");
         let run = schedule::decode::<ReportInput>(legacy.clone()).unwrap();
         assert_eq!(run.scheduled_time, Some(at("2015-10-08T16:53:06Z")));
-        let r = monthly::plan(legacy.clone(), at("2015-10-08T16:53:07Z")).unwrap();
+        let r = monthly::resolve_month(legacy.clone(), at("2015-10-08T16:53:07Z")).unwrap();
         assert_eq!((r.month, r.from), (month("2015-09"), MonthFrom::ScheduleTime));
-        let err = monthly::plan(legacy, now).unwrap_err();
+        let err = monthly::resolve_month(legacy, now).unwrap_err();
         assert_eq!(err.kind(), "MonthOutsideUsageRetention");
     }
 
@@ -175,25 +159,100 @@ mod tests {
             (json!("2026-10"), "InvalidEvent"),
         ];
         for (event, kind) in cases {
-            let err = monthly::plan(event.clone(), now).unwrap_err();
+            let err = monthly::resolve_month(event.clone(), now).unwrap_err();
             let d = Diagnostic::from(HandlerError::from(err));
             assert_eq!(d.error_type, kind, "{event}: {}", d.error_message);
             assert!(!d.error_message.is_empty());
         }
     }
 
+    /// A configuration from `vars` alone (no process environment).
+    fn config_of(vars: &[(&str, &str)]) -> Result<Config, shared::config::ConfigError> {
+        Config::from_lookup(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()))
+    }
+
     #[test]
     fn startup_errors_name_the_variable() {
+        let secret = ("ARCGIS_SECRET_ID", "test");
+        let cases = [
+            (vec![secret, ("LEDGER_TABLE", "ledger")], "REPORT_BUCKET"),
+            // Empty counts as unset.
+            (
+                vec![secret, ("REPORT_BUCKET", "  "), ("LEDGER_TABLE", "ledger")],
+                "REPORT_BUCKET",
+            ),
+            (vec![secret, ("REPORT_BUCKET", "reports")], "LEDGER_TABLE"),
+            (vec![secret], "REPORT_BUCKET"),
+        ];
+        for (vars, missing) in cases {
+            let config = config_of(&vars).expect("the shared configuration is valid");
+            let err = ReportSettings::from_config(&config).expect_err(missing);
+            assert!(
+                matches!(err, StartupError::Required { variable, function: monthly::JOB, .. } if variable == missing),
+                "{vars:?}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("{missing}: required by monthly-report")),
+                "{text}"
+            );
+            // `main` returns the error, which Rust prints with Debug: the same readable line.
+            let refused = startup::refuse(monthly::JOB, err);
+            assert_eq!(format!("{refused:?}"), text);
+        }
+
+        // Invalid shared variables are a start-up error too, each named.
+        let err: StartupError = config_of(&[
+            secret,
+            ("REPORT_BUCKET", "reports"),
+            ("LEDGER_TABLE", "ledger"),
+            ("REPORT_TOP_N", "0"),
+            ("REPORT_SOURCE", "spreadsheet"),
+        ])
+        .expect_err("invalid")
+        .into();
+        let text = err.to_string();
+        assert!(matches!(err, StartupError::Config(_)), "{text}");
         assert!(
-            StartupError::NoReportBucket
-                .to_string()
-                .starts_with("REPORT_BUCKET: required")
+            text.contains("REPORT_TOP_N") && text.contains("REPORT_SOURCE"),
+            "{text}"
         );
-        assert!(
-            StartupError::NoLedgerTable
-                .to_string()
-                .starts_with("LEDGER_TABLE: required")
+    }
+
+    #[test]
+    fn settings_hold_exactly_what_the_report_uses() {
+        let config = config_of(&[
+            ("ARCGIS_SECRET_ID", "test"),
+            ("REPORT_BUCKET", "reports"),
+            ("LEDGER_TABLE", "ledger"),
+            ("REPORT_SOURCE", "report-item"),
+            ("KEEP_REPORT_ITEMS", "true"),
+            ("REPORT_TOP_N", "5"),
+            ("NOTIFY_CHANNEL", "builtin"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ReportSettings::from_config(&config).unwrap(),
+            ReportSettings {
+                bucket: "reports".into(),
+                ledger_table: "ledger".into(),
+                source: shared::config::ReportSource::ReportItem,
+                keep_report_items: true,
+                top_n: 5,
+                notify_channel: shared::arcgis::NotifyChannel::Builtin,
+            }
         );
+        let defaults = config_of(&[
+            ("ARCGIS_SECRET_ID", "test"),
+            ("REPORT_BUCKET", "reports"),
+            ("LEDGER_TABLE", "ledger"),
+        ])
+        .unwrap();
+        let settings = ReportSettings::from_config(&defaults).unwrap();
+        assert_eq!(settings.source, shared::config::ReportSource::Usage);
+        assert!(!settings.keep_report_items);
+        assert_eq!(settings.top_n, 10);
+        assert_eq!(settings.notify_channel, shared::arcgis::NotifyChannel::Email);
     }
 
     /// A store whose endpoint refuses connections: any S3 call would fail loudly.
@@ -204,37 +263,31 @@ mod tests {
             .credentials_provider(aws_sdk_s3::config::Credentials::new("t", "t", None, None, "tests"))
             .endpoint_url("http://127.0.0.1:1")
             .force_path_style(true)
-            .http_client(credit_core::secrets::ring_http_client())
+            .http_client(shared::secrets::ring_http_client())
             .build();
         ReportStore::new(aws_sdk_s3::Client::from_conf(config), "reports")
     }
 
     #[tokio::test]
     async fn bad_input_fails_before_any_request() {
-        let as_of = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
-        let sim = portal_sim::start(generate(&GenParams::new(20, 7, as_of)))
-            .await
-            .unwrap();
-        let credentials = Credentials::UserPassword {
-            username: ADMIN_USERNAME.to_owned(),
-            password: Secret::new(ADMIN_PASSWORD),
-        };
-        let client = Client::new(ClientConfig::new(sim.rest_url(), credentials)).unwrap();
+        let sim = testkit::arcgis::sim_with(20, 7).await;
+        let client = testkit::arcgis::admin_client(&sim);
         let config = Config::from_lookup(|name| match name {
             "ARCGIS_SECRET_ID" => Some("test".to_owned()),
             "REPORT_BUCKET" => Some("reports".to_owned()),
+            "LEDGER_TABLE" => Some("ledger".to_owned()),
             _ => None,
         })
         .unwrap();
-        let app = App {
-            settings: ReportSettings::from_config(&config),
+        let state = State {
+            settings: ReportSettings::from_config(&config).expect("valid settings"),
             arcgis: ArcgisSource::Fixed(client),
             store: unreachable_store(),
             ledger: Ledger::memory(),
             config,
         };
         let event = LambdaEvent::new(json!({"month": "2026-13"}), Context::default());
-        let err = handler(&app, event).await.unwrap_err();
+        let err = handler(&state, event).await.unwrap_err();
         assert_eq!(Diagnostic::from(err).error_type, "InvalidMonth");
         assert_eq!(sim.total_requests(), 0, "nothing was asked of ArcGIS");
     }

@@ -1,68 +1,53 @@
-//! scan-credits: the daily credits watchdog (issue 4).
+//! scan-credits: the daily credits watchdog.
 //!
-//! Thin on purpose: cold start reads the configuration (failing with every problem at once),
-//! builds the Secrets Manager cache and the DynamoDB ledger once, and hands each scheduled
-//! event to [`credit_core::scan`], where the workflow and its once-only guarantees live. This
-//! file only decodes the event (any of the three schedule shapes), picks the run key, writes
-//! the run's metrics line, and maps errors to a meaningful Lambda `errorType`.
+//! Thin on purpose: cold start builds the settings (failing with every problem at once), the
+//! Secrets Manager cache and the DynamoDB ledger once, and hands each scheduled event to
+//! [`shared::scan`], where the workflow and its once-only guarantees live. This file only
+//! decodes the event (any of the three schedule shapes), picks the run key, writes the run's
+//! metrics line, and maps errors to a meaningful Lambda `errorType`.
 
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use credit_core::config::{Config, ConfigError};
-use credit_core::connect::{ArcgisSource, ConnectError};
-use credit_core::ledger::Ledger;
-use credit_core::scan::{self, ScanDeps, ScanError, ScanRequest, ScanSummary};
-use credit_core::schedule::{self, EventError, ScanInput};
-use credit_core::secrets::SecretCache;
-use credit_core::telemetry;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
 use serde_json::{Map, Value, json};
+use shared::apply::Deadline;
+use shared::config::Config;
+use shared::connect::{ArcgisSource, ConnectError};
+use shared::ledger::Ledger;
+use shared::scan::settings::FALLBACK_TIMEOUT;
+use shared::scan::{self, ScanDeps, ScanError, ScanRequest, ScanSettings, ScanSummary};
+use shared::schedule::{self, EventError, ScanInput};
+use shared::startup::{self, StartupError};
+use shared::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tracing::init_default_subscriber();
-    let config = Config::from_env().map_err(|e| refuse_to_start(StartupError::Config(e)))?;
-    let table = config
-        .ledger_table
-        .clone()
-        .ok_or_else(|| refuse_to_start(StartupError::NoLedgerTable))?;
-    let secrets = SecretCache::from_env(config.secret_ttl).await;
-    let ledger = Ledger::dynamo_from_env(table).await;
-    let deps = Deps {
-        arcgis: ArcgisSource::from_secret(secrets, config.arcgis_secret_id.clone()),
-        ledger,
-        config,
-    };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&deps, event))).await
+    let state = State::from_env().await.map_err(|e| startup::refuse(scan::JOB, e))?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&state, event))).await
 }
 
-/// Why the function cannot start: reported once at cold start, before any event is taken.
-#[derive(Debug, thiserror::Error)]
-enum StartupError {
-    /// Every invalid or missing variable, together.
-    #[error(transparent)]
-    Config(ConfigError),
-    /// Without the ledger there is no run claim and no alert state, so no once-only email.
-    #[error(
-        "LEDGER_TABLE: required by scan-credits (run claims and alert state make each alert \
-        email go out once); set it to the ledger's DynamoDB table name"
-    )]
-    NoLedgerTable,
-}
-
-/// Logs why the function cannot start (as one readable line, through the same subscriber as
-/// every other log) before `main` returns the error and Lambda reports the failed init.
-fn refuse_to_start(e: StartupError) -> StartupError {
-    tracing::error!(error = %e, "scan-credits cannot start");
-    e
-}
-
-/// What every invocation shares, built once per container.
-struct Deps {
+/// Built once per container: the scan's validated settings, the ArcGIS credentials source
+/// (its secret cached between invocations) and the ledger that keeps runs and alerts.
+struct State {
     arcgis: ArcgisSource,
     ledger: Ledger,
     config: Config,
+    settings: ScanSettings,
+}
+
+impl State {
+    async fn from_env() -> Result<State, StartupError> {
+        let config = Config::from_env()?;
+        let settings = ScanSettings::from_config(&config)?;
+        Ok(State {
+            arcgis: ArcgisSource::from_config(&config).await,
+            ledger: Ledger::dynamo_from_env(settings.ledger_table.clone()).await,
+            config,
+            settings,
+        })
+    }
 }
 
 /// Everything an invocation can fail with; [`Diagnostic::error_type`] says which.
@@ -97,26 +82,28 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
-async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
-    handle(deps, event, &mut std::io::stdout()).await
+async fn handler(state: &State, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
+    handle(state, event, &mut std::io::stdout()).await
 }
 
 /// The handler with its metrics sink as a parameter, so tests capture the EMF line.
-async fn handle(deps: &Deps, event: LambdaEvent<Value>, metrics_out: &mut impl Write) -> Result<Value, HandlerError> {
+async fn handle(state: &State, event: LambdaEvent<Value>, metrics_out: &mut impl Write) -> Result<Value, HandlerError> {
     let (payload, context) = event.into_parts();
-    let request = decode(payload, &context.request_id, Utc::now())?;
+    let now = Utc::now();
+    let deadline = Deadline::from_context(context.deadline, now, FALLBACK_TIMEOUT);
+    let request = decode(payload, &context.request_id, now, deadline)?;
     tracing::info!(
         run_key = %request.run_key,
         dry_run = request.input.dry_run,
         "scan-credits starting"
     );
-    let client = deps.arcgis.client(&deps.config).await?;
-    let scan_deps = ScanDeps {
+    let client = state.arcgis.client(&state.config).await?.until(deadline.work_until());
+    let deps = ScanDeps {
         client: &client,
-        ledger: &deps.ledger,
-        config: &deps.config,
+        ledger: &state.ledger,
+        settings: &state.settings,
     };
-    let result = scan::scan(&scan_deps, &request).await;
+    let result = scan::scan(&deps, &request).await;
     let summary = match &result {
         Ok(s) => Some(s),
         Err(e) => e.summary(),
@@ -131,7 +118,7 @@ async fn handle(deps: &Deps, event: LambdaEvent<Value>, metrics_out: &mut impl W
         Ok(s) => serde_json::to_value(&s).map_err(HandlerError::Summary),
         Err(e) => {
             if e.is_sign_in_refused() {
-                deps.arcgis.forget_credentials();
+                state.arcgis.forget_credentials();
             }
             tracing::error!(kind = e.kind(), error = %e, "scan-credits failed");
             Err(e.into())
@@ -141,7 +128,12 @@ async fn handle(deps: &Deps, event: LambdaEvent<Value>, metrics_out: &mut impl W
 
 /// Decodes any of the three schedule shapes and picks the run key: the schedule time when the
 /// event carries one (so every delivery of one firing shares it), else the request id.
-fn decode(payload: Value, request_id: &str, now: DateTime<Utc>) -> Result<ScanRequest, HandlerError> {
+fn decode(
+    payload: Value,
+    request_id: &str,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<ScanRequest, HandlerError> {
     let run = schedule::decode::<ScanInput>(payload)?;
     Ok(ScanRequest {
         run_key: run.run_key(request_id),
@@ -149,6 +141,7 @@ fn decode(payload: Value, request_id: &str, now: DateTime<Utc>) -> Result<ScanRe
         as_of: run.scheduled_time.unwrap_or(now),
         input: run.input,
         now,
+        deadline,
     })
 }
 
@@ -162,7 +155,7 @@ fn emit_metrics(
     outcome: &str,
 ) -> std::io::Result<()> {
     let mut properties = Map::new();
-    properties.insert("function".into(), json!("scan-credits"));
+    properties.insert("function".into(), json!(scan::JOB));
     properties.insert("run_key".into(), json!(summary.run_key));
     properties.insert("dry_run".into(), json!(summary.dry_run));
     properties.insert("duplicate".into(), json!(summary.duplicate_of.is_some()));
@@ -174,13 +167,14 @@ fn emit_metrics(
 mod tests {
     use super::*;
 
-    use chrono::NaiveDate;
-    use credit_core::arcgis::{Client, ClientConfig, Credentials, Secret};
     use lambda_runtime::Context;
-    use portal_sim::generate::{ADMIN_PASSWORD, ADMIN_USERNAME};
-    use portal_sim::{GenParams, generate};
+    use shared::credits::member::Credits;
 
     use testkit::fixtures::fixture;
+
+    fn deadline() -> Deadline {
+        Deadline::after(std::time::Duration::from_secs(60), now())
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-26T06:00:07Z")
@@ -196,7 +190,8 @@ mod tests {
             ("eventbridge-scheduled-event.json", "2015-10-08T16:53:06Z"),
         ];
         for (name, key) in cases {
-            let req = decode(fixture(name), "req-1", now()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let deadline = deadline();
+            let req = decode(fixture(name), "req-1", now(), deadline).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(req.run_key, key, "{name}");
             assert_eq!(req.as_of.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), key);
             assert_eq!(
@@ -207,9 +202,10 @@ mod tests {
                 }
             );
             assert_eq!((req.request_id.as_str(), req.now), ("req-1", now()));
+            assert_eq!(req.deadline, deadline, "{name}: the invocation's deadline is passed on");
         }
         // A manual invocation without a schedule time is keyed by its request id.
-        let manual = decode(json!({"dry_run": true}), "req-2", now()).unwrap();
+        let manual = decode(json!({"dry_run": true}), "req-2", now(), deadline()).unwrap();
         assert_eq!(manual.run_key, "request:req-2");
         assert_eq!(manual.as_of, now());
         assert!(manual.input.dry_run);
@@ -217,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_bad_event_is_an_invalid_event_diagnostic() {
-        let err = decode(json!({"dryRun": true}), "r", now()).unwrap_err();
+        let err = decode(json!({"dryRun": true}), "r", now(), deadline()).unwrap_err();
         let d = Diagnostic::from(err);
         assert_eq!(d.error_type, "InvalidEvent");
         assert!(
@@ -225,46 +221,132 @@ mod tests {
             "{}",
             d.error_message
         );
-        let d = Diagnostic::from(decode(json!("hello"), "r", now()).unwrap_err());
+        let d = Diagnostic::from(decode(json!("hello"), "r", now(), deadline()).unwrap_err());
         assert_eq!(d.error_type, "InvalidEvent");
+    }
+
+    /// A simulator with a generated org, and the handler's state for it with `vars` set
+    /// (besides the secret id and the ledger table).
+    async fn setup(vars: &[(&str, &str)]) -> (portal_sim::SimHandle, State) {
+        let sim = testkit::arcgis::sim_with(120, 7).await;
+        let client = testkit::arcgis::admin_client(&sim);
+        let config = Config::from_lookup(|name| match name {
+            "ARCGIS_SECRET_ID" => Some("test".to_owned()),
+            "LEDGER_TABLE" => Some("ledger".to_owned()),
+            _ => vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()),
+        })
+        .unwrap();
+        let state = State {
+            arcgis: ArcgisSource::Fixed(client),
+            ledger: Ledger::memory(),
+            settings: ScanSettings::from_config(&config).unwrap(),
+            config,
+        };
+        (sim, state)
+    }
+
+    /// The scheduled firing of 2026-11-26 06:00, delivered under `request_id`.
+    fn event(request_id: &str) -> LambdaEvent<Value> {
+        let mut context = Context::default();
+        context.request_id = request_id.to_owned();
+        LambdaEvent::new(fixture("scheduler-default-envelope.json"), context)
+    }
+
+    fn credits(value: &Value) -> Credits {
+        Credits::from_json(value).unwrap_or_else(|| panic!("{value} is not an amount"))
     }
 
     #[tokio::test]
     async fn the_handler_scans_once_per_run_key_and_writes_one_metrics_line() {
-        let as_of = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
-        let sim = portal_sim::start(generate(&GenParams::new(120, 7, as_of)))
-            .await
-            .unwrap();
-        let credentials = Credentials::UserPassword {
-            username: ADMIN_USERNAME.to_owned(),
-            password: Secret::new(ADMIN_PASSWORD),
-        };
-        let client = Client::new(ClientConfig::new(sim.rest_url(), credentials)).unwrap();
-        let config = Config::from_lookup(|name| (name == "ARCGIS_SECRET_ID").then(|| "test".to_owned())).unwrap();
-        let deps = Deps {
-            arcgis: ArcgisSource::Fixed(client),
-            ledger: Ledger::memory(),
-            config,
-        };
-        let event = |request_id: &str| {
-            let mut context = Context::default();
-            context.request_id = request_id.to_owned();
-            LambdaEvent::new(fixture("scheduler-default-envelope.json"), context)
-        };
+        let (sim, state) = setup(&[]).await;
 
         let mut metrics = Vec::new();
-        let first = handle(&deps, event("req-1"), &mut metrics).await.unwrap();
+        let first = handle(&state, event("req-1"), &mut metrics).await.unwrap();
         assert_eq!(first["run_key"], "2026-11-26T06:00:00Z");
         assert_eq!(first["notification"]["status"], "sent", "{first:#}");
         assert!(first["duplicate_of"].is_null());
         let line: Value = serde_json::from_slice(&metrics).unwrap();
         assert_eq!(line["MembersScanned"], first["members_scanned"]);
         assert_eq!(line["outcome"], "ok");
+        // The org's credits to the micro-credit; no top-up without AUTO_TOP_UP_TO.
+        assert_eq!(
+            credits(&first["org_available_credits"]),
+            Credits::from_f64(sim.org().available_credits).unwrap()
+        );
+        assert_eq!(first["top_up"]["status"], "off", "{first:#}");
+        assert!(sim.allocation_calls().is_empty());
 
         // The same firing delivered again (another request id): nothing is sent.
-        let again = handle(&deps, event("req-2"), &mut Vec::new()).await.unwrap();
+        let again = handle(&state, event("req-2"), &mut Vec::new()).await.unwrap();
         assert_eq!(again["duplicate_of"]["status"], "done");
         assert_eq!(again["notification"]["status"], "duplicate");
+        assert_eq!(sim.notifications().len(), 1);
+        assert!(sim.allocation_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_automatic_top_up_goes_through_the_apply_path_once_per_run() {
+        let (sim, state) = setup(&[
+            ("AUTO_TOP_UP_TO", "200"),
+            ("MAX_CREDITS_PER_MEMBER", "100000"),
+            ("MAX_CREDITS_PER_PLAN", "1000000"),
+            ("MAX_CREDITS_PER_DAY", "1000000"),
+        ])
+        .await;
+        let target = Credits::whole(200);
+
+        let first = handle(&state, event("req-1"), &mut Vec::new()).await.unwrap();
+        let top_up = &first["top_up"];
+        assert_eq!(top_up["status"], "applied", "{first:#}");
+        assert_eq!(top_up["resumed"], false);
+        assert_eq!(top_up["incomplete"], false);
+        assert_eq!(top_up["not_applied"], json!([]), "{top_up:#}");
+        let applied = first["allocations_applied"].as_array().unwrap();
+        assert!(!applied.is_empty(), "the generated org has critical members");
+        assert_eq!(top_up["requested"], applied.len());
+        assert_eq!(top_up["applied"], applied.len());
+        // Exact: each member now has exactly the target available, raised by exactly what
+        // was missing, and ArcGIS holds the allocation read back.
+        for a in applied {
+            let name = a["username"].as_str().unwrap();
+            let (before, available_before) = (credits(&a["assigned_before"]), credits(&a["available_before"]));
+            let after = credits(&a["assigned_after"]);
+            assert_eq!(credits(&a["available_after"]), target, "{name}");
+            assert_eq!(after - before, target - available_before, "{name}");
+            let held = sim.member(name).and_then(|m| m.allocation).unwrap();
+            assert_eq!(Credits::from_f64(held).unwrap(), after, "{name}");
+        }
+        let calls = sim.allocation_calls().len();
+        assert!(calls >= 1);
+
+        // Audited as the job, one intent per batch of at most 100 and one change per member.
+        let day = Utc::now().date_naive();
+        let changes = state.ledger.changes_on(day).await.unwrap();
+        assert_eq!(changes.len(), applied.len());
+        for c in &changes {
+            let a = applied
+                .iter()
+                .find(|a| a["username"] == c.username.as_str())
+                .unwrap_or_else(|| panic!("{} was audited but not reported", c.username));
+            assert_eq!(c.planned, credits(&a["assigned_after"]), "{}", c.username);
+            assert!(c.matches_plan, "{}", c.username);
+            assert_eq!(c.source, scan::top_up::AUDIT_SOURCE);
+            assert_eq!(c.caller.kind, shared::ledger::CallerKind::Job);
+        }
+        let intents = state.ledger.intents_on(day).await.unwrap();
+        assert_eq!(intents.len(), calls, "one intent per batch sent");
+        let intended: usize = intents.iter().map(|i| i.members.len()).sum();
+        assert_eq!(intended, applied.len());
+        assert!(intents.iter().all(|i| i.members.len() <= 100));
+
+        // The same firing delivered again: its first delivery finished the top-up, so nothing
+        // is allocated, audited or mailed again.
+        let again = handle(&state, event("req-2"), &mut Vec::new()).await.unwrap();
+        assert_eq!(again["duplicate_of"]["status"], "done");
+        assert_ne!(again["top_up"]["status"], "applied", "{again:#}");
+        assert_eq!(sim.allocation_calls().len(), calls);
+        assert_eq!(state.ledger.changes_on(day).await.unwrap().len(), applied.len());
+        assert_eq!(state.ledger.intents_on(day).await.unwrap().len(), intents.len());
         assert_eq!(sim.notifications().len(), 1);
     }
 }

@@ -1,16 +1,21 @@
 //! The `POST /allocations` body: parsed strictly, every problem named.
 //!
 //! Two stages, each listing *all* of its problems so a caller fixes a request in one round:
-//! the shape (serde with `deny_unknown_fields`; when it fails, a walk over the JSON names each
-//! unknown field and wrong type, since serde stops at the first), then the meaning (usernames,
-//! credit amounts, duplicates, request size, reason). Nothing here does I/O.
+//! the shape (a walk over the JSON naming each unknown field, wrong type and `null`, then
+//! serde with `deny_unknown_fields`), then the meaning (usernames, credit amounts, duplicates,
+//! request size, reason). The walk comes first because serde is lenient where money is not:
+//! it reads a JSON array as a struct by position (`["user", 100]` would become an entry) and
+//! `null` as "absent" (`"dry_run": null` would apply for real). Amounts are read as exact
+//! decimals ([`Credits::parse_exact`]): more than six decimals is refused, never rounded.
+//! Nothing here does I/O.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::credits::member::Credits;
+use crate::apply::Ask;
+use crate::credits::amount::Credits;
 use crate::credits::plan::Request;
 
 /// Largest body accepted (413 above): 500 members at ~100 bytes each fit ten times over,
@@ -18,7 +23,7 @@ use crate::credits::plan::Request;
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Largest number of credits one entry may name: far above any real allocation (orgs buy
 /// credits in thousands), so anything larger is a typo (an extra zero run) or an attack.
-pub const MAX_CREDITS: f64 = 1e9;
+pub const MAX_CREDITS: Credits = Credits::whole(1_000_000_000);
 /// Longest username accepted; ArcGIS usernames are far shorter, so longer is garbage.
 pub const MAX_USERNAME_CHARS: usize = 128;
 /// Longest `reason`: a sentence or a ticket reference, kept whole in the audit trail.
@@ -76,18 +81,6 @@ impl Problem {
     }
 }
 
-/// What a valid body asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ask {
-    /// Explicit per-member requests, in body order.
-    Explicit(Vec<Request>),
-    /// The notebook's step 6: top every critical member up to `top_up_to` available.
-    CriticalPolicy {
-        /// Credits each critical member should have available afterwards.
-        top_up_to: Credits,
-    },
-}
-
 /// A validated `POST /allocations` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AllocationBody {
@@ -109,7 +102,7 @@ struct RawBody {
     #[serde(default)]
     policy: Option<String>,
     #[serde(default)]
-    top_up_to: Option<f64>,
+    top_up_to: Option<serde_json::Number>,
     #[serde(default)]
     dry_run: Option<bool>,
     #[serde(default)]
@@ -123,11 +116,11 @@ struct RawEntry {
     #[serde(default)]
     username: Option<String>,
     #[serde(default)]
-    set: Option<f64>,
+    set: Option<serde_json::Number>,
     #[serde(default)]
-    add: Option<f64>,
+    add: Option<serde_json::Number>,
     #[serde(default)]
-    top_up_to: Option<f64>,
+    top_up_to: Option<serde_json::Number>,
 }
 
 /// Parses and validates `body`; every problem found is returned together.
@@ -142,26 +135,20 @@ pub fn parse(body: &[u8], max_members: usize) -> Result<AllocationBody, Vec<Prob
             "the body must be a JSON object: {\"allocations\": [...]} or {\"policy\": \"critical\", \"top_up_to\": ...}",
         )]);
     }
-    let raw: RawBody = match RawBody::deserialize(&value) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let mut problems = shape_problems(&value);
-            if problems.is_empty() {
-                problems.push(Problem::general(format!(
-                    "the body does not have the expected shape: {e}"
-                )));
-            }
-            return Err(problems);
-        }
-    };
+    let problems = shape_problems(&value);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let raw: RawBody = RawBody::deserialize(&value).map_err(|e| {
+        vec![Problem::general(format!(
+            "the body does not have the expected shape: {e}"
+        ))]
+    })?;
     meaning(raw, max_members)
 }
 
 /// The body's SHA-256 in hex: what an idempotency key is bound to.
-pub fn body_hash(body: &[u8]) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(body))
-}
+pub use crate::apply::body_hash;
 
 /// Checks an `Idempotency-Key` header value: 1–200 printable ASCII characters.
 pub fn check_idempotency_key(key: &str) -> Result<(), Problem> {
@@ -203,7 +190,11 @@ fn shape_problems(value: &Value) -> Vec<Problem> {
         }
     }
     match top.get("allocations") {
-        None | Some(Value::Null) => {}
+        None => {}
+        Some(Value::Null) => problems.push(Problem::field(
+            "allocations",
+            "is null, which means nothing here: send a list of entries or leave the field out",
+        )),
         Some(Value::Array(entries)) => {
             for (i, entry) in entries.iter().enumerate() {
                 let path = format!("allocations[{i}]");
@@ -265,8 +256,13 @@ enum Expected {
 
 impl Expected {
     fn check(self, value: &Value, path: &str) -> Option<Problem> {
+        if value.is_null() {
+            return Some(Problem::field(
+                path,
+                "is null, which means nothing here: send a value or leave the field out",
+            ));
+        }
         let ok = match (self, value) {
-            (_, Value::Null) => true,
             (Expected::String, Value::String(_)) | (Expected::Bool, Value::Bool(_)) => true,
             (Expected::Number, Value::Number(n)) => n.as_f64().is_some(),
             _ => false,
@@ -342,7 +338,7 @@ fn meaning(raw: RawBody, max_members: usize) -> Result<AllocationBody, Vec<Probl
                     None
                 }
                 Some(x) => {
-                    credits(x, "top_up_to", None, &mut problems).map(|top_up_to| Ask::CriticalPolicy { top_up_to })
+                    credits(&x, "top_up_to", None, &mut problems).map(|top_up_to| Ask::CriticalPolicy { top_up_to })
                 }
             }
         }
@@ -412,16 +408,17 @@ fn explicit(entries: Vec<RawEntry>, max_members: usize, problems: &mut Vec<Probl
         } else {
             seen.insert(username.clone(), i);
         }
-        let actions: Vec<(&str, f64)> = [("set", entry.set), ("add", entry.add), ("top_up_to", entry.top_up_to)]
-            .into_iter()
-            .filter_map(|(name, v)| v.map(|v| (name, v)))
-            .collect();
+        let actions: Vec<(&str, serde_json::Number)> =
+            [("set", entry.set), ("add", entry.add), ("top_up_to", entry.top_up_to)]
+                .into_iter()
+                .filter_map(|(name, v)| v.map(|v| (name, v)))
+                .collect();
         let (action, amount) = match actions.as_slice() {
             [] => {
                 named(path.clone(), "needs one of set, add or top_up_to".into());
                 continue;
             }
-            [one] => *one,
+            [one] => one.clone(),
             several => {
                 let names: Vec<&str> = several.iter().map(|(n, _)| *n).collect();
                 named(
@@ -431,10 +428,9 @@ fn explicit(entries: Vec<RawEntry>, max_members: usize, problems: &mut Vec<Probl
                 continue;
             }
         };
-        let Some(amount) = credits(amount, &format!("{path}.{action}"), Some(&username), problems) else {
+        let Some(credits) = credits(&amount, &format!("{path}.{action}"), Some(&username), problems) else {
             continue;
         };
-        let credits = amount.get();
         requests.push(match action {
             "set" => Request::Set { username, credits },
             "add" => Request::Add { username, credits },
@@ -444,32 +440,29 @@ fn explicit(entries: Vec<RawEntry>, max_members: usize, problems: &mut Vec<Probl
     (problems.len() == before).then_some(requests)
 }
 
-/// A credit amount: finite, ≥ 0 and at most [`MAX_CREDITS`].
-fn credits(x: f64, field: &str, username: Option<&str>, problems: &mut Vec<Problem>) -> Option<Credits> {
-    let problem = if !x.is_finite() {
-        Some("must be a finite number".to_owned())
-    } else if x < 0.0 {
-        Some(format!(
-            "is negative ({x}); allocations are absolute and ≥ 0 (to lower one, use set with the smaller value)"
-        ))
-    } else if x > MAX_CREDITS {
-        Some(format!(
-            "{x} is above the largest accepted amount ({MAX_CREDITS}); check for extra zeros"
-        ))
-    } else {
-        None
+/// A credit amount: an exact decimal (at most six places), ≥ 0 and at most [`MAX_CREDITS`].
+fn credits(
+    x: &serde_json::Number,
+    field: &str,
+    username: Option<&str>,
+    problems: &mut Vec<Problem>,
+) -> Option<Credits> {
+    let problem = match Credits::parse_exact(&x.to_string()) {
+        Err(e) => Some(e.to_string()),
+        Ok(c) if c.is_negative() => Some(format!(
+            "is negative ({c}); allocations are absolute and ≥ 0 (to lower one, use set with the smaller value)"
+        )),
+        Ok(c) if c > MAX_CREDITS => Some(format!(
+            "{c} is above the largest accepted amount ({MAX_CREDITS}); check for extra zeros"
+        )),
+        Ok(c) => return Some(c),
     };
-    match problem {
-        Some(p) => {
-            let mut problem = Problem::field(field, p);
-            if let Some(u) = username {
-                problem = problem.with_username(u);
-            }
-            problems.push(problem);
-            None
-        }
-        None => Credits::new(x).ok(),
+    let mut problem = Problem::field(field, problem.unwrap_or_default());
+    if let Some(u) = username {
+        problem = problem.with_username(u);
     }
+    problems.push(problem);
+    None
 }
 
 /// Why `username` cannot be an ArcGIS username (allowed: letters, digits, `_ . @ -`).
@@ -527,15 +520,15 @@ mod tests {
             Ask::Explicit(vec![
                 Request::Set {
                     username: "a.b@c-d_e".into(),
-                    credits: 500.0
+                    credits: Credits::whole(500)
                 },
                 Request::Add {
                     username: "x".into(),
-                    credits: 0.5
+                    credits: Credits::parse_exact("0.5").unwrap()
                 },
                 Request::TopUpTo {
                     username: "y".into(),
-                    credits: 200.0
+                    credits: Credits::whole(200)
                 },
             ])
         );
@@ -543,7 +536,7 @@ mod tests {
         assert_eq!(b.reason.as_deref(), Some("ticket 42"));
         let p = parse(br#"{"policy":"critical","top_up_to":200,"dry_run":true}"#, 3).unwrap();
         assert!(p.dry_run);
-        assert!(matches!(p.ask, Ask::CriticalPolicy { top_up_to } if top_up_to.get() == 200.0));
+        assert!(matches!(p.ask, Ask::CriticalPolicy { top_up_to } if top_up_to == Credits::whole(200)));
     }
 
     #[test]
@@ -555,6 +548,67 @@ mod tests {
         assert!(fields.contains(&"allocations[0].extra"), "{p:?}");
         assert!(fields.contains(&"allocations[0].set"), "{p:?}");
         assert!(fields.contains(&"allocations[1]"), "{p:?}");
+    }
+
+    #[test]
+    fn null_has_no_meaning_anywhere() {
+        // `"dry_run": null` used to read as "not a dry run" and apply for real.
+        for (body, field) in [
+            (r#"{"policy":"critical","top_up_to":200,"dry_run":null}"#, "dry_run"),
+            (r#"{"allocations":[{"username":"a","set":5}],"reason":null}"#, "reason"),
+            (
+                r#"{"allocations":null,"policy":"critical","top_up_to":1}"#,
+                "allocations",
+            ),
+            (
+                r#"{"allocations":[{"username":"a","set":null,"add":5}]}"#,
+                "allocations[0].set",
+            ),
+            (
+                r#"{"allocations":[{"username":null,"set":5}]}"#,
+                "allocations[0].username",
+            ),
+            (r#"{"policy":null,"top_up_to":1}"#, "policy"),
+        ] {
+            let p = problems(body);
+            assert!(
+                p.iter()
+                    .any(|p| p.field.as_deref() == Some(field) && p.problem.contains("null")),
+                "{body}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_must_be_objects() {
+        // serde reads a JSON array as a struct by position: ["user", 100] was accepted.
+        let p = problems(r#"{"allocations":[["jdoe", 100]]}"#);
+        assert_eq!(p[0].field.as_deref(), Some("allocations[0]"), "{p:?}");
+        assert!(p[0].problem.contains("must be an object"), "{p:?}");
+        let p = problems(r#"{"allocations":[{"username":"a","set":5}, ["b", 1, 2, 3]]}"#);
+        assert_eq!(p.len(), 1, "{p:?}");
+    }
+
+    #[test]
+    fn amounts_are_exact_decimals() {
+        let b = parse(
+            br#"{"allocations":[{"username":"a","add":0.1},{"username":"b","set":250.1}]}"#,
+            3,
+        )
+        .unwrap();
+        let Ask::Explicit(r) = b.ask else { panic!() };
+        assert_eq!(r[0].credits().to_string(), "0.1");
+        assert_eq!(r[1].credits().to_string(), "250.1");
+        for (amount, says) in [
+            ("0.30000000000000004", "more than 6 decimal places"),
+            ("1e-7", "more than 6 decimal places"),
+            ("-1", "negative"),
+            ("1e10", "above the largest accepted amount"),
+            ("1e300", "larger than any real amount"),
+        ] {
+            let p = problems(&format!(r#"{{"allocations":[{{"username":"a","add":{amount}}}]}}"#));
+            assert!(p[0].problem.contains(says), "{amount}: {p:?}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Setting and removing members' credit allocations (contract §10).
+//! Setting and removing members' credit allocations (`portals/self/assignUserCredits` and
+//! `unassignUserCredits`; see `docs/arcgis.md`).
 //!
 //! `assignUserCredits` **sets** the allocation (it does not add), at most 100 members per call,
 //! and may refuse some members inside a successful answer (`notAssignedUsers`): those are
@@ -129,10 +130,10 @@ mod tests {
     fn user_assignments_are_json_text() {
         let one = CreditAssignment {
             username: "u1".into(),
-            credits: Credits::new(250.0).unwrap(),
+            credits: Credits::parse_exact("250.1").unwrap(),
         };
         let text = serde_json::to_string(&[one]).unwrap();
-        assert_eq!(text, r#"[{"username":"u1","credits":250.0}]"#);
+        assert_eq!(text, r#"[{"username":"u1","credits":250.1}]"#);
     }
 
     #[test]

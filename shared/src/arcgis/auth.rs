@@ -1,7 +1,7 @@
 //! Credentials → access token, cached until shortly before it expires.
 //!
-//! `generateToken` (username/password, `client=referer`, contract §2.2), `oauth2/token`
-//! (`client_credentials`, §2.3) or a static API key (§2.4). Tokens are refreshed ahead of expiry
+//! `generateToken` (username/password, a token bound to our Referer), `oauth2/token`
+//! (`client_credentials`) or a static API key. Tokens are refreshed ahead of expiry
 //! (10 % of their lifetime, at most 5 minutes early), and [`Client::call_with`] signs in again
 //! once when ArcGIS rejects one with 498/499.
 
@@ -18,6 +18,10 @@ use super::error::Error;
 /// How early a token is refreshed: 10 % of its lifetime, at most five minutes (the Python
 /// client's margin).
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// The longest token lifetime believed: ArcGIS issues tokens for at most two weeks, so a
+/// server claiming more (`expires_in: 1e30`) gets a refresh after two weeks instead of an
+/// overflow.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// A token handed to one call, with the sign-in it came from.
 #[derive(Debug, Clone)]
@@ -42,10 +46,12 @@ impl CachedToken {
     }
 }
 
-/// The instant to refresh a token that lives `lifetime` from `now`.
+/// The instant to refresh a token that lives `lifetime` from `now` (at most
+/// [`MAX_TOKEN_LIFETIME`], so the sum cannot overflow the clock).
 pub(crate) fn refresh_deadline(now: Instant, lifetime: Duration) -> Instant {
+    let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
     let margin = (lifetime / 10).min(MAX_REFRESH_MARGIN);
-    now + lifetime.saturating_sub(margin)
+    now.checked_add(lifetime.saturating_sub(margin)).unwrap_or(now)
 }
 
 impl Client {
@@ -55,7 +61,18 @@ impl Client {
         if let Some(t) = self.cached_token() {
             return Ok(t);
         }
-        let _one_at_a_time = self.inner.sign_in.lock().await;
+        let lock = self.inner.sign_in.lock();
+        // Another task's sign-in may outlast this client's deadline: stop waiting at it.
+        let _one_at_a_time = match self.deadline() {
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline.into(), lock)
+                    .await
+                    .map_err(|_| Error::DeadlineReached {
+                        what: format!("signing in as {}", self.inner.credentials.describe()),
+                    })?
+            }
+            None => lock.await,
+        };
         if let Some(t) = self.cached_token() {
             return Ok(t);
         }
@@ -149,7 +166,13 @@ impl Client {
         account: &str,
     ) -> Result<Value, Error> {
         let url = self.url(path);
-        match self.execute(endpoint, &url, params, what, None, json_value).await {
+        let exchange = super::client::Exchange {
+            endpoint,
+            url: &url,
+            params,
+            what,
+        };
+        match self.execute(&exchange, None, json_value).await {
             Ok(v) => Ok(v),
             // Refused credentials are not a transport problem: say so in terms of the secret.
             Err(e) => match e.root() {
@@ -192,7 +215,8 @@ pub(crate) fn parse_generate_token(
     Ok((Secret::new(token), lifetime))
 }
 
-/// Reads an `oauth2/token` answer: `access_token` and `expires_in` in seconds.
+/// Reads an `oauth2/token` answer: `access_token` and `expires_in` in seconds, at most
+/// [`MAX_TOKEN_LIFETIME`] whatever number the server sent.
 pub(crate) fn parse_oauth_token(body: &Value, requested: Duration) -> Result<(Secret, Duration), String> {
     let token = body
         .get("access_token")
@@ -205,7 +229,8 @@ pub(crate) fn parse_oauth_token(body: &Value, requested: Duration) -> Result<(Se
         _ => None,
     });
     let lifetime = match expires_in {
-        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+        // `try_`: `from_secs_f64` panics on a value too large for a Duration.
+        Some(s) if s > 0.0 => Duration::try_from_secs_f64(s).map_or(MAX_TOKEN_LIFETIME, |d| d.min(MAX_TOKEN_LIFETIME)),
         _ => requested,
     };
     Ok((Secret::new(token), lifetime))
@@ -256,6 +281,34 @@ mod tests {
         let (_, life) = parse_oauth_token(&json!({"access_token":"a"}), HOUR).unwrap();
         assert_eq!(life, HOUR);
         assert!(parse_oauth_token(&json!({"token":"a"}), HOUR).is_err());
+    }
+
+    #[test]
+    fn an_oauth_expires_in_of_1e30_does_not_panic() {
+        for huge in [json!(1e30), json!("1e30"), json!("inf"), json!(u64::MAX), json!(1e300)] {
+            let body = json!({"access_token":"a","expires_in":huge});
+            let (_, life) = parse_oauth_token(&body, HOUR).unwrap();
+            assert_eq!(life, MAX_TOKEN_LIFETIME, "{body}");
+        }
+        let (_, life) = parse_oauth_token(&json!({"access_token":"a","expires_in":"NaN"}), HOUR).unwrap();
+        assert_eq!(life, HOUR);
+    }
+
+    #[test]
+    fn a_generate_token_expiry_centuries_ahead_does_not_panic() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for huge in [json!(1e300), json!("1e300"), json!(u64::MAX), json!("inf")] {
+            let (_, life) = parse_generate_token(&json!({"token":"t","expires":huge}), now, HOUR).unwrap();
+            assert_eq!(life, HOUR);
+        }
+    }
+
+    #[test]
+    fn a_refresh_deadline_for_any_lifetime_does_not_panic() {
+        let now = Instant::now();
+        let at = refresh_deadline(now, Duration::MAX);
+        assert_eq!(at - now, MAX_TOKEN_LIFETIME - MAX_REFRESH_MARGIN);
+        assert_eq!(refresh_deadline(now, Duration::ZERO), now);
     }
 
     #[test]

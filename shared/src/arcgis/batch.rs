@@ -25,8 +25,9 @@ pub struct FailedBatch {
     pub usernames: Vec<String>,
     /// Why (shared when later batches were skipped for the same reason).
     pub error: Arc<Error>,
-    /// False when the batch was skipped because an earlier one failed in a way that would
-    /// fail it too (bad credentials, missing privilege).
+    /// False when the batch was never sent: skipped because an earlier one failed in a way
+    /// that would fail it too (bad credentials, missing privilege), or refused before sending
+    /// because the invocation's time was up.
     pub attempted: bool,
 }
 
@@ -78,10 +79,11 @@ where
                 if error.affects_every_call() {
                     fatal = Some(error.clone());
                 }
+                let attempted = !matches!(error.root(), Error::DeadlineReached { .. });
                 outcome.failed.push(FailedBatch {
                     usernames: names,
                     error,
-                    attempted: true,
+                    attempted,
                 });
             }
         }

@@ -33,7 +33,7 @@ impl From<String> for Secret {
     }
 }
 
-/// The three ways credit-steward can authenticate to ArcGIS Online (contract §2).
+/// The three ways credit-steward can authenticate to ArcGIS Online.
 ///
 /// Usernames and client ids are identifiers, not secrets, so they stay printable: error
 /// messages name the account that failed to sign in.

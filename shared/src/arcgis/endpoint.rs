@@ -72,10 +72,11 @@ pub(crate) const ITEM_DATA: Endpoint = Endpoint {
     download: true,
     ..read("item data")
 };
-/// Sets allocations: repeating sets the same values.
-pub(crate) const ASSIGN_CREDITS: Endpoint = write("assignUserCredits", Idempotency::Idempotent);
-/// Removes allocations: repeating removes nothing more.
-pub(crate) const UNASSIGN_CREDITS: Endpoint = write("unassignUserCredits", Idempotency::Idempotent);
+/// Sets allocations. Not resent once it may have arrived: a resend after another writer
+/// changed the member would undo that change, so the caller re-reads and decides.
+pub(crate) const ASSIGN_CREDITS: Endpoint = write("assignUserCredits", Idempotency::AbsoluteWrite);
+/// Removes allocations; resent only when never sent, like [`ASSIGN_CREDITS`].
+pub(crate) const UNASSIGN_CREDITS: Endpoint = write("unassignUserCredits", Idempotency::AbsoluteWrite);
 /// Sends emails: a repeat sends them again.
 pub(crate) const CREATE_NOTIFICATION: Endpoint = write("createNotification", Idempotency::NotIdempotent);
 /// Creates an item: a repeat creates a second report.
@@ -83,11 +84,13 @@ pub(crate) const CREATE_REPORT: Endpoint = write("report", Idempotency::NotIdemp
 /// Deleting an already deleted item changes nothing.
 pub(crate) const DELETE_ITEM: Endpoint = write("delete item", Idempotency::Idempotent);
 
-// The properties nothing may weaken, checked at compile time: side effects are never retried
-// blindly, and token answers are never quoted in errors.
+// The properties nothing may weaken, checked at compile time: side effects and allocation
+// writes are never retried blindly, and token answers are never quoted in errors.
 const _: () = {
     assert!(matches!(CREATE_NOTIFICATION.idempotency, Idempotency::NotIdempotent));
     assert!(matches!(CREATE_REPORT.idempotency, Idempotency::NotIdempotent));
+    assert!(matches!(ASSIGN_CREDITS.idempotency, Idempotency::AbsoluteWrite));
+    assert!(matches!(UNASSIGN_CREDITS.idempotency, Idempotency::AbsoluteWrite));
     assert!(GENERATE_TOKEN.secret_response && OAUTH_TOKEN.secret_response);
     assert!(!GENERATE_TOKEN.authenticated && !OAUTH_TOKEN.authenticated);
 };
@@ -100,16 +103,9 @@ mod tests {
     fn side_effects_are_never_blindly_retried() {
         assert_eq!(CREATE_NOTIFICATION.idempotency, Idempotency::NotIdempotent);
         assert_eq!(CREATE_REPORT.idempotency, Idempotency::NotIdempotent);
-        for ep in [
-            ASSIGN_CREDITS,
-            UNASSIGN_CREDITS,
-            ORG_USERS,
-            USER,
-            PORTAL_SELF,
-            USAGE,
-            ITEM_STATUS,
-            ITEM_DATA,
-        ] {
+        assert_eq!(ASSIGN_CREDITS.idempotency, Idempotency::AbsoluteWrite);
+        assert_eq!(UNASSIGN_CREDITS.idempotency, Idempotency::AbsoluteWrite);
+        for ep in [ORG_USERS, USER, PORTAL_SELF, USAGE, ITEM_STATUS, ITEM_DATA] {
             assert_eq!(ep.idempotency, Idempotency::Idempotent, "{}", ep.name);
         }
     }

@@ -1,8 +1,8 @@
 //! What can go wrong talking to ArcGIS Online, as values.
 //!
-//! ArcGIS reports most application errors inside an HTTP 200 body (contract §12.1), in several
-//! shapes. [`ApiError::from_body`] reads all of them into one type; [`Error`] adds what the client
-//! was doing (operation and target) and what the operator should do about it.
+//! ArcGIS reports most application errors inside an HTTP 200 body, in several shapes.
+//! [`ApiError::from_body`] reads all of them into one type; [`Error`] adds what the client was
+//! doing (operation and target) and what the operator should do about it.
 
 use std::fmt;
 use std::time::Duration;
@@ -305,9 +305,13 @@ pub enum Error {
         reason: String,
     },
     /// The portal URL cannot be used.
-    #[error("invalid portal URL {url:?}: {reason}")]
+    #[error(
+        "invalid portal URL ({url}): {reason}. Set portal_url in the ARCGIS_SECRET_ID secret to the \
+        org's https URL, without user name, password or token"
+    )]
     InvalidUrl {
-        /// The URL as given.
+        /// The URL's scheme and host only ([`redact_url`]): the rest may hold a password or a
+        /// token.
         url: String,
         /// Why it was refused.
         reason: String,
@@ -315,6 +319,15 @@ pub enum Error {
     /// The HTTP client could not be built (TLS setup, bad root certificate).
     #[error("could not build the HTTP client: {0}")]
     Build(String),
+    /// The call began after the client's absolute deadline ([`Client::until`]): nothing was
+    /// sent, so the invocation can end cleanly instead of being killed mid-request.
+    ///
+    /// [`Client::until`]: super::Client::until
+    #[error("{what}: not sent: the invocation's time is up; retry the request")]
+    DeadlineReached {
+        /// Operation and target.
+        what: String,
+    },
 }
 
 impl Error {
@@ -352,10 +365,14 @@ impl Error {
     }
 
     /// Errors that will fail every further call of the same session too (bad credentials,
-    /// missing privileges), so batch operations stop instead of repeating them.
+    /// missing privileges, the invocation's deadline passed), so batch operations stop
+    /// instead of repeating them.
     pub fn affects_every_call(&self) -> bool {
         match self.root() {
-            Error::SignIn { .. } | Error::MissingPrivileges { .. } | Error::NotAdminView { .. } => true,
+            Error::SignIn { .. }
+            | Error::MissingPrivileges { .. }
+            | Error::NotAdminView { .. }
+            | Error::DeadlineReached { .. } => true,
             Error::Api { api, .. } => matches!(api.code, Some(401 | 403 | 498 | 499)),
             _ => false,
         }
@@ -370,6 +387,28 @@ fn http_hint(status: u16) -> &'static str {
         404 => "The endpoint does not exist: check the portal URL.",
         300..=399 => "An unexpected redirect: check the portal URL (https, org URL).",
         _ => "Check the portal URL and ArcGIS's status.",
+    }
+}
+
+/// What an error message or a log line may say about a URL: its scheme, host and explicit
+/// port (`https://org.example.com`, `http://127.0.0.1:8080`), never the user name, password,
+/// path, query or fragment, which may hold credentials or a token. Something that does not
+/// parse as a URL is "an unparsable URL", never the input.
+pub fn redact_url(url: &str) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url.trim()) else {
+        return "an unparsable URL".to_owned();
+    };
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return "a URL without a host".to_owned();
+    };
+    // Only schemes the parser knows are printed: `secret:…` parses with `secret` as its scheme.
+    let scheme = parsed.scheme();
+    if !matches!(scheme, "https" | "http" | "wss" | "ws" | "ftp" | "file") {
+        return format!("a URL with an unsupported scheme for host {host}");
+    }
+    match parsed.port() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
     }
 }
 
@@ -528,6 +567,40 @@ mod tests {
         assert_eq!(ex, "<html> <body>token=[REDACTED]</body></html>");
         let long = excerpt(&[b'x'; 1000], &[]);
         assert_eq!(long.chars().count(), 161);
+    }
+
+    #[test]
+    fn redact_url_keeps_scheme_host_and_port_only() {
+        for (input, want) in [
+            (
+                "https://user:pa55word@org.example.com/sharing/rest?token=SECRET123#frag",
+                "https://org.example.com",
+            ),
+            ("http://127.0.0.1:8080/secret/path", "http://127.0.0.1:8080"),
+            ("https://org.example.com:443/x", "https://org.example.com"),
+            ("  https://ORG.example.com/  ", "https://org.example.com"),
+            ("http://[::1]:9/a?b", "http://[::1]:9"),
+            ("not a url pa55word", "an unparsable URL"),
+            ("", "an unparsable URL"),
+            ("https://pa55word@/x", "an unparsable URL"),
+            ("pa55word:SECRET123", "a URL without a host"),
+            ("pa55word://h/SECRET123", "a URL with an unsupported scheme for host h"),
+            ("ftp://x/SECRET123", "ftp://x"),
+        ] {
+            assert_eq!(redact_url(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn a_deadline_reached_error_says_nothing_was_sent_and_stops_batches() {
+        let e = Error::DeadlineReached {
+            what: "assignUserCredits for 3 members".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "assignUserCredits for 3 members: not sent: the invocation's time is up; retry the request"
+        );
+        assert!(e.affects_every_call());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The ArcGIS Online sharing/rest client.
 //!
-//! Written to the real API's contract (`arcgis-contract.md`), quirks included: errors inside
-//! HTTP 200, `f=json` on every request, `-1` meaning unlimited, 100 members per page and per
-//! allocation call, 25 recipients per notification call.
+//! Written to ArcGIS Online's real behaviour, quirks included (docs/arcgis.md lists each with
+//! its public source): errors inside HTTP 200, `f=json` on every request, `-1` meaning
+//! unlimited, 100 members per page and per allocation call, 25 recipients per notification
+//! call.
 //!
 //! Layout, one concept per module:
 //! - [`credentials`]: what the client signs in with; [`Secret`] never prints itself.
@@ -36,12 +37,12 @@ mod wire;
 
 pub use allocation::CreditAssignment;
 pub use batch::{BatchOutcome, FailedBatch};
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, deadline_from_epoch_ms};
 pub use credentials::{Credentials, Secret};
-pub use error::{ApiError, Error, TransportKind};
+pub use error::{ApiError, Error, TransportKind, redact_url};
 pub use notify::{Notification, NotifyChannel};
 pub use portal::{Capability, OrgProperties, SignedIn, SignedInUser};
 pub use report::{ItemStatus, ReportItem};
-pub use retry::{Idempotency, RetryPolicy};
+pub use retry::{Idempotency, MAX_RETRY_AFTER, RetryPolicy};
 pub use usage::{UsagePeriod, UsageQuery};
 pub use users::{ListingProblem, MemberList};

@@ -1,7 +1,7 @@
-//! Org notifications (`portals/self/createNotification`, contract §11): at most 25 recipients
-//! per call, usernames comma-separated. Never retried automatically once the request may have
-//! reached ArcGIS (a repeat emails everyone again), so a failed batch is reported and the
-//! caller decides.
+//! Org notifications (`portals/self/createNotification`; see docs/arcgis.md, "Notifications
+//! (`createNotification`)"): at most 25 recipients per call, usernames comma-separated. Never
+//! retried automatically once the request may have reached ArcGIS (a repeat emails everyone
+//! again), so a failed batch is reported and the caller decides.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -19,9 +19,10 @@ use super::error::Error;
 pub const NOTIFICATION_BATCH: usize = 25;
 
 /// Where a notification goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NotifyChannel {
-    /// An email to the member's address (what the notebook used).
+    /// An email to the member's address (the default).
     #[default]
     Email,
     /// The notifications list in the ArcGIS Online home app.

@@ -1,10 +1,12 @@
 //! The org's properties (`portals/self`) and what the signed-in account may do.
 //!
-//! Read fresh on every call (the Python client cached them at login, so org credits went
+//! Read fresh on every call (Esri's Python client caches them at login, so its org credits go
 //! stale), and never read from an anonymous view: missing `availableCredits` or `user` is an
-//! error, not 0 credits (contract §3, §5).
+//! error, not 0 credits (see docs/arcgis.md, "Org properties (`portals/self`)").
 
 use serde_json::Value;
+
+use crate::credits::amount::Credits;
 
 use super::client::Client;
 use super::endpoint::PORTAL_SELF;
@@ -26,11 +28,11 @@ pub struct OrgProperties {
     /// Org name, for messages.
     pub name: Option<String>,
     /// Credits the org has left (may be 0 or negative).
-    pub available_credits: f64,
+    pub available_credits: Credits,
     /// Whether credit budgeting is on (`creditAssignments == "enabled"`; absent = off).
     pub budgeting_enabled: bool,
     /// Default allocation for new members; `None` when there is none (`-1`).
-    pub default_user_credit_assignment: Option<f64>,
+    pub default_user_credit_assignment: Option<Credits>,
     /// The org's administrative contacts: usernames, not email addresses.
     pub admin_contacts: Vec<String>,
     /// Who the token belongs to.
@@ -74,7 +76,8 @@ pub enum Capability {
 }
 
 impl Capability {
-    /// The privileges that grant it to a non-`org_admin` role (contract §5).
+    /// The privileges that grant it to a non-`org_admin` role (see docs/arcgis.md, "Org
+    /// properties (`portals/self`)").
     pub fn privileges(self) -> &'static [&'static str] {
         match self {
             Capability::ManageCredits => &[VIEW_USERS, MANAGE_CREDITS],
@@ -167,7 +170,7 @@ impl Client {
 
 /// Reads the org properties out of a `portals/self` body.
 pub fn parse_org_properties(body: &Value) -> Result<OrgProperties, Error> {
-    let available = body.get("availableCredits").and_then(wire::number);
+    let available = body.get("availableCredits").and_then(Credits::from_json);
     let user = body.get("user").filter(|u| u.is_object());
     let app_info = body.get("appInfo").filter(|a| a.is_object());
     let signed_in = match (user, app_info) {
@@ -200,8 +203,8 @@ pub fn parse_org_properties(body: &Value) -> Result<OrgProperties, Error> {
     };
     let default_user_credit_assignment = body
         .get("defaultUserCreditAssignment")
-        .and_then(wire::number)
-        .filter(|n| *n >= 0.0);
+        .and_then(Credits::from_json)
+        .filter(|n| !n.is_negative());
     Ok(OrgProperties {
         id: wire::string(body.get("id")),
         name: wire::string(body.get("name")),
@@ -230,9 +233,9 @@ mod tests {
     #[test]
     fn reads_admin_view() {
         let p = parse_org_properties(&admin_body()).unwrap();
-        assert_eq!(p.available_credits, 50_018_196.0);
+        assert_eq!(p.available_credits, Credits::whole(50_018_196));
         assert!(p.budgeting_enabled);
-        assert_eq!(p.default_user_credit_assignment, Some(100.0));
+        assert_eq!(p.default_user_credit_assignment, Some(Credits::whole(100)));
         assert_eq!(p.admin_contacts, vec!["dcadmin", "other"]);
         assert_eq!(p.username(), Some("dcadmin"));
         p.ensure(Capability::ManageCredits).unwrap();

@@ -1,10 +1,10 @@
-//! The monthly credits report item (contract §8): create, wait for it with a deadline,
-//! download its CSV, delete it.
+//! The monthly credits report item (see docs/arcgis.md, "Report items"): create, wait for it
+//! with a deadline, download its CSV, delete it.
 //!
-//! The notebook polled with no timeout, used a naive local-time start (wrong month off UTC)
-//! and left report items piling up in the admin's content. Here the start is the 1st of the
-//! month at 00:00 UTC, the wait ends with a clear [`Error::Timeout`], and the download follows
-//! redirects by hand so the token never reaches a storage host.
+//! A poll without a timeout hangs on a stuck item, a naive local-time start picks the wrong
+//! month on a host off UTC, and items never deleted pile up in the admin's content. Here the
+//! start is the 1st of the month at 00:00 UTC, the wait ends with a clear [`Error::Timeout`],
+//! and the download follows redirects by hand so the token never reaches a storage host.
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ pub enum ItemStatus {
 }
 
 /// Epoch milliseconds of the 1st of `month` at 00:00 UTC: the `startTime` a monthly report
-/// requires (contract §8.1).
+/// requires (see docs/arcgis.md, "Report items").
 pub fn month_start_ms(year: i32, month: u32) -> Option<i64> {
     Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
         .single()
@@ -92,6 +92,10 @@ impl Client {
     /// Polls until the item is completed, for at most `deadline` (requests in flight
     /// included): [`Error::Timeout`] after that, [`Error::JobFailed`] if ArcGIS gives up.
     pub async fn wait_for_report_within(&self, item: &ReportItem, deadline: Duration) -> Result<(), Error> {
+        // Never wait past the invocation's own deadline, when the client has one.
+        let deadline = self
+            .deadline()
+            .map_or(deadline, |d| deadline.min(d.saturating_duration_since(Instant::now())));
         let what = format!("report item {}", item.id);
         let started = Instant::now();
         let mut last_status = String::from("not yet checked");

@@ -3,20 +3,37 @@
 //! Exponential backoff with jitter, bounded by attempts and by an overall deadline, honouring
 //! `Retry-After`. Whether a call may be repeated at all is a property of the operation
 //! ([`Idempotency`]), fixed where the endpoint is declared, never decided at a call site: a
-//! retried `createNotification` sends the same email twice (contract Appendix C.7).
+//! retried `createNotification` sends the same email twice.
+//!
+//! Every duration here may come from a server (`Retry-After`) or from configuration, so all
+//! arithmetic is checked: an absurd value means "give up now", never a panic or a sleep of
+//! centuries.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::error::{Error, TransportKind};
+
+/// The longest `Retry-After` taken at face value. A server may send any number (`1e30`,
+/// `18446744073709551615`); anything longer is read as one day, which no call's deadline
+/// reaches, so the call ends at once with the server's error instead of sleeping.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Whether repeating an operation is harmless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idempotency {
-    /// Reads, and writes that set a value (`assignUserCredits`, `unassignUserCredits`):
-    /// retried on throttling, gateway errors, timeouts and dropped connections.
+    /// Reads, and writes whose repeat changes nothing (deleting a deleted item): retried on
+    /// throttling, gateway errors, timeouts and dropped connections.
     Idempotent,
+    /// Writes that set an absolute value (`assignUserCredits`, `unassignUserCredits`): retried
+    /// only when the request provably never left (connection refused). Such a set is
+    /// idempotent in isolation, but once it may have been applied a resend is a new write:
+    /// if another administrator changed the member in between, it would silently undo that
+    /// change, and every write must be journaled and audited by the caller. So after an
+    /// ambiguous failure (throttling, gateway error, timeout) the caller re-reads the member
+    /// and decides.
+    AbsoluteWrite,
     /// Side effects that would happen twice (`createNotification`, report creation): retried
     /// only when the request provably never left (connection refused).
     NotIdempotent,
@@ -50,17 +67,17 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The backoff before attempt `failed_attempt + 1`, for a uniform random `jitter` in
     /// `[0, 1)`: "equal jitter", i.e. between half and all of `min(max, base·2^(n-1))`, so
-    /// concurrent clients spread out but every wait is at least half the step.
+    /// concurrent clients spread out but every wait is at least half the step. A jitter
+    /// outside `[0, 1]` (or NaN) is clamped, never a panic.
     pub fn backoff(&self, failed_attempt: u32, jitter: f64) -> Duration {
         let exp = failed_attempt.saturating_sub(1).min(30);
         let step = self.base_delay.saturating_mul(1u32 << exp).min(self.max_delay);
-        let jitter = jitter.clamp(0.0, 1.0);
-        step / 2 + step.mul_f64(jitter / 2.0)
+        (step / 2).saturating_add(scaled(step, unit(jitter) / 2.0))
     }
 
     /// How long to wait before retrying, or `None` to give up: attempts exhausted, or the
-    /// wait would end past the deadline. `retry_after` (from the server) wins over a shorter
-    /// backoff.
+    /// wait would end past the deadline (an end that overflows counts as past it).
+    /// `retry_after` (from the server) wins over a shorter backoff.
     pub fn delay_before_retry(
         &self,
         failed_attempt: u32,
@@ -71,20 +88,32 @@ impl RetryPolicy {
         if failed_attempt >= self.max_attempts {
             return None;
         }
-        let backoff = self.backoff(failed_attempt, jitter);
         let delay = match retry_after {
             // A small jitter on top keeps a throttled fleet from returning in lockstep.
-            Some(ra) => ra + self.base_delay.mul_f64(jitter.clamp(0.0, 1.0) / 2.0),
-            None => backoff,
+            Some(ra) => ra.checked_add(scaled(self.base_delay, unit(jitter) / 2.0))?,
+            None => self.backoff(failed_attempt, jitter),
         };
-        (elapsed + delay <= self.deadline).then_some(delay)
+        let ends = elapsed.checked_add(delay)?;
+        (ends <= self.deadline).then_some(delay)
     }
+}
+
+/// `jitter` as a factor in `[0, 1]`; NaN (which `clamp` passes through) counts as 0.
+fn unit(jitter: f64) -> f64 {
+    if jitter.is_nan() { 0.0 } else { jitter.clamp(0.0, 1.0) }
+}
+
+/// `d × factor` for a factor in `[0, 1]`, without `Duration::mul_f64`'s panic on overflow.
+fn scaled(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor)
+        .unwrap_or(d)
+        .min(d)
 }
 
 /// Whether an error is worth retrying for an operation of the given idempotency.
 pub(crate) fn is_transient(error: &Error, idempotency: Idempotency) -> bool {
     match (error, idempotency) {
-        // Never sent: repeating cannot duplicate anything.
+        // Never sent: repeating cannot duplicate or overwrite anything.
         (
             Error::Transport {
                 kind: TransportKind::Connect,
@@ -92,7 +121,7 @@ pub(crate) fn is_transient(error: &Error, idempotency: Idempotency) -> bool {
             },
             _,
         ) => true,
-        (_, Idempotency::NotIdempotent) => false,
+        (_, Idempotency::NotIdempotent | Idempotency::AbsoluteWrite) => false,
         (Error::Transport { .. }, Idempotency::Idempotent) => true,
         (Error::Http { status, .. }, Idempotency::Idempotent) => {
             matches!(status, 429 | 502 | 503 | 504)
@@ -105,18 +134,36 @@ pub(crate) fn is_transient(error: &Error, idempotency: Idempotency) -> bool {
     }
 }
 
-/// The `Retry-After` the server asked for: delay-seconds, or an HTTP date (RFC 7231 §7.1.3).
+/// The `Retry-After` the server asked for: delay-seconds (an integer of any size, or a
+/// decimal number), or an HTTP date. At most [`MAX_RETRY_AFTER`]; `None` for anything else
+/// (negative, NaN, not a date), which leaves the wait to the backoff.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+    }
+    // Digits only but too many for a u64: longer than any deadline.
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(MAX_RETRY_AFTER);
     }
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        if secs.is_nan() || secs < 0.0 {
+            return None;
+        }
+        // Too large for a Duration (1e30, inf): as long as the longest wait we accept.
+        return Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let when: SystemTime = when.with_timezone(&chrono::Utc).into();
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    // In integer milliseconds: converting a far-off date to `SystemTime` could overflow.
+    let now_ms = match now.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX),
+        Err(before) => -i128::try_from(before.duration().as_millis()).unwrap_or(i128::MAX),
+    };
+    let wait_ms = i128::from(when.timestamp_millis()).saturating_sub(now_ms);
+    Some(u64::try_from(wait_ms).map_or_else(
+        |_| if wait_ms < 0 { Duration::ZERO } else { MAX_RETRY_AFTER },
+        |ms| Duration::from_millis(ms).min(MAX_RETRY_AFTER),
+    ))
 }
 
 /// A uniform value in `[0, 1)` for jitter. `RandomState` is randomly keyed per instance, which
@@ -244,5 +291,112 @@ mod tests {
         ));
         assert!(is_transient(&t(TransportKind::Timeout), Idempotency::Idempotent));
         assert!(is_transient(&t(TransportKind::Interrupted), Idempotency::Idempotent));
+    }
+
+    #[test]
+    fn absolute_writes_are_retried_only_when_never_sent() {
+        let http = |status| Error::Http {
+            what: "x".into(),
+            status,
+            excerpt: String::new(),
+            retry_after: None,
+        };
+        let t = |kind| Error::Transport {
+            what: "x".into(),
+            kind,
+            detail: String::new(),
+        };
+        assert!(is_transient(&t(TransportKind::Connect), Idempotency::AbsoluteWrite));
+        for maybe_applied in [
+            http(429),
+            http(502),
+            http(503),
+            http(504),
+            t(TransportKind::Timeout),
+            t(TransportKind::Interrupted),
+        ] {
+            assert!(
+                !is_transient(&maybe_applied, Idempotency::AbsoluteWrite),
+                "{maybe_applied:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_1e30_does_not_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        for huge in ["1e30", "1E300", "inf", "Infinity", "1e19", "18446744073709551616.5"] {
+            assert_eq!(parse_retry_after(huge, now), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        assert_eq!(parse_retry_after("NaN", now), None);
+        assert_eq!(parse_retry_after("-inf", now), None);
+        // Longer than any deadline: give up at once, don't sleep.
+        let ra = parse_retry_after("1e30", now);
+        assert_eq!(policy().delay_before_retry(1, Duration::ZERO, ra, 0.5), None);
+    }
+
+    #[test]
+    fn retry_after_u64_max_does_not_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let max = u64::MAX.to_string();
+        assert_eq!(parse_retry_after(&max, now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("123456789012345678901234567890", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        // Whatever a caller passes, the end of the wait is checked, not added blindly.
+        let p = policy();
+        assert_eq!(p.delay_before_retry(1, Duration::ZERO, Some(Duration::MAX), 0.99), None);
+        assert_eq!(p.delay_before_retry(1, Duration::MAX, None, 0.5), None);
+        assert_eq!(
+            p.delay_before_retry(1, Duration::MAX, Some(Duration::from_secs(u64::MAX)), 0.5),
+            None
+        );
+        let unbounded = RetryPolicy {
+            deadline: Duration::MAX,
+            ..p
+        };
+        assert_eq!(
+            unbounded.delay_before_retry(1, Duration::from_secs(1), Some(Duration::MAX), 0.0),
+            None
+        );
+    }
+
+    #[test]
+    fn a_retry_after_date_centuries_ahead_is_clamped() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        let before_epoch = SystemTime::UNIX_EPOCH - Duration::from_secs(10);
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", before_epoch),
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn a_nan_jitter_or_an_unbounded_policy_does_not_panic() {
+        let p = policy();
+        assert_eq!(p.backoff(3, f64::NAN), Duration::from_millis(200));
+        assert_eq!(p.backoff(3, f64::INFINITY), Duration::from_millis(400));
+        assert_eq!(p.backoff(3, -1.0), Duration::from_millis(200));
+        assert!(
+            p.delay_before_retry(1, Duration::ZERO, Some(Duration::from_secs(1)), f64::NAN)
+                .is_some()
+        );
+        let huge = RetryPolicy {
+            max_attempts: u32::MAX,
+            base_delay: Duration::MAX,
+            max_delay: Duration::MAX,
+            deadline: Duration::MAX,
+        };
+        for attempt in [1, 2, 40, u32::MAX - 1] {
+            let d = huge.backoff(attempt, 0.999_999);
+            assert!(d >= Duration::MAX / 2, "{d:?}");
+            let _ = huge.delay_before_retry(attempt, Duration::from_secs(1), None, 0.999_999);
+            let _ = huge.delay_before_retry(attempt, Duration::ZERO, Some(Duration::MAX), 0.999_999);
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! Credit usage time series (`portals/self/usage`, contract §9): synchronous JSON with no item
-//! left behind, grouped by service type or by member. The series are read by the domain's
-//! parser ([`crate::credits::usage::UsageSeries`]), which accepts values as strings with
-//! exponents (`"2.0E-4"`) or as numbers and rejects anything else instead of counting it as 0.
+//! Credit usage time series (`portals/self/usage`; see docs/arcgis.md, "Usage buckets"):
+//! synchronous JSON with no item left behind, grouped by service type or by member. The series
+//! are read by the domain's parser ([`crate::credits::usage::UsageSeries`]), which accepts
+//! values as strings with exponents (`"2.0E-4"`) or as numbers and rejects anything else
+//! instead of counting it as 0.
 
 use crate::credits::usage::{TimeWindow, UsageSeries};
 
@@ -58,7 +59,8 @@ impl UsageQuery {
         }
     }
 
-    /// Credits per member (may include users from outside the org, contract §9).
+    /// Credits per member (may include users from outside the org; see docs/arcgis.md,
+    /// "Usage buckets").
     pub fn by_member(window: TimeWindow, period: UsagePeriod) -> Self {
         UsageQuery {
             window,

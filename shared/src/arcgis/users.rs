@@ -1,9 +1,11 @@
 //! Org members: the complete paged listing and the exact single-member lookup.
 //!
-//! The notebook used fuzzy search (`search(username)[0]` can return `jdoe2` for `jdoe`), capped
-//! the listing at 1000 members and hydrated each result with one more request. Here the listing
-//! is `portals/self/users` (100 per page, no cap), pages after the first are fetched
-//! concurrently, and a member is looked up by its exact username at `community/users/<name>`.
+//! Search is the wrong tool here: it is fuzzy (`search(username)[0]` can return `jdoe2` for
+//! `jdoe`), stops at 10,000 results, and fetching each result again costs one request per
+//! member; a listing capped at 1000 members silently drops the rest (see docs/arcgis.md,
+//! "Members: listing and exact lookup"). Here the listing is `portals/self/users` (100 per
+//! page, no cap), pages after the first are fetched concurrently, and a member is looked up by
+//! its exact username at `community/users/<name>`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -12,6 +14,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::credits::amount::Credits;
 use crate::credits::member::{Balance, Member};
 
 use super::client::{Client, DecodeError};
@@ -324,17 +327,22 @@ impl Client {
                 reason: "no 'users' array".into(),
             });
         };
-        let Some(total) = page.total.as_ref().and_then(wire::number).filter(|t| *t >= 0.0) else {
+        let Some(total) = page
+            .total
+            .as_ref()
+            .and_then(wire::count)
+            .and_then(|t| u64::try_from(t).ok())
+        else {
             return Err(Error::Unexpected {
                 what,
                 reason: "no 'total' member count".into(),
             });
         };
-        let next_start = page.next_start.as_ref().and_then(wire::number).unwrap_or(-1.0) as i64;
+        let next_start = page.next_start.as_ref().and_then(wire::count).unwrap_or(-1);
         let records = users.iter().map(read_record).collect();
         Ok(Page {
             start,
-            total: total as u64,
+            total,
             next_start,
             records,
         })
@@ -403,8 +411,8 @@ fn read_record(user: &WireUser) -> Record {
     let Some(username) = wire::string(user.username.as_ref()) else {
         return Record::Unreadable;
     };
-    let assigned = user.assigned_credits.as_ref().and_then(wire::number);
-    let available = user.available_credits.as_ref().and_then(wire::number);
+    let assigned = user.assigned_credits.as_ref().and_then(Credits::from_json);
+    let available = user.available_credits.as_ref().and_then(Credits::from_json);
     let (Some(assigned), Some(available)) = (assigned, available) else {
         return Record::NeedsLookup(username);
     };
@@ -450,8 +458,8 @@ mod tests {
         assert_eq!(
             m.balance,
             Balance::Limited {
-                assigned: 500.0,
-                available: 479.50998
+                assigned: Credits::whole(500),
+                available: Credits::parse_exact("479.50998").unwrap()
             }
         );
         assert_eq!(m.user_type.as_deref(), Some("creatorUT"));
@@ -495,8 +503,8 @@ mod tests {
         assert_eq!(
             m.members["b"].balance,
             Balance::Limited {
-                assigned: 1.0,
-                available: 1.0
+                assigned: Credits::whole(1),
+                available: Credits::whole(1)
             }
         );
         assert_eq!(m.lookups.iter().collect::<Vec<_>>(), vec!["c"]);

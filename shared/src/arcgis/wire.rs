@@ -1,16 +1,19 @@
 //! How ArcGIS encodes scalar values: numbers sometimes as strings, with exponents
-//! (`"2.0E-4"`, `5.0018196E7`), booleans sometimes as `"true"` (contract §13.16).
+//! (`"2.0E-4"`, `5.0018196E7`), booleans sometimes as `"true"`. Amounts of credits are read by
+//! [`Credits::from_json`]; counts by [`count`], through the same decimal reader.
 
 use serde_json::Value;
 
-/// A finite number from a JSON number or numeric string; `None` for anything else.
-pub(crate) fn number(v: &Value) -> Option<f64> {
-    let n = match v {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse::<f64>().ok()?,
-        _ => return None,
-    };
-    n.is_finite().then_some(n)
+use crate::credits::amount::Credits;
+
+/// A whole number (a count, an offset) from a JSON number or numeric string, exponents
+/// included (`"1.0E2"`); `None` for fractions and anything else.
+pub(crate) fn count(v: &Value) -> Option<i64> {
+    let exact = Credits::from_json(v)?;
+    let one = Credits::whole(1).micros();
+    (exact.micros() % one == 0)
+        .then(|| i64::try_from(exact.micros() / one).ok())
+        .flatten()
 }
 
 /// A non-empty string.
@@ -45,15 +48,16 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn numbers_in_every_spelling() {
-        assert_eq!(number(&json!(5.0018196E7)), Some(50_018_196.0));
-        assert_eq!(number(&json!("2.0E-4")), Some(0.0002));
-        assert_eq!(number(&json!(" 12 ")), Some(12.0));
-        assert_eq!(number(&json!(-1)), Some(-1.0));
-        assert_eq!(number(&json!("NaN")), None);
-        assert_eq!(number(&json!("inf")), None);
-        assert_eq!(number(&json!(null)), None);
-        assert_eq!(number(&json!(true)), None);
+    fn counts_in_every_spelling() {
+        assert_eq!(count(&json!(5.0018196E7)), Some(50_018_196));
+        assert_eq!(count(&json!("1.0E2")), Some(100));
+        assert_eq!(count(&json!(" 12 ")), Some(12));
+        assert_eq!(count(&json!(-1)), Some(-1));
+        assert_eq!(count(&json!("2.0E-4")), None);
+        assert_eq!(count(&json!("NaN")), None);
+        assert_eq!(count(&json!("inf")), None);
+        assert_eq!(count(&json!(null)), None);
+        assert_eq!(count(&json!(true)), None);
     }
 
     #[test]

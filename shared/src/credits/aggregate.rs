@@ -1,10 +1,11 @@
 //! Credits per service type, per member and per member × service type, for reports.
 //!
-//! The notebook only produced the per-service total and dropped anything it could not
-//! attribute. Here usage without a member (series not grouped by username, report rows
-//! with an empty username) is kept in an explicit [`Attribution::Unattributed`] bucket, so
-//! the per-member list always adds up to the total. Services are bucketed by readable label
-//! ([`service_types::canonical`]), so usage-API codes and report headers merge.
+//! A per-service total alone hides who spent what, and dropping what cannot be attributed
+//! makes the per-member list disagree with the total. Here usage without a member (series
+//! not grouped by username, report rows with an empty username) is kept in an explicit
+//! [`Attribution::Unattributed`] bucket, so the per-member list always adds up to the total.
+//! Services are bucketed by readable label ([`service_types::canonical`]), so usage-API codes
+//! and report headers merge.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::amount::Credits;
 use super::report_csv::CreditsReport;
 use super::service_types;
 use super::usage::{TimeWindow, UsageSeries};
@@ -57,12 +59,12 @@ impl fmt::Display for Attribution {
 }
 
 /// Credits of one service type.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceCredits {
     /// Readable label (or the unknown code / header).
     pub service: String,
     /// Credits consumed.
-    pub credits: f64,
+    pub credits: Credits,
 }
 
 /// Credits of one member (or the unattributed bucket).
@@ -72,7 +74,7 @@ pub struct MemberCredits {
     #[serde(flatten)]
     pub member: Attribution,
     /// Credits consumed.
-    pub credits: f64,
+    pub credits: Credits,
 }
 
 /// Credits of one member for one service type.
@@ -84,14 +86,14 @@ pub struct MemberServiceCredits {
     /// Readable label.
     pub service: String,
     /// Credits consumed.
-    pub credits: f64,
+    pub credits: Credits,
 }
 
 /// The aggregated report. Every list is sorted by credits descending, ties by name.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct CreditSummary {
     /// All credits counted.
-    pub total: f64,
+    pub total: Credits,
     /// Per service type; every service seen appears, even at 0.
     pub by_service: Vec<ServiceCredits>,
     /// Per member; every member seen appears, even at 0.
@@ -103,18 +105,18 @@ pub struct CreditSummary {
 /// Accumulates credits from one or more sources; [`CreditTally::summary`] sorts them.
 #[derive(Debug, Clone, Default)]
 pub struct CreditTally {
-    by_service: BTreeMap<String, f64>,
-    by_member: BTreeMap<Attribution, f64>,
-    by_pair: BTreeMap<(Attribution, String), f64>,
+    by_service: BTreeMap<String, Credits>,
+    by_member: BTreeMap<Attribution, Credits>,
+    by_pair: BTreeMap<(Attribution, String), Credits>,
 }
 
 impl CreditTally {
     /// Counts `credits` for `member` and `service` (a code or a label).
-    pub fn add(&mut self, member: Attribution, service: &str, credits: f64) {
+    pub fn add(&mut self, member: Attribution, service: &str, credits: Credits) {
         let service = service_types::canonical(service).to_owned();
         *self.by_service.entry(service.clone()).or_default() += credits;
         *self.by_member.entry(member.clone()).or_default() += credits;
-        if credits != 0.0 {
+        if !credits.is_zero() {
             *self.by_pair.entry((member, service)).or_default() += credits;
         }
     }
@@ -178,8 +180,8 @@ impl CreditTally {
     }
 }
 
-fn descending(a: f64, b: f64) -> Ordering {
-    b.total_cmp(&a)
+fn descending(a: Credits, b: Credits) -> Ordering {
+    b.cmp(&a)
 }
 
 /// Aggregates usage series over `window`.
@@ -211,8 +213,12 @@ mod tests {
             stype: stype.into(),
             etype: None,
             username: username.map(Into::into),
-            points: points.to_vec(),
+            points: points.iter().map(|&(ts, x)| (ts, c(x))).collect(),
         }
+    }
+
+    fn c(x: f64) -> Credits {
+        Credits::from_f64(x).unwrap()
     }
 
     fn member(u: &str) -> Attribution {
@@ -231,8 +237,12 @@ mod tests {
             series("geocode", Some("carl"), &[(10, 0.0)]),
         ];
         let s = summarize_usage(&data, &window);
-        assert_eq!(s.total, 15.5);
-        let services: Vec<(&str, f64)> = s.by_service.iter().map(|x| (x.service.as_str(), x.credits)).collect();
+        assert_eq!(s.total, c(15.5));
+        let services: Vec<(&str, f64)> = s
+            .by_service
+            .iter()
+            .map(|x| (x.service.as_str(), x.credits.to_f64()))
+            .collect();
         assert_eq!(
             services,
             [
@@ -242,7 +252,11 @@ mod tests {
                 ("newthing", 0.5)
             ]
         );
-        let members: Vec<(Attribution, f64)> = s.by_member.iter().map(|x| (x.member.clone(), x.credits)).collect();
+        let members: Vec<(Attribution, f64)> = s
+            .by_member
+            .iter()
+            .map(|x| (x.member.clone(), x.credits.to_f64()))
+            .collect();
         assert_eq!(
             members,
             [
@@ -255,7 +269,7 @@ mod tests {
         let pairs: Vec<(Attribution, &str, f64)> = s
             .by_member_service
             .iter()
-            .map(|x| (x.member.clone(), x.service.as_str(), x.credits))
+            .map(|x| (x.member.clone(), x.service.as_str(), x.credits.to_f64()))
             .collect();
         assert_eq!(
             pairs,
@@ -267,16 +281,16 @@ mod tests {
                 (Attribution::Unattributed, "newthing", 0.5),
             ]
         );
-        let member_sum: f64 = s.by_member.iter().map(|m| m.credits).sum();
+        let member_sum: Credits = s.by_member.iter().map(|m| m.credits).sum();
         assert_eq!(member_sum, s.total);
     }
 
     #[test]
     fn ties_are_broken_by_name_with_unattributed_last() {
         let mut t = CreditTally::default();
-        t.add(Attribution::Unattributed, "tiles", 2.0);
-        t.add(member("zed"), "geocode", 2.0);
-        t.add(member("abe"), "geocode", 2.0);
+        t.add(Attribution::Unattributed, "tiles", c(2.0));
+        t.add(member("zed"), "geocode", c(2.0));
+        t.add(member("abe"), "geocode", c(2.0));
         let s = t.summary();
         let order: Vec<String> = s.by_member.iter().map(|m| m.member.to_string()).collect();
         assert_eq!(order, ["abe", "zed", "(unattributed)"]);
@@ -293,29 +307,29 @@ mod tests {
             &TimeWindow::new(0, 10).unwrap(),
         );
         let s = t.summary();
-        assert_eq!(s.total, 3.5);
+        assert_eq!(s.total, c(3.5));
         assert_eq!(
             s.by_service,
             [ServiceCredits {
                 service: "Geocoding".into(),
-                credits: 3.5
+                credits: c(3.5)
             }]
         );
         assert_eq!(
             s.by_member[0],
             MemberCredits {
                 member: member("amy"),
-                credits: 2.5
+                credits: c(2.5)
             }
         );
         assert_eq!(
             s.by_member[1],
             MemberCredits {
                 member: Attribution::Unattributed,
-                credits: 1.0
+                credits: c(1.0)
             }
         );
-        assert_eq!(summarize_report(&report).total, 3.0);
+        assert_eq!(summarize_report(&report).total, c(3.0));
     }
 
     #[test]
@@ -332,13 +346,21 @@ mod tests {
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         assert_eq!(report.label_columns, ["Full Name"]);
         let s = summarize_report(&report);
-        assert_eq!(s.total, 11.875);
-        let services: Vec<(&str, f64)> = s.by_service.iter().map(|x| (x.service.as_str(), x.credits)).collect();
+        assert_eq!(s.total, c(11.875));
+        let services: Vec<(&str, f64)> = s
+            .by_service
+            .iter()
+            .map(|x| (x.service.as_str(), x.credits.to_f64()))
+            .collect();
         assert_eq!(
             services,
             [("Feature Storage", 7.125), ("Geocoding", 4.5), ("Notebooks", 0.25)]
         );
-        let members: Vec<(Attribution, f64)> = s.by_member.iter().map(|x| (x.member.clone(), x.credits)).collect();
+        let members: Vec<(Attribution, f64)> = s
+            .by_member
+            .iter()
+            .map(|x| (x.member.clone(), x.credits.to_f64()))
+            .collect();
         assert_eq!(
             members,
             [
@@ -357,19 +379,19 @@ mod tests {
         assert_eq!(Attribution::from_username(Some("jdoe")).username(), Some("jdoe"));
         let json = serde_json::to_value(MemberCredits {
             member: member("jdoe"),
-            credits: 1.0,
+            credits: c(1.0),
         })
         .unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"attribution": "member", "username": "jdoe", "credits": 1.0})
+            serde_json::json!({"attribution": "member", "username": "jdoe", "credits": 1})
         );
         let json = serde_json::to_value(MemberCredits {
             member: Attribution::Unattributed,
-            credits: 1.0,
+            credits: c(1.0),
         })
         .unwrap();
-        assert_eq!(json, serde_json::json!({"attribution": "unattributed", "credits": 1.0}));
+        assert_eq!(json, serde_json::json!({"attribution": "unattributed", "credits": 1}));
     }
 
     #[test]

@@ -1,24 +1,26 @@
 //! Which members are running out of credits.
 //!
-//! The notebook put members with `available < 10 % of assigned` in one list and those under
-//! 50 % in another, but applied the rule to unlimited members (`-1/-1` looks like "almost
-//! nothing left"), divided by zero on empty allocations, listed disabled members and viewers,
-//! and could flag a member with exactly 10 % left through floating-point rounding. The rules
-//! here, applied in this order, fix each of those:
+//! The rule is simple: `available < 10 % of assigned` is critical, `< 50 %` a warning. Applied
+//! naively it flags unlimited members (`-1/-1` looks like "almost nothing left"), divides by
+//! zero on empty allocations, lists disabled members and viewers, and can flag a member with
+//! exactly 10 % left through floating-point rounding. The rules here, applied in this order,
+//! avoid each of those:
 //!
 //! 1. disabled members → skipped (`disabled`): they cannot sign in, alerts about them are noise;
 //! 2. viewers (`viewerUT`) → skipped (`viewer: cannot consume credits`);
 //! 3. unlimited members → skipped (`unlimited`): no allocation, nothing to run out of;
-//! 4. a balance that is NaN or infinite → skipped (`invalid balance`), never guessed;
-//! 5. a negative `available` → [`Level::Critical`], whatever the thresholds: the member has
+//! 4. a negative `available` → [`Level::Critical`], whatever the thresholds: the member has
 //!    overspent and ArcGIS has suspended their credit-consuming tools;
-//! 6. `assigned == 0` (and `available >= 0`) → skipped (`zero allocation`): a zero allocation
+//! 5. `assigned == 0` (and `available >= 0`) → skipped (`zero allocation`): a zero allocation
 //!    is an administrator's decision to block credit use (or the org's default for new
 //!    members), not a member running low, and a top-up policy must not undo it. The
 //!    percentage is undefined there, and no division happens;
-//! 7. the critical rule, then the warning rule, then [`Level::Ok`].
+//! 6. the critical rule, then the warning rule, then [`Level::Ok`].
 //!
 //! Thresholds are strict: "critical below 10 %" means exactly 10 % left is *not* critical.
+//! Amounts are exact ([`Credits`]) and percentages are compared by integer
+//! cross-multiplication ([`Percent::is_above_share`]), so "exactly 10 %" is exact whatever
+//! the numbers (a float division flags 0.7 of 7 as below 10 %: `0.7 / 7.0 < 0.1` is true).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -26,8 +28,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::amount::Credits;
 use super::member::{Balance, Member};
-use super::tolerance::definitely_less;
+use super::percent::Percent;
 
 /// How urgently a member needs attention. Ordered: `Ok < Warning < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -42,35 +45,36 @@ pub enum Level {
 }
 
 /// One threshold: a member is below it when `available` is strictly less than the limit.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Limit {
     /// A share of the member's allocation, in percent, in `(0, 100]`.
-    Percent(f64),
+    Percent(Percent),
     /// An absolute number of credits, `> 0`: useful when allocations differ widely and what
-    /// matters is whether the next job still fits (e.g. notebooks need 30 credits).
-    Credits(f64),
+    /// matters is whether the next job still fits (e.g. ArcGIS Notebooks need 30 credits).
+    Credits(Credits),
 }
 
 impl Limit {
-    /// Whether `available` is strictly below this limit for an allocation of `assigned`.
-    /// The percentage is compared as `available × 100 < percent × assigned`, so no division
-    /// happens, and with [`definitely_less`], so exactly-on-the-line values stay above it.
-    fn is_below(self, assigned: f64, available: f64) -> bool {
+    /// Whether `available` is strictly below this limit for an allocation of `assigned`,
+    /// exactly (no division, no floating point).
+    fn is_below(self, assigned: Credits, available: Credits) -> bool {
         match self {
-            Limit::Percent(p) => definitely_less(available * 100.0, p * assigned),
-            Limit::Credits(c) => definitely_less(available, c),
+            Limit::Percent(p) => p.is_above_share(available, assigned),
+            Limit::Credits(c) => available < c,
         }
     }
 
     fn validate(self, rule: Rule) -> Result<Self, ThresholdError> {
         match self {
-            Limit::Percent(p) if !(p.is_finite() && p > 0.0 && p <= 100.0) => {
-                Err(ThresholdError::PercentOutOfRange { rule, value: p })
-            }
-            Limit::Credits(c) if !(c.is_finite() && c > 0.0) => {
-                Err(ThresholdError::CreditsOutOfRange { rule, value: c })
-            }
+            Limit::Percent(p) if p.is_zero() => Err(ThresholdError::PercentOutOfRange {
+                rule,
+                value: p.to_string(),
+            }),
+            Limit::Credits(c) if !c.is_positive() => Err(ThresholdError::CreditsOutOfRange {
+                rule,
+                value: c.to_string(),
+            }),
             limit => Ok(limit),
         }
     }
@@ -92,15 +96,16 @@ impl FromStr for Limit {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let unparsable = || ThresholdError::Unparsable(s.to_owned());
-        let (number, make): (&str, fn(f64) -> Limit) = if let Some(n) = s.strip_suffix('%') {
-            (n, Limit::Percent)
+        let unparsable = || ThresholdError::Unparsable(s.chars().take(40).collect());
+        if let Some(n) = s.strip_suffix('%') {
+            Percent::parse(n).map(Limit::Percent).map_err(|_| unparsable())
         } else if let Some(n) = s.strip_suffix("credits").or_else(|| s.strip_suffix("cr")) {
-            (n, Limit::Credits)
+            Credits::parse_exact(n.trim())
+                .map(Limit::Credits)
+                .map_err(|_| unparsable())
         } else {
-            return Err(unparsable());
-        };
-        number.trim().parse::<f64>().map(make).map_err(|_| unparsable())
+            Err(unparsable())
+        }
     }
 }
 
@@ -132,15 +137,15 @@ pub enum ThresholdError {
         /// The offending rule.
         rule: Rule,
         /// The rejected value.
-        value: f64,
+        value: String,
     },
     /// An absolute threshold of zero or less only repeats the overspent rule.
-    #[error("the {rule} threshold must be a finite number of credits above 0, got {value}")]
+    #[error("the {rule} threshold must be a number of credits above 0, got {value}")]
     CreditsOutOfRange {
         /// The offending rule.
         rule: Rule,
         /// The rejected value.
-        value: f64,
+        value: String,
     },
     /// With the same unit, the critical threshold must flag fewer members than the warning one.
     #[error(
@@ -163,7 +168,7 @@ pub enum ThresholdError {
 /// The two limits may use different units (e.g. critical below 20 credits, warning below
 /// 50 %); a member who meets both is critical because critical is checked first. When both
 /// use the same unit, critical must be strictly lower than warning.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ThresholdsSpec")]
 pub struct Thresholds {
     critical: Limit,
@@ -185,11 +190,11 @@ impl TryFrom<ThresholdsSpec> for Thresholds {
 }
 
 impl Default for Thresholds {
-    /// The notebook's rule: critical below 10 % of the allocation, warning below 50 %.
+    /// Critical below 10 % of the allocation, warning below 50 % (the template's defaults).
     fn default() -> Self {
         Thresholds {
-            critical: Limit::Percent(10.0),
-            warning: Limit::Percent(50.0),
+            critical: Limit::Percent(Percent::whole(10).expect("10 is a percentage")),
+            warning: Limit::Percent(Percent::whole(50).expect("50 is a percentage")),
         }
     }
 }
@@ -200,7 +205,8 @@ impl Thresholds {
         let critical = critical.validate(Rule::Critical)?;
         let warning = warning.validate(Rule::Warning)?;
         let stricter = match (critical, warning) {
-            (Limit::Percent(c), Limit::Percent(w)) | (Limit::Credits(c), Limit::Credits(w)) => c < w,
+            (Limit::Percent(c), Limit::Percent(w)) => c < w,
+            (Limit::Credits(c), Limit::Credits(w)) => c < w,
             _ => true,
         };
         if stricter {
@@ -233,8 +239,6 @@ pub enum SkipReason {
     Unlimited,
     /// Allocation of 0: credit use blocked on purpose.
     ZeroAllocation,
-    /// NaN or infinite figures: refuse to guess.
-    InvalidBalance,
 }
 
 impl fmt::Display for SkipReason {
@@ -244,7 +248,6 @@ impl fmt::Display for SkipReason {
             SkipReason::Viewer => "viewer: cannot consume credits",
             SkipReason::Unlimited => "unlimited",
             SkipReason::ZeroAllocation => "zero allocation: credit use blocked on purpose",
-            SkipReason::InvalidBalance => "invalid balance: not a finite number",
         })
     }
 }
@@ -253,11 +256,11 @@ impl fmt::Display for SkipReason {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
     /// The allocation.
-    pub assigned: f64,
+    pub assigned: Credits,
     /// What is left; negative when overspent.
-    pub available: f64,
+    pub available: Credits,
     /// `assigned − available`.
-    pub consumed: f64,
+    pub consumed: Credits,
     /// `available / assigned × 100`; `None` when nothing is assigned.
     pub percent_left: Option<f64>,
 }
@@ -303,12 +306,9 @@ pub fn classify(member: &Member, thresholds: &Thresholds) -> Classification {
         Balance::Unlimited => return skip(SkipReason::Unlimited),
         Balance::Limited { assigned, available } => (assigned, available),
     };
-    if !(assigned.is_finite() && available.is_finite()) {
-        return skip(SkipReason::InvalidBalance);
-    }
-    let level = if available < 0.0 {
+    let level = if available.is_negative() {
         Level::Critical
-    } else if assigned <= 0.0 {
+    } else if assigned.is_zero() {
         return skip(SkipReason::ZeroAllocation);
     } else if thresholds.critical.is_below(assigned, available) {
         Level::Critical
@@ -404,7 +404,15 @@ fn by_urgency(a: &RatedMember, b: &RatedMember) -> Ordering {
 mod tests {
     use super::*;
 
-    fn limited(username: &str, assigned: f64, available: f64) -> Member {
+    fn c(text: &str) -> Credits {
+        Credits::parse_exact(text).unwrap()
+    }
+
+    fn p(text: &str) -> Percent {
+        Percent::parse(text).unwrap()
+    }
+
+    fn limited(username: &str, assigned: &str, available: &str) -> Member {
         Member {
             username: username.into(),
             full_name: None,
@@ -412,11 +420,14 @@ mod tests {
             disabled: false,
             user_type: Some("creatorUT".into()),
             role: Some("org_user".into()),
-            balance: Balance::Limited { assigned, available },
+            balance: Balance::Limited {
+                assigned: c(assigned),
+                available: c(available),
+            },
         }
     }
 
-    fn level(assigned: f64, available: f64, thresholds: &Thresholds) -> Option<Level> {
+    fn level(assigned: &str, available: &str, thresholds: &Thresholds) -> Option<Level> {
         classify(&limited("u", assigned, available), thresholds).level()
     }
 
@@ -437,14 +448,14 @@ mod tests {
     fn exactly_ten_percent_left_is_not_critical() {
         let t = Thresholds::default();
         let cases = [
-            (300.0, 30.0),
-            (1000.0, 100.0),
-            (7.0, 0.7),
-            (0.3, 0.03),
-            (479.51, 47.951),
-            (123.45, 12.345),
-            (1e9, 1e8),
-            (0.7, 0.07),
+            ("300", "30"),
+            ("1000", "100"),
+            ("7", "0.7"),
+            ("0.3", "0.03"),
+            ("479.51", "47.951"),
+            ("123.45", "12.345"),
+            ("1000000000", "100000000"),
+            ("0.7", "0.07"),
         ];
         for (assigned, available) in cases {
             assert_eq!(
@@ -453,33 +464,45 @@ mod tests {
                 "{assigned}/{available}"
             );
         }
-        // The notebook's division misfires on some of them: the test data can tell the difference.
-        assert!(cases.iter().any(|(a, v)| v / a < 0.1));
+        // A float division misfires on some of them: the data can tell the difference.
+        assert!(
+            cases
+                .iter()
+                .any(|(a, v)| v.parse::<f64>().unwrap() / a.parse::<f64>().unwrap() < 0.1)
+        );
     }
 
     #[test]
     fn just_below_ten_percent_is_critical() {
         let t = Thresholds::default();
-        for (assigned, available) in [(300.0, 29.99), (1000.0, 99.999), (0.3, 0.0299), (7.0, 0.0)] {
+        for (assigned, available) in [("300", "29.99"), ("1000", "99.999"), ("0.3", "0.0299"), ("7", "0")] {
             assert_eq!(
                 level(assigned, available, &t),
                 Some(Level::Critical),
                 "{assigned}/{available}"
             );
         }
+        // One micro-credit below the line is below it.
+        assert_eq!(level("1000", "99.999999", &t), Some(Level::Critical));
     }
 
     #[test]
     fn exactly_fifty_percent_left_is_ok() {
         let t = Thresholds::default();
-        for (assigned, available) in [(300.0, 150.0), (0.3, 0.15), (479.51, 239.755), (1.1, 0.55), (1e9, 5e8)] {
+        for (assigned, available) in [
+            ("300", "150"),
+            ("0.3", "0.15"),
+            ("479.51", "239.755"),
+            ("1.1", "0.55"),
+            ("1000000000", "500000000"),
+        ] {
             assert_eq!(
                 level(assigned, available, &t),
                 Some(Level::Ok),
                 "{assigned}/{available}"
             );
         }
-        for (assigned, available) in [(300.0, 149.99), (1.1, 0.5499)] {
+        for (assigned, available) in [("300", "149.99"), ("1.1", "0.5499")] {
             assert_eq!(
                 level(assigned, available, &t),
                 Some(Level::Warning),
@@ -489,64 +512,64 @@ mod tests {
     }
 
     #[test]
+    fn fractional_percentages_are_exact() {
+        let t = Thresholds::new(Limit::Percent(p("7.5")), Limit::Percent(p("12.25"))).unwrap();
+        assert_eq!(level("1000", "75", &t), Some(Level::Warning));
+        assert_eq!(level("1000", "74.999999", &t), Some(Level::Critical));
+        assert_eq!(level("1000", "122.5", &t), Some(Level::Ok));
+        assert_eq!(level("1000", "122.499999", &t), Some(Level::Warning));
+    }
+
+    #[test]
     fn absolute_thresholds_compare_credits() {
-        let t = Thresholds::new(Limit::Credits(20.0), Limit::Credits(100.0)).unwrap();
-        assert_eq!(level(1000.0, 19.99, &t), Some(Level::Critical));
-        assert_eq!(level(1000.0, 20.0, &t), Some(Level::Warning));
-        assert_eq!(level(1000.0, 100.0, &t), Some(Level::Ok));
+        let t = Thresholds::new(Limit::Credits(c("20")), Limit::Credits(c("100"))).unwrap();
+        assert_eq!(level("1000", "19.99", &t), Some(Level::Critical));
+        assert_eq!(level("1000", "20", &t), Some(Level::Warning));
+        assert_eq!(level("1000", "100", &t), Some(Level::Ok));
         // 30 of 30 left is 100 %, yet critical by an absolute rule of 50 credits.
-        let t = Thresholds::new(Limit::Credits(50.0), Limit::Percent(50.0)).unwrap();
-        assert_eq!(level(30.0, 30.0, &t), Some(Level::Critical));
-        assert_eq!(level(1000.0, 400.0, &t), Some(Level::Warning));
+        let t = Thresholds::new(Limit::Credits(c("50")), Limit::Percent(p("50"))).unwrap();
+        assert_eq!(level("30", "30", &t), Some(Level::Critical));
+        assert_eq!(level("1000", "400", &t), Some(Level::Warning));
     }
 
     #[test]
     fn negative_balances_are_critical_whatever_the_thresholds() {
-        let t = Thresholds::new(Limit::Credits(1.0), Limit::Credits(2.0)).unwrap();
-        assert_eq!(level(1000.0, -750.0, &t), Some(Level::Critical));
-        assert_eq!(level(0.0, -5.0, &Thresholds::default()), Some(Level::Critical));
-        let Classification::Rated { figures, .. } = classify(&limited("u", 0.0, -5.0), &t) else {
+        let t = Thresholds::new(Limit::Credits(c("1")), Limit::Credits(c("2"))).unwrap();
+        assert_eq!(level("1000", "-750", &t), Some(Level::Critical));
+        assert_eq!(level("0", "-5", &Thresholds::default()), Some(Level::Critical));
+        let Classification::Rated { figures, .. } = classify(&limited("u", "0", "-5"), &t) else {
             panic!("an overspent zero allocation must be rated");
         };
         assert_eq!(figures.percent_left, None);
-        assert_eq!(figures.consumed, 5.0);
+        assert_eq!(figures.consumed, c("5"));
     }
 
     #[test]
     fn zero_allocation_is_skipped_without_dividing() {
-        assert_eq!(skip_reason(&limited("u", 0.0, 0.0)), Some(SkipReason::ZeroAllocation));
-        let absolute = Thresholds::new(Limit::Credits(20.0), Limit::Credits(50.0)).unwrap();
-        assert_eq!(level(0.0, 0.0, &absolute), None);
+        assert_eq!(skip_reason(&limited("u", "0", "0")), Some(SkipReason::ZeroAllocation));
+        let absolute = Thresholds::new(Limit::Credits(c("20")), Limit::Credits(c("50"))).unwrap();
+        assert_eq!(level("0", "0", &absolute), None);
     }
 
     #[test]
-    fn unlimited_disabled_viewer_and_invalid_members_are_skipped() {
-        let mut unlimited = limited("u", 0.0, 0.0);
+    fn unlimited_disabled_and_viewer_members_are_skipped() {
+        let mut unlimited = limited("u", "0", "0");
         unlimited.balance = Balance::Unlimited;
         assert_eq!(skip_reason(&unlimited), Some(SkipReason::Unlimited));
 
-        let mut disabled = limited("u", 1000.0, 1.0);
+        let mut disabled = limited("u", "1000", "1");
         disabled.disabled = true;
         assert_eq!(skip_reason(&disabled), Some(SkipReason::Disabled));
 
-        let mut viewer = limited("u", 1000.0, 1.0);
+        let mut viewer = limited("u", "1000", "1");
         viewer.user_type = Some("viewerUT".into());
         assert_eq!(skip_reason(&viewer), Some(SkipReason::Viewer));
         assert_eq!(SkipReason::Viewer.to_string(), "viewer: cannot consume credits");
-
-        assert_eq!(
-            skip_reason(&limited("u", f64::NAN, 1.0)),
-            Some(SkipReason::InvalidBalance)
-        );
-        assert_eq!(
-            skip_reason(&limited("u", 10.0, f64::INFINITY)),
-            Some(SkipReason::InvalidBalance)
-        );
     }
 
     #[test]
     fn figures_report_consumption_and_percent() {
-        let Classification::Rated { level, figures } = classify(&limited("u", 200.0, 50.0), &Thresholds::default())
+        let Classification::Rated { level, figures } = classify(&limited("u", "200", "50"), &Thresholds::default())
         else {
             panic!("a limited creator must be rated");
         };
@@ -554,9 +577,9 @@ mod tests {
         assert_eq!(
             figures,
             Figures {
-                assigned: 200.0,
-                available: 50.0,
-                consumed: 150.0,
+                assigned: c("200"),
+                available: c("50"),
+                consumed: c("150"),
                 percent_left: Some(25.0)
             }
         );
@@ -564,53 +587,58 @@ mod tests {
 
     #[test]
     fn threshold_validation() {
+        let pct = |x: &str| Limit::Percent(p(x));
         assert!(matches!(
-            Thresholds::new(Limit::Percent(50.0), Limit::Percent(10.0)),
+            Thresholds::new(pct("50"), pct("10")),
             Err(ThresholdError::NotStricter { .. })
         ));
         assert!(matches!(
-            Thresholds::new(Limit::Percent(10.0), Limit::Percent(10.0)),
+            Thresholds::new(pct("10"), pct("10")),
             Err(ThresholdError::NotStricter { .. })
         ));
         assert!(matches!(
-            Thresholds::new(Limit::Credits(50.0), Limit::Credits(20.0)),
+            Thresholds::new(Limit::Credits(c("50")), Limit::Credits(c("20"))),
             Err(ThresholdError::NotStricter { .. })
         ));
-        for bad in [0.0, -5.0, 100.5, f64::NAN, f64::INFINITY] {
+        assert!(matches!(
+            Thresholds::new(pct("0"), pct("100")),
+            Err(ThresholdError::PercentOutOfRange {
+                rule: Rule::Critical,
+                ..
+            })
+        ));
+        for bad in ["0", "-5"] {
             assert!(matches!(
-                Thresholds::new(Limit::Percent(bad), Limit::Percent(100.0)),
-                Err(ThresholdError::PercentOutOfRange {
-                    rule: Rule::Critical,
+                Thresholds::new(pct("10"), Limit::Credits(c(bad))),
+                Err(ThresholdError::CreditsOutOfRange {
+                    rule: Rule::Warning,
                     ..
                 })
             ));
         }
-        assert!(matches!(
-            Thresholds::new(Limit::Percent(10.0), Limit::Credits(0.0)),
-            Err(ThresholdError::CreditsOutOfRange {
-                rule: Rule::Warning,
-                ..
-            })
-        ));
-        assert!(Thresholds::new(Limit::Percent(99.0), Limit::Percent(100.0)).is_ok());
-        assert!(Thresholds::new(Limit::Credits(500.0), Limit::Percent(10.0)).is_ok());
+        assert!(Thresholds::new(pct("99"), pct("100")).is_ok());
+        assert!(Thresholds::new(Limit::Credits(c("500")), pct("10")).is_ok());
     }
 
     #[test]
     fn limits_parse_with_an_explicit_unit() {
-        assert_eq!("10%".parse::<Limit>(), Ok(Limit::Percent(10.0)));
-        assert_eq!(" 12.5 % ".parse::<Limit>(), Ok(Limit::Percent(12.5)));
-        assert_eq!("20 credits".parse::<Limit>(), Ok(Limit::Credits(20.0)));
-        assert_eq!("20cr".parse::<Limit>(), Ok(Limit::Credits(20.0)));
-        assert!(matches!("20".parse::<Limit>(), Err(ThresholdError::Unparsable(_))));
-        assert!(matches!("ten%".parse::<Limit>(), Err(ThresholdError::Unparsable(_))));
+        assert_eq!("10%".parse::<Limit>(), Ok(Limit::Percent(p("10"))));
+        assert_eq!(" 12.5 % ".parse::<Limit>(), Ok(Limit::Percent(p("12.5"))));
+        assert_eq!("20 credits".parse::<Limit>(), Ok(Limit::Credits(c("20"))));
+        assert_eq!("20cr".parse::<Limit>(), Ok(Limit::Credits(c("20"))));
+        for bad in ["20", "ten%", "inf%", "NaN credits", "101%"] {
+            assert!(
+                matches!(bad.parse::<Limit>(), Err(ThresholdError::Unparsable(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
     fn thresholds_deserialize_with_validation() {
         let ok: Thresholds = serde_json::from_str(r#"{"critical":{"credits":20},"warning":{"percent":50}}"#).unwrap();
-        assert_eq!(ok.critical(), Limit::Credits(20.0));
-        assert_eq!(ok.warning(), Limit::Percent(50.0));
+        assert_eq!(ok.critical(), Limit::Credits(c("20")));
+        assert_eq!(ok.warning(), Limit::Percent(p("50")));
         let bad = serde_json::from_str::<Thresholds>(r#"{"critical":{"percent":60},"warning":{"percent":50}}"#);
         assert!(bad.unwrap_err().to_string().contains("stricter"));
     }
@@ -618,18 +646,18 @@ mod tests {
     #[test]
     fn org_summary_splits_and_sorts_deterministically() {
         let mut members = vec![
-            limited("zoe", 100.0, 5.0),
-            limited("amy", 100.0, 5.0),
-            limited("bob", 100.0, 1.0),
-            limited("neg", 0.0, -3.0),
-            limited("carl", 100.0, 40.0),
-            limited("dan", 100.0, 90.0),
-            limited("eve", 100.0, 60.0),
+            limited("zoe", "100", "5"),
+            limited("amy", "100", "5"),
+            limited("bob", "100", "1"),
+            limited("neg", "0", "-3"),
+            limited("carl", "100", "40"),
+            limited("dan", "100", "90"),
+            limited("eve", "100", "60"),
         ];
-        let mut unlimited = limited("uma", 0.0, 0.0);
+        let mut unlimited = limited("uma", "0", "0");
         unlimited.balance = Balance::Unlimited;
         members.push(unlimited);
-        let mut disabled = limited("abe", 100.0, 0.0);
+        let mut disabled = limited("abe", "100", "0");
         disabled.disabled = true;
         members.push(disabled);
 
@@ -654,5 +682,6 @@ mod tests {
         let json = serde_json::to_value(&org).unwrap();
         assert_eq!(json["skipped"][0]["reason"], "disabled");
         assert_eq!(json["critical"][1]["figures"]["percent_left"], 1.0);
+        assert_eq!(json["critical"][1]["figures"]["available"], 1);
     }
 }

@@ -1,13 +1,15 @@
 //! How fast credits are being spent, and how long what is left will last.
 //!
-//! The notebook only looked at balances, so an org with plenty left today but a heavy
-//! scheduled notebook could run dry between two runs. The burn rate here is the mean
+//! Balances alone miss how fast credits go: an org with plenty left today but heavy
+//! Scheduled Notebooks can run dry between two runs. The burn rate here is the mean
 //! credits per day over a window: the credits of every usage point inside the window,
 //! divided by the window's length in days. Days without usage count as zero simply because
 //! they add nothing to the sum. The runway is `available / rate`:
 //! - `Some(0.0)` when nothing is left (`available <= 0`), whatever the rate;
 //! - `None` ("not running out") when the rate is zero or negative (net refunds), or when the
-//!   member is unlimited (nothing to run out of), or the balance is not a finite number.
+//!   member is unlimited (nothing to run out of).
+//!
+//! Balances are exact [`Credits`]; rates and days are `f64`, being estimates.
 //!
 //! Use a window that ends at the start of today (UTC): today's usage is still incomplete
 //! and would lower the rate.
@@ -16,6 +18,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::amount::Credits;
 use super::member::{Balance, Member};
 use super::usage::{TimeWindow, UsageSeries};
 
@@ -23,7 +26,7 @@ use super::usage::{TimeWindow, UsageSeries};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Runway {
     /// Credits left; `None` when unlimited.
-    pub available: Option<f64>,
+    pub available: Option<Credits>,
     /// Mean credits spent per day over the window.
     pub credits_per_day: f64,
     /// Days until `available` reaches 0 at that rate (see the module rules).
@@ -32,7 +35,7 @@ pub struct Runway {
 
 impl Runway {
     /// Applies `credits_per_day` to `available` (`None` = unlimited).
-    pub fn new(available: Option<f64>, credits_per_day: f64) -> Self {
+    pub fn new(available: Option<Credits>, credits_per_day: f64) -> Self {
         Runway {
             available,
             credits_per_day,
@@ -65,20 +68,18 @@ pub struct Forecast {
 }
 
 /// Mean credits per day: `credits` spread over the whole window.
-pub fn burn_rate(credits: f64, window: &TimeWindow) -> f64 {
-    credits / window.days()
+pub fn burn_rate(credits: Credits, window: &TimeWindow) -> f64 {
+    credits.to_f64() / window.days()
 }
 
 /// Days until `available` runs out at `credits_per_day` (rules in the module documentation).
-pub fn days_until_empty(available: f64, credits_per_day: f64) -> Option<f64> {
-    if !available.is_finite() || !credits_per_day.is_finite() {
-        None
-    } else if available <= 0.0 {
+pub fn days_until_empty(available: Credits, credits_per_day: f64) -> Option<f64> {
+    if !available.is_positive() {
         Some(0.0)
-    } else if credits_per_day <= 0.0 {
+    } else if !credits_per_day.is_finite() || credits_per_day <= 0.0 {
         None
     } else {
-        Some(available / credits_per_day)
+        Some(available.to_f64() / credits_per_day)
     }
 }
 
@@ -87,9 +88,9 @@ pub fn days_until_empty(available: f64, credits_per_day: f64) -> Option<f64> {
 /// Series are matched to members by exact username. Pass series from one `groupby` that
 /// includes `username` (e.g. `username,stype`); the org rate sums every series, so mixing
 /// groupings would count the same credits twice.
-pub fn forecast(members: &[Member], org_available: f64, series: &[UsageSeries], window: &TimeWindow) -> Forecast {
-    let mut per_member: HashMap<&str, f64> = HashMap::new();
-    let mut org_credits = 0.0;
+pub fn forecast(members: &[Member], org_available: Credits, series: &[UsageSeries], window: &TimeWindow) -> Forecast {
+    let mut per_member: HashMap<&str, Credits> = HashMap::new();
+    let mut org_credits = Credits::ZERO;
     for s in series {
         let credits = s.credits_in(window);
         org_credits += credits;
@@ -100,7 +101,7 @@ pub fn forecast(members: &[Member], org_available: f64, series: &[UsageSeries], 
     let mut runways: Vec<MemberRunway> = members
         .iter()
         .map(|m| {
-            let rate = burn_rate(per_member.get(m.username.as_str()).copied().unwrap_or(0.0), window);
+            let rate = burn_rate(per_member.get(m.username.as_str()).copied().unwrap_or_default(), window);
             let available = match m.balance {
                 Balance::Unlimited => None,
                 Balance::Limited { available, .. } => Some(available),
@@ -140,79 +141,72 @@ mod tests {
         }
     }
 
-    fn daily(username: Option<&str>, credits_by_day: &[(i64, f64)]) -> UsageSeries {
+    fn c(credits: i64) -> Credits {
+        Credits::whole(credits)
+    }
+
+    fn limited(assigned: i64, available: i64) -> Balance {
+        Balance::Limited {
+            assigned: c(assigned),
+            available: c(available),
+        }
+    }
+
+    fn daily(username: Option<&str>, credits_by_day: &[(i64, i64)]) -> UsageSeries {
         UsageSeries {
             stype: "geocode".into(),
             etype: None,
             username: username.map(Into::into),
-            points: credits_by_day.iter().map(|&(day, c)| (day * MS_PER_DAY, c)).collect(),
+            points: credits_by_day
+                .iter()
+                .map(|&(day, x)| (day * MS_PER_DAY, c(x)))
+                .collect(),
         }
     }
 
     #[test]
     fn days_until_empty_rules() {
-        assert_eq!(days_until_empty(100.0, 10.0), Some(10.0));
-        assert_eq!(days_until_empty(0.0, 10.0), Some(0.0));
-        assert_eq!(days_until_empty(-5.0, 0.0), Some(0.0));
-        assert_eq!(days_until_empty(100.0, 0.0), None);
-        assert_eq!(days_until_empty(100.0, -1.0), None);
-        assert_eq!(days_until_empty(f64::NAN, 1.0), None);
-        assert_eq!(days_until_empty(100.0, f64::INFINITY), None);
+        assert_eq!(days_until_empty(c(100), 10.0), Some(10.0));
+        assert_eq!(days_until_empty(c(0), 10.0), Some(0.0));
+        assert_eq!(days_until_empty(c(-5), 0.0), Some(0.0));
+        assert_eq!(days_until_empty(c(100), 0.0), None);
+        assert_eq!(days_until_empty(c(100), -1.0), None);
+        assert_eq!(days_until_empty(c(100), f64::NAN), None);
+        assert_eq!(days_until_empty(c(100), f64::INFINITY), None);
     }
 
     #[test]
     fn days_without_usage_count_as_zero() {
         // 30 credits on 3 days of a 30-day window: 1 credit/day, not 10.
         let window = TimeWindow::new(0, 30 * MS_PER_DAY).unwrap();
-        let s = daily(
-            Some("amy"),
-            &[(0, 10.0), (5, 10.0), (29, 10.0), (30, 500.0), (-1, 500.0)],
-        );
+        let s = daily(Some("amy"), &[(0, 10), (5, 10), (29, 10), (30, 500), (-1, 500)]);
         assert_eq!(burn_rate(s.credits_in(&window), &window), 1.0);
         // Partial days are honoured: 12 credits in half a day = 24/day.
-        assert_eq!(burn_rate(12.0, &TimeWindow::new(0, MS_PER_DAY / 2).unwrap()), 24.0);
+        assert_eq!(burn_rate(c(12), &TimeWindow::new(0, MS_PER_DAY / 2).unwrap()), 24.0);
     }
 
     #[test]
     fn forecast_for_members_and_org() {
         let window = TimeWindow::new(0, 10 * MS_PER_DAY).unwrap();
         let members = [
-            member(
-                "amy",
-                Balance::Limited {
-                    assigned: 100.0,
-                    available: 50.0,
-                },
-            ),
-            member(
-                "bob",
-                Balance::Limited {
-                    assigned: 100.0,
-                    available: 50.0,
-                },
-            ),
+            member("amy", limited(100, 50)),
+            member("bob", limited(100, 50)),
             member("cat", Balance::Unlimited),
-            member(
-                "dan",
-                Balance::Limited {
-                    assigned: 100.0,
-                    available: -1.0,
-                },
-            ),
+            member("dan", limited(100, -1)),
         ];
         let series = [
-            daily(Some("amy"), &[(1, 20.0), (2, 30.0)]),
-            daily(Some("bob"), &[(1, 5.0)]),
-            daily(Some("cat"), &[(3, 100.0)]),
-            daily(None, &[(4, 45.0)]),
-            daily(Some("stranger"), &[(4, 0.0)]),
+            daily(Some("amy"), &[(1, 20), (2, 30)]),
+            daily(Some("bob"), &[(1, 5)]),
+            daily(Some("cat"), &[(3, 100)]),
+            daily(None, &[(4, 45)]),
+            daily(Some("stranger"), &[(4, 0)]),
         ];
-        let f = forecast(&members, 1000.0, &series, &window);
+        let f = forecast(&members, c(1000), &series, &window);
         assert_eq!(f.window_days, 10.0);
         assert_eq!(
             f.org,
             Runway {
-                available: Some(1000.0),
+                available: Some(c(1000)),
                 credits_per_day: 20.0,
                 days_until_empty: Some(50.0)
             }
@@ -236,21 +230,15 @@ mod tests {
         let json = serde_json::to_value(&f).unwrap();
         assert_eq!(
             json["members"][1],
-            serde_json::json!({"username": "amy", "available": 50.0, "credits_per_day": 5.0, "days_until_empty": 10.0})
+            serde_json::json!({"username": "amy", "available": 50, "credits_per_day": 5.0, "days_until_empty": 10.0})
         );
     }
 
     #[test]
     fn members_without_usage_never_run_out() {
         let window = TimeWindow::new(0, MS_PER_DAY).unwrap();
-        let members = [member(
-            "idle",
-            Balance::Limited {
-                assigned: 10.0,
-                available: 10.0,
-            },
-        )];
-        let f = forecast(&members, 0.0, &[], &window);
+        let members = [member("idle", limited(10, 10))];
+        let f = forecast(&members, Credits::ZERO, &[], &window);
         assert_eq!(f.members[0].runway.days_until_empty, None);
         assert_eq!(f.org.days_until_empty, Some(0.0));
     }

@@ -1,13 +1,17 @@
 //! A member's credit position, as the domain sees it.
 //!
-//! ArcGIS encodes "no allocation" as `-1` in both `assignedCredits` and `availableCredits`;
-//! the notebook treated that sentinel as a number and topped up unlimited members. Here it is
-//! a variant, so no arithmetic can touch it by accident.
+//! ArcGIS encodes "no allocation" as `-1` in `assignedCredits` (`availableCredits` then holds
+//! `-1` or the org's remaining credits; see docs/arcgis.md, "Credit fields and the unlimited
+//! sentinel"). Read as a number, the sentinel looks like "almost nothing left", and unlimited
+//! members get flagged and "topped up" into a limit. Here it is a variant, so no arithmetic can
+//! touch it by accident.
 
 use serde::{Deserialize, Serialize};
 
+pub use super::amount::{Credits, InvalidCredits};
+
 /// What a member may still spend: unlimited, or a finite allocation and what is left of it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Balance {
     /// No allocation: the member draws on the org's credits without a per-member limit.
@@ -15,17 +19,19 @@ pub enum Balance {
     /// A finite allocation. `available` = `assigned` − consumed and may be negative.
     Limited {
         /// The allocation set by `assignUserCredits`.
-        assigned: f64,
+        assigned: Credits,
         /// What is left of it; negative when the member overspent.
-        available: f64,
+        available: Credits,
     },
 }
 
 impl Balance {
     /// Interprets the wire pair. A negative `assignedCredits` (the `-1` sentinel) means
-    /// unlimited; `availableCredits` alone may legitimately be negative (overspent).
-    pub fn from_wire(assigned: f64, available: f64) -> Self {
-        if assigned < 0.0 {
+    /// unlimited, whatever `availableCredits` says (ArcGIS reports the org's remaining credits
+    /// there for unlimited members); `availableCredits` alone may legitimately be negative
+    /// (overspent).
+    pub fn from_wire(assigned: Credits, available: Credits) -> Self {
+        if assigned.is_negative() {
             Balance::Unlimited
         } else {
             Balance::Limited { assigned, available }
@@ -33,10 +39,20 @@ impl Balance {
     }
 
     /// Credits consumed against the allocation, when there is one.
-    pub fn consumed(&self) -> Option<f64> {
+    pub fn consumed(&self) -> Option<Credits> {
         match *self {
             Balance::Unlimited => None,
             Balance::Limited { assigned, available } => Some(assigned - available),
+        }
+    }
+
+    /// What the member may still spend before ArcGIS stops them: `available` when positive,
+    /// zero when overspent, `None` when unlimited. The org promised this much and may have to
+    /// pay it; guardrails count it.
+    pub fn headroom(&self) -> Option<Credits> {
+        match *self {
+            Balance::Unlimited => None,
+            Balance::Limited { available, .. } => Some(available.at_least_zero()),
         }
     }
 }
@@ -62,11 +78,13 @@ pub struct Member {
 
 impl Balance {
     /// Share of the allocation still available, in percent, for display and sorting.
-    /// `None` when unlimited or when nothing is assigned (the ratio is undefined; the
-    /// notebook divided by zero there).
+    /// `None` when unlimited or when nothing is assigned (the ratio is undefined: a division
+    /// by a zero allocation).
     pub fn percent_left(&self) -> Option<f64> {
         match *self {
-            Balance::Limited { assigned, available } if assigned > 0.0 => Some(available / assigned * 100.0),
+            Balance::Limited { assigned, available } if assigned.is_positive() => {
+                Some(available.to_f64() / assigned.to_f64() * 100.0)
+            }
             _ => None,
         }
     }
@@ -84,89 +102,56 @@ impl Member {
     }
 }
 
-/// Why a number cannot be used as an amount of credits.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, thiserror::Error)]
-#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
-pub enum InvalidCredits {
-    /// NaN or infinite: no allocation, threshold or guardrail can be computed from it.
-    #[error("credits must be a finite number, got {0}; send a plain decimal number")]
-    NotFinite(f64),
-    /// Negative: ArcGIS would read a negative allocation as the `-1` "unlimited" sentinel.
-    #[error(
-        "credits must be zero or more, got {0}; to remove a member's limit, unassign \
-         their credits instead of sending a negative number"
-    )]
-    Negative(f64),
-}
-
-/// A finite, non-negative amount of credits.
-///
-/// Validated once at the boundary so that allocations, top-up targets and guardrails can
-/// never hold NaN, infinity or a negative value (which ArcGIS would read as "unlimited").
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-#[serde(try_from = "f64", into = "f64")]
-pub struct Credits(f64);
-
-impl Credits {
-    /// Zero credits: blocks all credit use for a member when set as an allocation.
-    pub const ZERO: Credits = Credits(0.0);
-
-    /// Accepts `value` if it is finite and `>= 0`. `-0.0` is normalised to `0.0`.
-    pub fn new(value: f64) -> Result<Self, InvalidCredits> {
-        if !value.is_finite() {
-            Err(InvalidCredits::NotFinite(value))
-        } else if value < 0.0 {
-            Err(InvalidCredits::Negative(value))
-        } else {
-            Ok(Credits(value + 0.0))
-        }
-    }
-
-    /// The amount as a plain number, for arithmetic and the wire.
-    pub fn get(self) -> f64 {
-        self.0
-    }
-}
-
-impl TryFrom<f64> for Credits {
-    type Error = InvalidCredits;
-
-    fn try_from(value: f64) -> Result<Self, Self::Error> {
-        Credits::new(value)
-    }
-}
-
-impl From<Credits> for f64 {
-    fn from(credits: Credits) -> f64 {
-        credits.0
-    }
-}
-
 /// A *target* allocation: what we want a member's allocation to become.
 ///
 /// Distinct from [`Balance`] (what a member has now) and never a bare `-1`: "no limit" is
 /// its own variant, which maps to `unassignUserCredits`, while a limit maps to
 /// `assignUserCredits`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "credits", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    content = "credits",
+    rename_all = "snake_case",
+    try_from = "AllocationSpec"
+)]
 pub enum Allocation {
     /// No per-member limit.
     Unlimited,
-    /// A finite allocation, validated by [`Credits::new`].
+    /// A finite allocation of zero or more, built by [`Allocation::limited`].
     Limited(Credits),
 }
 
+/// [`Allocation`] as stored, before the non-negative check.
+#[derive(Deserialize)]
+#[serde(tag = "kind", content = "credits", rename_all = "snake_case")]
+enum AllocationSpec {
+    Unlimited,
+    Limited(Credits),
+}
+
+impl TryFrom<AllocationSpec> for Allocation {
+    type Error = InvalidCredits;
+
+    fn try_from(spec: AllocationSpec) -> Result<Self, Self::Error> {
+        match spec {
+            AllocationSpec::Unlimited => Ok(Allocation::Unlimited),
+            AllocationSpec::Limited(c) => Allocation::limited(c),
+        }
+    }
+}
+
 impl Allocation {
-    /// A finite allocation of `credits`, rejecting NaN, infinity and negative numbers.
-    pub fn limited(credits: f64) -> Result<Self, InvalidCredits> {
-        Credits::new(credits).map(Allocation::Limited)
+    /// A finite allocation of `credits`, refusing a negative amount (ArcGIS would read it as
+    /// the `-1` "unlimited" sentinel).
+    pub fn limited(credits: Credits) -> Result<Self, InvalidCredits> {
+        credits.non_negative().map(Allocation::Limited)
     }
 
     /// The allocated amount, or `None` for no limit.
-    pub fn credits(&self) -> Option<f64> {
+    pub fn credits(&self) -> Option<Credits> {
         match self {
             Allocation::Unlimited => None,
-            Allocation::Limited(c) => Some(c.get()),
+            Allocation::Limited(c) => Some(*c),
         }
     }
 }
@@ -174,6 +159,10 @@ impl Allocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn c(text: &str) -> Credits {
+        Credits::parse_exact(text).unwrap()
+    }
 
     fn member(user_type: Option<&str>) -> Member {
         Member {
@@ -189,38 +178,32 @@ mod tests {
 
     #[test]
     fn wire_sentinel_is_unlimited_but_negative_available_is_overspent() {
-        assert_eq!(Balance::from_wire(-1.0, -1.0), Balance::Unlimited);
-        let overspent = Balance::from_wire(1000.0, -750.0);
+        assert_eq!(Balance::from_wire(c("-1"), c("-1")), Balance::Unlimited);
+        // Unlimited members carry the org's remaining credits in availableCredits.
+        assert_eq!(Balance::from_wire(c("-1"), c("50018196")), Balance::Unlimited);
+        let overspent = Balance::from_wire(c("1000"), c("-750"));
         assert_eq!(
             overspent,
             Balance::Limited {
-                assigned: 1000.0,
-                available: -750.0
+                assigned: c("1000"),
+                available: c("-750")
             }
         );
-        assert_eq!(overspent.consumed(), Some(1750.0));
+        assert_eq!(overspent.consumed(), Some(c("1750")));
+        assert_eq!(overspent.headroom(), Some(Credits::ZERO));
         assert_eq!(Balance::Unlimited.consumed(), None);
+        assert_eq!(Balance::Unlimited.headroom(), None);
     }
 
     #[test]
     fn percent_left_is_undefined_without_an_allocation() {
         assert_eq!(Balance::Unlimited.percent_left(), None);
-        assert_eq!(
-            Balance::Limited {
-                assigned: 0.0,
-                available: 0.0
-            }
-            .percent_left(),
-            None
-        );
-        assert_eq!(
-            Balance::Limited {
-                assigned: 200.0,
-                available: 50.0
-            }
-            .percent_left(),
-            Some(25.0)
-        );
+        let limited = |a: &str, v: &str| Balance::Limited {
+            assigned: c(a),
+            available: c(v),
+        };
+        assert_eq!(limited("0", "0").percent_left(), None);
+        assert_eq!(limited("200", "50").percent_left(), Some(25.0));
     }
 
     #[test]
@@ -232,37 +215,22 @@ mod tests {
     }
 
     #[test]
-    fn credits_reject_nan_infinity_and_negatives() {
-        assert!(matches!(Credits::new(f64::NAN), Err(InvalidCredits::NotFinite(_))));
-        assert!(matches!(Credits::new(f64::INFINITY), Err(InvalidCredits::NotFinite(_))));
-        assert_eq!(Credits::new(-1.0), Err(InvalidCredits::Negative(-1.0)));
-        assert_eq!(Credits::new(0.0).map(Credits::get), Ok(0.0));
-        assert!(Credits::new(-0.0).unwrap().get().is_sign_positive());
-        assert_eq!(Credits::new(250.5).map(Credits::get), Ok(250.5));
-    }
-
-    #[test]
-    fn allocation_constructor_validates() {
-        assert_eq!(Allocation::limited(200.0).unwrap().credits(), Some(200.0));
+    fn allocation_constructor_refuses_negatives() {
+        assert_eq!(Allocation::limited(c("200")).unwrap().credits(), Some(c("200")));
         assert_eq!(Allocation::Unlimited.credits(), None);
-        assert!(matches!(Allocation::limited(-1.0), Err(InvalidCredits::Negative(_))));
-        assert!(matches!(
-            Allocation::limited(f64::NAN),
-            Err(InvalidCredits::NotFinite(_))
-        ));
+        assert!(matches!(Allocation::limited(c("-1")), Err(InvalidCredits::Negative(_))));
     }
 
     #[test]
-    fn allocation_serde_round_trip_and_validation() {
-        let a = Allocation::limited(200.0).unwrap();
-        let json = serde_json::to_value(a).unwrap();
-        assert_eq!(json, serde_json::json!({"kind": "limited", "credits": 200.0}));
-        assert_eq!(serde_json::from_value::<Allocation>(json).unwrap(), a);
+    fn allocation_serde_round_trip() {
+        let a = Allocation::limited(c("200.5")).unwrap();
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, r#"{"kind":"limited","credits":200.5}"#);
+        assert_eq!(serde_json::from_str::<Allocation>(&json).unwrap(), a);
         assert_eq!(
             serde_json::to_value(Allocation::Unlimited).unwrap(),
             serde_json::json!({"kind": "unlimited"})
         );
-        let negative = serde_json::json!({"kind": "limited", "credits": -1.0});
-        assert!(serde_json::from_value::<Allocation>(negative).is_err());
+        assert!(serde_json::from_str::<Allocation>(r#"{"kind":"limited","credits":-1}"#).is_err());
     }
 }

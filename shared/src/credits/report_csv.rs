@@ -1,12 +1,12 @@
 //! The credits report CSV (`reportType=org, reportSubType=credits`).
 //!
-//! Its layout is not documented (contract §8.4). The notebook read it by position
-//! (`skiprows=3`, first column = label, sum every other column), which breaks on a changed
+//! Its layout is not documented (see docs/arcgis.md, "Report items"). Reading it by position
+//! (`skiprows=3`, first column = label, sum every other column) breaks on a changed
 //! preamble, a second text column, a `Total` row or a malformed cell. This parser instead:
 //!
 //! - finds the header row: the first row with a `Username` / `User Name` / `user_name` cell
-//!   (case-insensitive). Failing that it assumes the notebook's layout (header on line 4,
-//!   member in column 1) and says so in [`ReportWarning::HeaderAssumed`];
+//!   (case-insensitive). Failing that it assumes the positional layout (3 preamble lines,
+//!   header on line 4, member in column 1) and says so in [`ReportWarning::HeaderAssumed`];
 //! - tells label columns from credit columns: a column is a label (never summed) when its
 //!   header is a known label (`Full Name`, `Role`, `Email`, ...) or when none of its cells
 //!   is a number; a column named like a known service type always holds credits;
@@ -20,6 +20,7 @@
 
 use serde::Serialize;
 
+use super::amount::Credits;
 use super::service_types;
 
 /// Why the report could not be read. Each variant names where, so the report format can be
@@ -83,9 +84,9 @@ pub enum ReportWarning {
         /// The service column.
         service: String,
         /// The report's total.
-        stated: f64,
+        stated: Credits,
         /// Our sum.
-        summed: f64,
+        summed: Credits,
     },
     /// A `Total` column disagrees with the sum of a row's service cells.
     TotalColumnMismatch {
@@ -94,9 +95,9 @@ pub enum ReportWarning {
         /// The row's member.
         username: Option<String>,
         /// The report's total.
-        stated: f64,
+        stated: Credits,
         /// Our sum.
-        summed: f64,
+        summed: Credits,
     },
 }
 
@@ -117,7 +118,7 @@ pub struct ReportRow {
     /// The member; `None` when the username cell is empty (or there is no member column).
     pub username: Option<String>,
     /// Credits per column, aligned with [`CreditsReport::columns`].
-    pub credits: Vec<f64>,
+    pub credits: Vec<Credits>,
 }
 
 /// The parsed report.
@@ -135,7 +136,7 @@ pub struct CreditsReport {
 
 impl CreditsReport {
     /// Every `(username, service, credits)` cell, for aggregation.
-    pub fn cells(&self) -> impl Iterator<Item = (Option<&str>, &str, f64)> {
+    pub fn cells(&self) -> impl Iterator<Item = (Option<&str>, &str, Credits)> {
         self.rows.iter().flat_map(move |row| {
             self.columns
                 .iter()
@@ -178,7 +179,7 @@ const LABEL_HEADERS: &[&str] = &[
 const PERIOD_HEADERS: &[&str] = &["date", "period", "month", "week", "day", "startdate", "enddate"];
 /// Names of total rows and columns.
 const TOTAL_NAMES: &[&str] = &["total", "totals", "grandtotal", "totalcredits", "creditstotal"];
-/// Line of the header in the notebook's layout (3 preamble lines).
+/// Line of the header in the positional layout (3 preamble lines).
 const ASSUMED_HEADER_LINE: u64 = 4;
 
 fn norm(s: &str) -> String {
@@ -196,8 +197,9 @@ fn is_blank(s: &str) -> bool {
     s.trim().is_empty()
 }
 
-fn parse_number(s: &str) -> Option<f64> {
-    s.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+/// A credits cell: the one decimal reader of ArcGIS amounts ([`Credits::parse_rounded`]).
+fn parse_number(s: &str) -> Option<Credits> {
+    Credits::parse_rounded(s).ok()
 }
 
 struct Record {
@@ -308,7 +310,7 @@ pub fn parse(input: &[u8]) -> Result<CreditsReport, ReportCsvError> {
         .map(|(j, _)| column_name(j))
         .collect();
 
-    let number = |r: &Record, j: usize| -> Result<Option<f64>, ReportCsvError> {
+    let number = |r: &Record, j: usize| -> Result<Option<Credits>, ReportCsvError> {
         let cell = r.cell(j);
         if is_blank(cell) {
             return Ok(None);
@@ -325,7 +327,7 @@ pub fn parse(input: &[u8]) -> Result<CreditsReport, ReportCsvError> {
         let credits = service_cols
             .iter()
             .map(|&j| number(r, j).map(Option::unwrap_or_default))
-            .collect::<Result<Vec<f64>, _>>()?;
+            .collect::<Result<Vec<Credits>, _>>()?;
         let username = username_col
             .map(|j| r.cell(j))
             .filter(|u| !is_blank(u))
@@ -333,7 +335,7 @@ pub fn parse(input: &[u8]) -> Result<CreditsReport, ReportCsvError> {
         if let Some(t) = total_col
             && let Some(stated) = number(r, t)?
         {
-            let summed: f64 = credits.iter().sum();
+            let summed: Credits = credits.iter().sum();
             if !totals_agree(stated, summed, credits.len()) {
                 warnings.push(ReportWarning::TotalColumnMismatch {
                     line: r.line,
@@ -353,7 +355,7 @@ pub fn parse(input: &[u8]) -> Result<CreditsReport, ReportCsvError> {
     for r in &total_rows {
         for (k, (&j, column)) in service_cols.iter().zip(&columns).enumerate() {
             if let Some(stated) = number(r, j)? {
-                let summed: f64 = rows.iter().filter_map(|row| row.credits.get(k)).sum();
+                let summed: Credits = rows.iter().filter_map(|row| row.credits.get(k)).sum();
                 if !totals_agree(stated, summed, rows.len()) {
                     warnings.push(ReportWarning::TotalRowMismatch {
                         line: r.line,
@@ -400,13 +402,22 @@ fn column_kind(j: usize, header: &str, username_col: Option<usize>, rows: &[&Rec
 
 /// Totals may be rounded to cents, and each summed cell too: allow a cent for the total
 /// plus half a cent per summed cell.
-fn totals_agree(stated: f64, summed: f64, cells: usize) -> bool {
-    (stated - summed).abs() <= 0.01 + 0.005 * cells as f64
+fn totals_agree(stated: Credits, summed: Credits, cells: usize) -> bool {
+    let allowed = Credits::parse_exact("0.01").unwrap_or_default().micros() + 5_000 * cells as i128;
+    (stated - summed).micros().abs() <= allowed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn c(x: f64) -> Credits {
+        Credits::from_f64(x).unwrap()
+    }
+
+    fn cs(xs: &[f64]) -> Vec<Credits> {
+        xs.iter().map(|&x| c(x)).collect()
+    }
 
     fn parse_str(s: &str) -> Result<CreditsReport, ReportCsvError> {
         parse(s.as_bytes())
@@ -421,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn notebook_layout_with_three_preamble_lines() {
+    fn the_report_layout_with_three_preamble_lines() {
         let r = parse_str(
             "Credits report\nOrg: Example\nPeriod: 2024-03\n\
              Username,Geocoding,Spatial Analysis\njdoe,1.5,2\nasmith,,0.25\n",
@@ -429,8 +440,8 @@ mod tests {
         .unwrap();
         assert_eq!(services(&r), ["Geocoding", "Spatial Analysis"]);
         assert_eq!(usernames(&r), [Some("jdoe"), Some("asmith")]);
-        assert_eq!(r.rows[0].credits, [1.5, 2.0]);
-        assert_eq!(r.rows[1].credits, [0.0, 0.25]);
+        assert_eq!(r.rows[0].credits, cs(&[1.5, 2.0]));
+        assert_eq!(r.rows[1].credits, cs(&[0.0, 0.25]));
         assert_eq!(r.rows[0].line, 5);
         assert!(r.warnings.is_empty());
     }
@@ -441,9 +452,9 @@ mod tests {
         assert_eq!(services(&one), ["Geocoding"]);
         assert_eq!(usernames(&one), [Some("u1")]);
         let five = parse_str("a\nb\nc,d,e\nf\ng\nUSERNAME,Tiles\nu1,4\n").unwrap();
-        assert_eq!(five.rows[0].credits, [4.0]);
+        assert_eq!(five.rows[0].credits, cs(&[4.0]));
         let none = parse_str("username,Notebooks\nu1,3\n").unwrap();
-        assert_eq!(none.rows[0].credits, [3.0]);
+        assert_eq!(none.rows[0].credits, cs(&[3.0]));
     }
 
     #[test]
@@ -457,7 +468,7 @@ mod tests {
         assert_eq!(services(&r), ["Geocoding", "Quantum Routing"]);
         assert_eq!(r.columns[1].header, "Quantum Routing");
         assert_eq!(usernames(&r), [Some("jdoe"), Some("asmith")]);
-        assert_eq!(r.rows[1].credits, [3.0, 0.0]);
+        assert_eq!(r.rows[1].credits, cs(&[3.0, 0.0]));
     }
 
     #[test]
@@ -465,8 +476,8 @@ mod tests {
         let ok = parse_str("p\np\np\nUsername,Geocoding,Tiles\nu1,1,2\nu2,3,4\nTotal,4,6\n").unwrap();
         assert_eq!(ok.rows.len(), 2);
         assert!(ok.warnings.is_empty());
-        let total: f64 = ok.cells().map(|(_, _, c)| c).sum();
-        assert_eq!(total, 10.0);
+        let total: Credits = ok.cells().map(|(_, _, x)| x).sum();
+        assert_eq!(total, c(10.0));
 
         let off = parse_str("p\np\np\nUsername,Geocoding,Tiles\nu1,1,2\nu2,3,4\nTOTALS,4,7\n").unwrap();
         assert_eq!(
@@ -474,8 +485,8 @@ mod tests {
             [ReportWarning::TotalRowMismatch {
                 line: 7,
                 service: "Tile Generation".into(),
-                stated: 7.0,
-                summed: 6.0
+                stated: c(7.0),
+                summed: c(6.0)
             }]
         );
     }
@@ -489,8 +500,8 @@ mod tests {
             [ReportWarning::TotalColumnMismatch {
                 line: 6,
                 username: Some("u2".into()),
-                stated: 5.0,
-                summed: 2.0
+                stated: c(5.0),
+                summed: c(2.0)
             }]
         );
     }
@@ -536,14 +547,14 @@ mod tests {
         .unwrap();
         assert_eq!(services(&r), ["Geocoding", "Custom, Service"]);
         assert_eq!(usernames(&r), [Some("doe, j")]);
-        assert_eq!(r.rows[0].credits, [1.0, 2.0e-4]);
+        assert_eq!(r.rows[0].credits, cs(&[1.0, 2.0e-4]));
         // BOM directly before the header.
         let r = parse(b"\xEF\xBB\xBFUsername,Tiles\nu1,1\n").unwrap();
-        assert_eq!(r.rows[0].credits, [1.0]);
+        assert_eq!(r.rows[0].credits, cs(&[1.0]));
     }
 
     #[test]
-    fn fallback_to_the_notebook_layout_is_reported() {
+    fn falling_back_to_the_usual_layout_is_reported() {
         let r = parse_str("a\nb\nc\nMember,Geocoding\nu1,1\n").unwrap();
         assert_eq!(r.warnings, [ReportWarning::HeaderAssumed { line: 4 }]);
         assert_eq!(usernames(&r), [Some("u1")]);
@@ -563,8 +574,8 @@ mod tests {
     fn ragged_rows() {
         // Short rows: missing cells are blank. Trailing empty cells are fine.
         let r = parse_str("Username,Geocoding,Tiles,\nu1,1\nu2,1,2,,\n").unwrap();
-        assert_eq!(r.rows[0].credits, [1.0, 0.0]);
-        assert_eq!(r.rows[1].credits, [1.0, 2.0]);
+        assert_eq!(r.rows[0].credits, cs(&[1.0, 0.0]));
+        assert_eq!(r.rows[1].credits, cs(&[1.0, 2.0]));
         assert!(r.label_columns.is_empty());
         let err = parse_str("Username,Geocoding\nu1,1,9\n").unwrap_err();
         assert_eq!(

@@ -2,13 +2,16 @@
 //! they are read over.
 //!
 //! On the wire each series is `{"stype", "etype", "username", "credits": [[ts, value], ...]}`
-//! where both timestamp and value are usually *strings* (`["1672185600000", "2.0E-4"]`,
-//! contract §9). The parsers here accept strings or numbers, exponent notation included, and
-//! reject anything else with an error instead of counting it as zero.
+//! where both timestamp and value are usually *strings* (`["1672185600000", "2.0E-4"]`).
+//! The parsers here accept strings or numbers, exponent notation included (through the one
+//! reader of ArcGIS numbers, [`number_text`]), and reject anything else with an error instead
+//! of counting it as zero. Values are exact [`Credits`].
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use super::amount::{Credits, number_text};
 
 /// Milliseconds in a day, the unit of burn rates.
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -30,7 +33,7 @@ pub enum UsageError {
         /// The requested length.
         days: u32,
     },
-    /// A point that is not `[timestamp, credits]` with a whole-ms timestamp and a finite value.
+    /// A point that is not `[timestamp, credits]` with a whole-ms timestamp and an amount.
     #[error("usage point {point} is unreadable: {reason}; the usage API format may have changed")]
     BadPoint {
         /// The point as received (JSON text).
@@ -142,7 +145,7 @@ pub struct UsageSeries {
     /// Member, when grouped by `username`; `None` means unattributed usage.
     pub username: Option<String>,
     /// `(epoch ms, credits)` pairs.
-    pub points: Vec<(i64, f64)>,
+    pub points: Vec<(i64, Credits)>,
 }
 
 impl UsageSeries {
@@ -195,20 +198,20 @@ impl UsageSeries {
     }
 
     /// The points whose timestamp lies in `window`.
-    pub fn points_in<'a>(&'a self, window: &'a TimeWindow) -> impl Iterator<Item = (i64, f64)> + 'a {
+    pub fn points_in<'a>(&'a self, window: &'a TimeWindow) -> impl Iterator<Item = (i64, Credits)> + 'a {
         self.points.iter().copied().filter(|(ts, _)| window.contains(*ts))
     }
 
     /// Total credits of the points in `window`.
-    pub fn credits_in(&self, window: &TimeWindow) -> f64 {
+    pub fn credits_in(&self, window: &TimeWindow) -> Credits {
         self.points_in(window).map(|(_, credits)| credits).sum()
     }
 }
 
 /// Parses one `[timestamp, credits]` point. Each element may be a JSON number or a string;
 /// strings may use exponent notation (`"2.0E-4"`, `"1.6721856E12"`). The timestamp must be
-/// a whole number of milliseconds and the credits finite.
-pub fn parse_point(point: &Value) -> Result<(i64, f64), UsageError> {
+/// a whole number of milliseconds and the credits an amount.
+pub fn parse_point(point: &Value) -> Result<(i64, Credits), UsageError> {
     let bad = |reason| UsageError::BadPoint {
         point: point.to_string(),
         reason,
@@ -218,26 +221,20 @@ pub fn parse_point(point: &Value) -> Result<(i64, f64), UsageError> {
         .map(Vec::as_slice)
         .and_then(|pair| <&[Value; 2]>::try_from(pair).ok())
         .ok_or_else(|| bad("expected a [timestamp, credits] pair"))?;
-    let ts = number(ts)
-        .and_then(whole_ms)
-        .ok_or_else(|| bad("the timestamp is not a whole number of epoch ms"))?;
-    let credits = number(credits)
-        .filter(|c| c.is_finite())
-        .ok_or_else(|| bad("the credits value is not a finite number"))?;
+    let ts = whole_ms(ts).ok_or_else(|| bad("the timestamp is not a whole number of epoch ms"))?;
+    let credits = Credits::from_json(credits).ok_or_else(|| bad("the credits value is not a number"))?;
     Ok((ts, credits))
 }
 
-fn number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn whole_ms(f: f64) -> Option<i64> {
-    // `i64::MAX as f64` is 2^63: whole numbers in [-2^63, 2^63) convert exactly.
-    (f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
+/// A timestamp in whole milliseconds, written as an integer or with an exponent
+/// (`"1.6721856E12"`): read exactly as a decimal, refused when it has a fraction.
+fn whole_ms(value: &Value) -> Option<i64> {
+    // The amount reader is exact to 10⁻⁶ and holds far more than any epoch-ms value.
+    let exact = Credits::parse_rounded(&number_text(value)?).ok()?;
+    let micros = exact.micros();
+    (micros % 1_000_000 == 0)
+        .then(|| i64::try_from(micros / 1_000_000).ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -245,21 +242,25 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn c(text: &str) -> Credits {
+        Credits::parse_exact(text).unwrap()
+    }
+
     #[test]
     fn points_parse_from_strings_and_numbers() {
         assert_eq!(
             parse_point(&json!(["1672185600000", "2.0E-4"])).unwrap(),
-            (1_672_185_600_000, 2.0e-4)
+            (1_672_185_600_000, c("0.0002"))
         );
         assert_eq!(
             parse_point(&json!([1672185600000_i64, 1.5])).unwrap(),
-            (1_672_185_600_000, 1.5)
+            (1_672_185_600_000, c("1.5"))
         );
         assert_eq!(
             parse_point(&json!(["1.6721856E12", " 3 "])).unwrap(),
-            (1_672_185_600_000, 3.0)
+            (1_672_185_600_000, c("3"))
         );
-        assert_eq!(parse_point(&json!(["0", "0.0"])).unwrap(), (0, 0.0));
+        assert_eq!(parse_point(&json!(["0", "0.0"])).unwrap(), (0, Credits::ZERO));
     }
 
     #[test]
@@ -292,7 +293,10 @@ mod tests {
         assert_eq!(s.stype, "geocode");
         assert_eq!(s.etype.as_deref(), Some("geocodecnt"));
         assert_eq!(s.username.as_deref(), Some("u1"));
-        assert_eq!(s.points, [(1_672_099_200_000, 0.0), (1_672_185_600_000, 2.0e-4)]);
+        assert_eq!(
+            s.points,
+            [(1_672_099_200_000, Credits::ZERO), (1_672_185_600_000, c("0.0002"))]
+        );
 
         let unattributed = UsageSeries::from_json(&json!({"stype": "tiles", "username": " ", "credits": []})).unwrap();
         assert_eq!(unattributed.username, None);
@@ -357,10 +361,10 @@ mod tests {
             stype: "geocode".into(),
             etype: None,
             username: None,
-            points: vec![(999, 100.0), (1_000, 1.0), (1_500, 2.5), (2_000, 100.0)],
+            points: vec![(999, c("100")), (1_000, c("1")), (1_500, c("2.5")), (2_000, c("100"))],
         };
         let w = TimeWindow::new(1_000, 2_000).unwrap();
-        assert_eq!(s.credits_in(&w), 3.5);
+        assert_eq!(s.credits_in(&w), c("3.5"));
         assert_eq!(s.points_in(&w).count(), 2);
     }
 }

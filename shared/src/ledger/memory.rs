@@ -6,11 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
 
+use super::requests::{Claim, REQUEST_RETENTION, grant_sort_key, page_sort_key, window_start_key};
 use super::{
-    ALERT_PK, AuditEntry, IDEM_PK, IDEMPOTENCY_RETENTION, IdempotencyClaim, LedgerError, MEMBERS_SK, ORG_PK,
-    RUN_RETENTION, RunClaim, RunStatus, run_pk,
+    ALERT_PK, Appended, AuditEntry, AuditIntent, BUDGET_PK, HEAD_SK, HeadUpdate, LOCK_PK, LOCK_SK, LedgerError,
+    LockAttempt, LockHolder, MEMBERS_SK, ORG_PK, PENDING_SK, RUN_RETENTION, RequestClaim, RequestHead, RequestStatus,
+    RunClaim, RunStatus, Scope, StoredRequest, request_pk, run_pk,
 };
+use crate::credits::amount::Credits;
 use crate::credits::classify::Level;
 
 /// The table name errors show for the memory ledger.
@@ -25,15 +29,19 @@ enum Record {
     Run {
         status: RunStatus,
         claimed_at: DateTime<Utc>,
-        summary: Option<serde_json::Value>,
+        summary: Option<Value>,
         expires_at: DateTime<Utc>,
     },
-    Idem {
-        body_hash: String,
-        done: Option<(u16, serde_json::Value)>,
-        expires_at: DateTime<Utc>,
+    Head {
+        head: RequestHead,
+        expires_at: Option<DateTime<Utc>>,
     },
+    Page(Value),
+    Lock(LockHolder),
+    Pending(std::collections::BTreeSet<String>),
+    Grant(Credits),
     Audit(AuditEntry),
+    Intent(AuditIntent),
     MemberCount(u64),
 }
 
@@ -106,7 +114,7 @@ impl MemoryLedger {
             summary,
             expires_at,
         }) = items.get(&k)
-            && *expires_at > now
+            && expires_at.timestamp() > now.timestamp()
         {
             return Ok(RunClaim::AlreadyClaimed {
                 status: *status,
@@ -131,7 +139,7 @@ impl MemoryLedger {
         job: &str,
         key: &str,
         new_status: RunStatus,
-        new_summary: &serde_json::Value,
+        new_summary: &Value,
     ) -> Result<(), LedgerError> {
         let pk = run_pk(job);
         match self.lock().get_mut(&(pk.clone(), key.to_owned())) {
@@ -144,71 +152,231 @@ impl MemoryLedger {
         }
     }
 
-    pub(super) fn begin_idempotent(
-        &self,
-        key: &str,
-        body_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<IdempotencyClaim, LedgerError> {
-        let k = (IDEM_PK.to_owned(), key.to_owned());
+    pub(super) fn claim_request(&self, scope: &Scope, claim: Claim<'_>) -> Result<RequestClaim, LedgerError> {
+        let (body_hash, owner, now, lease_until) = (claim.body_hash, claim.owner, claim.now, claim.lease_until);
+        let pk = request_pk(scope);
+        let key = (pk.clone(), HEAD_SK.to_owned());
         let mut items = self.lock();
-        if let Some(Record::Idem {
-            body_hash: stored,
-            done,
-            expires_at,
-        }) = items.get(&k)
-            && *expires_at > now
-        {
-            return Ok(if stored != body_hash {
-                IdempotencyClaim::Mismatch
-            } else if let Some((status_code, response)) = done {
-                IdempotencyClaim::Replay {
-                    status_code: *status_code,
-                    response: response.clone(),
-                }
-            } else {
-                IdempotencyClaim::InProgress
-            });
+        let existing = match items.get(&key) {
+            Some(Record::Head { head, expires_at }) if expires_at.is_none_or(|e| e.timestamp() > now.timestamp()) => {
+                Some(head.clone())
+            }
+            _ => None,
+        };
+        let Some(head) = existing else {
+            items.retain(|(p, sk), _| !(p == &pk && sk.starts_with("PAGE#")));
+            items.insert(
+                key,
+                Record::Head {
+                    head: RequestHead {
+                        body_hash: body_hash.to_owned(),
+                        status: RequestStatus::Claimed,
+                        owner: owner.to_owned(),
+                        lease_until,
+                        created_at: now,
+                        reply: None,
+                    },
+                    expires_at: None,
+                },
+            );
+            return Ok(RequestClaim::Fresh);
+        };
+        if head.body_hash != body_hash {
+            return Ok(RequestClaim::Mismatch);
         }
-        items.insert(
-            k,
-            Record::Idem {
-                body_hash: body_hash.to_owned(),
-                done: None,
-                expires_at: now + IDEMPOTENCY_RETENTION,
-            },
-        );
-        Ok(IdempotencyClaim::Fresh)
+        let live = head.lease_until > now;
+        match head.status {
+            RequestStatus::Done => Ok(RequestClaim::Replay(Box::new(self.stored(&items, &pk, head)))),
+            RequestStatus::Claimed | RequestStatus::Applying | RequestStatus::Incomplete if live => {
+                Ok(RequestClaim::InProgress {
+                    lease_until: head.lease_until,
+                })
+            }
+            _ => {
+                let mut taken = head;
+                taken.owner = owner.to_owned();
+                taken.lease_until = lease_until;
+                items.insert(
+                    key,
+                    Record::Head {
+                        head: taken.clone(),
+                        expires_at: None,
+                    },
+                );
+                Ok(RequestClaim::Resume(Box::new(self.stored(&items, &pk, taken))))
+            }
+        }
     }
 
-    pub(super) fn complete_idempotent(
-        &self,
-        key: &str,
-        status_code: u16,
-        response: &serde_json::Value,
-    ) -> Result<(), LedgerError> {
-        match self.lock().get_mut(&(IDEM_PK.to_owned(), key.to_owned())) {
-            Some(Record::Idem { done, .. }) => {
-                *done = Some((status_code, response.clone()));
+    fn stored(&self, items: &BTreeMap<(String, String), Record>, pk: &str, head: RequestHead) -> StoredRequest {
+        let pages = items
+            .range((pk.to_owned(), String::new())..)
+            .take_while(|((p, _), _)| p == pk)
+            .filter_map(|((_, sk), r)| match r {
+                Record::Page(v) => sk.strip_prefix("PAGE#")?.parse::<u32>().ok().map(|n| (n, v.clone())),
+                _ => None,
+            })
+            .collect();
+        StoredRequest { head, pages }
+    }
+
+    pub(super) fn update_request(&self, scope: &Scope, owner: &str, update: &HeadUpdate) -> Result<(), LedgerError> {
+        let pk = request_pk(scope);
+        match self.lock().get_mut(&(pk.clone(), HEAD_SK.to_owned())) {
+            Some(Record::Head { head, expires_at }) if head.owner == owner => {
+                head.status = update.status;
+                head.lease_until = update.lease_until;
+                if update.reply.is_some() {
+                    head.reply = update.reply.clone();
+                }
+                if update.status == RequestStatus::Done {
+                    *expires_at = Some(update.at + REQUEST_RETENTION);
+                }
                 Ok(())
             }
-            _ => Err(missing("complete_idempotent", IDEM_PK, key)),
+            Some(Record::Head { .. }) => Err(LedgerError::Fenced {
+                table: TABLE.to_owned(),
+                operation: "update_request",
+                key: format!("{pk}/{HEAD_SK}"),
+            }),
+            _ => Err(missing("update_request", &pk, HEAD_SK)),
         }
     }
 
-    pub(super) fn abandon_idempotent(&self, key: &str) -> Result<(), LedgerError> {
-        let k = (IDEM_PK.to_owned(), key.to_owned());
+    pub(super) fn abandon_request(&self, scope: &Scope, owner: &str) -> Result<(), LedgerError> {
+        let key = (request_pk(scope), HEAD_SK.to_owned());
         let mut items = self.lock();
-        if let Some(Record::Idem { done: None, .. }) = items.get(&k) {
-            items.remove(&k);
+        if let Some(Record::Head { head, .. }) = items.get(&key)
+            && head.owner == owner
+            && head.status == RequestStatus::Claimed
+        {
+            items.remove(&key);
         }
         Ok(())
     }
 
-    pub(super) fn record_change(&self, entry: &AuditEntry) -> Result<(), LedgerError> {
-        let k = (AuditEntry::partition_key(entry.at.date_naive()), entry.sort_key());
-        self.lock().insert(k, Record::Audit(entry.clone()));
+    pub(super) fn put_pages(&self, scope: &Scope, pages: &[(u32, Value)]) -> Result<(), LedgerError> {
+        let pk = request_pk(scope);
+        let mut items = self.lock();
+        for (index, page) in pages {
+            items.insert((pk.clone(), page_sort_key(*index)), Record::Page(page.clone()));
+        }
         Ok(())
+    }
+
+    pub(super) fn load_request(&self, scope: &Scope) -> Result<Option<StoredRequest>, LedgerError> {
+        let pk = request_pk(scope);
+        let items = self.lock();
+        Ok(match items.get(&(pk.clone(), HEAD_SK.to_owned())) {
+            Some(Record::Head { head, .. }) => Some(self.stored(&items, &pk, head.clone())),
+            _ => None,
+        })
+    }
+
+    pub(super) fn acquire_lock(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<LockAttempt, LedgerError> {
+        let key = (LOCK_PK.to_owned(), LOCK_SK.to_owned());
+        let mut items = self.lock();
+        if let Some(Record::Lock(holder)) = items.get(&key)
+            && holder.until > now
+            && holder.owner != owner
+        {
+            return Ok(LockAttempt::Held(holder.clone()));
+        }
+        items.insert(
+            key,
+            Record::Lock(LockHolder {
+                owner: owner.to_owned(),
+                until,
+            }),
+        );
+        Ok(LockAttempt::Acquired)
+    }
+
+    pub(super) fn mark_pending(&self, scope: &Scope) -> Result<(), LedgerError> {
+        let mut items = self.lock();
+        let entry = items
+            .entry((LOCK_PK.to_owned(), PENDING_SK.to_owned()))
+            .or_insert_with(|| Record::Pending(Default::default()));
+        if let Record::Pending(set) = entry {
+            set.insert(scope.as_str().to_owned());
+        }
+        Ok(())
+    }
+
+    pub(super) fn clear_pending(&self, scope: &Scope) -> Result<(), LedgerError> {
+        if let Some(Record::Pending(set)) = self.lock().get_mut(&(LOCK_PK.to_owned(), PENDING_SK.to_owned())) {
+            set.remove(scope.as_str());
+        }
+        Ok(())
+    }
+
+    pub(super) fn pending_requests(&self) -> Result<Vec<Scope>, LedgerError> {
+        Ok(match self.lock().get(&(LOCK_PK.to_owned(), PENDING_SK.to_owned())) {
+            Some(Record::Pending(set)) => set.iter().cloned().map(Scope::from_stored).collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    pub(super) fn release_lock(&self, owner: &str) -> Result<(), LedgerError> {
+        let key = (LOCK_PK.to_owned(), LOCK_SK.to_owned());
+        let mut items = self.lock();
+        if let Some(Record::Lock(holder)) = items.get(&key)
+            && holder.owner == owner
+        {
+            items.remove(&key);
+        }
+        Ok(())
+    }
+
+    pub(super) fn granted_since(&self, now: DateTime<Utc>) -> Result<Credits, LedgerError> {
+        let from = (BUDGET_PK.to_owned(), window_start_key(now));
+        Ok(self
+            .lock()
+            .range(from..)
+            .take_while(|((pk, _), _)| pk == BUDGET_PK)
+            .filter_map(|(_, r)| match r {
+                Record::Grant(c) => Some(*c),
+                _ => None,
+            })
+            .sum())
+    }
+
+    pub(super) fn record_grant(&self, scope: &Scope, at: DateTime<Utc>, credits: Credits) -> Result<(), LedgerError> {
+        self.lock().insert(
+            (BUDGET_PK.to_owned(), grant_sort_key(at, scope)),
+            Record::Grant(credits),
+        );
+        Ok(())
+    }
+
+    pub(super) fn record_change(&self, entry: &AuditEntry) -> Result<Appended, LedgerError> {
+        let k = (
+            AuditEntry::partition_key(entry.planned_at.date_naive()),
+            entry.sort_key(),
+        );
+        Ok(self.append(k, Record::Audit(entry.clone())))
+    }
+
+    pub(super) fn record_intent(&self, intent: &AuditIntent) -> Result<Appended, LedgerError> {
+        let k = (
+            AuditEntry::partition_key(intent.planned_at.date_naive()),
+            intent.sort_key(),
+        );
+        Ok(self.append(k, Record::Intent(intent.clone())))
+    }
+
+    fn append(&self, key: (String, String), record: Record) -> Appended {
+        let mut items = self.lock();
+        if items.contains_key(&key) {
+            return Appended::AlreadyRecorded;
+        }
+        items.insert(key, record);
+        Appended::Recorded
     }
 
     pub(super) fn changes_on(&self, day: NaiveDate) -> Result<Vec<AuditEntry>, LedgerError> {
@@ -218,6 +386,18 @@ impl MemoryLedger {
             .iter()
             .filter_map(|((p, _), r)| match r {
                 Record::Audit(e) if *p == pk => Some(e.clone()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub(super) fn intents_on(&self, day: NaiveDate) -> Result<Vec<AuditIntent>, LedgerError> {
+        let pk = AuditEntry::partition_key(day);
+        Ok(self
+            .lock()
+            .iter()
+            .filter_map(|((p, _), r)| match r {
+                Record::Intent(e) if *p == pk => Some(e.clone()),
                 _ => None,
             })
             .collect())

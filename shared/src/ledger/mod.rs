@@ -1,48 +1,56 @@
 //! The ledger: the little durable state the functions keep between invocations, in one
-//! DynamoDB table (`LEDGER_TABLE`).
+//! DynamoDB table (`LEDGER_TABLE`, keys `pk` + `sk`, TTL attribute `expires_at`).
 //!
 //! Lambda containers come and go and EventBridge delivers at least once, so whatever must
-//! survive a cold start or a retry lives here:
-//! - **alert state** (`pk="ALERT"`, `sk=<username>`): the level last reported per member, so
-//!   scan-credits alerts once per crossing, not once per day;
-//! - **run records** (`pk="RUN#<job>"`, `sk=<run key>`): claimed with a conditional put
-//!   *before* any side effect, so a redelivered schedule does not email or top up twice;
-//! - **idempotency records** (`pk="IDEM"`, `sk=<Idempotency-Key>`): allocate's key → response,
-//!   so a retried POST replays the first answer instead of writing again;
-//! - **audit trail** (`pk="AUDIT#<YYYY-MM-DD>"`): one item per changed member, who, when, why,
-//!   before and after;
-//! - **org size** (`pk="ORG"`, `sk="MEMBERS"`): the member count of the last complete listing,
-//!   so the next scan requests every page at once instead of waiting for the first page's
-//!   `total` (one round trip less; a hint, never trusted for completeness).
+//! survive a cold start or a retry lives here. Item kinds, by partition key, with the function
+//! that writes them (the IAM policy of each function allows exactly its kinds):
+//!
+//! | `pk` | `sk` | what | written by |
+//! |---|---|---|---|
+//! | `ALERT` | username | the level last reported per member, so scan-credits alerts once per crossing | scan-credits |
+//! | `ORG` | `MEMBERS` | the member count of the last complete listing (a speed hint, never trusted for completeness) | scan-credits |
+//! | `RUN#<job>` | run key | run claims, taken *before* any side effect, so a redelivered schedule does nothing twice | scan-credits, monthly-report |
+//! | `REQ#<scope>` | `HEAD`, `PAGE#n` | an allocation request: claim, lease, write-ahead journal, reply ([`requests`]) | allocate, scan-credits |
+//! | `LOCK` | `ALLOCATIONS` | the org-wide allocation lease: one allocation at a time | allocate, scan-credits |
+//! | `LOCK` | `PENDING` | the requests that may be unsettled, settled by the next lock holder | allocate, scan-credits |
+//! | `BUDGET` | time#scope | one item per grant, summed over 24 hours for `MAX_CREDITS_PER_DAY` | allocate, scan-credits |
+//! | `AUDIT#<day>` | time#scope#… | the append-only audit trail ([`audit`]) | allocate, scan-credits |
 //!
 //! [`Ledger`] is a concrete enum, not a trait object: async fns in traits are not
 //! dyn-compatible, and two implementations do not need generics everywhere. The
 //! [`memory`] implementation has the same semantics as [`dynamo`] (including conditional
-//! claims and expiry) and backs unit tests and local runs.
+//! claims, leases and expiry) and backs unit tests and local runs.
 //!
 //! Expired records (`expires_at` in the past) count as absent even before DynamoDB's TTL
-//! sweeper deletes them (which can take days), so a key can be claimed again once it expired.
+//! sweeper deletes them (which can take days), so a run key can be claimed again once it
+//! expired. Unfinished allocation requests carry no `expires_at`: they never silently turn
+//! into a fresh request.
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod dynamo;
 pub mod memory;
+pub mod requests;
 
 use std::collections::HashMap;
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+pub use audit::{Appended, AuditEntry, AuditIntent, Caller, CallerKind, IntendedChange};
+pub use requests::{
+    Claim, HeadUpdate, LockAttempt, LockHolder, RequestClaim, RequestHead, RequestStatus, Scope, StoredRequest,
+};
+
+use crate::credits::amount::Credits;
 use crate::credits::classify::Level;
 
 /// How long a run record is kept: long enough that a yearly re-delivery is still caught and a
 /// month's report can be looked up a year later.
 pub const RUN_RETENTION: TimeDelta = TimeDelta::days(400);
-
-/// How long an idempotency key is remembered: clients retry within minutes; a day covers an
-/// operator re-running a script the next morning, as common practice (Stripe) does.
-pub const IDEMPOTENCY_RETENTION: TimeDelta = TimeDelta::hours(24);
 
 /// The durable state shared by the functions; see the module docs for the item kinds.
 #[derive(Debug)]
@@ -107,64 +115,6 @@ impl fmt::Display for RunStatus {
     }
 }
 
-/// The outcome of [`Ledger::begin_idempotent`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum IdempotencyClaim {
-    /// First use of the key: it is now recorded as in progress; do the work, then
-    /// [`Ledger::complete_idempotent`] (or [`Ledger::abandon_idempotent`] if nothing was written).
-    Fresh,
-    /// The key was used with the same body and finished: answer with this, write nothing.
-    Replay {
-        /// The first response's HTTP status.
-        status_code: u16,
-        /// The first response's JSON body.
-        response: serde_json::Value,
-    },
-    /// The key is being processed right now (or its processor died mid-way): retry later.
-    InProgress,
-    /// The key was used with a different body: a client bug, refuse.
-    Mismatch,
-}
-
-/// One changed member, as kept in the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// When the change was applied.
-    pub at: DateTime<Utc>,
-    /// The invocation that applied it (Lambda / API Gateway request id).
-    pub request_id: String,
-    /// Who asked (IAM ARN, JWT subject, or the scheduled job).
-    pub caller: String,
-    /// Why, as the caller put it.
-    pub reason: Option<String>,
-    /// Which path made the change (`allocate`, `scan-credits auto top-up`).
-    pub source: String,
-    /// The member changed.
-    pub username: String,
-    /// The member's state before (allocation, available, …).
-    pub before: serde_json::Value,
-    /// What was set.
-    pub after: serde_json::Value,
-}
-
-impl AuditEntry {
-    /// The partition key: one partition per UTC day, so a day's changes are one query.
-    pub fn partition_key(day: NaiveDate) -> String {
-        format!("AUDIT#{}", day.format("%Y-%m-%d"))
-    }
-
-    /// The sort key: time first (so a day reads in order), then request and member (so two
-    /// members changed in the same millisecond do not overwrite each other).
-    pub fn sort_key(&self) -> String {
-        format!(
-            "{}#{}#{}",
-            self.at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            self.request_id,
-            self.username
-        )
-    }
-}
-
 /// Why a ledger operation failed. Every variant names the table and the operation; none is
 /// ever swallowed (a ledger that silently fails would re-send alerts or re-apply top-ups).
 #[derive(Debug, thiserror::Error)]
@@ -200,8 +150,22 @@ pub enum LedgerError {
         /// What is wrong.
         problem: String,
     },
+    /// Another invocation took the request over (its lease had expired): this one must stop
+    /// writing for it.
+    #[error(
+        "ledger {operation}: request {key} in table '{table}' is now owned by another invocation \
+        (this one's lease expired); stop and let the other finish"
+    )]
+    Fenced {
+        /// The table.
+        table: String,
+        /// The ledger operation.
+        operation: &'static str,
+        /// `pk/sk` of the item.
+        key: String,
+    },
     /// An operation that updates a record found none (finishing a run that was never claimed,
-    /// completing a key that was never begun, or whose record expired).
+    /// updating a request that was never claimed, or whose record expired).
     #[error(
         "ledger {operation}: no record {key} in table '{table}': it must be claimed/begun first \
         (or it expired)"
@@ -241,7 +205,15 @@ fn run_pk(job: &str) -> String {
 const ALERT_PK: &str = "ALERT";
 const ORG_PK: &str = "ORG";
 const MEMBERS_SK: &str = "MEMBERS";
-const IDEM_PK: &str = "IDEM";
+const LOCK_PK: &str = "LOCK";
+const LOCK_SK: &str = "ALLOCATIONS";
+const PENDING_SK: &str = "PENDING";
+const BUDGET_PK: &str = "BUDGET";
+const HEAD_SK: &str = "HEAD";
+
+fn request_pk(scope: &Scope) -> String {
+    format!("REQ#{}", scope.as_str())
+}
 
 impl Ledger {
     /// An empty in-process ledger (unit tests, local runs).
@@ -259,6 +231,15 @@ impl Ledger {
     pub async fn dynamo_from_env(table: impl Into<String>) -> Ledger {
         let config = crate::secrets::load_aws_config().await;
         Ledger::dynamo(aws_sdk_dynamodb::Client::new(&config), table)
+    }
+
+    /// Requests sent to DynamoDB so far (0 for the memory ledger), so a run or a request can
+    /// report what its ledger work cost.
+    pub fn requests_made(&self) -> u64 {
+        match self {
+            Ledger::Dynamo(d) => d.requests_made(),
+            Ledger::Memory(_) => 0,
+        }
     }
 
     /// The level last reported per member; members absent were not reported (or are back to
@@ -310,65 +291,150 @@ impl Ledger {
         }
     }
 
-    /// Records how a claimed run ended, with a summary later claimants are shown.
-    pub async fn finish_run(
-        &self,
-        job: &str,
-        key: &str,
-        status: RunStatus,
-        summary: &serde_json::Value,
-    ) -> Result<(), LedgerError> {
+    /// Records how a claimed run ended, with a record of it later claimants are shown.
+    pub async fn finish_run(&self, job: &str, key: &str, status: RunStatus, record: &Value) -> Result<(), LedgerError> {
         match self {
-            Ledger::Dynamo(d) => d.finish_run(job, key, status, summary).await,
-            Ledger::Memory(m) => m.finish_run(job, key, status, summary),
+            Ledger::Dynamo(d) => d.finish_run(job, key, status, record).await,
+            Ledger::Memory(m) => m.finish_run(job, key, status, record),
         }
     }
 
-    /// Records `key` as in progress for a body hashing to `body_hash` (conditional put), or
-    /// says why the request must not be processed again.
-    pub async fn begin_idempotent(
+    /// Claims request `scope` for the claim's owner until its lease ends (conditional put), or
+    /// says why it must be replayed, resumed or refused; see [`RequestClaim`].
+    pub async fn claim_request(&self, scope: &Scope, claim: Claim<'_>) -> Result<RequestClaim, LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.claim_request(scope, claim).await,
+            Ledger::Memory(m) => m.claim_request(scope, claim),
+        }
+    }
+
+    /// Changes the head of a request `owner` holds; [`LedgerError::Fenced`] when another
+    /// invocation took it over. A `Done` head gets its retention (`expires_at`).
+    pub async fn update_request(&self, scope: &Scope, owner: &str, update: &HeadUpdate) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.update_request(scope, owner, update).await,
+            Ledger::Memory(m) => m.update_request(scope, owner, update),
+        }
+    }
+
+    /// Deletes the claim of a request that sent nothing, so the caller may fix the request and
+    /// retry with the same key. Only a `Claimed` head owned by `owner` is deleted.
+    pub async fn abandon_request(&self, scope: &Scope, owner: &str) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.abandon_request(scope, owner).await,
+            Ledger::Memory(m) => m.abandon_request(scope, owner),
+        }
+    }
+
+    /// Writes journal pages (whole: each page replaces what was stored under its number).
+    pub async fn put_pages(
         &self,
-        key: &str,
-        body_hash: &str,
+        scope: &Scope,
+        pages: &[(u32, serde_json::Value)],
         now: DateTime<Utc>,
-    ) -> Result<IdempotencyClaim, LedgerError> {
-        match self {
-            Ledger::Dynamo(d) => d.begin_idempotent(key, body_hash, now).await,
-            Ledger::Memory(m) => m.begin_idempotent(key, body_hash, now),
-        }
-    }
-
-    /// Stores the response for `key`, so retries replay it.
-    pub async fn complete_idempotent(
-        &self,
-        key: &str,
-        status_code: u16,
-        response: &serde_json::Value,
     ) -> Result<(), LedgerError> {
         match self {
-            Ledger::Dynamo(d) => d.complete_idempotent(key, status_code, response).await,
-            Ledger::Memory(m) => m.complete_idempotent(key, status_code, response),
+            Ledger::Dynamo(d) => d.put_pages(scope, pages, now).await,
+            Ledger::Memory(m) => m.put_pages(scope, pages),
         }
     }
 
-    /// Deletes an in-progress record when nothing was written (validation failure), so the
-    /// client may fix the request and retry with the same key. A completed record is kept.
-    pub async fn abandon_idempotent(&self, key: &str) -> Result<(), LedgerError> {
+    /// The request's head and journal, if it exists (consistent read).
+    pub async fn load_request(&self, scope: &Scope) -> Result<Option<StoredRequest>, LedgerError> {
         match self {
-            Ledger::Dynamo(d) => d.abandon_idempotent(key).await,
-            Ledger::Memory(m) => m.abandon_idempotent(key),
+            Ledger::Dynamo(d) => d.load_request(scope).await,
+            Ledger::Memory(m) => m.load_request(scope),
         }
     }
 
-    /// Appends one change to the audit trail.
-    pub async fn record_change(&self, entry: &AuditEntry) -> Result<(), LedgerError> {
+    /// Takes the org-wide allocation lock for `owner` until `until`, if it is free, expired, or
+    /// already `owner`'s.
+    pub async fn acquire_lock(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<LockAttempt, LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.acquire_lock(owner, now, until).await,
+            Ledger::Memory(m) => m.acquire_lock(owner, now, until),
+        }
+    }
+
+    /// Notes that request `scope` may have writes in flight or unsettled (before its first batch
+    /// is sent), so whoever takes the lock next settles it first if it is left unfinished.
+    pub async fn mark_pending(&self, scope: &Scope) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.mark_pending(scope).await,
+            Ledger::Memory(m) => m.mark_pending(scope),
+        }
+    }
+
+    /// Removes `scope` from the unsettled requests (it finished, or was settled).
+    pub async fn clear_pending(&self, scope: &Scope) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.clear_pending(scope).await,
+            Ledger::Memory(m) => m.clear_pending(scope),
+        }
+    }
+
+    /// The requests that may be unsettled (consistent read).
+    pub async fn pending_requests(&self) -> Result<Vec<Scope>, LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.pending_requests().await,
+            Ledger::Memory(m) => m.pending_requests(),
+        }
+    }
+
+    /// Releases the lock if `owner` still holds it (a lock already taken over is left alone).
+    pub async fn release_lock(&self, owner: &str) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.release_lock(owner).await,
+            Ledger::Memory(m) => m.release_lock(owner),
+        }
+    }
+
+    /// What was granted in the budget window ending at `now` (the last 24 hours).
+    pub async fn granted_since(&self, now: DateTime<Utc>) -> Result<Credits, LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.granted_since(now).await,
+            Ledger::Memory(m) => m.granted_since(now),
+        }
+    }
+
+    /// Records (or corrects) what request `scope`, planned at `at`, grants.
+    pub async fn record_grant(&self, scope: &Scope, at: DateTime<Utc>, credits: Credits) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.record_grant(scope, at, credits).await,
+            Ledger::Memory(m) => m.record_grant(scope, at, credits),
+        }
+    }
+
+    /// Appends one change to the audit trail (at most once per key).
+    pub async fn record_change(&self, entry: &AuditEntry) -> Result<Appended, LedgerError> {
         match self {
             Ledger::Dynamo(d) => d.record_change(entry).await,
             Ledger::Memory(m) => m.record_change(entry),
         }
     }
 
-    /// Every change recorded on `day` (UTC), oldest first.
+    /// Appends one batch's intent to the audit trail, before the batch is sent.
+    pub async fn record_intent(&self, intent: &AuditIntent) -> Result<Appended, LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.record_intent(intent).await,
+            Ledger::Memory(m) => m.record_intent(intent),
+        }
+    }
+
+    /// Every batch intent recorded for plans made on `day` (UTC), oldest first.
+    pub async fn intents_on(&self, day: NaiveDate) -> Result<Vec<AuditIntent>, LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.intents_on(day).await,
+            Ledger::Memory(m) => m.intents_on(day),
+        }
+    }
+
+    /// Every change recorded for plans made on `day` (UTC), oldest first.
     pub async fn changes_on(&self, day: NaiveDate) -> Result<Vec<AuditEntry>, LedgerError> {
         match self {
             Ledger::Dynamo(d) => d.changes_on(day).await,

@@ -1,12 +1,12 @@
 //! The monthly credits report (monthly-report's logic; the Lambda handler only wires it up).
 //!
-//! Replaces the notebook's step 3: the report covers the previous full calendar month in UTC
-//! (never "the current month" on the 1st, when it is empty), reads the figures from the usage
+//! The report covers the previous full calendar month in UTC (never "the current month": on
+//! the 1st it is empty, and off UTC it is another month), reads the figures from the usage
 //! API or the credits report item ([`source`]), and archives CSV, JSON and HTML in S3
 //! ([`store`], [`render`]) before mailing a plain-text summary to the org's admin contacts.
 //!
 //! # Flow and idempotency
-//! 1. [`plan`]: decode the event and pick the month ([`month`]). Pure: bad input fails here,
+//! 1. [`resolve_month`]: decode the event and pick the month ([`month`]). Pure: bad input fails here,
 //!    before any request, so nothing is read, written, mailed or claimed.
 //! 2. Compute: org properties, the month's figures, the report ([`report`]).
 //! 3. Write `reports/YYYY-MM/credits.{csv,html,json}`. The keys depend on the month only and
@@ -36,12 +36,15 @@ use serde_json::Value;
 
 use crate::arcgis::{Capability, Client, Notification, NotifyChannel};
 use crate::config::{Config, ReportSource};
+use crate::credits::amount::Credits;
 use crate::ledger::{Ledger, LedgerError, RunClaim, RunStatus};
 use crate::schedule::{self, EventError, ReportInput};
+use crate::startup::StartupError;
 
 pub use month::{Month, MonthError, MonthFrom, ResolvedMonth};
 pub use report::{
-    Balance, BalanceSnapshot, MemberLine, MonthlyReport, OperationTypeCredits, PreviousMonth, ReportInputs, SourceKind,
+    BalanceSnapshot, MemberLine, MonthlyReport, OperationTypeCredits, OrgRunway, PreviousMonth, ReportInputs,
+    SourceKind,
 };
 pub use source::ReportItemOutcome;
 pub use store::{ReportKeys, ReportStore, StoreError};
@@ -49,9 +52,13 @@ pub use store::{ReportKeys, ReportStore, StoreError};
 /// The job name in the ledger (`RUN#monthly-report`).
 pub const JOB: &str = "monthly-report";
 
-/// The settings monthly-report reads from [`Config`].
+/// What monthly-report uses from the configuration, validated once at cold start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportSettings {
+    /// `REPORT_BUCKET`: where reports are written.
+    pub bucket: String,
+    /// `LEDGER_TABLE`: the month's run claim makes the email go out once.
+    pub ledger_table: String,
     /// `REPORT_SOURCE`.
     pub source: ReportSource,
     /// `KEEP_REPORT_ITEMS`.
@@ -63,14 +70,27 @@ pub struct ReportSettings {
 }
 
 impl ReportSettings {
-    /// The report's settings out of the validated configuration.
-    pub fn from_config(config: &Config) -> ReportSettings {
-        ReportSettings {
+    /// The report's settings out of the validated configuration; the bucket and the ledger
+    /// are required.
+    pub fn from_config(config: &Config) -> Result<ReportSettings, StartupError> {
+        let bucket = config.report_bucket.clone().ok_or(StartupError::Required {
+            variable: "REPORT_BUCKET",
+            function: JOB,
+            why: "the S3 bucket that receives reports/YYYY-MM/credits.csv, .json and .html",
+        })?;
+        let ledger_table = config.ledger_table.clone().ok_or(StartupError::Required {
+            variable: "LEDGER_TABLE",
+            function: JOB,
+            why: "the month's run claim makes the report email go out once",
+        })?;
+        Ok(ReportSettings {
+            bucket,
+            ledger_table,
             source: config.report_source,
             keep_report_items: config.keep_report_items,
             top_n: config.report_top_n,
             notify_channel: config.notify_channel,
-        }
+        })
     }
 }
 
@@ -265,7 +285,7 @@ pub struct RunSummary {
     /// Where the figures came from.
     pub source: SourceKind,
     /// Credits used in the month.
-    pub total_credits: f64,
+    pub total_credits: Credits,
     /// The month-over-month comparison.
     pub previous: Option<PreviousMonth>,
     /// Credits per operation type, descending.
@@ -275,9 +295,9 @@ pub struct RunSummary {
     /// How many members used credits (all are in the stored report).
     pub members_with_credits: usize,
     /// Credits charged to no member.
-    pub unattributed_credits: f64,
+    pub unattributed_credits: Credits,
     /// Remaining credits and the runway.
-    pub balance: Balance,
+    pub balance: OrgRunway,
     /// Whether the balance was read now or reused.
     pub balance_snapshot: SnapshotOrigin,
     /// The report's notes.
@@ -291,18 +311,18 @@ pub struct RunSummary {
 }
 
 /// Decodes `event` and picks the month to report (no I/O; see the module docs).
-pub fn plan(event: Value, now: DateTime<Utc>) -> Result<ResolvedMonth, MonthlyError> {
+pub fn resolve_month(event: Value, now: DateTime<Utc>) -> Result<ResolvedMonth, MonthlyError> {
     let run = schedule::decode::<ReportInput>(event)?;
     Ok(month::resolve(&run, now)?)
 }
 
-/// [`plan`] then [`execute`].
+/// [`resolve_month`] then [`execute`].
 pub async fn run(event: Value, deps: Deps<'_>, now: DateTime<Utc>) -> Result<RunSummary, MonthlyError> {
-    let resolved = plan(event, now)?;
+    let resolved = resolve_month(event, now)?;
     execute(resolved, deps, now).await
 }
 
-/// Produces, stores and mails the report for a planned month (flow in the module docs).
+/// Produces, stores and mails the report for a resolved month (flow in the module docs).
 pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>) -> Result<RunSummary, MonthlyError> {
     let month = resolved.month;
     let settings = deps.settings;
@@ -375,7 +395,7 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
         .iter()
         .map(|k| deps.store.uri(k))
         .collect();
-    tracing::info!(%month, total = report.total_credits, bucket = deps.store.bucket(), "report written");
+    tracing::info!(%month, total = %report.total_credits, bucket = deps.store.bucket(), "report written");
 
     let mut summary = RunSummary {
         month,
@@ -437,7 +457,7 @@ async fn balance_snapshot(
     store: &ReportStore,
     keys: &ReportKeys,
     month: Month,
-    available: f64,
+    available: Credits,
     now: DateTime<Utc>,
 ) -> (BalanceSnapshot, SnapshotOrigin) {
     #[derive(Deserialize)]
@@ -452,9 +472,7 @@ async fn balance_snapshot(
     match store.get(&keys.json).await {
         Ok(None) => (fresh, SnapshotOrigin::Fresh),
         Ok(Some(bytes)) => match serde_json::from_slice::<Stored>(&bytes) {
-            Ok(stored) if stored.month == month && stored.balance.available_credits.is_finite() => {
-                (stored.balance, SnapshotOrigin::ReusedFromFirstRun)
-            }
+            Ok(stored) if stored.month == month => (stored.balance, SnapshotOrigin::ReusedFromFirstRun),
             Ok(_) | Err(_) => {
                 tracing::warn!(key = %keys.json, "stored report unreadable; balance read fresh");
                 (fresh, SnapshotOrigin::FreshStoredUnreadable)

@@ -10,9 +10,9 @@
 //!    run summary.
 //!
 //! A month is reportable when it is complete (its last instant is in the past) and lies wholly
-//! inside ArcGIS Online's usage retention ("the past two years", contract §9): its first day is
-//! no earlier than `now` − 24 months. Everything is UTC, unlike the notebook, whose naive local
-//! start time picked the wrong month on hosts off UTC.
+//! inside ArcGIS Online's usage retention ("the past two years"; see docs/arcgis.md, "Usage
+//! buckets"): its first day is no earlier than `now` − 24 months. Everything is UTC: a naive
+//! local start time picks the wrong month on a host off UTC.
 
 use std::fmt;
 use std::str::FromStr;

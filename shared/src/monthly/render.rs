@@ -13,6 +13,11 @@
 use std::fmt::Write as _;
 
 use super::report::{MonthlyReport, SourceKind};
+use crate::credits::amount::Credits;
+use crate::member_text::safe_one_line;
+
+/// Usernames shown to people are cut at this length (ArcGIS usernames are far shorter).
+const USERNAME_MAX_CHARS: usize = 64;
 
 /// The CSV's header row.
 pub const CSV_HEADER: [&str; 6] = ["month", "section", "name", "code", "credits", "share_percent"];
@@ -29,7 +34,7 @@ pub fn csv(report: &MonthlyReport) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
     w.write_record(CSV_HEADER)?;
     let month = report.month.to_string();
-    let mut row = |section: &str, name: &str, code: Option<&str>, credits: f64, share: Option<f64>| {
+    let mut row = |section: &str, name: &str, code: Option<&str>, credits: Credits, share: Option<f64>| {
         w.write_record([
             month.as_str(),
             section,
@@ -51,8 +56,7 @@ pub fn csv(report: &MonthlyReport) -> Result<Vec<u8>, csv::Error> {
     for m in &report.members {
         row("member", &m.username, None, m.credits, m.share_percent)?;
     }
-    let unattributed_share = (report.total_credits != 0.0)
-        .then(|| (report.unattributed_credits / report.total_credits * 10_000.0).round() / 100.0);
+    let unattributed_share = report.unattributed_share_percent();
     row(
         "unattributed",
         "(not attributed to a member)",
@@ -60,7 +64,7 @@ pub fn csv(report: &MonthlyReport) -> Result<Vec<u8>, csv::Error> {
         report.unattributed_credits,
         unattributed_share,
     )?;
-    let full = (report.total_credits != 0.0).then_some(100.0);
+    let full = (!report.total_credits.is_zero()).then_some(100.0);
     row("total", "Total", None, report.total_credits, full)?;
     if let Some(prev) = &report.previous {
         row(
@@ -99,21 +103,13 @@ pub fn escape(text: &str) -> String {
 }
 
 /// `1234567.891` → `1,234,567.89` (two decimals, thousands grouped).
-pub fn credits_text(x: f64) -> String {
-    if !x.is_finite() {
-        return x.to_string();
-    }
-    let fixed = format!("{:.2}", x.abs());
-    let (int, frac) = fixed.split_once('.').unwrap_or((&fixed, "00"));
-    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    let sign = if x < 0.0 && fixed != "0.00" { "-" } else { "" };
-    format!("{sign}{grouped}.{frac}")
+pub fn credits_text(x: Credits) -> String {
+    x.grouped(2)
+}
+
+/// A rate (credits per day) for people, like [`credits_text`].
+fn rate_text(x: f64) -> String {
+    Credits::from_f64(x).map_or_else(|_| x.to_string(), |c| c.grouped(2))
 }
 
 fn percent_text(p: Option<f64>) -> String {
@@ -202,14 +198,14 @@ pub fn html(report: &MonthlyReport) -> String {
     );
     match &report.previous {
         Some(prev) => {
-            let class = if prev.change_credits > 0.0 {
+            let class = if prev.change_credits.is_positive() {
                 "up"
-            } else if prev.change_credits < 0.0 {
+            } else if prev.change_credits.is_negative() {
                 "down"
             } else {
                 ""
             };
-            let sign = if prev.change_credits > 0.0 { "+" } else { "" };
+            let sign = if prev.change_credits.is_positive() { "+" } else { "" };
             card(
                 &mut h,
                 "vs previous month",
@@ -240,10 +236,10 @@ pub fn html(report: &MonthlyReport) -> String {
         &match b.empty_on {
             Some(d) if b.days_until_empty.is_some_and(|d| d > 0.0) => format!(
                 "{} credits/day · empty around {}",
-                credits_text(b.credits_per_day),
+                rate_text(b.credits_per_day),
                 d.format("%Y-%m-%d")
             ),
-            _ => format!("{} credits/day", credits_text(b.credits_per_day)),
+            _ => format!("{} credits/day", rate_text(b.credits_per_day)),
         },
         "",
     );
@@ -277,10 +273,7 @@ pub fn html(report: &MonthlyReport) -> String {
         "<tr class=\"un\"><td></td><td>Not attributed to a member (org-level usage such as \
          storage)</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
         credits_text(report.unattributed_credits),
-        percent_text(
-            (report.total_credits != 0.0)
-                .then(|| (report.unattributed_credits / report.total_credits * 10_000.0).round() / 100.0)
-        )
+        percent_text(report.unattributed_share_percent())
     );
     let _ = writeln!(h, "<h2>Top {} members</h2>", report.top_members.len());
     member_table(&mut h, &report.top_members, &unattributed);
@@ -334,7 +327,7 @@ fn member_table(h: &mut String, members: &[super::report::MemberLine], last_row:
             h,
             "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             i + 1,
-            escape(&m.username),
+            escape(&safe_one_line(&m.username, USERNAME_MAX_CHARS)),
             credits_text(m.credits),
             percent_text(m.share_percent)
         );
@@ -352,7 +345,7 @@ pub fn bar_chart(report: &MonthlyReport) -> String {
     const BAR: f64 = 20.0;
     const TOP: f64 = 8.0;
     let ops = &report.operation_types;
-    let max = ops.iter().map(|o| o.credits).fold(0.0_f64, f64::max);
+    let max = ops.iter().map(|o| o.credits.to_f64()).fold(0.0_f64, f64::max);
     let height = TOP * 2.0 + ROW * ops.len().max(1) as f64;
     let mut s = String::new();
     let _ = writeln!(
@@ -373,7 +366,7 @@ pub fn bar_chart(report: &MonthlyReport) -> String {
     for (i, op) in ops.iter().enumerate() {
         let y = TOP + ROW * i as f64;
         let w = if max > 0.0 {
-            (op.credits.max(0.0) / max * span).max(if op.credits > 0.0 { 1.0 } else { 0.0 })
+            (op.credits.to_f64().max(0.0) / max * span).max(if op.credits.is_positive() { 1.0 } else { 0.0 })
         } else {
             0.0
         };
@@ -424,7 +417,7 @@ pub fn email(report: &MonthlyReport, location: &str) -> (String, String) {
         "Remaining credits: {} (as of {}); at this month's rate of {} credits/day: {}{}",
         credits_text(bal.available_credits),
         bal.as_of.format("%Y-%m-%d %H:%M UTC"),
-        credits_text(bal.credits_per_day),
+        rate_text(bal.credits_per_day),
         days_text(bal.days_until_empty),
         match bal.empty_on {
             Some(d) if bal.days_until_empty.is_some_and(|x| x > 0.0) => format!(", around {}", d.format("%Y-%m-%d")),
@@ -447,7 +440,7 @@ pub fn email(report: &MonthlyReport, location: &str) -> (String, String) {
             b,
             "  {:>3}. {:<28} {:>14}  {}",
             i + 1,
-            m.username,
+            safe_one_line(&m.username, USERNAME_MAX_CHARS),
             credits_text(m.credits),
             percent_text(m.share_percent)
         );
@@ -474,8 +467,12 @@ pub fn email(report: &MonthlyReport, location: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monthly::report::{Balance, BalanceSnapshot, MemberLine, OperationTypeCredits};
+    use crate::monthly::report::{BalanceSnapshot, MemberLine, OperationTypeCredits, OrgRunway};
     use chrono::{DateTime, Utc};
+
+    fn c(x: f64) -> Credits {
+        Credits::from_f64(x).unwrap()
+    }
 
     fn report() -> MonthlyReport {
         let month: crate::monthly::Month = "2026-10".parse().unwrap();
@@ -488,39 +485,39 @@ mod tests {
             period_end: month.end(),
             source: SourceKind::Usage,
             org_name: Some("<Org & \"Co\">".into()),
-            total_credits: 1234.5,
+            total_credits: c(1234.5),
             previous: None,
             operation_types: vec![
                 OperationTypeCredits {
                     label: "<script>alert(1)</script>".into(),
                     code: None,
-                    credits: 1000.0,
+                    credits: c(1000.0),
                     share_percent: Some(81.0),
                 },
                 OperationTypeCredits {
                     label: "Geocoding".into(),
                     code: Some("geocode".into()),
-                    credits: 234.5,
+                    credits: c(234.5),
                     share_percent: Some(19.0),
                 },
             ],
             top_members: vec![MemberLine {
                 username: "=cmd|' /C calc'!A0".into(),
-                credits: 200.0,
+                credits: c(200.0),
                 share_percent: Some(16.2),
             }],
             members: vec![MemberLine {
                 username: "=cmd|' /C calc'!A0".into(),
-                credits: 200.0,
+                credits: c(200.0),
                 share_percent: Some(16.2),
             }],
-            unattributed_credits: 1034.5,
-            balance: Balance::new(
+            unattributed_credits: c(1034.5),
+            balance: OrgRunway::new(
                 BalanceSnapshot {
-                    available_credits: 5000.0,
+                    available_credits: c(5000.0),
                     as_of,
                 },
-                1234.5,
+                c(1234.5),
                 month,
             ),
             notes: vec!["a <note>".into()],
@@ -529,12 +526,12 @@ mod tests {
 
     #[test]
     fn numbers_are_grouped() {
-        assert_eq!(credits_text(1_234_567.891), "1,234,567.89");
-        assert_eq!(credits_text(0.0), "0.00");
-        assert_eq!(credits_text(-1234.5), "-1,234.50");
-        assert_eq!(credits_text(-0.001), "0.00");
-        assert_eq!(credits_text(999.999), "1,000.00");
-        assert_eq!(credits_text(100.0), "100.00");
+        assert_eq!(credits_text(c(1_234_567.891)), "1,234,567.89");
+        assert_eq!(credits_text(c(0.0)), "0.00");
+        assert_eq!(credits_text(c(-1234.5)), "-1,234.50");
+        assert_eq!(credits_text(c(-0.001)), "0.00");
+        assert_eq!(credits_text(c(999.999)), "1,000.00");
+        assert_eq!(credits_text(c(100.0)), "100.00");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The monthly report as data: what the CSV, JSON, HTML and email are rendered from.
 //!
 //! Built from the month's [`CreditSummary`] (either source), the previous month's total and a
-//! balance snapshot. Figures are rounded to the micro-credit (6 decimals): sources sum in
-//! different orders, and the rounding keeps `12.3` from becoming `12.299999999999999`
-//! without losing anything ArcGIS reports (its smallest values are like `2.0E-4`).
+//! balance snapshot. Amounts are exact [`Credits`] (so `12.3` never prints as
+//! `12.299999999999999` and members plus unattributed add up to the total exactly); shares
+//! and rates are `f64`, rounded for reading.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::month::Month;
 use crate::config::ReportSource;
 use crate::credits::aggregate::{Attribution, CreditSummary};
+use crate::credits::amount::Credits;
 use crate::credits::forecast::days_until_empty;
 use crate::credits::service_types;
 
@@ -52,7 +53,8 @@ impl SourceKind {
     }
 }
 
-/// Credits of one operation (service) type: the notebook's table, with readable labels.
+/// Credits of one operation (service) type: the per-type totals admins read first, with
+/// readable labels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperationTypeCredits {
     /// Readable label ("Geocoding"), or the unknown code / header verbatim.
@@ -60,7 +62,7 @@ pub struct OperationTypeCredits {
     /// The usage API's code ("geocode"), when the label is a known one.
     pub code: Option<String>,
     /// Credits consumed in the month.
-    pub credits: f64,
+    pub credits: Credits,
     /// Share of the month's total, in percent; `None` when the total is 0.
     pub share_percent: Option<f64>,
 }
@@ -71,7 +73,7 @@ pub struct MemberLine {
     /// Exact username.
     pub username: String,
     /// Credits consumed in the month.
-    pub credits: f64,
+    pub credits: Credits,
     /// Share of the month's total, in percent; `None` when the total is 0.
     pub share_percent: Option<f64>,
 }
@@ -82,12 +84,12 @@ pub struct PreviousMonth {
     /// Which month.
     pub month: Month,
     /// Its total.
-    pub total_credits: f64,
+    pub total_credits: Credits,
     /// Where that total came from (the usage API even for a `report-item` report, so that no
     /// second report item is created).
     pub source: SourceKind,
     /// This month's total minus the previous one.
-    pub change_credits: f64,
+    pub change_credits: Credits,
     /// The change in percent of the previous total; `None` when that was 0.
     pub change_percent: Option<f64>,
 }
@@ -97,19 +99,19 @@ pub struct PreviousMonth {
 /// Kept apart from the month's figures because it is a point-in-time reading: a retried run
 /// reuses the first run's snapshot (read back from the stored `credits.json`), so that the
 /// objects it rewrites are byte-for-byte the same.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceSnapshot {
     /// `portals/self.availableCredits`.
-    pub available_credits: f64,
+    pub available_credits: Credits,
     /// When it was read.
     pub as_of: DateTime<Utc>,
 }
 
-/// The balance and how long it lasts at this month's burn rate.
+/// The org's remaining credits and how long they last at this month's burn rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Balance {
+pub struct OrgRunway {
     /// The org's remaining credits.
-    pub available_credits: f64,
+    pub available_credits: Credits,
     /// When they were read.
     pub as_of: DateTime<Utc>,
     /// This month's total divided by its number of days.
@@ -121,16 +123,16 @@ pub struct Balance {
     pub empty_on: Option<NaiveDate>,
 }
 
-impl Balance {
+impl OrgRunway {
     /// Applies this month's burn rate to `snapshot`.
-    pub fn new(snapshot: BalanceSnapshot, month_total: f64, month: Month) -> Balance {
-        let credits_per_day = round6(month_total / f64::from(month.days()));
+    pub fn new(snapshot: BalanceSnapshot, month_total: Credits, month: Month) -> OrgRunway {
+        let credits_per_day = round6(month_total.to_f64() / f64::from(month.days()));
         let days = days_until_empty(snapshot.available_credits, credits_per_day).map(|d| (d * 10.0).round() / 10.0);
         let empty_on = days
             .and_then(|d| TimeDelta::try_seconds((d * 86_400.0) as i64))
             .and_then(|d| snapshot.as_of.checked_add_signed(d))
             .map(|t| t.date_naive());
-        Balance {
+        OrgRunway {
             available_credits: snapshot.available_credits,
             as_of: snapshot.as_of,
             credits_per_day,
@@ -162,7 +164,7 @@ pub struct MonthlyReport {
     /// The org's name, when ArcGIS gave it.
     pub org_name: Option<String>,
     /// Credits consumed in the month, all of them (attributed or not).
-    pub total_credits: f64,
+    pub total_credits: Credits,
     /// The previous month, when its usage is still kept and could be read.
     pub previous: Option<PreviousMonth>,
     /// Credits per operation type, descending (ties by label).
@@ -173,9 +175,9 @@ pub struct MonthlyReport {
     pub members: Vec<MemberLine>,
     /// Credits charged to no member (org-level storage and the like): shown as such, never
     /// dropped, so that members plus this add up to the total.
-    pub unattributed_credits: f64,
+    pub unattributed_credits: Credits,
     /// Remaining credits and the runway at this month's rate.
-    pub balance: Balance,
+    pub balance: OrgRunway,
     /// Caveats about the figures (source warnings, cross-checks), for the reader.
     pub notes: Vec<String>,
 }
@@ -194,7 +196,7 @@ pub struct ReportInputs<'a> {
     /// Per member (may be the same summary as `by_service`).
     pub by_member: &'a CreditSummary,
     /// The previous month's total and its source, when known.
-    pub previous_total: Option<(f64, SourceKind)>,
+    pub previous_total: Option<(Credits, SourceKind)>,
     /// The balance reading.
     pub balance: BalanceSnapshot,
     /// How many members go in `top_members`.
@@ -206,8 +208,8 @@ pub struct ReportInputs<'a> {
 impl MonthlyReport {
     /// Assembles the report; pure, so the same inputs give the same report.
     pub fn build(inputs: ReportInputs<'_>) -> MonthlyReport {
-        let total = round6(inputs.by_service.total);
-        let share = |credits: f64| (total != 0.0).then(|| round2(credits / total * 100.0));
+        let total = inputs.by_service.total;
+        let share = |credits: Credits| (!total.is_zero()).then(|| round2(credits.to_f64() / total.to_f64() * 100.0));
         let operation_types = inputs
             .by_service
             .by_service
@@ -215,17 +217,17 @@ impl MonthlyReport {
             .map(|s| OperationTypeCredits {
                 label: s.service.clone(),
                 code: service_types::code(&s.service).map(str::to_owned),
-                credits: round6(s.credits),
+                credits: s.credits,
                 share_percent: share(s.credits),
             })
             .collect();
-        let mut unattributed = 0.0;
+        let mut unattributed = Credits::ZERO;
         let mut members = Vec::new();
         for m in &inputs.by_member.by_member {
             match &m.member {
-                Attribution::Member(username) if round6(m.credits) != 0.0 => members.push(MemberLine {
+                Attribution::Member(username) if !m.credits.is_zero() => members.push(MemberLine {
                     username: username.clone(),
-                    credits: round6(m.credits),
+                    credits: m.credits,
                     share_percent: share(m.credits),
                 }),
                 Attribution::Member(_) => {}
@@ -233,15 +235,12 @@ impl MonthlyReport {
             }
         }
         let top_members = members.iter().take(inputs.top_n).cloned().collect();
-        let previous = inputs.previous_total.map(|(prev, source)| {
-            let prev = round6(prev);
-            PreviousMonth {
-                month: inputs.month.previous(),
-                total_credits: prev,
-                source,
-                change_credits: round6(total - prev),
-                change_percent: (prev != 0.0).then(|| round2((total - prev) / prev * 100.0)),
-            }
+        let previous = inputs.previous_total.map(|(prev, source)| PreviousMonth {
+            month: inputs.month.previous(),
+            total_credits: prev,
+            source,
+            change_credits: total - prev,
+            change_percent: (!prev.is_zero()).then(|| round2((total - prev).to_f64() / prev.to_f64() * 100.0)),
         });
         MonthlyReport {
             month: inputs.month,
@@ -254,15 +253,24 @@ impl MonthlyReport {
             operation_types,
             top_members,
             members,
-            unattributed_credits: round6(unattributed),
-            balance: Balance::new(inputs.balance, total, inputs.month),
+            unattributed_credits: unattributed,
+            balance: OrgRunway::new(inputs.balance, total, inputs.month),
             notes: inputs.notes,
         }
     }
 }
 
-/// Rounds to the micro-credit.
-pub fn round6(x: f64) -> f64 {
+impl MonthlyReport {
+    /// The unattributed credits' share of the total, in percent (two decimals); `None` when
+    /// nothing was used.
+    pub fn unattributed_share_percent(&self) -> Option<f64> {
+        (!self.total_credits.is_zero())
+            .then(|| round2(self.unattributed_credits.to_f64() / self.total_credits.to_f64() * 100.0))
+    }
+}
+
+/// Rounds a rate to six decimals for reading.
+fn round6(x: f64) -> f64 {
     let r = (x * 1e6).round() / 1e6;
     // -0.0 would print as "-0".
     if r == 0.0 { 0.0 } else { r }
@@ -278,17 +286,21 @@ mod tests {
     use super::*;
     use crate::credits::aggregate::CreditTally;
 
+    fn c(x: f64) -> Credits {
+        Credits::from_f64(x).unwrap()
+    }
+
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
     fn summary() -> CreditSummary {
         let mut t = CreditTally::default();
-        t.add(Attribution::Member("amy".into()), "geocode", 30.0);
-        t.add(Attribution::Member("bob".into()), "spanalysis", 10.1);
-        t.add(Attribution::Member("bob".into()), "geocode", 0.2);
-        t.add(Attribution::Member("idle".into()), "geocode", 0.0);
-        t.add(Attribution::Unattributed, "featurestg", 21.7);
+        t.add(Attribution::Member("amy".into()), "geocode", c(30.0));
+        t.add(Attribution::Member("bob".into()), "spanalysis", c(10.1));
+        t.add(Attribution::Member("bob".into()), "geocode", c(0.2));
+        t.add(Attribution::Member("idle".into()), "geocode", c(0.0));
+        t.add(Attribution::Unattributed, "featurestg", c(21.7));
         t.summary()
     }
 
@@ -300,9 +312,9 @@ mod tests {
             org_name: Some("Org".into()),
             by_service: &s,
             by_member: &s,
-            previous_total: previous_total.map(|p| (p, SourceKind::Usage)),
+            previous_total: previous_total.map(|p| (c(p), SourceKind::Usage)),
             balance: BalanceSnapshot {
-                available_credits: available,
+                available_credits: c(available),
                 as_of: at("2026-11-01T06:00:00Z"),
             },
             top_n: 1,
@@ -313,11 +325,11 @@ mod tests {
     #[test]
     fn figures_shares_and_attribution() {
         let r = build(Some(50.0), 620.0);
-        assert_eq!(r.total_credits, 62.0);
+        assert_eq!(r.total_credits, c(62.0));
         let ops: Vec<(&str, Option<&str>, f64)> = r
             .operation_types
             .iter()
-            .map(|o| (o.label.as_str(), o.code.as_deref(), o.credits))
+            .map(|o| (o.label.as_str(), o.code.as_deref(), o.credits.to_f64()))
             .collect();
         assert_eq!(
             ops,
@@ -328,14 +340,18 @@ mod tests {
             ]
         );
         assert_eq!(r.operation_types[0].share_percent, Some(48.71));
-        let members: Vec<(&str, f64)> = r.members.iter().map(|m| (m.username.as_str(), m.credits)).collect();
+        let members: Vec<(&str, f64)> = r
+            .members
+            .iter()
+            .map(|m| (m.username.as_str(), m.credits.to_f64()))
+            .collect();
         assert_eq!(members, [("amy", 30.0), ("bob", 10.3)], "zero members are left out");
         assert_eq!(r.top_members.len(), 1);
-        assert_eq!(r.unattributed_credits, 21.7);
-        let members_sum: f64 = r.members.iter().map(|m| m.credits).sum::<f64>() + r.unattributed_credits;
-        assert!((members_sum - r.total_credits).abs() < 1e-9);
+        assert_eq!(r.unattributed_credits, c(21.7));
+        let members_sum: Credits = r.members.iter().map(|m| m.credits).sum::<Credits>() + r.unattributed_credits;
+        assert_eq!(members_sum, r.total_credits, "members and unattributed add up exactly");
         let prev = r.previous.unwrap();
-        assert_eq!((prev.change_credits, prev.change_percent), (12.0, Some(24.0)));
+        assert_eq!((prev.change_credits, prev.change_percent), (c(12.0), Some(24.0)));
         assert_eq!(prev.month.to_string(), "2026-09");
         // 62 credits over 31 days = 2/day; 620 left = 310 days from 1 November.
         assert_eq!(r.balance.credits_per_day, 2.0);
@@ -359,13 +375,13 @@ mod tests {
             by_member: &empty,
             previous_total: None,
             balance: BalanceSnapshot {
-                available_credits: 10.0,
+                available_credits: c(10.0),
                 as_of: at("2026-11-01T06:00:00Z"),
             },
             top_n: 10,
             notes: vec![],
         });
-        assert_eq!((r.total_credits, r.balance.days_until_empty), (0.0, None));
+        assert_eq!((r.total_credits, r.balance.days_until_empty), (Credits::ZERO, None));
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["source"], "report-item");
         assert_eq!(json["month"], "2026-10");
@@ -374,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn rounding() {
+    fn rates_are_rounded_for_reading() {
         assert_eq!(round6(0.1 + 0.2), 0.3);
         assert_eq!(round6(-1e-9).to_string(), "0");
         assert_eq!(round6(2.0e-4), 0.0002);

@@ -6,8 +6,9 @@
 //!   the previous month too when its usage is still kept, so the month-over-month figure costs
 //!   no extra request; daily buckets start at UTC midnight, so the two months split exactly.
 //!   The two groupings must agree on the total; a difference is reported in the notes.
-//! - **report-item**: the notebook's path, without its mistakes: create the monthly credits
-//!   report for the 1st at 00:00 UTC, poll its status with a deadline, download the CSV
+//! - **report-item**: ArcGIS's own monthly credits report item, read safely: create it for
+//!   the 1st at 00:00 UTC (a naive local start time picks the wrong month on a host off UTC),
+//!   poll its status with a deadline (an unbounded poll hangs on a stuck item), download the CSV
 //!   (redirects followed without the token), parse it by header with `credits::report_csv`,
 //!   and delete the item unless `KEEP_REPORT_ITEMS`. The item is also deleted when waiting or
 //!   parsing fails, so failures do not pile items up in the admin's content (a retried run
@@ -22,12 +23,13 @@ use super::MonthlyError;
 use super::month::Month;
 use crate::arcgis::{Client, ReportItem, UsagePeriod, UsageQuery};
 use crate::credits::aggregate::{CreditSummary, summarize_report, summarize_usage};
+use crate::credits::amount::Credits;
 use crate::credits::report_csv::{self, ReportWarning};
 use crate::credits::usage::TimeWindow;
 
-/// Largest difference (credits) tolerated between the two usage groupings' totals before it
-/// is noted: a micro-credit per day of the month covers rounding in ArcGIS's sums.
-const GROUPING_TOLERANCE: f64 = 1e-4;
+/// Largest difference tolerated between the two usage groupings' totals before it is noted:
+/// 100 micro-credits covers rounding in ArcGIS's own sums.
+const GROUPING_TOLERANCE: Credits = Credits::from_micros(100);
 
 /// A month's consumption as read from one source.
 #[derive(Debug, Clone)]
@@ -37,7 +39,7 @@ pub struct MonthFigures {
     /// Per member (a separate query for the usage source; the same CSV for the report item).
     pub by_member: CreditSummary,
     /// The previous month's total, when it was read.
-    pub previous_total: Option<f64>,
+    pub previous_total: Option<Credits>,
     /// Caveats for the report's notes.
     pub notes: Vec<String>,
     /// What happened to the report item, for the `report-item` source.
@@ -77,18 +79,19 @@ pub async fn from_usage(client: &Client, month: Month, previous: Option<Month>) 
     let by_member = summarize_usage(&per_member, &current);
     let previous_total = previous.map(|p| {
         let w = p.window();
-        per_type.iter().map(|s| s.credits_in(&w)).sum::<f64>()
+        per_type.iter().map(|s| s.credits_in(&w)).sum::<Credits>()
     });
     let mut notes = Vec::new();
-    if (by_service.total - by_member.total).abs() > GROUPING_TOLERANCE {
+    let gap = by_service.total - by_member.total;
+    if gap > GROUPING_TOLERANCE || -gap > GROUPING_TOLERANCE {
         tracing::warn!(
-            per_type = by_service.total,
-            per_member = by_member.total,
+            per_type = %by_service.total,
+            per_member = %by_member.total,
             "usage totals disagree between groupings"
         );
         notes.push(format!(
-            "The usage API's total per operation type ({:.6}) differs from its total per member \
-             ({:.6}); the report's total is the per-operation-type one.",
+            "The usage API's total per operation type ({}) differs from its total per member \
+             ({}); the report's total is the per-operation-type one.",
             by_service.total, by_member.total
         ));
     }

@@ -109,7 +109,8 @@ impl Endpoint {
         }
     }
 
-    /// Operations that refuse GET (contract §1: POST only).
+    /// Operations that refuse GET (POST only; see docs/arcgis.md, "Base URL and request
+    /// conventions").
     pub fn post_only(&self) -> bool {
         matches!(
             self,

@@ -2,12 +2,20 @@
 //!
 //! Faults make the simulator misbehave the way the real service and its network do (latency,
 //! 429/503 storms, expiring tokens, errors inside HTTP 200, broken bodies, dropped
-//! connections). Behaviour switches choose between plausible readings of what the contract
-//! leaves unverified (whether the member list carries credit fields, how long a report takes…).
+//! connections). Behaviour switches choose between plausible readings of what docs/arcgis.md
+//! marks unverified (whether the member list carries credit fields, how long a report takes…).
 //! Both are plain serde data so the control endpoint and the in-process handle share one shape.
+//!
+//! [`Faults::latency_jitter_ms`] is what makes races between concurrent writers real in
+//! tests: without it, requests sent at once are processed about in the order they were sent,
+//! so the interleavings that lose an update between two writers almost never happen. With
+//! it, each request waits a different random time before and after processing, so concurrent
+//! requests overtake each other inside the simulator as they do on the way to ArcGIS.
 
 use std::time::{Duration, Instant};
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// When a fault fires. All conditions must hold; an empty trigger fires on every request.
@@ -66,6 +74,10 @@ pub struct EnvelopeFault {
 pub struct Faults {
     /// Delay added before answering every `sharing/rest` request.
     pub latency_ms: u64,
+    /// A random extra delay in `[0, latency_jitter_ms]`, drawn per request and split like
+    /// `latency_ms` (half before processing, half after), so concurrent requests are processed
+    /// in an order that differs from their sending order.
+    pub latency_jitter_ms: u64,
     /// A non-JSON HTTP error.
     pub http_error: Option<HttpErrorFault>,
     /// After this many more requests, every token issued so far becomes invalid (498).
@@ -79,13 +91,15 @@ pub struct Faults {
     pub drop_connection: Option<Trigger>,
 }
 
-/// Switches between plausible behaviours where the contract is unverified, and toggles for
+/// Switches between plausible behaviours where ArcGIS's behaviour is unverified (see
+/// docs/arcgis.md, "Unverified behaviour and the switches that cover it"), and toggles for
 /// slow or failing background work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Behaviour {
     /// Whether `portals/self/users` entries carry `assignedCredits`/`availableCredits`
-    /// (unverified, contract §6.3). When false, clients must fetch `community/users/<u>`.
+    /// (unverified; see docs/arcgis.md, "Members: listing and exact lookup"). When false,
+    /// clients must fetch `community/users/<u>`.
     pub list_includes_credits: bool,
     /// How long a report item stays `processing`.
     pub report_processing_ms: u64,
@@ -173,6 +187,9 @@ pub(crate) struct FaultState {
     pub(crate) drop: TriggerState,
     /// Request sequence number at which all tokens expire.
     pub(crate) expire_tokens_at: Option<u64>,
+    /// Draws the latency jitter. Seeded, so the draws are reproducible; the order requests
+    /// arrive in is not, and need not be.
+    jitter: ChaCha8Rng,
 }
 
 impl FaultState {
@@ -184,6 +201,16 @@ impl FaultState {
             envelope: TriggerState::new(),
             malformed: TriggerState::new(),
             drop: TriggerState::new(),
+            jitter: ChaCha8Rng::seed_from_u64(0x6a17_7e55 ^ seq_now),
         }
+    }
+
+    /// This request's latency: `latency_ms` plus its random jitter.
+    pub(crate) fn latency(&mut self) -> Duration {
+        let jitter = match self.faults.latency_jitter_ms {
+            0 => 0,
+            j => self.jitter.random_range(0..=j),
+        };
+        Duration::from_millis(self.faults.latency_ms.saturating_add(jitter))
     }
 }

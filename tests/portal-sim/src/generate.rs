@@ -2,7 +2,7 @@
 //!
 //! Same [`GenParams`] → byte-identical [`Org`] JSON: the RNG is ChaCha8 seeded from `seed`,
 //! every collection is built in a fixed order and nothing reads the clock. The org always
-//! starts with the hand-placed [`special`] members that exercise the contract's pitfalls
+//! starts with the hand-placed [`special`] members that exercise ArcGIS's pitfalls
 //! (custom admin role, `jdoe`/`jdoe2`/`jdoe_admin`, exactly 10 % and 50 % left, negative
 //! balance, zero allocation, unlimited, disabled, viewer, missing and empty email, never
 //! logged in); the rest are random members with a realistic mix.
@@ -18,7 +18,7 @@ pub const ADMIN_USERNAME: &str = "steward_admin";
 /// Its password (a simulated org's secret; never a real one).
 pub const ADMIN_PASSWORD: &str = "sim-admin-password";
 /// A member whose custom role ("Credit Officer", base `org_publisher`) carries the admin
-/// privileges credit-steward needs: the contract's "admin-like role that is not org_admin".
+/// privileges credit-steward needs: an admin-like role that is not `org_admin`.
 pub const OFFICER_USERNAME: &str = "credit_officer";
 /// Its password.
 pub const OFFICER_PASSWORD: &str = "sim-officer-password";
@@ -314,7 +314,7 @@ fn special() -> Vec<Special> {
         // Exactly on the thresholds: neither is below them.
         s("edge_10pct", 1, "creatorUT", Some(300.0), 270.0),
         s("edge_50pct", 1, "creatorUT", Some(1000.0), 500.0),
-        // The notebook's example: 200 assigned, 950 used.
+        // What a bare "set to 200" leaves after 950 were used: 200 assigned, −750 available.
         s("overspent", 1, "creatorUT", Some(200.0), 950.0),
         s("zero_alloc", 2, "creatorUT", Some(0.0), 0.0),
         s("unlimited_analyst", 1, "GISProfessionalAdvUT", None, 800.0),

@@ -21,11 +21,13 @@ pub struct Org {
     /// The org's remaining credits at the fixture's reference time.
     pub available_credits: f64,
     /// `creditAssignments`: `Some(true)` = "enabled", `Some(false)` = "disabled", `None` = the key
-    /// is absent (ArcGIS's Python client treats that as disabled, contract §3).
+    /// is absent (Esri's Python client treats that as disabled; see docs/arcgis.md, "Org
+    /// properties (`portals/self`)").
     pub credit_assignments: Option<bool>,
     /// `defaultUserCreditAssignment`; `-1` means no default limit.
     pub default_user_credit_assignment: f64,
-    /// Administrative contacts: usernames, not addresses (contract §7).
+    /// Administrative contacts: usernames, not addresses (see docs/arcgis.md, "Org properties
+    /// (`portals/self`)").
     pub contacts: Vec<String>,
     /// `maxTokenExpirationMinutes`; `-1` means the server maximum (two weeks).
     pub max_token_expiration_minutes: i64,
@@ -80,7 +82,8 @@ pub struct MemberRecord {
     pub first_name: String,
     /// `lastName`.
     pub last_name: String,
-    /// `None` = the key is absent; `Some("")` = present but empty (both happen, contract §13.20).
+    /// `None` = the key is absent; `Some("")` = present but empty (both happen; see
+    /// docs/arcgis.md, "Members: listing and exact lookup").
     pub email: Option<String>,
     /// Owning org id.
     pub org_id: String,
@@ -120,7 +123,7 @@ pub struct AppCredential {
     pub client_id: String,
     /// `client_secret`.
     pub client_secret: String,
-    /// Privileges registered on the app (contract §2.5).
+    /// Privileges registered on the app (see docs/arcgis.md, "Signing in").
     pub privileges: Vec<String>,
 }
 

@@ -1,5 +1,5 @@
-//! The HTTP server: request handling with faults, the loopback-only control API, the storage
-//! host for report downloads, and the handle tests hold.
+//! The HTTP server: request handling with faults, latency and hold points, the loopback-only
+//! control API, the storage host for report downloads, and the handle tests hold.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,10 +17,12 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::watch;
 
 use crate::api::{self, Ctx};
 use crate::endpoint::Endpoint;
 use crate::faults::{Behaviour, FaultState, Faults};
+use crate::holds::{Claimed, Hold, HoldSpec, HoldState, HoldStatus, Holds};
 use crate::org::{Org, UsageRecord};
 use crate::wire::{AgolError, Format, Params, Reply, render};
 use crate::world::{AllocationCall, MemberState, Notification, ReportItem, RequestRecord, World};
@@ -28,6 +30,10 @@ use crate::world::{AllocationCall, MemberState, Notification, ReportItem, Reques
 /// One simulated ArcGIS Online: the world behind a mutex plus what `reset` goes back to.
 pub struct Sim {
     world: Mutex<World>,
+    /// Hold points set by tests (not world state: `reset` keeps them).
+    holds: Holds,
+    /// Set once the simulator stops: held requests are abandoned rather than left waiting.
+    stopped: watch::Sender<bool>,
     pristine: Org,
     pristine_behaviour: Behaviour,
     tls: bool,
@@ -49,6 +55,72 @@ enum Misbehave {
         after: bool,
     },
     Envelope(AgolError),
+}
+
+/// What a request's arrival decided, under the world lock: its place in the sequence, its
+/// fault, its latency (jitter drawn) and the holds it is the Nth for.
+struct Arrival {
+    seq: u64,
+    ep: Endpoint,
+    decision: Misbehave,
+    latency: Duration,
+    holds: Claimed,
+}
+
+/// A request once its parameters are parsed (a parse error rides along as `__parse_error`).
+struct Incoming {
+    method: Method,
+    headers: HeaderMap,
+    params: Params,
+    token: Option<String>,
+}
+
+/// Keeps the books while a request is parked at a hold point: if the handler future is
+/// dropped there (the client left) or the simulator stops, the request's holds are marked
+/// abandoned and the request log says so.
+struct Parked<'a> {
+    sim: &'a Sim,
+    holds: &'a [Arc<HoldState>],
+    seq: u64,
+    /// Held before processing: the record to log as never processed if abandoned. `None`:
+    /// held after processing, the request is logged already.
+    unprocessed: Option<RequestRecord>,
+    armed: bool,
+}
+
+impl Parked<'_> {
+    /// The request goes on: nothing to record on drop.
+    fn resume(&mut self) {
+        self.armed = false;
+        for h in self.holds {
+            h.set(HoldStatus::Resumed { seq: self.seq });
+        }
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Log first, then tell the holds: a test woken by `settled()` must find the record.
+        {
+            let mut w = self.sim.world();
+            match self.unprocessed.take() {
+                Some(mut r) => {
+                    // 499: the client closed the request (nginx's code); nothing was sent.
+                    r.status = 499;
+                    r.outcome = "held:before".into();
+                    r.held = vec!["before".into(), "abandoned".into()];
+                    w.log(r);
+                }
+                None => w.note_held(self.seq, "abandoned"),
+            }
+        }
+        for h in self.holds {
+            h.set(HoldStatus::Abandoned { seq: self.seq });
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -113,11 +185,47 @@ fn dropped() -> Response {
     r
 }
 
+/// The request log's outcome for an operation's reply: `ok` or `error:<code>`.
+fn outcome_of(reply: &Reply) -> String {
+    match reply {
+        Reply::Error(e) => format!("error:{}", e.code),
+        Reply::Json(v) if v.get("error").is_some() => {
+            format!("error:{}", v["error"]["code"].as_u64().unwrap_or(0))
+        }
+        _ => "ok".into(),
+    }
+}
+
+/// Renders what processing produced, outside the world lock.
+async fn respond(answer: Result<Response, Reply>, format: Result<Format, AgolError>, ep: &Endpoint) -> Response {
+    let format = format.unwrap_or(Format::Json);
+    match answer {
+        Ok(response) => response,
+        // Rendering a deferred reply is CPU work (up to a usage series of every member):
+        // on a blocking thread it cannot hold up the runtime's other requests.
+        Err(reply @ Reply::Deferred(_)) => {
+            let name = ep.name();
+            tokio::task::spawn_blocking(move || render(reply, format, name))
+                .await
+                .unwrap_or_else(|e| {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("the simulator failed to render {name}: {e}"),
+                    )
+                        .into_response()
+                })
+        }
+        Err(reply) => render(reply, format, ep.name()),
+    }
+}
+
 impl Sim {
     /// A simulator for `org` (not yet listening).
     pub fn new(org: Org, behaviour: Behaviour, tls: bool) -> Arc<Sim> {
         Arc::new(Sim {
             world: Mutex::new(World::new(org.clone(), behaviour.clone())),
+            holds: Holds::default(),
+            stopped: watch::Sender::new(false),
             pristine: org,
             pristine_behaviour: behaviour,
             tls,
@@ -131,9 +239,22 @@ impl Sim {
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Back to the fixture: members, credits, tokens, records, faults and behaviour.
+    /// Back to the fixture: members, credits, tokens, records, faults and behaviour. Holds
+    /// stay: they belong to the test driving the simulator, not to the org.
     pub fn reset(&self) {
         *self.world() = World::new(self.pristine.clone(), self.pristine_behaviour.clone());
+    }
+
+    /// Sets a hold point (see [`crate::holds`]). Refused when `nth` is 0.
+    pub fn hold(&self, spec: HoldSpec) -> Result<Hold, String> {
+        self.holds.add(spec).map(Hold::new)
+    }
+
+    /// Stops holding: every held request, and every one that reaches a hold point later, is
+    /// abandoned (never processed, or its reply never sent), so no handler outlives the
+    /// simulator waiting for a release. The handle calls it when dropped.
+    pub fn stop(&self) {
+        self.stopped.send_replace(true);
     }
 
     fn decide(w: &mut World, ep: &Endpoint, params: &Params, seq: u64, now: Instant) -> Misbehave {
@@ -177,150 +298,203 @@ impl Sim {
         Misbehave::None
     }
 
-    /// Answers one `/sharing/rest/...` request.
+    /// Answers one `/sharing/rest/...` request: arrival (sequence number, fault, latency,
+    /// holds), the inbound half of the latency, a hold before processing, processing under
+    /// the world lock, rendering, a hold after processing, the rest of the latency.
     async fn handle(self: Arc<Self>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
         let now = Instant::now();
-        let path = uri.path().to_string();
-        let params = Params::parse(uri.query(), &headers, &body);
-        let (seq, ep, decision, latency) = {
-            let mut w = self.world();
-            w.seq += 1;
-            let seq = w.seq;
-            let ep = match path.strip_prefix("/sharing/rest/") {
-                Some(rest) => Endpoint::parse(rest, &w.org.id.clone()),
-                None => Endpoint::Invalid,
-            };
-            let decision = match &params {
-                Ok(p) => Self::decide(&mut w, &ep, p, seq, now),
-                Err(_) => Misbehave::None,
-            };
-            (seq, ep, decision, w.faults.faults.latency_ms)
+        let parsed = Params::parse(uri.query(), &headers, &body);
+        let Arrival {
+            seq,
+            ep,
+            decision,
+            latency,
+            holds,
+        } = self.arrive(uri.path(), parsed.as_ref().ok(), now);
+        let params = parsed.unwrap_or_else(|e| {
+            // Keep the parse error: answer it below through the normal path.
+            let mut p = Params::default();
+            p.0.push(("__parse_error".into(), e.message));
+            p
+        });
+        let token = token_of(&params, &headers);
+        let mut record = RequestRecord {
+            seq,
+            method: method.to_string(),
+            endpoint: ep.name().to_string(),
+            path: uri.path().to_string(),
+            params: params.redacted(),
+            authenticated: token.is_some(),
+            status: 200,
+            outcome: "ok".into(),
+            held: Vec::new(),
+        };
+        let incoming = Incoming {
+            method,
+            headers,
+            params,
+            token,
         };
         // Latency is the round trip as the client sees it: half on the way in (a request
         // given up meanwhile is never processed), the rest on the way out, counted from the
         // arrival so that the simulator's own processing is part of it, not added to it.
-        let latency = Duration::from_millis(latency);
         if !latency.is_zero() {
             tokio::time::sleep(latency / 2).await;
         }
-        // The world lock lives in this block only: nothing below may hold it across an await.
-        let (answer, format) = {
-            let params = params.unwrap_or_else(|e| {
-                // Keep the parse error: answer it below through the normal path.
-                let mut p = Params::default();
-                p.0.push(("__parse_error".into(), e.message));
-                p
-            });
-            let format = Format::from_params(&params);
-            let token = token_of(&params, &headers);
-            let mut w = self.world();
-            let mut record = RequestRecord {
-                seq,
-                method: method.to_string(),
-                endpoint: ep.name().to_string(),
-                path: path.clone(),
-                params: params.redacted(),
-                authenticated: token.is_some(),
-                status: 200,
-                outcome: "ok".into(),
-            };
-            let run = |w: &mut World| -> Reply {
-                if let Some(e) = params.get("__parse_error") {
-                    return AgolError::new(400, e).into();
-                }
-                let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
-                let caller = match api::auth::authenticate(w, token.as_deref(), referer, now_ms()) {
-                    Ok(c) => c,
-                    Err(e) => return e.into(),
-                };
-                let ctx = Ctx {
-                    params: &params,
-                    caller,
-                    method: &method,
-                    now_ms: now_ms(),
-                    seq,
-                    tls: self.tls,
-                    scheme: if self.tls { "https" } else { "http" },
-                    port: self.port.load(Ordering::Relaxed),
-                };
-                api::dispatch(w, &ep, &ctx)
-            };
-            // Faults answer at once; a normal reply is rendered after the lock is released, so
-            // serializing a page of members never blocks other requests.
-            let (answer, outcome) = match decision {
-                Misbehave::Envelope(e) => {
-                    let o = format!("fault:error_envelope:{}", e.code);
-                    (Err(Reply::Error(e)), o)
-                }
-                Misbehave::Status {
-                    status,
-                    retry_after,
-                    after,
-                } => {
-                    if after {
-                        run(&mut w);
-                    }
-                    (Ok(gateway_error(status, retry_after)), format!("fault:http_{status}"))
-                }
-                Misbehave::Malformed { after } => {
-                    if after {
-                        run(&mut w);
-                    }
-                    (Ok(malformed()), "fault:malformed_json".into())
-                }
-                Misbehave::Drop { after } => {
-                    if after {
-                        run(&mut w);
-                    }
-                    (Ok(dropped()), "fault:drop_connection".into())
-                }
-                Misbehave::None => {
-                    let reply = match &format {
-                        Ok(_) => run(&mut w),
-                        Err(e) => Reply::Error(e.clone()),
-                    };
-                    let outcome = match &reply {
-                        Reply::Error(e) => format!("error:{}", e.code),
-                        Reply::Json(v) if v.get("error").is_some() => {
-                            format!("error:{}", v["error"]["code"].as_u64().unwrap_or(0))
-                        }
-                        _ => "ok".into(),
-                    };
-                    (Err(reply), outcome)
-                }
-            };
-            record.status = match &answer {
-                Ok(r) => r.status().as_u16(),
-                Err(Reply::Redirect(_)) => 302,
-                Err(_) => 200,
-            };
-            record.outcome = outcome;
-            w.log(record);
-            (answer, format)
-        };
-        let format = format.unwrap_or(Format::Json);
-        let response = match answer {
-            Ok(response) => response,
-            // Rendering a deferred reply is CPU work (up to a usage series of every member):
-            // on a blocking thread it cannot hold up the runtime's other requests.
-            Err(reply @ Reply::Deferred(_)) => {
-                let name = ep.name();
-                tokio::task::spawn_blocking(move || render(reply, format, name))
-                    .await
-                    .unwrap_or_else(|e| {
-                        (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("the simulator failed to render {name}: {e}"),
-                        )
-                            .into_response()
-                    })
+        // Holds wait here, outside the world lock: a request whose client leaves while held
+        // before processing is dropped with this future and never processed.
+        if !holds.before.is_empty() {
+            if !self.park(&holds.before, seq, Some(record.clone())).await {
+                return dropped();
             }
-            Err(reply) => render(reply, format, ep.name()),
-        };
+            record.held.push("before".into());
+        }
+        if !holds.after.is_empty() {
+            record.held.push("after".into());
+        }
+        let (answer, format) = self.process(&incoming, seq, &ep, decision, record);
+        let response = respond(answer, format, &ep).await;
+        if !holds.after.is_empty() && !self.park(&holds.after, seq, None).await {
+            return dropped();
+        }
         if !latency.is_zero() {
             tokio::time::sleep_until((now + latency).into()).await;
         }
         response
+    }
+
+    /// The arrival, under the world lock: sequence number, endpoint, fault decision, this
+    /// request's latency and the holds it is the Nth for.
+    fn arrive(&self, path: &str, params: Option<&Params>, now: Instant) -> Arrival {
+        let mut w = self.world();
+        w.seq += 1;
+        let seq = w.seq;
+        let ep = match path.strip_prefix("/sharing/rest/") {
+            Some(rest) => Endpoint::parse(rest, &w.org.id.clone()),
+            None => Endpoint::Invalid,
+        };
+        let decision = match params {
+            Some(p) => Self::decide(&mut w, &ep, p, seq, now),
+            None => Misbehave::None,
+        };
+        let latency = w.faults.latency();
+        // Counted under the world lock, so a hold's Nth follows the sequence numbers.
+        let holds = self.holds.claim(ep.name());
+        Arrival {
+            seq,
+            ep,
+            decision,
+            latency,
+            holds,
+        }
+    }
+
+    /// Parks a request at a hold point until every hold that caught it is released; false if
+    /// the simulator stopped first. Dropping the future while parked (the client left)
+    /// records the abandonment (see [`Parked`]).
+    async fn park(&self, holds: &[Arc<HoldState>], seq: u64, unprocessed: Option<RequestRecord>) -> bool {
+        for h in holds {
+            h.set(HoldStatus::Held { seq });
+        }
+        let mut parked = Parked {
+            sim: self,
+            holds,
+            seq,
+            unprocessed,
+            armed: true,
+        };
+        let mut stopped = self.stopped.subscribe();
+        for h in holds {
+            tokio::select! {
+                () = h.wait_released() => {}
+                _ = stopped.wait_for(|s| *s) => return false,
+            }
+        }
+        parked.resume();
+        true
+    }
+
+    /// Runs the operation itself: authentication, then dispatch.
+    fn run(&self, w: &mut World, req: &Incoming, ep: &Endpoint, seq: u64) -> Reply {
+        if let Some(e) = req.params.get("__parse_error") {
+            return AgolError::new(400, e).into();
+        }
+        let referer = req.headers.get(header::REFERER).and_then(|v| v.to_str().ok());
+        let caller = match api::auth::authenticate(w, req.token.as_deref(), referer, now_ms()) {
+            Ok(c) => c,
+            Err(e) => return e.into(),
+        };
+        let ctx = Ctx {
+            params: &req.params,
+            caller,
+            method: &req.method,
+            now_ms: now_ms(),
+            seq,
+            tls: self.tls,
+            scheme: if self.tls { "https" } else { "http" },
+            port: self.port.load(Ordering::Relaxed),
+        };
+        api::dispatch(w, ep, &ctx)
+    }
+
+    /// Processes the request under the world lock and logs it. Faults answer at once; a
+    /// normal reply is rendered after the lock is released, so serializing a page of members
+    /// never blocks other requests.
+    fn process(
+        &self,
+        req: &Incoming,
+        seq: u64,
+        ep: &Endpoint,
+        decision: Misbehave,
+        mut record: RequestRecord,
+    ) -> (Result<Response, Reply>, Result<Format, AgolError>) {
+        let format = Format::from_params(&req.params);
+        // The world lock lives in this function only: nothing here awaits.
+        let mut w = self.world();
+        let (answer, outcome) = match decision {
+            Misbehave::Envelope(e) => {
+                let o = format!("fault:error_envelope:{}", e.code);
+                (Err(Reply::Error(e)), o)
+            }
+            Misbehave::Status {
+                status,
+                retry_after,
+                after,
+            } => {
+                if after {
+                    self.run(&mut w, req, ep, seq);
+                }
+                (Ok(gateway_error(status, retry_after)), format!("fault:http_{status}"))
+            }
+            Misbehave::Malformed { after } => {
+                if after {
+                    self.run(&mut w, req, ep, seq);
+                }
+                (Ok(malformed()), "fault:malformed_json".into())
+            }
+            Misbehave::Drop { after } => {
+                if after {
+                    self.run(&mut w, req, ep, seq);
+                }
+                (Ok(dropped()), "fault:drop_connection".into())
+            }
+            Misbehave::None => {
+                let reply = match &format {
+                    Ok(_) => self.run(&mut w, req, ep, seq),
+                    Err(e) => Reply::Error(e.clone()),
+                };
+                let outcome = outcome_of(&reply);
+                (Err(reply), outcome)
+            }
+        };
+        record.status = match &answer {
+            Ok(r) => r.status().as_u16(),
+            Err(Reply::Redirect(_)) => 302,
+            Err(_) => 200,
+        };
+        record.outcome = outcome;
+        w.log(record);
+        (answer, format)
     }
 
     /// The storage host's download: no token expected (a pre-signed URL); one that arrives
@@ -353,6 +527,7 @@ impl Sim {
             authenticated: carried_token,
             status: 200,
             outcome: "ok".into(),
+            held: Vec::new(),
         });
         render(reply, Format::Json, "storage")
     }
@@ -483,9 +658,58 @@ fn control_router() -> Router<Arc<Sim>> {
         )
 }
 
+/// Hold points over the control API, for scripts driving the binary: `POST /_sim/holds`
+/// with a [`HoldSpec`] answers `{"id"}`; `GET /_sim/holds` lists them with their status;
+/// `GET /_sim/holds/{id}/reached` answers once the request is held (a long poll: the client
+/// chooses the timeout); `POST /_sim/holds/{id}/release` lets it go.
+fn hold_router() -> Router<Arc<Sim>> {
+    async fn list(State(s): S, ConnectInfo(p): Peer) -> Response {
+        match loopback_only(&p) {
+            Ok(()) => Json(s.holds.views()).into_response(),
+            Err(r) => *r,
+        }
+    }
+    async fn add(State(s): S, ConnectInfo(p): Peer, Json(spec): Json<HoldSpec>) -> Response {
+        if let Err(r) = loopback_only(&p) {
+            return *r;
+        }
+        match s.hold(spec) {
+            Ok(h) => Json(json!({"id": h.id()})).into_response(),
+            Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+        }
+    }
+    async fn reached(State(s): S, ConnectInfo(p): Peer, Path(id): Path<u64>) -> Response {
+        if let Err(r) = loopback_only(&p) {
+            return *r;
+        }
+        let Some(h) = s.holds.get(id) else {
+            return (StatusCode::NOT_FOUND, "no such hold").into_response();
+        };
+        Hold::new(h.clone()).reached().await;
+        Json(h.view()).into_response()
+    }
+    async fn release(State(s): S, ConnectInfo(p): Peer, Path(id): Path<u64>) -> Response {
+        if let Err(r) = loopback_only(&p) {
+            return *r;
+        }
+        match s.holds.get(id) {
+            Some(h) => {
+                Hold::new(h).release();
+                Json(json!({"success": true})).into_response()
+            }
+            None => (StatusCode::NOT_FOUND, "no such hold").into_response(),
+        }
+    }
+    Router::new()
+        .route("/_sim/holds", get(list).post(add))
+        .route("/_sim/holds/{id}/reached", get(reached))
+        .route("/_sim/holds/{id}/release", post(release))
+}
+
 /// The whole application: control API, storage host, and sharing/rest for everything else.
 pub fn app(sim: Arc<Sim>) -> Router {
     control_router()
+        .merge(hold_router())
         .route(
             "/_storage/{id}",
             get(
@@ -560,6 +784,9 @@ pub struct SimHandle {
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
+        // Connections already accepted outlive the listener task: stopping the simulator
+        // abandons their held requests instead of leaving them parked forever.
+        self.sim.stop();
         self.task.abort();
     }
 }
@@ -723,8 +950,18 @@ impl SimHandle {
         self.sim.world().consume(rec)
     }
 
-    /// Back to the fixture.
+    /// Back to the fixture (holds stay).
     pub fn reset(&self) {
         self.sim.reset();
+    }
+
+    /// Parks the Nth request to an endpoint at a phase of its handling until the returned
+    /// [`Hold`] is released: the fault matrix's way to kill a client at an exact moment of a
+    /// write (see [`crate::holds`]). Several holds may be active at once.
+    ///
+    /// # Panics
+    /// When `spec.nth` is 0 (it is 1-based).
+    pub fn hold(&self, spec: HoldSpec) -> Hold {
+        self.sim.hold(spec).unwrap_or_else(|e| panic!("{e}"))
     }
 }

@@ -8,7 +8,8 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-/// An application error, sent as `{"error":{...}}` inside HTTP 200 (contract §12.1).
+/// An application error, sent as `{"error":{...}}` inside HTTP 200 (see docs/arcgis.md,
+/// "Errors").
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgolError {
     /// `code`, usually an HTTP-like status (400, 403, 498, 499…).
@@ -191,7 +192,8 @@ pub enum Format {
     Json,
     /// `f=pjson`: pretty-printed, served as text.
     Pjson,
-    /// No `f`, or `f=html`: the documented default is HTML (contract §1).
+    /// No `f`, or `f=html`: the documented default is HTML (see docs/arcgis.md, "Base URL and
+    /// request conventions").
     Html,
 }
 
@@ -380,7 +382,8 @@ fn json_response(body: String, ctype: &'static str) -> Response {
     r
 }
 
-/// Whether an operation only accepts POST (contract §1, §13.7).
+/// Whether an operation only accepts POST (see docs/arcgis.md, "Base URL and request
+/// conventions"; the 405 answer is this simulator's choice).
 pub fn post_only_refusal(method: &Method) -> Option<AgolError> {
     (method != Method::POST).then(|| AgolError {
         details: vec!["This operation is only supported via POST.".into()],

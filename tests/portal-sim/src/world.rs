@@ -85,17 +85,48 @@ pub struct Notification {
     pub undeliverable: Vec<(String, String)>,
 }
 
-/// One assignUserCredits / unassignUserCredits call as recorded.
+/// One assignUserCredits / unassignUserCredits call as applied: the write log.
+///
+/// Calls are recorded in the order the simulator applied them (`order`), with every
+/// member's allocation before and after, so a test can replay the writes and hold them
+/// against an audit trail, even when jitter or holds made requests overtake each other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AllocationCall {
-    /// Request sequence number.
+    /// Request sequence number: the order requests *arrived* in.
     pub seq: u64,
+    /// Position among allocation calls in the order they were *applied*, from 1. Differs from
+    /// the order of `seq` when requests overtook each other (latency jitter, holds).
+    pub order: u64,
     /// `assign` or `unassign`.
     pub kind: String,
-    /// `(username, credits)`; credits `None` for unassign.
-    pub entries: Vec<(String, Option<f64>)>,
-    /// Usernames the call did not change.
+    /// One per entry sent, in the order sent (a username sent twice appears twice, the second
+    /// `before` being the first `after`).
+    pub entries: Vec<AllocationEntry>,
+    /// Usernames the call did not change (the entries with `applied: false`).
     pub not_assigned: Vec<String>,
+}
+
+impl AllocationCall {
+    /// `(username, allocation asked for)` per entry, as sent (`None` = unassign): the shape
+    /// `entries` had before the write log carried before/after values.
+    pub fn requested(&self) -> Vec<(String, Option<f64>)> {
+        self.entries.iter().map(|e| (e.username.clone(), e.after)).collect()
+    }
+}
+
+/// One member's change within an [`AllocationCall`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocationEntry {
+    /// The username as sent.
+    pub username: String,
+    /// Whether the call changed this member's allocation (`false`: not a member of this org,
+    /// listed in `not_assigned`).
+    pub applied: bool,
+    /// The allocation before the call; `None` = unlimited (or not a member, when not applied).
+    pub before: Option<f64>,
+    /// The allocation the call set (asked for, when not applied); `None` = unlimited
+    /// (`unassign`).
+    pub after: Option<f64>,
 }
 
 /// A report item in the admin's content.
@@ -140,8 +171,14 @@ pub struct RequestRecord {
     pub authenticated: bool,
     /// HTTP status sent (200 for envelopes).
     pub status: u16,
-    /// `error.code` when an envelope was sent, or the fault that was applied.
+    /// `error.code` when an envelope was sent, or the fault that was applied; `held:before`
+    /// when the request was held before processing and its client left (never processed).
     pub outcome: String,
+    /// Hold points the request met, in order: `before` (held before processing), `after`
+    /// (processed, reply withheld), then `abandoned` if the client left (or the simulator
+    /// stopped) while it was held. Empty for requests no hold caught.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 impl RequestRecord {
@@ -301,6 +338,13 @@ impl World {
         self.requests.push(rec);
     }
 
+    /// Adds a hold event to a logged request (the client left while its reply was withheld).
+    pub fn note_held(&mut self, seq: u64, event: &str) {
+        if let Some(r) = self.requests.iter_mut().rev().find(|r| r.seq == seq) {
+            r.held.push(event.into());
+        }
+    }
+
     /// A fresh 32-hex id, deterministic per simulator run.
     pub fn new_id(&mut self) -> String {
         self.next_id += 1;
@@ -338,7 +382,8 @@ impl World {
     }
 
     /// `(assignedCredits, availableCredits)` as served: `-1/-1` when unlimited or when
-    /// budgeting is off (an [I] choice: allocations mean nothing then).
+    /// budgeting is off (an unverified choice: allocations mean nothing then; see
+    /// docs/arcgis.md, "Credit fields and the unlimited sentinel").
     pub fn credit_fields(&self, m: &MemberRecord) -> (f64, f64) {
         match (self.budgeting(), m.allocation) {
             (true, Some(a)) => (a, from_micros(micros(a) - self.consumed_micros(&m.username))),

@@ -3,8 +3,10 @@
 
 mod control;
 mod faults;
+mod holds;
 mod quirks;
 mod robustness;
 mod scale;
 mod state;
 mod support;
+mod writes;

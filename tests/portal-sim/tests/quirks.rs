@@ -1,4 +1,5 @@
-//! One test per quirk of the contract's section 13, each on the raw wire.
+//! One test per ArcGIS quirk the simulator reproduces (docs/arcgis.md lists each with its
+//! source), each on the raw wire.
 
 use portal_sim::{Faults, HttpErrorFault, Trigger, UsageRecord, generate::*};
 use serde_json::Value;

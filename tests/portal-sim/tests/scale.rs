@@ -1,4 +1,4 @@
-//! The acceptance at scale: 25,000 members, listing without a cap, search capped.
+//! The simulator at scale: 25,000 members, listing without a cap, search capped.
 
 use std::collections::HashSet;
 

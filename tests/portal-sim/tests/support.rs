@@ -1,5 +1,7 @@
 //! Shared helpers: a simulator per test, a raw HTTP client, sign-in.
 
+use std::time::Duration;
+
 use chrono::NaiveDate;
 use portal_sim::{GenParams, Org, SimHandle, generate, generate::*, start};
 use reqwest::{Client, Response};
@@ -57,6 +59,13 @@ impl Harness {
             .send()
             .await
             .unwrap()
+    }
+
+    /// POSTs from a task of its own: a request the test holds, races or abandons (aborting
+    /// the task drops the request, and its connection closes as a killed client's does).
+    pub fn spawn_post(&self, path: &str, form: &[(&str, &str)]) -> tokio::task::JoinHandle<reqwest::Result<Response>> {
+        let request = self.http.post(self.url(path)).header("Referer", REFERER).form(form);
+        tokio::spawn(request.send())
     }
 
     /// GET with query parameters.
@@ -121,4 +130,22 @@ pub fn error_code(v: &Value) -> u64 {
     v["error"]["code"]
         .as_u64()
         .unwrap_or_else(|| panic!("expected an error envelope, got {v}"))
+}
+
+/// Awaits `f`, failing the test after 10 s: a hold never reached, a request that never ends.
+pub async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("not done within 10 s")
+}
+
+/// The form of an `assignUserCredits` call setting one member's allocation; `credits` is JSON
+/// text (`321`, `"321"`).
+pub fn assign_form<'a>(token: &'a str, assignments: &'a str) -> [(&'a str, &'a str); 3] {
+    [("f", "json"), ("token", token), ("userAssignments", assignments)]
+}
+
+/// `userAssignments` for one member.
+pub fn one_assignment(username: &str, credits: &str) -> String {
+    format!(r#"[{{"username":"{username}","credits":{credits}}}]"#)
 }

@@ -6,6 +6,12 @@
 //! at `http://127.0.0.1:<port>/.rt/<name>`. Invocations go through the Invoke API
 //! (`POST /2015-03-31/functions/<name>/invocations`), exactly as AWS's async and sync
 //! invokes deliver them. One emulator per test keeps tests isolated.
+//!
+//! Several processes of one function under one emulator act as concurrent containers: each
+//! `GET .../invocation/next` takes a different invocation from the function's queue. A process
+//! started with [`FunctionProcess::spawn_with_timeout`] polls through a
+//! [`crate::proxy::RuntimeProxy`], so its invocations carry a real deadline; one killed with
+//! [`FunctionProcess::kill`] stops mid-invocation, as a crashed or timed-out container does.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,6 +22,7 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 
 use crate::net::{free_port, on_path, wait_for_listener};
+use crate::proxy::{Delivered, RuntimeProxy};
 
 /// The workspace root (this crate lives in `tests/testkit`).
 pub fn workspace_root() -> PathBuf {
@@ -141,43 +148,70 @@ impl RuntimeEmulator {
 
     /// Invokes `function` synchronously with `payload`.
     pub async fn invoke(&self, function: &str, payload: &Value) -> Invocation {
-        let r = self
-            .http
-            .post(format!("{}/2015-03-31/functions/{function}/invocations", self.url()))
-            .json(payload)
-            .timeout(Duration::from_secs(300))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("invoking {function}: {e}"));
-        let status = r.status().as_u16();
-        let header = r
-            .headers()
-            .get("x-amz-function-error")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = r.text().await.unwrap_or_default();
-        let payload: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        // The emulator does not always set the header; the Runtime API error document
-        // (`errorType` + `errorMessage`) is what the function reported either way.
-        let function_error = header.or_else(|| {
-            payload
-                .get("errorMessage")
-                .and(payload.get("errorType"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
-        Invocation {
-            status,
-            function_error,
-            payload,
+        invoke(&self.http, &self.url(), function, payload).await
+    }
+
+    /// An owned handle that invokes functions of this emulator: it can be moved into tasks
+    /// (concurrent invocations) and outlives borrows of the emulator.
+    pub fn invoker(&self) -> Invoker {
+        Invoker {
+            url: self.url(),
+            http: self.http.clone(),
         }
+    }
+}
+
+/// Invokes functions of one emulator; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Invoker {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Invoker {
+    /// Invokes `function` synchronously with `payload`.
+    pub async fn invoke(&self, function: &str, payload: &Value) -> Invocation {
+        invoke(&self.http, &self.url, function, payload).await
+    }
+}
+
+async fn invoke(http: &reqwest::Client, url: &str, function: &str, payload: &Value) -> Invocation {
+    let r = http
+        .post(format!("{url}/2015-03-31/functions/{function}/invocations"))
+        .json(payload)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("invoking {function}: {e}"));
+    let status = r.status().as_u16();
+    let header = r
+        .headers()
+        .get("x-amz-function-error")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = r.text().await.unwrap_or_default();
+    let payload: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    // The emulator does not always set the header; the Runtime API error document
+    // (`errorType` + `errorMessage`) is what the function reported either way.
+    let function_error = header.or_else(|| {
+        payload
+            .get("errorMessage")
+            .and(payload.get("errorType"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    Invocation {
+        status,
+        function_error,
+        payload,
     }
 }
 
 /// A function process: the real binary, started with its own environment. Stops when dropped.
 pub struct FunctionProcess {
-    _child: Child,
+    child: Child,
     log: PathBuf,
+    proxy: Option<RuntimeProxy>,
 }
 
 impl FunctionProcess {
@@ -189,6 +223,36 @@ impl FunctionProcess {
 
     /// The same with the binary taken from `dir`.
     pub fn spawn_from(dir: &Path, emulator: &RuntimeEmulator, name: &str, env: &[(String, String)]) -> FunctionProcess {
+        Self::launch(dir, emulator.runtime_api(name), name, env, None)
+    }
+
+    /// Starts the debug binary of function `name` behind a [`RuntimeProxy`] that gives each of
+    /// its invocations `timeout`, as a Lambda function configured with that timeout gets: the
+    /// context deadline is `now + timeout` when the invocation is handed out, not the
+    /// emulator's placeholder. Must be called inside a Tokio runtime.
+    pub fn spawn_with_timeout(
+        emulator: &RuntimeEmulator,
+        name: &str,
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> FunctionProcess {
+        let proxy = RuntimeProxy::start(&emulator.url(), timeout);
+        Self::launch(
+            binaries(Profile::Debug),
+            proxy.runtime_api(name),
+            name,
+            env,
+            Some(proxy),
+        )
+    }
+
+    fn launch(
+        dir: &Path,
+        runtime_api: String,
+        name: &str,
+        env: &[(String, String)],
+        proxy: Option<RuntimeProxy>,
+    ) -> FunctionProcess {
         let bin = dir.join(name);
         let log = std::env::temp_dir().join(format!("testkit-{name}-{}-{}.log", std::process::id(), free_port()));
         let out = std::fs::File::create(&log).expect("log file");
@@ -197,7 +261,7 @@ impl FunctionProcess {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("AWS_LAMBDA_RUNTIME_API", emulator.runtime_api(name))
+            .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
@@ -207,12 +271,52 @@ impl FunctionProcess {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        FunctionProcess { _child: child, log }
+        FunctionProcess { child, log, proxy }
     }
 
-    /// Everything the function printed so far (logs, EMF lines).
+    /// Everything the function printed so far (logs, EMF lines). Still readable after
+    /// [`FunctionProcess::kill`], until the handle is dropped.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The operating system's process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGKILL, then waits until the process is gone: whatever it was doing stops at once,
+    /// as when Lambda stops a timed-out or crashed container. Its connections close; the
+    /// invocation it was working on is never answered.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGKILL without waiting for the process to be reaped (usable outside async code).
+    pub fn kill_now(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The invocations handed to this process, in order (only for processes started with
+    /// [`FunctionProcess::spawn_with_timeout`]; empty otherwise).
+    pub fn delivered(&self) -> Vec<Delivered> {
+        self.proxy.as_ref().map(RuntimeProxy::delivered).unwrap_or_default()
+    }
+
+    /// Whether the process is idle, waiting for an invocation (only known for processes
+    /// started with [`FunctionProcess::spawn_with_timeout`]; false otherwise).
+    pub fn polling(&self) -> bool {
+        self.proxy.as_ref().is_some_and(RuntimeProxy::polling)
+    }
+
+    /// The timeout its invocations get, when started behind a proxy.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.proxy.as_ref().map(RuntimeProxy::timeout)
     }
 }
 

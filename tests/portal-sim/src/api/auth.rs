@@ -65,7 +65,8 @@ fn lifetime(w: &World, requested: i64) -> i64 {
     requested.clamp(1, max)
 }
 
-/// `POST generateToken` (contract §2.2): username/password → `{token, expires (epoch ms), ssl}`.
+/// `POST generateToken` (see docs/arcgis.md, "Signing in"): username/password → `{token,
+/// expires (epoch ms), ssl}`.
 pub fn generate_token(w: &mut World, ctx: &Ctx) -> Reply {
     if w.behaviour.require_https_for_token && !ctx.tls {
         return AgolError {
@@ -136,8 +137,8 @@ pub fn generate_token(w: &mut World, ctx: &Ctx) -> Reply {
     json!({"token": token, "expires": expires, "ssl": true}).into()
 }
 
-/// `oauth2/token` with `grant_type=client_credentials` (contract §2.3): `{access_token,
-/// expires_in (seconds)}`, app privileges only, never a `user`.
+/// `oauth2/token` with `grant_type=client_credentials` (see docs/arcgis.md, "Signing in"):
+/// `{access_token, expires_in (seconds)}`, app privileges only, never a `user`.
 pub fn oauth_token(w: &mut World, ctx: &Ctx) -> Reply {
     let p = ctx.params;
     let invalid = |code: &str, msg: &str| -> Reply {

@@ -1,5 +1,5 @@
-//! `createNotification` (contract §11): at most 25 usernames, comma-separated (a JSON array
-//! is accepted too, as clients differ).
+//! `createNotification` (see docs/arcgis.md, "Notifications (`createNotification`)"): at most
+//! 25 usernames, comma-separated (a JSON array is accepted too, as clients differ).
 
 use serde_json::json;
 

@@ -6,9 +6,9 @@ use super::{Ctx, auth::require};
 use crate::wire::{AgolError, Reply, jnum};
 use crate::world::{Caller, World};
 
-/// `portals/self` (contract §3, §13.4): anonymous callers get the public view (no `user`, no
-/// credits, no contacts); app tokens and API keys get `appInfo` and no `user`; members see
-/// credits only with an admin privilege.
+/// `portals/self` (see docs/arcgis.md, "Org properties (`portals/self`)"): anonymous callers
+/// get the public view (no `user`, no credits, no contacts); app tokens and API keys get
+/// `appInfo` and no `user`; members see credits only with an admin privilege.
 pub fn portal_self(w: &World, ctx: &Ctx) -> Reply {
     let o = &w.org;
     let mut v = json!({
@@ -59,8 +59,9 @@ pub fn portal_self(w: &World, ctx: &Ctx) -> Reply {
     v.into()
 }
 
-/// `POST portals/self/update` (contract §4): `creditAssignments`, `defaultUserCreditAssignment`,
-/// `contacts` (JSON array of usernames). Budgeting cannot be enabled with a balance ≤ 0.
+/// `POST portals/self/update`: `creditAssignments`, `defaultUserCreditAssignment`, `contacts`
+/// (JSON array of usernames). Budgeting cannot be enabled with a balance ≤ 0 (see
+/// docs/arcgis.md, "Org properties (`portals/self`)").
 pub fn update(w: &mut World, ctx: &Ctx) -> Result<Reply, AgolError> {
     let p = ctx.params;
     require(&ctx.caller, &["portal:admin:manageCredits"])?;

@@ -1,5 +1,6 @@
-//! The credits report item (contract §8): create → `processing` → `completed` (or `failed`) →
-//! download the CSV (possibly through a redirect to another host) → delete.
+//! The credits report item (see docs/arcgis.md, "Report items"): create → `processing` →
+//! `completed` (or `failed`) → download the CSV (possibly through a redirect to another host)
+//! → delete.
 
 use std::collections::BTreeMap;
 
@@ -216,9 +217,9 @@ fn cell(m: i64) -> String {
     }
 }
 
-/// The report CSV (layout unverified, contract §8.4): 3 preamble lines, a header
-/// `Username,Full Name,<service labels…>`, one row per member (blank = 0), a row with an empty
-/// username for usage not attributed to a member, and optionally a `Total` row.
+/// The report CSV (layout unverified; see docs/arcgis.md, "Report items"): 3 preamble lines,
+/// a header `Username,Full Name,<service labels…>`, one row per member (blank = 0), a row with
+/// an empty username for usage not attributed to a member, and optionally a `Total` row.
 pub fn credits_csv(w: &World, item: &ReportItem) -> String {
     let mut per_member: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
     let mut unattributed: BTreeMap<&str, i64> = BTreeMap::new();

@@ -1,5 +1,7 @@
-//! `portals/self/usage` (contract §9): credit and operation series, grouped, in buckets of
-//! one period, every value a `[timestamp-string, value-string]` pair in Java number format.
+//! `portals/self/usage` (see docs/arcgis.md, "Usage buckets"): credit and operation series,
+//! grouped, in buckets of one period, every value a `[timestamp-string, value-string]` pair in
+//! Java number format. Buckets are labelled by their start (whether ArcGIS labels the start or
+//! the end is unverified).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

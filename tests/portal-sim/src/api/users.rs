@@ -1,4 +1,5 @@
-//! Members: the org listing, the two fuzzy searches and the exact lookup (contract §6).
+//! Members: the org listing, the two fuzzy searches and the exact lookup (see docs/arcgis.md,
+//! "Members: listing and exact lookup" and "Endpoints").
 
 use std::cmp::Ordering;
 
@@ -9,9 +10,10 @@ use crate::org::MemberRecord;
 use crate::wire::{AgolError, Params, Reply, to_wire_text};
 use crate::world::{Caller, WireUser, World};
 
-/// Search indexes count accurately up to this many results and serve no more (contract §6.4).
+/// Search indexes count accurately up to this many results and serve no more (see
+/// docs/arcgis.md, "Endpoints").
 pub const SEARCH_CAP: usize = 10_000;
-/// `num` is capped at this (contract §13.9).
+/// `num` is capped at this (see docs/arcgis.md, "Members: listing and exact lookup").
 pub const MAX_NUM: i64 = 100;
 
 /// `start` (1-based) and `num` (default 10, capped at 100).
@@ -63,7 +65,8 @@ fn caller_sees_private(w: &World, caller: &Caller, m: &MemberRecord) -> bool {
     }
 }
 
-/// `portals/self/users`: every member, paged, with no 10,000 cap (contract §6.3).
+/// `portals/self/users`: every member, paged, with no 10,000 cap (none is documented for the
+/// listing; see docs/arcgis.md, "Members: listing and exact lookup").
 pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
     require(&ctx.caller, &[])?;
     let p = ctx.params;
@@ -189,7 +192,8 @@ fn fuzzy_match(m: &MemberRecord, q: &Query) -> bool {
             .all(|(f, v)| field_value(m, f).is_some_and(|fv| fv.contains(v.as_str())))
 }
 
-/// `filter=username:"jdoe"`: exact keyword match (contract §6.2).
+/// `filter=username:"jdoe"`: exact keyword match, unlike the fuzzy `q` (see docs/arcgis.md,
+/// "Endpoints").
 fn exact_filter(m: &MemberRecord, filter: &str) -> Result<bool, AgolError> {
     for clause in filter.split(" AND ").map(str::trim).filter(|c| !c.is_empty()) {
         let (k, v) = clause
@@ -251,7 +255,8 @@ pub fn search(w: &World, ctx: &Ctx, org_scoped: bool) -> Result<Reply, AgolError
     Ok(json!({"query": q, "total": total, "start": start, "num": num, "nextStart": next, "results": results}).into())
 }
 
-/// `community/users/<username|id>`: exact, by username or id (contract §6.1, §13.11).
+/// `community/users/<username|id>`: exact, by username or id (see docs/arcgis.md, "Members:
+/// listing and exact lookup").
 pub fn user(w: &World, ctx: &Ctx, key: &str) -> Result<Reply, AgolError> {
     let m = w
         .member_by_name_or_id(key)

@@ -1,10 +1,11 @@
 //! The HTTP core shared by every operation: URL building, `f=json`, the Referer, the token
 //! header, error envelopes, retries, redirects for downloads, and the request counter.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use reqwest::Url;
@@ -14,16 +15,19 @@ use serde_json::Value;
 use super::auth::{CachedToken, Token};
 use super::credentials::Credentials;
 use super::endpoint::{Endpoint, Method};
-use super::error::{ApiError, Error, TransportKind, excerpt};
+use super::error::{ApiError, Error, TransportKind, excerpt, redact_url};
 use super::retry::{self, RetryPolicy, jitter, parse_retry_after};
 
-/// The header ArcGIS reads tokens from (contract §1). Never the URL: URLs end up in logs.
+/// The header ArcGIS reads tokens from. Never the URL: URLs end up in logs.
 const TOKEN_HEADER: &str = "x-esri-authorization";
 /// Redirect hops followed for a download before giving up.
 const MAX_REDIRECTS: u32 = 5;
 
 /// Everything needed to build a [`Client`]. [`ClientConfig::new`] fills the defaults.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the portal URL's scheme and host only: the URL comes from the secret and
+/// may carry a password or a token.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// The org URL (`https://<org>.maps.arcgis.com`) or its `.../sharing/rest` URL.
     pub portal_url: String,
@@ -66,13 +70,36 @@ impl ClientConfig {
     }
 }
 
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("portal", &redact_url(&self.portal_url))
+            .field("credentials", &self.credentials)
+            .field("referer", &self.referer)
+            .field("token_minutes", &self.token_minutes)
+            .field("http_timeout", &self.http_timeout)
+            .field("retry", &self.retry)
+            .field("list_concurrency", &self.list_concurrency)
+            .field("report_deadline", &self.report_deadline)
+            .field("report_poll_interval", &self.report_poll_interval)
+            .field(
+                "extra_root_certificates_pem",
+                &self.extra_root_certificates_pem.as_ref().map(Vec::len),
+            )
+            .finish()
+    }
+}
+
 /// An ArcGIS Online client for one org and one set of credentials.
 ///
 /// Cheap to clone (shared state behind an `Arc`): clones share the token cache, the
-/// connection pool and the request counter.
+/// connection pool and the request counter. [`Client::until`] gives a clone whose every
+/// call ends by an absolute instant, so a Lambda invocation returns before it is killed.
 #[derive(Clone)]
 pub struct Client {
     pub(super) inner: Arc<Inner>,
+    /// No request is sent, and no retry wait ends, at or after this instant.
+    deadline: Option<Instant>,
 }
 
 pub(super) struct Inner {
@@ -88,6 +115,8 @@ pub(super) struct Inner {
     pub(super) sign_in: tokio::sync::Mutex<()>,
     pub(super) token_generation: AtomicU64,
     retry: RetryPolicy,
+    /// The per-request timeout, shortened per request to the time left before a deadline.
+    http_timeout: Duration,
     pub(super) list_concurrency: usize,
     pub(super) report_deadline: Duration,
     pub(super) report_poll_interval: Duration,
@@ -99,9 +128,13 @@ pub(super) struct Inner {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("rest", &self.inner.rest.as_str())
+            .field("portal", &redact_url(self.inner.rest.as_str()))
             .field("credentials", &self.inner.credentials)
             .field("requests", &self.requests_made())
+            .field(
+                "time_left",
+                &self.deadline.map(|d| d.saturating_duration_since(Instant::now())),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -136,6 +169,19 @@ pub(super) fn file(body: &Bytes) -> Result<Bytes, DecodeError> {
         return Err(DecodeError::Envelope(Box::new(api)));
     }
     Ok(body.clone())
+}
+
+/// One operation's request: what is called, where, with what, and how it is named in errors.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Exchange<'a> {
+    /// The operation (method, authentication, retry safety).
+    pub(super) endpoint: Endpoint,
+    /// Its URL.
+    pub(super) url: &'a Url,
+    /// Its parameters (`f=json` is added).
+    pub(super) params: &'a [(&'a str, String)],
+    /// Operation and target, for errors and logs.
+    pub(super) what: &'a str,
 }
 
 impl Client {
@@ -178,13 +224,33 @@ impl Client {
                 sign_in: tokio::sync::Mutex::new(()),
                 token_generation: AtomicU64::new(0),
                 retry: config.retry,
+                http_timeout: config.http_timeout,
                 list_concurrency: config.list_concurrency,
                 report_deadline: config.report_deadline,
                 report_poll_interval: config.report_poll_interval,
                 org_id: tokio::sync::OnceCell::new(),
                 requests: AtomicU64::new(0),
             }),
+            deadline: None,
         })
+    }
+
+    /// This client bounded by `deadline` (the invocation's deadline minus a margin): the
+    /// clone shares the token cache, sign-ins, connection pool and request counter, but no
+    /// call it makes waits or sends past that instant. Calls begun later fail at once with
+    /// [`Error::DeadlineReached`]; retries stop when the next wait would end past it, and
+    /// each request's timeout is shortened to the time left. An earlier deadline this client
+    /// already carries is kept: a bound is never extended.
+    pub fn until(&self, deadline: Instant) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            deadline: Some(self.deadline.map_or(deadline, |d| d.min(deadline))),
+        }
+    }
+
+    /// The absolute deadline every call of this client respects, if any ([`Client::until`]).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// HTTP requests sent so far by this client and its clones (sign-ins, retries and
@@ -193,7 +259,8 @@ impl Client {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
-    /// The `.../sharing/rest/` base URL in use.
+    /// The `.../sharing/rest/` base URL in use. Its path may come from the secret: for
+    /// messages and logs use [`redact_url`], which keeps the scheme and host.
     pub fn rest_url(&self) -> &Url {
         &self.inner.rest
     }
@@ -227,40 +294,49 @@ impl Client {
         what: &str,
         decode: Decoder<T>,
     ) -> Result<T, Error> {
+        // Checked before a sign-in, so the error names this operation, not generateToken.
+        self.check_deadline(what)?;
+        let exchange = Exchange {
+            endpoint,
+            url,
+            params,
+            what,
+        };
         if !endpoint.authenticated {
-            return self.execute(endpoint, url, params, what, None, decode).await;
+            return self.execute(&exchange, None, decode).await;
         }
         let token = self.access_token().await?;
-        match self.execute(endpoint, url, params, what, Some(&token), decode).await {
+        match self.execute(&exchange, Some(&token), decode).await {
             // Expired or revoked (e.g. the server restarted): sign in again once and repeat
             // this call. Safe for any operation: a rejected token means nothing was done.
             Err(e) if e.is_invalid_token() && self.can_sign_in_again() => {
                 tracing::info!(operation = endpoint.name, what, "token rejected; signing in again");
                 self.forget_token(token.generation);
                 let token = self.access_token().await?;
-                self.execute(endpoint, url, params, what, Some(&token), decode).await
+                self.execute(&exchange, Some(&token), decode).await
             }
             other => other,
         }
     }
 
-    /// The retry loop around [`Client::send_once`] and decoding.
+    /// The retry loop around [`Client::send_once`] and decoding. Retries end when the next
+    /// wait would end past the policy's deadline (counted from here) or the client's
+    /// absolute deadline, whichever comes first; a longer `Retry-After` ends the call at once.
     pub(super) async fn execute<T>(
         &self,
-        endpoint: Endpoint,
-        url: &Url,
-        params: &[(&str, String)],
-        what: &str,
+        exchange: &Exchange<'_>,
         token: Option<&Token>,
         decode: Decoder<T>,
     ) -> Result<T, Error> {
+        let Exchange { endpoint, what, .. } = *exchange;
+        self.check_deadline(what)?;
         let policy = self.inner.retry;
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = self
-                .send_once(endpoint, url, params, what, token)
+                .send_once(exchange, token)
                 .await
                 .and_then(|(status, body)| self.decode(endpoint, what, token, status, &body, decode));
             let err = match result {
@@ -272,12 +348,15 @@ impl Client {
                     Error::Http { retry_after, .. } => *retry_after,
                     _ => None,
                 };
-                if let Some(delay) = policy.delay_before_retry(attempt, started.elapsed(), retry_after, jitter()) {
+                let delay = policy
+                    .delay_before_retry(attempt, started.elapsed(), retry_after, jitter())
+                    .filter(|delay| self.ends_in_time(*delay));
+                if let Some(delay) = delay {
                     tracing::warn!(
                         operation = endpoint.name,
                         what,
                         attempt,
-                        delay_ms = delay.as_millis() as u64,
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                         error = %err,
                         "transient ArcGIS failure; retrying"
                     );
@@ -294,6 +373,34 @@ impl Client {
             } else {
                 err
             });
+        }
+    }
+
+    /// [`Error::DeadlineReached`] once the client's absolute deadline has come.
+    fn check_deadline(&self, what: &str) -> Result<(), Error> {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(Error::DeadlineReached { what: what.to_owned() }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a wait of `delay` starting now ends strictly before the absolute deadline, so
+    /// the retry still has time to run. An end past what the clock can hold is too late.
+    fn ends_in_time(&self, delay: Duration) -> bool {
+        self.deadline
+            .is_none_or(|deadline| Instant::now().checked_add(delay).is_some_and(|end| end < deadline))
+    }
+
+    /// The timeout for a request sent now: the configured one, shortened to the time left
+    /// before the absolute deadline; and whether it was shortened.
+    fn request_timeout(&self) -> (Duration, bool) {
+        let configured = self.inner.http_timeout;
+        match self.deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                (configured.min(left), left < configured)
+            }
+            None => (configured, false),
         }
     }
 
@@ -336,15 +443,13 @@ impl Client {
 
     /// One HTTP exchange (plus redirect hops for downloads): a success status and its body,
     /// or an error for transport failures and non-success statuses.
-    async fn send_once(
-        &self,
-        endpoint: Endpoint,
-        url: &Url,
-        params: &[(&str, String)],
-        what: &str,
-        token: Option<&Token>,
-    ) -> Result<(u16, Bytes), Error> {
-        let transport = |e: reqwest::Error| transport_error(what, &e);
+    async fn send_once(&self, exchange: &Exchange<'_>, token: Option<&Token>) -> Result<(u16, Bytes), Error> {
+        let Exchange {
+            endpoint,
+            url,
+            params,
+            what,
+        } = *exchange;
         let mut current = url.clone();
         let mut send_auth = true;
         let mut hops = 0;
@@ -368,8 +473,10 @@ impl Client {
                     request = request.header(TOKEN_HEADER, bearer(t)?);
                 }
             }
+            let (timeout, cut_short) = self.request_timeout();
+            request = request.timeout(timeout);
             self.inner.requests.fetch_add(1, Ordering::Relaxed);
-            let response = request.send().await.map_err(transport)?;
+            let response = request.send().await.map_err(|e| transport_error(what, e, cut_short))?;
             let status = response.status();
             if !(endpoint.download && status.is_redirection()) {
                 break response;
@@ -396,13 +503,18 @@ impl Client {
             current = next;
         };
 
+        // reqwest's timeout covers the body too; whether it was shortened is known per hop.
+        let cut_short = self.request_timeout().1;
         let status = response.status();
         let retry_after = response
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = response.bytes().await.map_err(transport)?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(what, e, cut_short))?;
         if status.is_success() {
             return Ok((status.as_u16(), body));
         }
@@ -448,7 +560,11 @@ fn bearer(token: &Token) -> Result<HeaderValue, Error> {
     Ok(value)
 }
 
-fn transport_error(what: &str, e: &reqwest::Error) -> Error {
+/// The client's error for a failed exchange. reqwest's message carries the request URL, whose
+/// path and query may hold data from the secret or the call: it is dropped (`what` names the
+/// operation). `cut_short` says the timeout was shortened to the invocation's deadline.
+fn transport_error(what: &str, e: reqwest::Error, cut_short: bool) -> Error {
+    let e = e.without_url();
     let kind = if e.is_connect() {
         TransportKind::Connect
     } else if e.is_timeout() {
@@ -458,11 +574,14 @@ fn transport_error(what: &str, e: &reqwest::Error) -> Error {
     };
     // The chain carries the useful cause ("connection closed before message completed").
     let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         detail.push_str(": ");
         detail.push_str(&s.to_string());
         source = s.source();
+    }
+    if cut_short && kind == TransportKind::Timeout {
+        detail.push_str("; cut short by the invocation's deadline");
     }
     Error::Transport {
         what: what.to_owned(),
@@ -472,7 +591,8 @@ fn transport_error(what: &str, e: &reqwest::Error) -> Error {
 }
 
 /// Installs rustls' ring provider as the process default, once: reqwest is built with
-/// `rustls-no-provider` so aws-lc-sys never enters the build (lambda-conventions §11).
+/// `rustls-no-provider` so aws-lc-sys (a slow C build the functions do not need) never enters
+/// the build.
 fn install_ring_provider() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
@@ -481,12 +601,31 @@ fn install_ring_provider() {
     });
 }
 
+/// The longest time left a deadline helper accepts: no invocation lasts a day, so a deadline
+/// further off is a wrong clock or unit, and is bounded rather than added to `Instant::now()`.
+const MAX_TIME_LEFT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The instant `margin` before a wall-clock deadline in epoch milliseconds (what the Lambda
+/// runtime gives each invocation), for [`Client::until`]. A deadline already past, or closer
+/// than `margin`, is now; an absurdly far one is a day from now. Never panics.
+pub fn deadline_from_epoch_ms(deadline_epoch_ms: u64, margin: Duration) -> Instant {
+    let now = Instant::now();
+    let left = UNIX_EPOCH
+        .checked_add(Duration::from_millis(deadline_epoch_ms))
+        .and_then(|deadline| deadline.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::ZERO)
+        .saturating_sub(margin)
+        .min(MAX_TIME_LEFT);
+    now.checked_add(left).unwrap_or(now)
+}
+
 /// The `.../sharing/rest/` base for an org URL, the way Esri's clients derive it: keep an
 /// explicit `/sharing/rest`, otherwise append it. HTTPS only, except for loopback hosts
-/// (simulators): a password must never cross the network in clear text.
+/// (simulators): a password must never cross the network in clear text. Errors show the
+/// URL's scheme and host only ([`redact_url`]).
 pub fn rest_base(portal_url: &str) -> Result<Url, Error> {
     let invalid = |reason: &str| Error::InvalidUrl {
-        url: portal_url.to_owned(),
+        url: redact_url(portal_url),
         reason: reason.to_owned(),
     };
     let mut url = Url::parse(portal_url.trim()).map_err(|e| invalid(&e.to_string()))?;
@@ -525,76 +664,4 @@ pub fn rest_base(portal_url: &str) -> Result<Url, Error> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rest_base_normalises_org_urls() {
-        for (input, want) in [
-            (
-                "https://myorg.maps.arcgis.com",
-                "https://myorg.maps.arcgis.com/sharing/rest/",
-            ),
-            (
-                "https://myorg.maps.arcgis.com/",
-                "https://myorg.maps.arcgis.com/sharing/rest/",
-            ),
-            (
-                "https://www.arcgis.com/sharing/rest",
-                "https://www.arcgis.com/sharing/rest/",
-            ),
-            (
-                "https://www.arcgis.com/sharing/rest/?f=json",
-                "https://www.arcgis.com/sharing/rest/",
-            ),
-            ("https://host/portal/sharing", "https://host/portal/sharing/rest/"),
-            (
-                "http://127.0.0.1:8080/sharing/rest",
-                "http://127.0.0.1:8080/sharing/rest/",
-            ),
-            ("http://localhost:1", "http://localhost:1/sharing/rest/"),
-        ] {
-            assert_eq!(rest_base(input).unwrap().as_str(), want, "{input}");
-        }
-    }
-
-    #[test]
-    fn rest_base_refuses_clear_text_and_junk() {
-        for bad in [
-            "http://myorg.maps.arcgis.com",
-            "ftp://x",
-            "not a url",
-            "https://u:p@host/",
-        ] {
-            assert!(matches!(rest_base(bad), Err(Error::InvalidUrl { .. })), "{bad}");
-        }
-    }
-
-    #[test]
-    fn url_segments_are_encoded() {
-        let client = Client::new(ClientConfig::new(
-            "https://org.example.com",
-            Credentials::ApiKey(crate::arcgis::Secret::new("k")),
-        ))
-        .unwrap();
-        let url = client.url(&["community", "users", "a b/../c?d"]);
-        assert_eq!(
-            url.as_str(),
-            "https://org.example.com/sharing/rest/community/users/a%20b%2F..%2Fc%3Fd"
-        );
-    }
-
-    #[test]
-    fn client_debug_redacts_credentials() {
-        let client = Client::new(ClientConfig::new(
-            "https://org.example.com",
-            Credentials::UserPassword {
-                username: "admin".into(),
-                password: crate::arcgis::Secret::new("hunter22"),
-            },
-        ))
-        .unwrap();
-        let dbg = format!("{client:?}");
-        assert!(!dbg.contains("hunter22") && dbg.contains("admin"), "{dbg}");
-    }
-}
+mod tests;

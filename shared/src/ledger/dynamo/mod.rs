@@ -4,20 +4,26 @@
 //! concurrent invocations cannot both win; the loser reads what the winner recorded (from the
 //! `ConditionalCheckFailedException`'s item when DynamoDB returns it, else a consistent read).
 //! Every other SDK error becomes a [`LedgerError::Sdk`] naming table, operation and the IAM
-//! action; reads of many items paginate.
+//! action; reads of many items paginate. Allocation requests, the lock and the budget are in
+//! [`requests`].
+
+mod requests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde_json::Value;
 
 use super::{
-    ALERT_PK, AuditEntry, IDEM_PK, IDEMPOTENCY_RETENTION, IdempotencyClaim, LedgerError, MEMBERS_SK, ORG_PK,
-    RUN_RETENTION, RunClaim, RunStatus, level_str, parse_level, run_pk,
+    ALERT_PK, Appended, AuditEntry, AuditIntent, LedgerError, MEMBERS_SK, ORG_PK, RUN_RETENTION, RunClaim, RunStatus,
+    level_str, parse_level, run_pk,
 };
 use crate::credits::classify::Level;
 
@@ -28,13 +34,35 @@ type Item = HashMap<String, AttributeValue>;
 const CLAIM_ATTEMPTS: usize = 3;
 
 /// The condition every claim is made under: no live record with this key.
-const CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expires_at < :now";
+const CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expires_at <= :now";
 
 /// The DynamoDB-backed ledger.
 #[derive(Clone)]
 pub struct DynamoLedger {
     client: Client,
     table: String,
+    requests: Arc<AtomicU64>,
+}
+
+/// Counts every HTTP request the DynamoDB client sends (retries and pages included), so a
+/// run can report what its ledger work cost.
+#[derive(Debug)]
+struct RequestCounter(Arc<AtomicU64>);
+
+impl aws_sdk_dynamodb::config::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "credit-steward ledger request counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl fmt::Debug for DynamoLedger {
@@ -119,17 +147,19 @@ impl Reader<'_> {
 
     /// Whether the record has expired at `now` (DynamoDB's TTL sweep lags by up to days).
     fn expired(&self, now: DateTime<Utc>) -> Result<bool, LedgerError> {
-        Ok(self.number("expires_at")?.is_some_and(|e| e < now.timestamp() as f64))
+        Ok(self.number("expires_at")?.is_some_and(|e| e <= now.timestamp() as f64))
     }
 }
 
 /// The IAM action each ledger operation needs, for error messages.
 fn action_of(operation: &str) -> &'static str {
     match operation {
-        "alert_levels" | "changes_on" => "Query",
-        "set_alert_level(delete)" | "abandon_idempotent" => "DeleteItem",
-        "finish_run" | "complete_idempotent" => "UpdateItem",
-        "claim_run(read)" | "begin_idempotent(read)" | "member_count" => "GetItem",
+        "alert_levels" | "changes_on" | "intents_on" | "load_request" | "granted_since" => "Query",
+        "set_alert_level(delete)" | "abandon_request" | "release_lock" => "DeleteItem",
+        "finish_run" | "update_request" | "claim_request(takeover)" | "mark_pending" | "clear_pending" => "UpdateItem",
+        "claim_run(read)" | "claim_request(read)" | "acquire_lock(read)" | "member_count" | "pending_requests" => {
+            "GetItem"
+        }
         _ => "PutItem",
     }
 }
@@ -145,12 +175,24 @@ where
 }
 
 impl DynamoLedger {
-    /// A ledger over `table` through `client`.
+    /// A ledger over `table` through `client` (with a request counter added).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        let requests = Arc::new(AtomicU64::new(0));
+        let config = client
+            .config()
+            .to_builder()
+            .interceptor(RequestCounter(requests.clone()))
+            .build();
         DynamoLedger {
-            client,
+            client: Client::from_conf(config),
             table: table.into(),
+            requests,
         }
+    }
+
+    /// HTTP requests sent to DynamoDB so far.
+    pub fn requests_made(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// The table this ledger writes to.
@@ -180,12 +222,30 @@ impl DynamoLedger {
 
     /// Every item in partition `pk`, consistently read, all pages.
     async fn partition(&self, pk: &str, operation: &'static str) -> Result<Vec<Item>, LedgerError> {
-        self.client
+        self.partition_from(pk, None, operation).await
+    }
+
+    /// The items of partition `pk` whose sort key is at least `sk_from` (all of them without
+    /// it), consistently read, all pages.
+    async fn partition_from(
+        &self,
+        pk: &str,
+        sk_from: Option<String>,
+        operation: &'static str,
+    ) -> Result<Vec<Item>, LedgerError> {
+        let query = self
+            .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", s(pk))
-            .consistent_read(true)
+            .consistent_read(true);
+        let query = match sk_from {
+            Some(from) => query
+                .key_condition_expression("pk = :pk AND sk >= :from")
+                .expression_attribute_values(":from", s(from)),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        query
             .into_paginator()
             .items()
             .send()
@@ -203,6 +263,20 @@ impl DynamoLedger {
         operation: &'static str,
         read_operation: &'static str,
     ) -> Result<Option<Option<Item>>, LedgerError> {
+        self.claim_replacing(item, now, operation, read_operation)
+            .await
+            .map(|r| r.err())
+    }
+
+    /// Like [`Self::claim`]: `Ok(Ok(replaced))` when written (with the expired record it
+    /// replaced, if any), `Ok(Err(conflict))` otherwise.
+    pub(super) async fn claim_replacing(
+        &self,
+        item: Item,
+        now: DateTime<Utc>,
+        operation: &'static str,
+        read_operation: &'static str,
+    ) -> Result<Result<Option<Item>, Option<Item>>, LedgerError> {
         let pk = item.get("pk").cloned().unwrap_or_else(|| s(""));
         let sk = item.get("sk").cloned().unwrap_or_else(|| s(""));
         let result = self
@@ -213,17 +287,18 @@ impl DynamoLedger {
             .condition_expression(CLAIM_CONDITION)
             .expression_attribute_values(":now", n(now.timestamp()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
         let err = match result {
-            Ok(_) => return Ok(None),
+            Ok(out) => return Ok(Ok(out.attributes)),
             Err(e) if condition_failed(&e) => e,
             Err(e) => return Err(self.sdk_error(operation, &e)),
         };
         if let Some(PutItemError::ConditionalCheckFailedException(c)) = err.as_service_error()
             && let Some(old) = c.item()
         {
-            return Ok(Some(Some(old.clone())));
+            return Ok(Err(Some(old.clone())));
         }
         // Not every DynamoDB-compatible server returns the old item: read it.
         let got = self
@@ -236,7 +311,7 @@ impl DynamoLedger {
             .send()
             .await
             .map_err(|e| self.sdk_error(read_operation, &e))?;
-        Ok(Some(got.item))
+        Ok(Err(got.item))
     }
 
     pub(super) async fn alert_levels(&self) -> Result<HashMap<String, Level>, LedgerError> {
@@ -403,7 +478,7 @@ impl DynamoLedger {
         job: &str,
         key: &str,
         status: RunStatus,
-        summary: &serde_json::Value,
+        summary: &Value,
     ) -> Result<(), LedgerError> {
         self.update_existing(
             &run_pk(job),
@@ -415,143 +490,105 @@ impl DynamoLedger {
         .await
     }
 
-    pub(super) async fn begin_idempotent(
-        &self,
-        key: &str,
-        body_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<IdempotencyClaim, LedgerError> {
-        for _ in 0..CLAIM_ATTEMPTS {
-            let item: Item = [
-                ("pk".to_owned(), s(IDEM_PK)),
-                ("sk".to_owned(), s(key)),
-                ("body_hash".to_owned(), s(body_hash)),
-                ("status".to_owned(), s("in_progress")),
-                ("created_at".to_owned(), rfc3339(now)),
-                ("expires_at".to_owned(), n((now + IDEMPOTENCY_RETENTION).timestamp())),
-            ]
-            .into_iter()
-            .collect();
-            match self
-                .claim(item, now, "begin_idempotent", "begin_idempotent(read)")
-                .await?
-            {
-                None => return Ok(IdempotencyClaim::Fresh),
-                Some(Some(old)) => {
-                    let r = self.reader(&old, "begin_idempotent");
-                    if r.expired(now)? {
-                        continue;
-                    }
-                    if r.string("body_hash")? != body_hash {
-                        return Ok(IdempotencyClaim::Mismatch);
-                    }
-                    return match r.string("status")? {
-                        "in_progress" => Ok(IdempotencyClaim::InProgress),
-                        "done" => {
-                            let code = r
-                                .number("status_code")?
-                                .ok_or_else(|| r.malformed("attribute status_code is missing".into()))?;
-                            let status_code = u16::try_from(code as i64)
-                                .ok()
-                                .filter(|c| (100..600).contains(c) && code.fract() == 0.0)
-                                .ok_or_else(|| r.malformed(format!("status_code {code} is not an HTTP status")))?;
-                            let response = r
-                                .json("response")?
-                                .ok_or_else(|| r.malformed("attribute response is missing".into()))?;
-                            Ok(IdempotencyClaim::Replay { status_code, response })
-                        }
-                        other => Err(r.malformed(format!("status '{other}' is not in_progress or done"))),
-                    };
-                }
-                Some(None) => continue,
-            }
-        }
-        Err(LedgerError::Malformed {
-            table: self.table.clone(),
-            operation: "begin_idempotent",
-            key: format!("{IDEM_PK}/{key}"),
-            problem: format!("the record kept changing under {CLAIM_ATTEMPTS} claim attempts"),
-        })
-    }
-
-    pub(super) async fn complete_idempotent(
-        &self,
-        key: &str,
-        status_code: u16,
-        response: &serde_json::Value,
-    ) -> Result<(), LedgerError> {
-        self.update_existing(
-            IDEM_PK,
-            key,
-            "complete_idempotent",
-            "SET #status = :status, #status_code = :status_code, #response = :response",
-            vec![
-                (":status", s("done")),
-                (":status_code", n(status_code)),
-                (":response", s(response.to_string())),
-            ],
-        )
-        .await
-    }
-
-    pub(super) async fn abandon_idempotent(&self, key: &str) -> Result<(), LedgerError> {
+    /// An append-only put: written once, `AlreadyRecorded` when the key exists.
+    async fn append(&self, item: Item, operation: &'static str) -> Result<Appended, LedgerError> {
         let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(IDEM_PK))
-            .key("sk", s(key))
-            // Only an in-progress record: a completed one must keep replaying.
-            .condition_expression("#status = :in_progress")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":in_progress", s("in_progress"))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(self.sdk_error("abandon_idempotent", &e)),
-        }
-    }
-
-    pub(super) async fn record_change(&self, entry: &AuditEntry) -> Result<(), LedgerError> {
-        let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(AuditEntry::partition_key(entry.at.date_naive())))
-            .item("sk", s(entry.sort_key()))
-            .item("at", rfc3339(entry.at))
-            .item("request_id", s(&entry.request_id))
-            .item("caller", s(&entry.caller))
-            .item("source", s(&entry.source))
-            .item("username", s(&entry.username))
-            .item("before", s(entry.before.to_string()))
-            .item("after", s(entry.after.to_string()));
-        if let Some(reason) = &entry.reason {
-            request = request.item("reason", s(reason));
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Appended::Recorded),
+            Err(e) if condition_failed(&e) => Ok(Appended::AlreadyRecorded),
+            Err(e) => Err(self.sdk_error(operation, &e)),
         }
-        request.send().await.map_err(|e| self.sdk_error("record_change", &e))?;
-        Ok(())
+    }
+
+    fn audit_item(&self, pk: String, sk: String, kind: &str, record: String, fields: &[(&str, &str)]) -> Item {
+        let mut item: Item = [
+            ("pk".to_owned(), s(pk)),
+            ("sk".to_owned(), s(sk)),
+            ("kind".to_owned(), s(kind)),
+            ("record".to_owned(), s(record)),
+        ]
+        .into_iter()
+        .collect();
+        // A few plain attributes, so people reading the table need not parse JSON.
+        for (name, value) in fields {
+            item.insert((*name).to_owned(), s(*value));
+        }
+        item
+    }
+
+    pub(super) async fn record_change(&self, entry: &AuditEntry) -> Result<Appended, LedgerError> {
+        let record = serde_json::to_string(entry).map_err(|e| self.unserializable("record_change", e))?;
+        let item = self.audit_item(
+            AuditEntry::partition_key(entry.planned_at.date_naive()),
+            entry.sort_key(),
+            "change",
+            record,
+            &[
+                ("username", &entry.username),
+                ("caller", entry.caller.display()),
+                ("source", &entry.source),
+                ("request_id", &entry.request_id),
+            ],
+        );
+        self.append(item, "record_change").await
+    }
+
+    pub(super) async fn record_intent(&self, intent: &AuditIntent) -> Result<Appended, LedgerError> {
+        let record = serde_json::to_string(intent).map_err(|e| self.unserializable("record_intent", e))?;
+        let item = self.audit_item(
+            AuditEntry::partition_key(intent.planned_at.date_naive()),
+            intent.sort_key(),
+            "intent",
+            record,
+            &[
+                ("caller", intent.caller.display()),
+                ("source", &intent.source),
+                ("request_id", &intent.request_id),
+            ],
+        );
+        self.append(item, "record_intent").await
+    }
+
+    fn unserializable(&self, operation: &'static str, e: serde_json::Error) -> LedgerError {
+        LedgerError::Malformed {
+            table: self.table.clone(),
+            operation,
+            key: "(new item)".into(),
+            problem: format!("cannot be serialized: {e}"),
+        }
+    }
+
+    /// The audit items of one kind in `day`'s partition, in key order.
+    async fn audit_records<T: serde::de::DeserializeOwned>(
+        &self,
+        day: NaiveDate,
+        kind: &str,
+        operation: &'static str,
+    ) -> Result<Vec<T>, LedgerError> {
+        let items = self.partition(&AuditEntry::partition_key(day), operation).await?;
+        items
+            .iter()
+            .filter(|item| item.get("kind").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(kind))
+            .map(|item| {
+                let r = self.reader(item, operation);
+                let text = r.string("record")?;
+                serde_json::from_str(text).map_err(|e| r.malformed(format!("record is not an audit {kind} ({e})")))
+            })
+            .collect()
     }
 
     pub(super) async fn changes_on(&self, day: NaiveDate) -> Result<Vec<AuditEntry>, LedgerError> {
-        let items = self.partition(&AuditEntry::partition_key(day), "changes_on").await?;
-        items
-            .iter()
-            .map(|item| {
-                let r = self.reader(item, "changes_on");
-                Ok(AuditEntry {
-                    at: r.time("at")?,
-                    request_id: r.string("request_id")?.to_owned(),
-                    caller: r.string("caller")?.to_owned(),
-                    reason: r.opt_string("reason")?.map(str::to_owned),
-                    source: r.string("source")?.to_owned(),
-                    username: r.string("username")?.to_owned(),
-                    before: r.json("before")?.unwrap_or(serde_json::Value::Null),
-                    after: r.json("after")?.unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+        self.audit_records(day, "change", "changes_on").await
+    }
+
+    pub(super) async fn intents_on(&self, day: NaiveDate) -> Result<Vec<AuditIntent>, LedgerError> {
+        self.audit_records(day, "intent", "intents_on").await
     }
 }

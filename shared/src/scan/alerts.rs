@@ -1,0 +1,212 @@
+//! One alert per threshold crossing: which members (and the org floor) to report, the email
+//! to the admin contacts, and the alert state recorded once the email went out.
+//!
+//! A crossing is reported when the current level differs from the level recorded in the
+//! ledger, and the recorded level is written only *after* the email went out: the next run
+//! sees the crossing as reported and stays silent; a member back to ok loses their record, so
+//! a later crossing is new again. When sending fails the state is left untouched and the next
+//! scheduled run sends the alert again (a repeated alert is better than a lost one).
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures_util::{StreamExt, stream};
+
+use super::email::compose_email;
+use super::summary::{NotificationOutcome, ScanSummary};
+use super::{ScanDeps, ScanRequest};
+use crate::credits::classify::Level;
+
+/// The alert-state key for the org floor. `#` is not allowed in ArcGIS usernames, so no
+/// member can ever have this key.
+pub const ORG_ALERT_KEY: &str = "#org-floor";
+
+/// Alert-state writes in flight at once: a first run may record thousands of members, and
+/// one DynamoDB write at a time would take minutes.
+const LEDGER_WRITE_CONCURRENCY: usize = 16;
+
+/// The crossings of a run, and the alert records they change: the pure core of "one alert
+/// per crossing".
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Crossings {
+    /// Keys whose level differs from the recorded one: report, then record.
+    pub report: Vec<(String, Level)>,
+    /// Keys flagged at the level already recorded: stay silent.
+    pub already_reported: Vec<String>,
+    /// Recorded keys now known to be ok (or gone): delete, so a later crossing alerts again.
+    pub clear: Vec<String>,
+}
+
+impl Crossings {
+    /// Compares the `current` flagged levels (warning/critical only) with the `recorded` ones.
+    /// A recorded key that is not flagged now is cleared only when `known_ok(key)`: a member
+    /// missing from an incomplete listing, or any member while budgeting is off, is unknown,
+    /// and their record stays.
+    pub fn new(
+        current: &BTreeMap<String, Level>,
+        recorded: &HashMap<String, Level>,
+        known_ok: impl Fn(&str) -> bool,
+    ) -> Self {
+        let mut crossings = Crossings::default();
+        for (key, level) in current {
+            if recorded.get(key) == Some(level) {
+                crossings.already_reported.push(key.clone());
+            } else {
+                crossings.report.push((key.clone(), *level));
+            }
+        }
+        let mut clear: Vec<String> = recorded
+            .keys()
+            .filter(|k| !current.contains_key(k.as_str()) && known_ok(k))
+            .cloned()
+            .collect();
+        clear.sort();
+        crossings.clear = clear;
+        crossings
+    }
+
+    /// Whether `key` is reported by this run.
+    pub fn reports(&self, key: &str) -> bool {
+        self.report.iter().any(|(k, _)| k == key)
+    }
+}
+
+/// Emails the crossings to the admin contacts. `Ok(true)` when sent, `Ok(false)` when there
+/// was nothing to send or nobody to send it to, `Err(reason)` when any batch failed (the
+/// summary's `notification` says which recipients it reached).
+pub(super) async fn notify_admins(
+    deps: &ScanDeps<'_>,
+    req: &ScanRequest,
+    summary: &mut ScanSummary,
+    alerts: &Crossings,
+    contacts: &[String],
+) -> Result<bool, String> {
+    if alerts.report.is_empty() {
+        summary.notification = NotificationOutcome::NothingNew;
+        return Ok(false);
+    }
+    if contacts.is_empty() {
+        summary.notification = NotificationOutcome::NoContacts;
+        summary.problems.push(format!(
+            "{} crossing(s) to report but the org has no administrative contacts: nobody was told. \
+             Add contacts in the org settings; the alerts are sent by the first run after that",
+            alerts.report.len()
+        ));
+        return Ok(false);
+    }
+    let email = compose_email(summary, deps.settings.notify_channel, req);
+    let (delivered_to, not_delivered, reason) = match deps.client.notify(contacts, &email).await {
+        Ok(outcome) if outcome.failed.is_empty() => {
+            summary.recipients_notified = outcome.succeeded.clone();
+            summary.notification = NotificationOutcome::Sent {
+                subject: email.subject,
+                channel: email.channel,
+                recipients: outcome.succeeded,
+            };
+            return Ok(true);
+        }
+        Ok(outcome) => {
+            let reason = outcome
+                .failed
+                .iter()
+                .map(|f| f.error.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let failed = outcome.not_applied().map(str::to_owned).collect();
+            (outcome.succeeded, failed, reason)
+        }
+        Err(e) => (Vec::new(), contacts.to_vec(), e.to_string()),
+    };
+    summary.recipients_notified = delivered_to.clone();
+    summary.notification = NotificationOutcome::Failed {
+        subject: email.subject,
+        reason: reason.clone(),
+        delivered_to,
+        not_delivered,
+    };
+    Err(reason)
+}
+
+/// Records the reported levels (only when the email went out) and deletes the records of keys
+/// back to ok, [`LEDGER_WRITE_CONCURRENCY`] writes at a time. Returns the failed writes;
+/// counts successful deletions in `summary.cleared`.
+pub(super) async fn record_alert_levels(
+    deps: &ScanDeps<'_>,
+    req: &ScanRequest,
+    alerts: &Crossings,
+    notified: bool,
+    summary: &mut ScanSummary,
+) -> Vec<String> {
+    let mut writes: Vec<(&str, Option<Level>)> = Vec::new();
+    if notified {
+        writes.extend(alerts.report.iter().map(|(k, l)| (k.as_str(), Some(*l))));
+    }
+    writes.extend(alerts.clear.iter().map(|k| (k.as_str(), None)));
+    let results: Vec<(Option<Level>, Result<(), String>)> = stream::iter(writes)
+        .map(|(key, level)| async move {
+            let result = deps
+                .ledger
+                .set_alert_level(key, level, &req.run_key)
+                .await
+                .map_err(|e| format!("alert state for {key}: {e}"));
+            (level, result)
+        })
+        .buffer_unordered(LEDGER_WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut problems = Vec::new();
+    for (level, result) in results {
+        match result {
+            Ok(()) if level.is_none() => summary.cleared += 1,
+            Ok(()) => {}
+            Err(problem) => problems.push(problem),
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn levels(pairs: &[(&str, Level)]) -> BTreeMap<String, Level> {
+        pairs.iter().map(|(k, l)| (k.to_string(), *l)).collect()
+    }
+
+    #[test]
+    fn crossings_are_reported_once_and_members_back_to_ok_are_cleared() {
+        let current = levels(&[
+            ("new", Level::Warning),
+            ("same", Level::Critical),
+            ("worse", Level::Critical),
+            ("better", Level::Warning),
+        ]);
+        let recorded: HashMap<String, Level> = [
+            ("same", Level::Critical),
+            ("worse", Level::Warning),
+            ("better", Level::Critical),
+            ("recovered", Level::Warning),
+            ("unknown", Level::Critical),
+        ]
+        .into_iter()
+        .map(|(k, l)| (k.to_owned(), l))
+        .collect();
+        let crossings = Crossings::new(&current, &recorded, |k| k != "unknown");
+        assert_eq!(
+            crossings.report,
+            [
+                ("better".to_owned(), Level::Warning),
+                ("new".to_owned(), Level::Warning),
+                ("worse".to_owned(), Level::Critical)
+            ]
+        );
+        assert_eq!(crossings.already_reported, ["same"]);
+        assert_eq!(crossings.clear, ["recovered"]);
+        assert!(crossings.reports("new") && !crossings.reports("same"));
+    }
+
+    #[test]
+    fn the_org_key_cannot_be_a_username() {
+        // ArcGIS usernames allow letters, digits, `_`, `.`, `@` (and `-` in some orgs).
+        assert!(ORG_ALERT_KEY.contains('#'));
+    }
+}

@@ -1,0 +1,297 @@
+//! scan-credits' workflow: find the members (and the org) running out of credits, tell the
+//! org's administrative contacts once per threshold crossing, and optionally top up critical
+//! members. Everything here is testable without Lambda: [`scan`] takes the ArcGIS client, the
+//! ledger and the settings as arguments and returns a [`ScanSummary`].
+//!
+//! # Steps, in order
+//!
+//! 1. **Read** ([`observe`]): no side effects, every read at once. A dry run stops here and
+//!    returns what it would send and allocate. A failure fails the invocation *before* the
+//!    run is claimed, so a retry of the same event starts over: nothing was sent yet.
+//! 2. **Claim** the run (`RUN#scan-credits`/run key, a conditional put). A later delivery of
+//!    the same run loses the claim: it sends nothing and records nothing, and only finishes a
+//!    top-up the first delivery left unfinished ([`top_up`]).
+//! 3. **Top up** critical members (with `AUTO_TOP_UP_TO`), through the apply path.
+//! 4. **Notify** the admin contacts about the crossings ([`alerts`]).
+//! 5. **Record** the reported levels (only once the email went out), clear members back to
+//!    ok, keep the org's member count for the next run's listing.
+//! 6. **Finish** the run record with its status and a compact [`summary::RunRecord`].
+//!
+//! Why this order sends at most one email per run and per crossing is set out in
+//! `docs/architecture.md` ("scan-credits: once per run, once per crossing").
+
+#![warn(missing_docs)]
+
+pub mod alerts;
+pub mod email;
+pub mod error;
+mod observe;
+pub mod settings;
+pub mod summary;
+pub mod top_up;
+
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::apply::Deadline;
+use crate::arcgis::Client;
+use crate::ledger::{Ledger, RunClaim, RunStatus};
+use crate::schedule::ScanInput;
+
+pub use alerts::{Crossings, ORG_ALERT_KEY};
+pub use error::ScanError;
+pub use settings::{ScanSettings, TopUpSettings};
+pub use summary::{
+    AppliedAllocation, Budgeting, DuplicateOf, FlaggedMember, ForecastStatus, NotificationOutcome, OrgFloor, RunRecord,
+    ScanSummary, TopUp,
+};
+
+use alerts::{notify_admins, record_alert_levels};
+use email::compose_email;
+use observe::{Observed, observe};
+use summary::NotApplied;
+use top_up::TopUpDecision;
+
+/// The job name under which runs are claimed (`RUN#scan-credits` in the ledger).
+pub const JOB: &str = "scan-credits";
+
+/// The burn rate is measured over this many whole days before the scan day (today's usage is
+/// incomplete and would lower the rate).
+pub const FORECAST_DAYS: u32 = 30;
+
+/// What [`scan`] works with, borrowed from the Lambda's cold-start state (or a test).
+#[derive(Debug, Clone, Copy)]
+pub struct ScanDeps<'a> {
+    /// The ArcGIS client, signed in as an org administrator (or a role with the privileges).
+    pub client: &'a Client,
+    /// Run claims, alert state, allocation requests and the audit trail.
+    pub ledger: &'a Ledger,
+    /// Thresholds, org floor, channel and top-up.
+    pub settings: &'a ScanSettings,
+}
+
+/// One invocation's parameters, decoded from the schedule's event by the handler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanRequest {
+    /// The business key shared by every delivery of one scheduled firing
+    /// ([`crate::schedule::ScheduledRun::run_key`]).
+    pub run_key: String,
+    /// The Lambda request id, recorded in audit entries.
+    pub request_id: String,
+    /// The schedule's input (dry run, threshold overrides).
+    pub input: ScanInput,
+    /// When the run is for: the schedule time, else the invocation time. The forecast window
+    /// ends at the start of this UTC day, so a retry measures the same days.
+    pub as_of: DateTime<Utc>,
+    /// The invocation's clock: claim time and audit timestamps.
+    pub now: DateTime<Utc>,
+    /// When the invocation must be done (the top-up works to it).
+    pub deadline: Deadline,
+}
+
+/// Runs one scan; see the module documentation for the steps and the ordering guarantees.
+pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary, ScanError> {
+    let clock = RunClock::start(deps.client);
+
+    // 1. Read. Nothing may write until the run is claimed.
+    let Observed {
+        mut summary,
+        alerts,
+        top_up,
+        contacts,
+        org_size,
+    } = observe(deps, req).await?;
+
+    if req.input.dry_run {
+        let email = (!alerts.report.is_empty()).then(|| compose_email(&summary, deps.settings.notify_channel, req));
+        summary.notification = NotificationOutcome::DryRun {
+            would_send: email.is_some() && !contacts.is_empty(),
+            recipients: contacts,
+            subject: email.as_ref().map(|e| e.subject.clone()),
+            message: email.map(|e| e.message),
+        };
+        summary.top_up = top_up.into_summary(NotApplied::DryRun);
+        clock.stop(&mut summary);
+        tracing::info!(run_key = %summary.run_key, "dry run: nothing sent, allocated or recorded");
+        return Ok(summary);
+    }
+
+    // 2. Claim: the single point after which side effects are allowed.
+    let claim = deps
+        .ledger
+        .claim_run(JOB, &req.run_key, req.now)
+        .await
+        .map_err(|source| ScanError::Ledger {
+            step: "claim the run",
+            source,
+        })?;
+    if let RunClaim::AlreadyClaimed {
+        status,
+        claimed_at,
+        summary: first,
+    } = claim
+    {
+        tracing::warn!(run_key = %req.run_key, first_status = %status, "duplicate delivery: nothing sent");
+        mark_duplicate(
+            &mut summary,
+            DuplicateOf {
+                run_key: req.run_key.clone(),
+                status,
+                claimed_at,
+                summary: first,
+            },
+        );
+        // The first delivery owns the run; only a top-up it left unfinished is finished here.
+        let resumed = match &deps.settings.top_up {
+            Some(settings) => top_up::resume(deps, req, settings).await?,
+            None => None,
+        };
+        summary.top_up = match resumed {
+            Some((top_up, applied, problems)) => {
+                summary.allocations_applied = applied;
+                summary.problems.extend(problems);
+                top_up
+            }
+            None => top_up.into_summary(NotApplied::DuplicateDelivery),
+        };
+        clock.stop(&mut summary);
+        return Ok(summary);
+    }
+
+    // 3. Top up (before the email, so the email can say what was done).
+    let mut record_problems = Vec::new();
+    summary.top_up = match (top_up, &deps.settings.top_up) {
+        (TopUpDecision::Apply(_), Some(settings)) => {
+            let (top_up, applied, audit_problems) = top_up::apply(deps, req, settings).await;
+            summary.allocations_applied = applied;
+            record_problems.extend(audit_problems);
+            top_up
+        }
+        (other, _) => other.into_summary(NotApplied::DryRun),
+    };
+    if let TopUp::Applied { not_applied, .. } = &summary.top_up
+        && !not_applied.is_empty()
+    {
+        summary
+            .problems
+            .push(format!("automatic top-up: {} member(s) not changed", not_applied.len()));
+    }
+
+    // 4. Notify about the crossings. On failure: record the run as failed, leave the alert
+    // state alone, fail visibly.
+    let notified = match notify_admins(deps, req, &mut summary, &alerts, &contacts).await {
+        Ok(notified) => notified,
+        Err(reason) => {
+            summary.problems.push(format!("the alert email failed: {reason}"));
+            clock.stop(&mut summary);
+            if let Err(e) = deps
+                .ledger
+                .finish_run(JOB, &req.run_key, RunStatus::Failed, &summary.record_json())
+                .await
+            {
+                tracing::error!(run_key = %req.run_key, error = %e, "could not record the failed run");
+                summary
+                    .problems
+                    .push(format!("the run record could not be finished: {e}"));
+            }
+            tracing::error!(run_key = %req.run_key, reason = %reason, "alert email failed; alert state unchanged");
+            return Err(ScanError::NotificationFailed {
+                reason,
+                summary: Box::new(summary),
+            });
+        }
+    };
+
+    // 5. Record what was reported (only once it was sent) and clear members back to ok.
+    record_problems.extend(record_alert_levels(deps, req, &alerts, notified, &mut summary).await);
+    // And the org's size, so the next run requests every page at once. Only a speed-up rides
+    // on it: failing to record it is reported without failing the run.
+    if let Some(count) = org_size
+        && let Err(e) = deps.ledger.set_member_count(count, &req.run_key).await
+    {
+        tracing::warn!(error = %e, "the member count was not recorded");
+        summary.problems.push(format!(
+            "the member count was not recorded, so the next scan lists one round trip slower: {e}"
+        ));
+    }
+
+    // 6. Finish the run record.
+    summary.problems.extend(record_problems.iter().cloned());
+    clock.stop(&mut summary);
+    let status = if record_problems.is_empty() {
+        RunStatus::Done
+    } else {
+        RunStatus::Failed
+    };
+    if let Err(e) = deps
+        .ledger
+        .finish_run(JOB, &req.run_key, status, &summary.record_json())
+        .await
+    {
+        let problem = format!("the run record could not be finished: {e}");
+        summary.problems.push(problem.clone());
+        record_problems.push(problem);
+    }
+    tracing::info!(
+        run_key = %summary.run_key,
+        critical = summary.critical.len(),
+        warning = summary.warning.len(),
+        newly_reported = summary.newly_reported,
+        notified = summary.recipients_notified.len(),
+        allocations = summary.allocations_applied.len(),
+        problems = summary.problems.len(),
+        "scan finished"
+    );
+    if record_problems.is_empty() {
+        Ok(summary)
+    } else {
+        Err(ScanError::RecordsIncomplete {
+            problems: record_problems,
+            summary: Box::new(summary),
+        })
+    }
+}
+
+/// Measures a run: wall time and the ArcGIS requests it made (the client may be shared
+/// across invocations, so its counter is read as a difference).
+struct RunClock<'a> {
+    client: &'a Client,
+    started: Instant,
+    requests_before: u64,
+}
+
+impl<'a> RunClock<'a> {
+    fn start(client: &'a Client) -> Self {
+        RunClock {
+            client,
+            started: Instant::now(),
+            requests_before: client.requests_made(),
+        }
+    }
+
+    fn stop(&self, summary: &mut ScanSummary) {
+        summary.arcgis_requests = self.client.requests_made().saturating_sub(self.requests_before);
+        summary.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    }
+}
+
+/// A duplicate delivery reports nothing as newly reported: the first attempt owns the run.
+fn mark_duplicate(summary: &mut ScanSummary, first: DuplicateOf) {
+    summary.notes.push(format!(
+        "duplicate delivery of run {}: the first attempt (claimed {}, status {}) owns it; \
+         nothing was sent, allocated or recorded",
+        first.run_key,
+        first.claimed_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        first.status
+    ));
+    summary.duplicate_of = Some(first);
+    summary.notification = NotificationOutcome::Duplicate;
+    summary.newly_reported = 0;
+    for m in summary.critical.iter_mut().chain(summary.warning.iter_mut()) {
+        m.newly_reported = false;
+    }
+    if let OrgFloor::Below { newly_reported, .. } = &mut summary.org_floor {
+        *newly_reported = false;
+    }
+}

@@ -1,0 +1,353 @@
+//! Step 1 of a scan: everything that only reads (ArcGIS and the ledger), all at once.
+//!
+//! Every read needs only a token, so they all start together: `portals/self`, the member
+//! listing (every page the last run's member count implies, requested up front), the usage
+//! series for the forecasts (decoded on its own task) and the alert state. A run costs the
+//! sign-in and the paging floor, not a chain of round trips. Nothing here writes; a failure
+//! fails the invocation before the run is claimed, so a retry starts over.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveTime, Utc};
+use futures_util::future::{Aborted, abortable};
+
+use super::alerts::{Crossings, ORG_ALERT_KEY};
+use super::error::ScanError;
+use super::settings::ScanSettings;
+use super::summary::{
+    Budgeting, FlaggedMember, ForecastStatus, NotificationOutcome, OrgFloor, ScanSummary, Skipped, ThresholdsUsed,
+    TopUp,
+};
+use super::top_up::{self, TopUpDecision};
+use super::{FORECAST_DAYS, ScanDeps, ScanRequest};
+use crate::arcgis::{self, Capability, Client, OrgProperties, UsagePeriod, UsageQuery};
+use crate::credits::amount::Credits;
+use crate::credits::classify::{ClassifiedOrg, Level, Limit, RatedMember, Thresholds};
+use crate::credits::forecast::{self, Runway};
+use crate::credits::member::Member;
+use crate::credits::usage::{TimeWindow, UsageSeries};
+
+/// What the read phase found: the summary so far, the crossings, the top-up decision and who
+/// to tell.
+pub(super) struct Observed {
+    pub(super) summary: ScanSummary,
+    pub(super) alerts: Crossings,
+    pub(super) top_up: TopUpDecision,
+    pub(super) contacts: Vec<String>,
+    /// The org's member count, when the listing was complete.
+    pub(super) org_size: Option<u64>,
+}
+
+/// Step 1: everything that only reads (ArcGIS and the alert state).
+pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Observed, ScanError> {
+    let settings = deps.settings;
+    let (thresholds, thresholds_used) = thresholds(settings, &req.input)?;
+    let started = Instant::now();
+
+    // Every read needs only a token, so they all start at once: a run costs the sign-in and
+    // the paging floor, not a chain of round trips. The listing is abandoned (at most its
+    // first page read) when portals/self says it is not needed.
+    let (listing, abandon_listing) = abortable(async {
+        let expected = deps.ledger.member_count().await.unwrap_or_else(|e| {
+            // Only a speed-up is lost: the listing finds the count itself.
+            tracing::warn!(error = %e, "no member count from the last run; listing without it");
+            None
+        });
+        deps.client.list_members_expecting(expected).await
+    });
+    let org = async {
+        let org = deps.client.org_properties().await;
+        if !org.as_ref().is_ok_and(listing_needed) {
+            abandon_listing.abort();
+        }
+        org
+    };
+    // The usage answer is one large document: decoded on this task it would stall the
+    // listing; on its own task it decodes on another core while the pages arrive.
+    let usage = Background(tokio::spawn(usage_for_forecast(deps.client.clone(), req.as_of)));
+    let arcgis = async {
+        let read = tokio::join!(org, listing, usage.join());
+        (read, started.elapsed())
+    };
+    // The day's grants only matter to a top-up's plan (and cost one ledger read).
+    let granted = async {
+        match settings.top_up {
+            Some(_) => deps.ledger.granted_since(req.now).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (((org, listing, usage), arcgis_read), recorded, granted) =
+        tokio::join!(arcgis, deps.ledger.alert_levels(), granted);
+    let usage = usage.unwrap_or_else(|stopped| Err(format!("the usage read stopped: {stopped}")));
+
+    let org = org.map_err(|source| ScanError::Arcgis {
+        step: "read the org's properties (portals/self)",
+        source,
+    })?;
+    org.ensure(Capability::ManageCredits)
+        .map_err(|source| ScanError::Arcgis {
+            step: "check the signed-in account's privileges",
+            source,
+        })?;
+    let recorded = recorded.map_err(|source| ScanError::Ledger {
+        step: "read the alert state",
+        source,
+    })?;
+    let granted = granted.map_err(|source| ScanError::Ledger {
+        step: "read the day's allocation budget",
+        source,
+    })?;
+
+    let mut notes = Vec::new();
+    let mut problems = Vec::new();
+    let budgeting = org.budgeting_enabled;
+    let (members, member_errors, listing_complete, org_size) = if listing_needed(&org) {
+        let list = listing
+            .map_err(|Aborted| arcgis::Error::Unexpected {
+                what: "the member listing".into(),
+                reason: "it was abandoned although budgeting is on".into(),
+            })
+            .and_then(|listed| listed)
+            .map_err(|source| ScanError::Arcgis {
+                step: "list the org's members",
+                source,
+            })?;
+        let errors: Vec<String> = list.problems.iter().map(ToString::to_string).collect();
+        let complete = list.is_complete();
+        (list.members, errors, complete, complete.then_some(list.reported_total))
+    } else {
+        notes.push(format!(
+            "credit budgeting is off: members have no allocations to check; the org has {} credits left",
+            org.available_credits.grouped(2)
+        ));
+        (Vec::new(), Vec::new(), false, None)
+    };
+    if !member_errors.is_empty() {
+        problems.push(format!(
+            "{} member(s) could not be read and were not classified (see member_errors)",
+            member_errors.len()
+        ));
+    }
+    let classified = ClassifiedOrg::from_members(&members, &thresholds);
+
+    let (forecast, runways) = forecast_flagged(usage, &members, &classified, org.available_credits);
+    if let ForecastStatus::Unavailable { reason } = &forecast {
+        problems.push(format!("days-until-empty forecasts are unavailable: {reason}"));
+    }
+
+    let below_floor = settings.org_min_credits.filter(|min| org.available_credits < *min);
+    let mut current: BTreeMap<String, Level> = BTreeMap::new();
+    for m in &classified.critical {
+        current.insert(m.username.clone(), Level::Critical);
+    }
+    for m in &classified.warning {
+        current.insert(m.username.clone(), Level::Warning);
+    }
+    if below_floor.is_some() {
+        current.insert(ORG_ALERT_KEY.to_owned(), Level::Critical);
+    }
+
+    let listed: HashSet<&str> = members.iter().map(|m| m.username.as_str()).collect();
+    let alerts = Crossings::new(&current, &recorded, |key| {
+        key == ORG_ALERT_KEY || (budgeting && (listed.contains(key) || listing_complete))
+    });
+
+    let top_up = top_up::decide(
+        settings.top_up.as_ref(),
+        budgeting,
+        &members,
+        &thresholds,
+        org.available_credits,
+        granted,
+    );
+
+    let flagged = |list: &[RatedMember]| -> Vec<FlaggedMember> {
+        list.iter()
+            .map(|m| flagged_member(m, &recorded, &alerts, runways.as_ref()))
+            .collect()
+    };
+    let summary = ScanSummary {
+        run_key: req.run_key.clone(),
+        dry_run: req.input.dry_run,
+        duplicate_of: None,
+        org_available_credits: org.available_credits,
+        budgeting: if budgeting {
+            Budgeting::Enabled
+        } else {
+            Budgeting::Disabled
+        },
+        thresholds: thresholds_used,
+        members_scanned: members.len(),
+        critical: flagged(&classified.critical),
+        warning: flagged(&classified.warning),
+        skipped: skipped(&classified),
+        member_errors,
+        forecast,
+        org_floor: match (settings.org_min_credits, below_floor) {
+            (None, _) => OrgFloor::NotConfigured,
+            (Some(min_credits), None) => OrgFloor::Ok { min_credits },
+            (Some(min_credits), Some(_)) => OrgFloor::Below {
+                min_credits,
+                newly_reported: alerts.reports(ORG_ALERT_KEY),
+            },
+        },
+        newly_reported: alerts.report.iter().filter(|(k, _)| k != ORG_ALERT_KEY).count(),
+        already_reported: alerts
+            .already_reported
+            .iter()
+            .filter(|k| k.as_str() != ORG_ALERT_KEY)
+            .count(),
+        cleared: 0,
+        recipients_notified: Vec::new(),
+        notification: NotificationOutcome::NothingNew,
+        top_up: TopUp::Off,
+        allocations_applied: Vec::new(),
+        notes,
+        problems,
+        arcgis_requests: 0,
+        duration_ms: 0,
+        arcgis_read_ms: u64::try_from(arcgis_read.as_millis()).unwrap_or(u64::MAX),
+    };
+    Ok(Observed {
+        summary,
+        alerts,
+        top_up,
+        contacts: org.admin_contacts,
+        org_size,
+    })
+}
+
+/// The thresholds: the configured ones, each overridable by the run's Input.
+fn thresholds(
+    settings: &ScanSettings,
+    input: &crate::schedule::ScanInput,
+) -> Result<(Thresholds, ThresholdsUsed), ScanError> {
+    let configured = |limit: Limit| match limit {
+        Limit::Percent(p) => Some(p),
+        Limit::Credits(_) => None,
+    };
+    let used = ThresholdsUsed {
+        critical_percent: input
+            .critical_percent
+            .or_else(|| configured(settings.thresholds.critical()))
+            .unwrap_or(crate::credits::percent::Percent::HUNDRED),
+        warning_percent: input
+            .warning_percent
+            .or_else(|| configured(settings.thresholds.warning()))
+            .unwrap_or(crate::credits::percent::Percent::HUNDRED),
+    };
+    if input.critical_percent.is_none() && input.warning_percent.is_none() {
+        return Ok((settings.thresholds, used));
+    }
+    Thresholds::new(
+        Limit::Percent(used.critical_percent),
+        Limit::Percent(used.warning_percent),
+    )
+    .map(|t| (t, used))
+    .map_err(ScanError::InvalidInput)
+}
+
+/// A spawned task that is aborted when dropped, so an early return leaves nothing running.
+struct Background<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Background<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Whether the member listing is worth reading: members have allocations only with budgeting
+/// on, and without the privileges the run fails anyway.
+fn listing_needed(org: &OrgProperties) -> bool {
+    org.budgeting_enabled && org.ensure(Capability::ManageCredits).is_ok()
+}
+
+/// One usage series per member over the [`FORECAST_DAYS`] before `as_of`'s day, or why not.
+/// Read concurrently with the member listing, so it costs no extra round trip.
+async fn usage_for_forecast(client: Client, as_of: DateTime<Utc>) -> Result<(TimeWindow, Vec<UsageSeries>), String> {
+    let day_start = as_of.date_naive().and_time(NaiveTime::MIN).and_utc();
+    let window = TimeWindow::last_days(day_start, FORECAST_DAYS)
+        .map_err(|e| format!("no forecast window before {day_start}: {e}"))?;
+    match client.usage(&UsageQuery::by_member(window, UsagePeriod::Day)).await {
+        Ok(series) => Ok((window, series)),
+        Err(e) => {
+            tracing::warn!(error = %e, "usage unavailable: no forecasts this run");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Applies the usage rates to the flagged members. A failed usage read is reported, never fatal.
+fn forecast_flagged(
+    usage: Result<(TimeWindow, Vec<UsageSeries>), String>,
+    members: &[Member],
+    classified: &ClassifiedOrg,
+    org_available: Credits,
+) -> (ForecastStatus, Option<HashMap<String, Runway>>) {
+    let (window, series) = match usage {
+        Ok(found) => found,
+        Err(reason) => return (ForecastStatus::Unavailable { reason }, None),
+    };
+    let flagged: HashSet<&str> = classified
+        .critical
+        .iter()
+        .chain(&classified.warning)
+        .map(|m| m.username.as_str())
+        .collect();
+    let subjects: Vec<Member> = members
+        .iter()
+        .filter(|m| flagged.contains(m.username.as_str()))
+        .cloned()
+        .collect();
+    let f = forecast::forecast(&subjects, org_available, &series, &window);
+    let runways = f.members.into_iter().map(|m| (m.username, m.runway)).collect();
+    (
+        ForecastStatus::Available {
+            window_days: f.window_days,
+            org_credits_per_day: f.org.credits_per_day,
+            org_days_until_empty: f.org.days_until_empty,
+        },
+        Some(runways),
+    )
+}
+
+fn flagged_member(
+    m: &RatedMember,
+    recorded: &HashMap<String, Level>,
+    alerts: &Crossings,
+    runways: Option<&HashMap<String, Runway>>,
+) -> FlaggedMember {
+    let runway = runways.and_then(|r| r.get(&m.username));
+    FlaggedMember {
+        username: m.username.clone(),
+        full_name: m.full_name.clone(),
+        assigned: m.figures.assigned,
+        available: m.figures.available,
+        consumed: m.figures.consumed,
+        percent_left: m.figures.percent_left,
+        credits_per_day: runway.map(|r| r.credits_per_day),
+        days_until_empty: runway.and_then(|r| r.days_until_empty),
+        previously_reported: recorded.get(&m.username).copied(),
+        newly_reported: alerts.reports(&m.username),
+    }
+}
+
+fn skipped(classified: &ClassifiedOrg) -> Skipped {
+    let mut s = Skipped {
+        total: classified.skipped.len(),
+        by_reason: BTreeMap::new(),
+    };
+    for m in &classified.skipped {
+        let group = s.by_reason.entry(m.reason).or_default();
+        group.count += 1;
+        group.usernames.push(m.username.clone());
+    }
+    s
+}

@@ -1,0 +1,99 @@
+//! What scan-credits uses from the configuration, validated once at cold start.
+
+use std::time::Duration;
+
+use crate::apply::Applier;
+use crate::arcgis::NotifyChannel;
+use crate::config::Config;
+use crate::credits::amount::Credits;
+use crate::credits::classify::{Limit, Thresholds};
+use crate::startup::StartupError;
+
+/// The template's timeout for scan-credits: the deadline used when the invocation's context
+/// does not carry a plausible one (local emulators).
+pub const FALLBACK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The automatic top-up, when `AUTO_TOP_UP_TO` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUpSettings {
+    /// Critical members are topped up so that this many credits are available.
+    pub target: Credits,
+    /// The guardrails and limits every allocation is held to (shared with allocate).
+    pub applier: Applier,
+}
+
+/// Everything scan-credits needs, in domain types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSettings {
+    /// `CRITICAL_PERCENT` / `WARNING_PERCENT` (each run's Input may override them).
+    pub thresholds: Thresholds,
+    /// `ORG_MIN_CREDITS`.
+    pub org_min_credits: Option<Credits>,
+    /// `NOTIFY_CHANNEL`.
+    pub notify_channel: NotifyChannel,
+    /// `AUTO_TOP_UP_TO` with the guardrails.
+    pub top_up: Option<TopUpSettings>,
+    /// `LEDGER_TABLE`.
+    pub ledger_table: String,
+}
+
+impl ScanSettings {
+    /// Builds the settings; the ledger is required (run claims and alert state make each
+    /// alert go out once).
+    pub fn from_config(config: &Config) -> Result<ScanSettings, StartupError> {
+        let ledger_table = config.ledger_table.clone().ok_or(StartupError::Required {
+            variable: "LEDGER_TABLE",
+            function: "scan-credits",
+            why: "run claims and alert state make each alert email go out once",
+        })?;
+        let thresholds = Thresholds::new(
+            Limit::Percent(config.critical_percent),
+            Limit::Percent(config.warning_percent),
+        )
+        .map_err(|e| StartupError::Invalid(format!("CRITICAL_PERCENT / WARNING_PERCENT: {e}")))?;
+        Ok(ScanSettings {
+            thresholds,
+            org_min_credits: config.org_min_credits,
+            notify_channel: config.notify_channel,
+            top_up: config.auto_top_up_to.map(|target| TopUpSettings {
+                target,
+                applier: Applier {
+                    guardrails: config.guardrails.guardrails(),
+                    thresholds,
+                    max_members: config.max_members_per_request,
+                    lookup_concurrency: config.list_concurrency,
+                },
+            }),
+            ledger_table,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_is_required_and_the_top_up_optional() {
+        let config = |vars: &[(&str, &str)]| {
+            Config::from_lookup(|name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+                    .or_else(|| (name == "ARCGIS_SECRET_ID").then(|| "s".to_owned()))
+            })
+            .unwrap()
+        };
+        let err = ScanSettings::from_config(&config(&[])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_TABLE: required by scan-credits"),
+            "{err}"
+        );
+        let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t")])).unwrap();
+        assert_eq!(s.top_up, None);
+        let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t"), ("AUTO_TOP_UP_TO", "200")])).unwrap();
+        let top_up = s.top_up.unwrap();
+        assert_eq!(top_up.target, Credits::whole(200));
+        assert_eq!(top_up.applier.guardrails.max_per_day, Credits::whole(20_000));
+    }
+}
