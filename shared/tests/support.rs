@@ -3,9 +3,10 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials as AwsCredentials, Region, SharedCredentialsProvider};
-use portal_sim::{Hold, SimHandle};
+use portal_sim::{Hold, HoldStatus, SimHandle};
 use shared::arcgis::{Client, ClientConfig};
 use shared::secrets::ring_http_client;
 
@@ -81,10 +82,10 @@ pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     (logs.clone(), guard)
 }
 
-/// Runs the future `invocation` makes until `hold` is reached, then kills it: it runs on a runtime of its own,
-/// shut down at the hold, so its connections close as a killed process's would (the
-/// simulator never processes a request held before processing). Returns once the simulator
-/// is done with the held request. Panics if the invocation finishes first.
+/// Runs the future `invocation` makes until `hold` is reached, then kills it: it runs on a
+/// runtime of its own, shut down at the hold, so its connections close as a killed process's
+/// would (the simulator never processes a request held before processing). Returns once the
+/// simulator has abandoned the held request. Panics if the invocation finishes first.
 ///
 /// Blocks the calling thread meanwhile: the test must run on a multi-threaded runtime so
 /// that the simulator keeps serving.
@@ -108,6 +109,11 @@ where
             });
         });
     });
+    // Released only once the simulator saw the client go: a request held before processing
+    // released earlier would still be processed.
+    let status = tokio::time::timeout(Duration::from_secs(10), hold.settled())
+        .await
+        .expect("the simulator sees the killed invocation's connection close");
+    assert!(matches!(status, HoldStatus::Abandoned { .. }), "{status:?}");
     hold.release();
-    hold.settled().await;
 }
