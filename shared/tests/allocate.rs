@@ -952,24 +952,14 @@ async fn a_dry_run_plans_from_live_state_and_writes_nothing() {
 #[tokio::test]
 async fn more_than_fifty_members_are_read_from_the_listing() {
     let sim = sim(200).await;
-    let names: Vec<String> = sim
-        .members()
-        .into_iter()
-        .filter(|m| m.allocation.is_some() && !m.disabled && m.user_type != "viewerUT")
-        .map(|m| m.username)
-        .take(60)
-        .collect();
-    assert_eq!(names.len(), 60);
-    let entries: Vec<String> = names
-        .iter()
-        .map(|n| format!(r#"{{"username":"{n}","add":1}}"#))
-        .collect();
+    let names = limited_members(&sim, 60, |_| true);
+    let entries = adds(&names, "1");
     let before: Vec<f64> = names.iter().map(|n| allocation(&sim, n).unwrap()).collect();
     let reply = send(
         &settings(&[]),
         &Ledger::memory(),
         &sim,
-        &post(format!(r#"{{"allocations":[{}]}}"#, entries.join(","))),
+        &post(format!(r#"{{"allocations":[{entries}]}}"#)),
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -1202,17 +1192,32 @@ async fn a_refused_request_releases_its_key_for_the_corrected_one() {
     assert_eq!(allocation(&sim, "jdoe"), Some(1300.0));
 }
 
-/// `n` members who may receive credits (limited, enabled, not viewers).
-fn limited_creators(sim: &SimHandle, n: usize) -> Vec<String> {
+/// `n` members who may receive credits (limited, enabled, not viewers) whose allocation
+/// satisfies `allocation`.
+fn limited_members(sim: &SimHandle, n: usize, allocation: impl Fn(f64) -> bool) -> Vec<String> {
     let names: Vec<String> = sim
         .members()
         .into_iter()
-        .filter(|m| matches!(m.allocation, Some(a) if a > 0.0) && !m.disabled && m.user_type != "viewerUT")
+        .filter(|m| matches!(m.allocation, Some(a) if allocation(a)) && !m.disabled && m.user_type != "viewerUT")
         .map(|m| m.username)
         .take(n)
         .collect();
-    assert_eq!(names.len(), n, "the generated org has {n} limited creators");
+    assert_eq!(names.len(), n, "the generated org has {n} such members");
     names
+}
+
+/// `n` limited members with a positive allocation.
+fn limited_creators(sim: &SimHandle, n: usize) -> Vec<String> {
+    limited_members(sim, n, |a| a > 0.0)
+}
+
+/// The allocation entries adding `amount` to each of `names`, comma-separated.
+fn adds(names: &[String], amount: &str) -> String {
+    names
+        .iter()
+        .map(|n| format!(r#"{{"username":"{n}","add":{amount}}}"#))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Sends `call` until it is not answered "in progress" (the killed invocation's lease must run
@@ -1403,19 +1408,9 @@ async fn replay_survives_a_cold_start_with_the_dynamodb_ledger() {
 async fn a_reply_for_two_thousand_members_is_journaled_in_pages_and_replayed_whole() {
     // A reply this large did not fit under its key (DynamoDB's 400 KB item limit).
     let sim = sim(4_000).await;
-    let names: Vec<String> = sim
-        .members()
-        .into_iter()
-        .filter(|m| m.allocation.is_some() && !m.disabled && m.user_type != "viewerUT")
-        .map(|m| m.username)
-        .take(2_000)
-        .collect();
-    assert_eq!(names.len(), 2_000);
-    let entries: Vec<String> = names
-        .iter()
-        .map(|n| format!(r#"{{"username":"{n}","add":0.5}}"#))
-        .collect();
-    let call = post(format!(r#"{{"allocations":[{}]}}"#, entries.join(",")));
+    let names = limited_members(&sim, 2_000, |_| true);
+    let entries = adds(&names, "0.5");
+    let call = post(format!(r#"{{"allocations":[{entries}]}}"#));
     let table = dynamo_table("allocate-large").await;
     let ledger = Ledger::dynamo(crate::ledger::dynamodb(), &table);
     let settings = settings(&[("MAX_MEMBERS_PER_REQUEST", "2000")]);

@@ -533,11 +533,7 @@ async fn without_admin_contacts_nothing_is_sent_and_the_crossings_wait() {
 async fn a_dry_run_sends_allocates_and_records_nothing() {
     let sim = sim(150).await;
     let ledger = Ledger::memory();
-    let config = config(&[
-        ("AUTO_TOP_UP_TO", "200"),
-        ("MAX_CREDITS_PER_MEMBER", "100000"),
-        ("MAX_CREDITS_PER_PLAN", "10000000"),
-    ]);
+    let config = top_up_config();
     let mut req = request(0);
     req.input.dry_run = true;
 
@@ -572,15 +568,20 @@ async fn a_dry_run_sends_allocates_and_records_nothing() {
     assert_eq!(next.members_scanned, real.members_scanned);
 }
 
+/// Settings with the automatic top-up to 200 credits and guardrails that let it through.
+fn top_up_config() -> ScanSettings {
+    config(&[
+        ("AUTO_TOP_UP_TO", "200"),
+        ("MAX_CREDITS_PER_MEMBER", "100000"),
+        ("MAX_CREDITS_PER_PLAN", "10000000"),
+    ])
+}
+
 #[tokio::test]
 async fn auto_top_up_applies_the_plan_and_audits_each_change() {
     let sim = sim(150).await;
     let ledger = Ledger::memory();
-    let config = config(&[
-        ("AUTO_TOP_UP_TO", "200"),
-        ("MAX_CREDITS_PER_MEMBER", "100000"),
-        ("MAX_CREDITS_PER_PLAN", "10000000"),
-    ]);
+    let config = top_up_config();
     let (critical, _) = expected(&sim, 10, 50);
     let req = request(0);
 
@@ -637,6 +638,31 @@ async fn auto_top_up_applies_the_plan_and_audits_each_change() {
     assert_eq!(sim.allocation_calls().len(), 1);
 }
 
+#[tokio::test]
+async fn the_top_up_selects_by_the_runs_own_thresholds() {
+    // A run with `critical_percent: 20` in its Input reported members critical at 20 % but
+    // topped up only those critical at the configured 10 %.
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let config = top_up_config();
+    let (at_20, _) = expected(&sim, 20, 50);
+    let (at_10, _) = expected(&sim, 10, 50);
+    assert!(
+        at_20.len() > at_10.len(),
+        "the generated org has members critical only at 20 %"
+    );
+    let mut req = request(0);
+    req.input.critical_percent = Some(Percent::whole(20).unwrap());
+
+    let s = run(&sim, &ledger, &config, &req).await.unwrap();
+
+    assert_eq!(names(&s.critical), at_20);
+    let top_up = serde_json::to_value(&s.top_up).unwrap();
+    assert_eq!(top_up["status"], "applied", "{top_up:#}");
+    let applied: BTreeSet<String> = s.allocations_applied.iter().map(|a| a.username.clone()).collect();
+    assert_eq!(applied, at_20, "topped up by the run's thresholds");
+}
+
 // Multi-threaded: the killed run's thread blocks this one while the simulator serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_while_a_killed_top_up_may_run_fails_and_a_later_one_finishes_it() {
@@ -645,11 +671,7 @@ async fn a_redelivery_while_a_killed_top_up_may_run_fails_and_a_later_one_finish
     // was never read back nor audited.
     let sim = sim(150).await;
     let ledger = Ledger::memory();
-    let config = config(&[
-        ("AUTO_TOP_UP_TO", "200"),
-        ("MAX_CREDITS_PER_MEMBER", "100000"),
-        ("MAX_CREDITS_PER_PLAN", "10000000"),
-    ]);
+    let config = top_up_config();
     let (critical, _) = expected(&sim, 10, 50);
     let mut req = request(0);
     // A short invocation, so its lease runs out soon after it is killed.
@@ -770,11 +792,7 @@ async fn the_metrics_line_carries_the_runs_numbers() {
 async fn the_once_only_protocol_holds_on_the_dynamodb_ledger() {
     let sim = sim(120).await;
     let ledger = crate::ledger::dynamo_ledger("scan-once").await;
-    let config = config(&[
-        ("AUTO_TOP_UP_TO", "200"),
-        ("MAX_CREDITS_PER_MEMBER", "100000"),
-        ("MAX_CREDITS_PER_PLAN", "10000000"),
-    ]);
+    let config = top_up_config();
     let req = request(0);
 
     let first = run(&sim, &ledger, &config, &req).await.expect("first run");

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::apply::Ask;
 use crate::credits::amount::Credits;
+use crate::credits::classify::Thresholds;
 use crate::credits::plan::Request;
 
 /// Largest body accepted (413 above): 500 members at ~100 bytes each fit ten times over,
@@ -124,7 +125,8 @@ struct RawEntry {
 }
 
 /// Parses and validates `body`; every problem found is returned together.
-pub fn parse(body: &[u8], max_members: usize) -> Result<AllocationBody, Vec<Problem>> {
+/// `thresholds` say who the critical policy selects.
+pub fn parse(body: &[u8], max_members: usize, thresholds: Thresholds) -> Result<AllocationBody, Vec<Problem>> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         // serde_json's syntax messages give a position, never the text.
         vec![Problem::general(format!("the body is not valid JSON: {e}"))]
@@ -144,7 +146,7 @@ pub fn parse(body: &[u8], max_members: usize) -> Result<AllocationBody, Vec<Prob
             "the body does not have the expected shape: {e}"
         ))]
     })?;
-    meaning(raw, max_members)
+    meaning(raw, max_members, thresholds)
 }
 
 /// The body's SHA-256 in hex: what an idempotency key is bound to.
@@ -299,7 +301,7 @@ fn shown(s: &str) -> String {
 }
 
 /// The meaning stage: a well-shaped body checked for everything else.
-fn meaning(raw: RawBody, max_members: usize) -> Result<AllocationBody, Vec<Problem>> {
+fn meaning(raw: RawBody, max_members: usize, thresholds: Thresholds) -> Result<AllocationBody, Vec<Problem>> {
     let mut problems = Vec::new();
     let ask = match (raw.allocations, raw.policy) {
         (Some(_), Some(_)) => {
@@ -337,9 +339,8 @@ fn meaning(raw: RawBody, max_members: usize) -> Result<AllocationBody, Vec<Probl
                     ));
                     None
                 }
-                Some(x) => {
-                    credits(&x, "top_up_to", None, &mut problems).map(|top_up_to| Ask::CriticalPolicy { top_up_to })
-                }
+                Some(x) => credits(&x, "top_up_to", None, &mut problems)
+                    .map(|top_up_to| Ask::CriticalPolicy { top_up_to, thresholds }),
             }
         }
     };
@@ -505,7 +506,7 @@ mod tests {
     use super::*;
 
     fn problems(body: &str) -> Vec<Problem> {
-        parse(body.as_bytes(), 3).unwrap_err()
+        parse(body.as_bytes(), 3, Thresholds::default()).unwrap_err()
     }
 
     #[test]
@@ -513,6 +514,7 @@ mod tests {
         let b = parse(
             br#"{"allocations":[{"username":"a.b@c-d_e","set":500},{"username":"x","add":0.5},{"username":"y","top_up_to":200}],"reason":"ticket 42"}"#,
             3,
+            Thresholds::default(),
         )
         .unwrap();
         assert_eq!(
@@ -534,9 +536,16 @@ mod tests {
         );
         assert!(!b.dry_run);
         assert_eq!(b.reason.as_deref(), Some("ticket 42"));
-        let p = parse(br#"{"policy":"critical","top_up_to":200,"dry_run":true}"#, 3).unwrap();
+        let p = parse(
+            br#"{"policy":"critical","top_up_to":200,"dry_run":true}"#,
+            3,
+            Thresholds::default(),
+        )
+        .unwrap();
         assert!(p.dry_run);
-        assert!(matches!(p.ask, Ask::CriticalPolicy { top_up_to } if top_up_to == Credits::whole(200)));
+        assert!(
+            matches!(p.ask, Ask::CriticalPolicy { top_up_to, thresholds } if top_up_to == Credits::whole(200) && thresholds == Thresholds::default())
+        );
     }
 
     #[test]
@@ -594,6 +603,7 @@ mod tests {
         let b = parse(
             br#"{"allocations":[{"username":"a","add":0.1},{"username":"b","set":250.1}]}"#,
             3,
+            Thresholds::default(),
         )
         .unwrap();
         let Ask::Explicit(r) = b.ask else { panic!() };

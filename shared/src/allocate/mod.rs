@@ -334,7 +334,7 @@ where
             content_type: incoming.content_type.map(|c| c.chars().take(100).collect()),
         });
     }
-    let parsed = body::parse(incoming.body, settings.applier.max_members);
+    let parsed = body::parse(incoming.body, settings.applier.max_members, settings.thresholds);
     let mut problems = match incoming.idempotency_key {
         Some(key) => body::check_idempotency_key(key).err().into_iter().collect(),
         None => Vec::new(),

@@ -35,8 +35,10 @@ pub enum LedgerTarget {
 /// Everything allocate needs, in domain types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocateSettings {
-    /// Guardrails, policy thresholds, member cap: what every application is checked against.
+    /// Guardrails and member cap: what every application is checked against.
     pub applier: Applier,
+    /// Who the critical policy selects.
+    pub thresholds: Thresholds,
     /// Anonymous calls.
     pub anonymous: Anonymous,
     /// The ledger.
@@ -75,12 +77,8 @@ impl AllocateSettings {
         )
         .map_err(|e| StartupError::Invalid(format!("CRITICAL_PERCENT / WARNING_PERCENT: {e}")))?;
         Ok(AllocateSettings {
-            applier: Applier {
-                guardrails: config.guardrails.guardrails(),
-                thresholds,
-                max_members: config.max_members_per_request,
-                lookup_concurrency: config.list_concurrency,
-            },
+            applier: Applier::from_config(config),
+            thresholds,
             anonymous,
             ledger,
         })

@@ -9,15 +9,17 @@
 //!    more (its lease expired, or it stopped as incomplete) is **resumed** (step 7).
 //! 2. Take the org-wide **allocation lock** ([`lock`]): one allocation at a time, so no plan is
 //!    made from balances someone else is changing. A writer that cannot get it within a few
-//!    seconds gives the claim back and answers "in progress, retry after".
+//!    seconds gives the claim back and answers "in progress, retry after". Then every other
+//!    request left in doubt by a stopped invocation is **settled** ([`settle`]): read back and
+//!    recorded for good before anyone plans from the balances it may have changed.
 //! 3. **Read** the org after taking the lock: privileges, budgeting, every member's balance
 //!    (the named members and what all limited members were already promised), and what was
 //!    granted in the last 24 hours. **Plan** from that read ([`crate::credits::plan`]): every
 //!    guardrail, the cumulative ones included, is checked here. Anything refused so far gives
 //!    the claim and the lock back: nothing was written.
 //! 4. **Write ahead**: the journal (every entry with its balance before and *absolute*
-//!    target), the grant against the daily budget, and the head as `Applying`, all before
-//!    anything is sent.
+//!    target), the grant against the daily budget, the request's mark in the ledger's pending
+//!    set (cleared when it is done), and the head as `Applying`, all before anything is sent.
 //! 5. **Send** in batches of 100, each preceded by an audit *intent* record, each started only
 //!    when the invocation's deadline leaves time to finish and record it ([`deadline`]).
 //! 6. **Read back** the members and settle each change ([`observe`]): at the target → applied;
@@ -44,6 +46,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::{StreamExt, stream};
 
 use crate::arcgis::{self, Client};
+use crate::config::Config;
 use crate::credits::amount::Credits;
 use crate::credits::classify::Thresholds;
 use crate::credits::plan::{Breach, Guardrails, Plan, PlanError, Request};
@@ -85,6 +88,8 @@ pub enum Ask {
     CriticalPolicy {
         /// The credits each critical member should have available afterwards.
         top_up_to: Credits,
+        /// Who is critical: the configured thresholds, or a scheduled run's own.
+        thresholds: Thresholds,
     },
 }
 
@@ -227,8 +232,6 @@ pub enum ApplyError {
 pub struct Applier {
     /// The guardrails.
     pub guardrails: Guardrails,
-    /// Who the critical policy selects.
-    pub thresholds: Thresholds,
     /// The most members one allocation may change.
     pub max_members: usize,
     /// Member lookups in flight at once.
@@ -245,6 +248,15 @@ pub struct Planned {
 }
 
 impl Applier {
+    /// The guardrails and limits of `config`, shared by allocate and the top-up.
+    pub fn from_config(config: &Config) -> Applier {
+        Applier {
+            guardrails: config.guardrails.guardrails(),
+            max_members: config.max_members_per_request,
+            lookup_concurrency: config.list_concurrency,
+        }
+    }
+
     /// Reads the org and plans `ask` without the lock or the ledger's claim: a dry run.
     pub async fn preview(&self, client: &Client, ledger: &Ledger, ask: &Ask) -> Result<Planned, ApplyError> {
         self.read_and_plan(client, ledger, ask).await
@@ -599,7 +611,7 @@ pub fn preview_record(who: &Who, ask: &Ask, planned: Planned) -> Record {
             reason: who.reason.clone(),
             source: who.source.to_owned(),
             policy_top_up_to: match ask {
-                Ask::CriticalPolicy { top_up_to } => Some(*top_up_to),
+                Ask::CriticalPolicy { top_up_to, .. } => Some(*top_up_to),
                 Ask::Explicit(_) => None,
             },
             planned_at: Utc::now(),

@@ -54,7 +54,7 @@ impl Applier {
         }
         let requests = match ask {
             Ask::Explicit(requests) => requests.clone(),
-            Ask::CriticalPolicy { top_up_to } => critical_top_up(&members, &self.thresholds, *top_up_to),
+            Ask::CriticalPolicy { top_up_to, thresholds } => critical_top_up(&members, thresholds, *top_up_to),
         };
         if requests.len() > self.max_members {
             return Err(ApplyError::TooManyMembers {

@@ -99,6 +99,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         mut summary,
         alerts,
         top_up,
+        thresholds,
         contacts,
         org_size,
     } = observe(deps, req).await?;
@@ -144,7 +145,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         );
         // The first delivery owns the run; only a top-up it left unfinished is finished here.
         let resumed = match &deps.settings.top_up {
-            Some(settings) => top_up::resume(deps, req, settings).await?,
+            Some(settings) => top_up::resume(deps, req, settings, thresholds).await?,
             None => None,
         };
         summary.top_up = match resumed {
@@ -163,7 +164,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     let mut record_problems = Vec::new();
     summary.top_up = match (top_up, &deps.settings.top_up) {
         (TopUpDecision::Apply(_), Some(settings)) => {
-            let (top_up, applied, audit_problems) = top_up::apply(deps, req, settings).await;
+            let (top_up, applied, audit_problems) = top_up::apply(deps, req, settings, thresholds).await;
             summary.allocations_applied = applied;
             record_problems.extend(audit_problems);
             top_up

@@ -34,6 +34,9 @@ pub(super) struct Observed {
     pub(super) summary: ScanSummary,
     pub(super) alerts: Crossings,
     pub(super) top_up: TopUpDecision,
+    /// The thresholds of this run (the configured ones, or its Input's): the top-up selects
+    /// critical members by them too.
+    pub(super) thresholds: Thresholds,
     pub(super) contacts: Vec<String>,
     /// The org's member count, when the listing was complete.
     pub(super) org_size: Option<u64>,
@@ -213,6 +216,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         summary,
         alerts,
         top_up,
+        thresholds,
         contacts: org.admin_contacts,
         org_size,
     })

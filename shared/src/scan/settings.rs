@@ -57,12 +57,7 @@ impl ScanSettings {
             notify_channel: config.notify_channel,
             top_up: config.auto_top_up_to.map(|target| TopUpSettings {
                 target,
-                applier: Applier {
-                    guardrails: config.guardrails.guardrails(),
-                    thresholds,
-                    max_members: config.max_members_per_request,
-                    lookup_concurrency: config.list_concurrency,
-                },
+                applier: Applier::from_config(config),
             }),
             ledger_table,
         })

@@ -85,14 +85,28 @@ pub(super) fn decide(
     }
 }
 
-/// The top-up's request: keyed by the run, with what it asks (so a changed setting between
-/// deliveries is refused rather than resumed with another meaning).
-fn job<'a>(deps: &ScanDeps<'a>, req: &ScanRequest, settings: &TopUpSettings, ask: &'a Ask) -> Job<'a> {
+/// What the top-up of a run asks: its target, and the run's thresholds.
+fn ask(settings: &TopUpSettings, thresholds: Thresholds) -> Ask {
+    Ask::CriticalPolicy {
+        top_up_to: settings.target,
+        thresholds,
+    }
+}
+
+/// The top-up's request: keyed by the run, bound to what it asks (so a setting changed
+/// between deliveries is refused rather than resumed with another meaning).
+fn job<'a>(
+    deps: &ScanDeps<'a>,
+    req: &ScanRequest,
+    settings: &TopUpSettings,
+    thresholds: Thresholds,
+    ask: &'a Ask,
+) -> Job<'a> {
     let what = format!(
         "top_up_to={};critical={};warning={}",
         settings.target,
-        settings.applier.thresholds.critical(),
-        settings.applier.thresholds.warning()
+        thresholds.critical(),
+        thresholds.warning()
     );
     Job {
         client: deps.client,
@@ -118,11 +132,10 @@ pub(super) async fn apply(
     deps: &ScanDeps<'_>,
     req: &ScanRequest,
     settings: &TopUpSettings,
+    thresholds: Thresholds,
 ) -> (TopUp, Vec<AppliedAllocation>, Vec<String>) {
-    let ask = Ask::CriticalPolicy {
-        top_up_to: settings.target,
-    };
-    let job = job(deps, req, settings, &ask);
+    let ask = ask(settings, thresholds);
+    let job = job(deps, req, settings, thresholds, &ask);
     summarize(settings.applier.apply(&job).await, false)
 }
 
@@ -135,11 +148,10 @@ pub(super) async fn resume(
     deps: &ScanDeps<'_>,
     req: &ScanRequest,
     settings: &TopUpSettings,
+    thresholds: Thresholds,
 ) -> Result<Option<(TopUp, Vec<AppliedAllocation>, Vec<String>)>, ScanError> {
-    let ask = Ask::CriticalPolicy {
-        top_up_to: settings.target,
-    };
-    let job = job(deps, req, settings, &ask);
+    let ask = ask(settings, thresholds);
+    let job = job(deps, req, settings, thresholds, &ask);
     match settings.applier.resume(&job).await {
         Ok(None | Some(Applied::Replayed(_))) => Ok(None),
         Ok(Some(applied)) => Ok(Some(summarize(Ok(applied), true))),
