@@ -138,6 +138,10 @@ pub struct RecordMeta {
     pub unfinished: Option<Unfinished>,
     /// How many invocations worked on it.
     pub invocations: u32,
+    /// How many entries the journal has. Pages beyond them are left over from an earlier
+    /// attempt under the same key (a plan that was never sent, or a request that expired)
+    /// and are never read: a resume must not find someone else's targets in its journal.
+    pub entry_count: u32,
 }
 
 /// The most warnings or record problems kept in a request's head: the head is one ledger item
@@ -198,7 +202,8 @@ impl Record {
         self.pages().into_iter().filter(|(n, _)| wanted.contains(n)).collect()
     }
 
-    /// Reads a stored request back; `None` when it has no reply head or unreadable pages.
+    /// Reads a stored request back: its head and the pages of its own entries. An error when
+    /// it has no recorded plan, a page is unreadable or an entry is missing.
     pub fn from_stored(stored: &StoredRequest) -> Result<Record, String> {
         let meta = stored
             .head
@@ -206,13 +211,21 @@ impl Record {
             .clone()
             .ok_or_else(|| "the request has no recorded plan".to_owned())
             .and_then(|v| serde_json::from_value::<RecordMeta>(v).map_err(|e| format!("unreadable head: {e}")))?;
+        let pages = meta.entry_count.div_ceil(PAGE_ENTRIES as u32);
         let mut entries = Vec::new();
-        for (n, page) in &stored.pages {
+        for (n, page) in stored.pages.iter().filter(|(n, _)| *n < pages) {
             let mut chunk: Vec<JournalEntry> =
                 serde_json::from_value(page.clone()).map_err(|e| format!("unreadable journal page {n}: {e}"))?;
             entries.append(&mut chunk);
         }
         entries.sort_by_key(|e| e.index);
+        if entries.len() != meta.entry_count as usize {
+            return Err(format!(
+                "the journal holds {} of its {} entries",
+                entries.len(),
+                meta.entry_count
+            ));
+        }
         Ok(Record { meta, entries })
     }
 }
@@ -277,13 +290,35 @@ mod tests {
             record_problems: Vec::new(),
             unfinished: None,
             invocations: 1,
+            entry_count: 0,
+        }
+    }
+
+    /// A stored request holding `record`, with `extra` pages besides its own.
+    fn stored(record: &Record, extra: Vec<(u32, Value)>) -> StoredRequest {
+        StoredRequest {
+            head: RequestHead {
+                body_hash: "h".into(),
+                status: RequestStatus::Done,
+                owner: "r".into(),
+                lease_until: Utc::now(),
+                created_at: Utc::now(),
+                reply: Some(serde_json::to_value(&record.meta).unwrap()),
+            },
+            pages: record.pages().into_iter().rev().chain(extra).collect(),
         }
     }
 
     #[test]
     fn pages_round_trip_in_request_order_whatever_their_size() {
         let entries: Vec<JournalEntry> = (0..250).map(|i| change(i, Some(EntryState::Planned))).collect();
-        let record = Record { meta: meta(), entries };
+        let record = Record {
+            meta: RecordMeta {
+                entry_count: 250,
+                ..meta()
+            },
+            entries,
+        };
         let pages = record.pages();
         assert_eq!(pages.len(), 3);
         assert_eq!(
@@ -294,18 +329,31 @@ mod tests {
                 .collect::<Vec<_>>(),
             [0, 2]
         );
-        let stored = StoredRequest {
-            head: RequestHead {
-                body_hash: "h".into(),
-                status: RequestStatus::Done,
-                owner: "r".into(),
-                lease_until: Utc::now(),
-                created_at: Utc::now(),
-                reply: Some(serde_json::to_value(&record.meta).unwrap()),
-            },
-            pages: pages.into_iter().rev().collect(),
+        assert_eq!(Record::from_stored(&stored(&record, Vec::new())).unwrap(), record);
+    }
+
+    #[test]
+    fn pages_left_by_an_earlier_attempt_are_never_read_and_a_missing_one_is_an_error() {
+        // A plan of 250 entries was written, never sent, and replaced by a plan of 150 under
+        // the same key: its third page stayed, and a resume read its targets as its own.
+        let earlier = Record {
+            meta: meta(),
+            entries: (0..250).map(|i| change(i, Some(EntryState::Planned))).collect(),
         };
-        assert_eq!(Record::from_stored(&stored).unwrap(), record);
+        let record = Record {
+            meta: RecordMeta {
+                entry_count: 150,
+                ..meta()
+            },
+            entries: (0..150).map(|i| change(i, None)).collect(),
+        };
+        let left_over = earlier.pages().into_iter().skip(2).collect();
+        assert_eq!(Record::from_stored(&stored(&record, left_over)).unwrap(), record);
+
+        let mut missing = stored(&record, Vec::new());
+        missing.pages.retain(|(n, _)| *n != 0);
+        let err = Record::from_stored(&missing).unwrap_err();
+        assert!(err.contains("50 of its 150 entries"), "{err}");
     }
 
     #[test]

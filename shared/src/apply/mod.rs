@@ -471,7 +471,9 @@ impl Applier {
             .map(|e| e.index)
             .collect();
         let ledger = books.ledger;
-        if record.entries.iter().any(|e| e.change().is_some())
+        // Only a request with changes has a grant and a pending mark (see `fresh`).
+        let has_changes = record.entries.iter().any(|e| e.change().is_some());
+        if has_changes
             && let Err(e) = ledger
                 .record_grant(books.scope, record.meta.planned_at, record.granted())
                 .await
@@ -506,7 +508,7 @@ impl Applier {
                 ));
             }
             // Settled for good: the next lock holder has nothing of it to settle.
-            Ok(()) if update.status == RequestStatus::Done => {
+            Ok(()) if update.status == RequestStatus::Done && has_changes => {
                 if let Err(e) = ledger.clear_pending(books.scope).await {
                     tracing::warn!(error = %e, "a finished request is still listed as pending; the next allocation clears it");
                 }
@@ -604,6 +606,7 @@ fn new_record(job: &Job<'_>, planned: Planned) -> Record {
 /// The record of a dry run (nothing stored).
 pub fn preview_record(who: &Who, ask: &Ask, planned: Planned) -> Record {
     let Planned { plan, warnings } = planned;
+    let entry_count = u32::try_from(plan.entries.len()).expect("a plan is capped far below u32::MAX entries");
     Record {
         meta: RecordMeta {
             request_id: who.request_id.clone(),
@@ -623,6 +626,7 @@ pub fn preview_record(who: &Who, ask: &Ask, planned: Planned) -> Record {
             record_problems: Vec::new(),
             unfinished: None,
             invocations: 0,
+            entry_count,
         },
         entries: plan
             .entries

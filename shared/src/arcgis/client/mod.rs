@@ -453,7 +453,7 @@ impl Client {
         let mut current = url.clone();
         let mut send_auth = true;
         let mut hops = 0;
-        let response = loop {
+        let (response, cut_short) = loop {
             let mut request = match endpoint.method {
                 Method::Get => self.inner.http.get(current.clone()),
                 Method::Post => self.inner.http.post(current.clone()),
@@ -479,7 +479,7 @@ impl Client {
             let response = request.send().await.map_err(|e| transport_error(what, e, cut_short))?;
             let status = response.status();
             if !(endpoint.download && status.is_redirection()) {
-                break response;
+                break (response, cut_short);
             }
             hops += 1;
             let next = response
@@ -503,8 +503,8 @@ impl Client {
             current = next;
         };
 
-        // reqwest's timeout covers the body too; whether it was shortened is known per hop.
-        let cut_short = self.request_timeout().1;
+        // reqwest's timeout covers the body too: the body is read under the timeout the last
+        // hop was sent with.
         let status = response.status();
         let retry_after = response
             .headers()
