@@ -7,8 +7,11 @@ scripts/install-tools.sh
 echo "== format"; cargo fmt --all --check
 echo "== lint"; cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== unused dependencies"
-# cargo-machete: every dependency a manifest declares must be used by its crate.
-command -v cargo-machete >/dev/null || cargo install --quiet --locked cargo-machete --version 0.9.2
+# cargo-machete: every dependency a manifest declares must be used by its crate. Installed
+# here, not in install-tools.sh, so that `make demo` does not build it.
+MACHETE_VERSION=0.9.2
+[ "$(cargo machete --version 2>/dev/null)" = "$MACHETE_VERSION" ] ||
+    cargo install --quiet --locked cargo-machete --version "$MACHETE_VERSION"
 cargo machete
 echo "== build"; cargo build --workspace --bins --locked
 echo "== infra"; scripts/infra-check.sh

@@ -14,11 +14,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portal_sim::generate::{ADMIN_PASSWORD, ADMIN_USERNAME};
 use portal_sim::{Faults, GenParams, generate, start};
-use shared::arcgis::{Client, ClientConfig, Credentials, Secret};
+use shared::arcgis::{Client, ClientConfig};
 
-const SIM_ROLE: &str = "CREDIT_CORE_BENCH_SIM";
+const SIM_ROLE: &str = "CREDIT_STEWARD_BENCH_SIM";
 
 struct Args {
     members: usize,
@@ -109,13 +108,7 @@ fn main() {
     let mut rest_url = String::new();
     out.read_line(&mut rest_url).expect("the simulator's URL");
 
-    let mut config = ClientConfig::new(
-        rest_url.trim(),
-        Credentials::UserPassword {
-            username: ADMIN_USERNAME.into(),
-            password: Secret::new(ADMIN_PASSWORD),
-        },
-    );
+    let mut config = ClientConfig::new(rest_url.trim(), testkit::arcgis::admin());
     config.referer = "credit-steward-bench".into();
     config.list_concurrency = a.concurrency;
     config.http_timeout = Duration::from_secs(30);

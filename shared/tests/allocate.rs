@@ -22,7 +22,7 @@ use shared::credits::amount::Credits;
 use shared::ledger::{Caller, CallerKind, Claim, Ledger, Scope};
 use shared::startup::Platform;
 
-use crate::support::{admin_client, as_of, capture_logs, client, config_with, kill_at, sim};
+use crate::support::{admin_client, as_of, audit_recent, c, capture_logs, client, config_with, kill_at, sim};
 
 const CALLER_ARN: &str = "arn:aws:sts::111122223333:assumed-role/CreditAdmins/alice";
 
@@ -66,10 +66,6 @@ fn settings(vars: &[(&str, &str)]) -> AllocateSettings {
     })
     .expect("valid test config");
     AllocateSettings::from_config(&config, Platform::Local).expect("valid settings")
-}
-
-fn c(text: &str) -> Credits {
-    Credits::parse_exact(text).unwrap()
 }
 
 /// A fresh Idempotency-Key.
@@ -161,14 +157,6 @@ fn assign_calls(sim: &SimHandle) -> usize {
         .iter()
         .filter(|w| w.endpoint == "portals/self/assignUserCredits")
         .count()
-}
-
-/// The audit entries of plans made today or yesterday (UTC), oldest first.
-async fn audit(ledger: &Ledger) -> Vec<shared::ledger::AuditEntry> {
-    let today = Utc::now().date_naive();
-    let mut entries = ledger.changes_on(today.pred_opt().unwrap()).await.unwrap();
-    entries.extend(ledger.changes_on(today).await.unwrap());
-    entries
 }
 
 // ---------------------------------------------------------------------------------------
@@ -517,7 +505,7 @@ async fn every_bad_request_is_refused_by_name_before_arcgis_is_contacted() {
         assert_eq!(sim.total_requests(), 0, "{name}: ArcGIS was contacted");
     }
     assert!(sim.writes().is_empty());
-    assert!(audit(&ledger).await.is_empty());
+    assert!(audit_recent(&ledger).await.is_empty());
 }
 
 #[tokio::test]
@@ -757,7 +745,7 @@ async fn set_add_and_top_up_to_set_absolute_allocations_and_are_audited() {
     assert_eq!(reply.body["org"]["available_after"], org_before - 1550.0);
     assert_eq!(assign_calls(&sim), 1);
 
-    let audit = audit(&ledger).await;
+    let audit = audit_recent(&ledger).await;
     assert_eq!(audit.len(), 3);
     let a = audit.iter().find(|e| e.username == "jdoe").unwrap();
     assert_eq!(
@@ -799,7 +787,7 @@ async fn the_caller_is_recorded_by_principal_id_account_and_arn_not_only_the_ses
         reply.body["caller_identity"],
         json!({"kind": "iam", "principal_id": "AROAEXAMPLEROLEID:alice", "account": "111122223333", "arn": CALLER_ARN})
     );
-    let audit = audit(&ledger).await;
+    let audit = audit_recent(&ledger).await;
     assert_eq!(audit[0].caller, alice());
 }
 
@@ -904,7 +892,7 @@ async fn the_critical_policy_tops_up_exactly_the_critical_members() {
             assert_eq!(m.allocation, old.allocation, "{} must not change", m.username);
         }
     }
-    assert_eq!(audit(&ledger).await.len(), critical.len());
+    assert_eq!(audit_recent(&ledger).await.len(), critical.len());
 }
 
 #[tokio::test]
@@ -943,7 +931,7 @@ async fn a_dry_run_plans_from_live_state_and_writes_nothing() {
     assert_eq!(reply.body["org"]["available_after"], org_before - 250.0);
     assert!(sim.writes().is_empty());
     assert_eq!(allocation(&sim, "jdoe"), Some(1000.0));
-    assert!(audit(&ledger).await.is_empty());
+    assert!(audit_recent(&ledger).await.is_empty());
     // The dry run did not consume its key: nothing is stored under it.
     let scope = Scope::of_key(Some("111122223333"), "AROAEXAMPLEROLEID:alice", "dry-key");
     assert!(ledger.load_request(&scope).await.unwrap().is_none());
@@ -1003,7 +991,7 @@ async fn amounts_reach_arcgis_and_the_audit_without_float_noise() {
     );
     assert_eq!(member(&reply, "jdoe")["after"]["allocation"].to_string(), "0.3");
     assert_eq!(reply.body["summary"]["total_increase"].to_string(), "180.3");
-    let audit = audit(&ledger).await;
+    let audit = audit_recent(&ledger).await;
     let planned: Vec<String> = audit.iter().map(|e| e.planned.to_string()).collect();
     assert!(
         planned.contains(&"0.3".to_owned()) && planned.contains(&"680.1".to_owned()),
@@ -1043,7 +1031,7 @@ async fn the_same_key_and_body_replay_the_first_response_without_writing_again()
     assert_eq!(other.status, 409, "{}", other.body);
     assert_eq!(other.body["code"], "idempotency_key_reused");
     assert_eq!(assign_calls(&sim), 1);
-    assert_eq!(audit(&ledger).await.len(), 1);
+    assert_eq!(audit_recent(&ledger).await.len(), 1);
 }
 
 #[tokio::test]
@@ -1147,7 +1135,7 @@ async fn a_key_in_progress_is_409_with_retry_after_and_nothing_is_read() {
         .claim_request(
             &scope,
             Claim::new(
-                &body::body_hash(&call.body),
+                &shared::apply::body_hash(&call.body),
                 "another-invocation",
                 now,
                 now + chrono::TimeDelta::seconds(20),
@@ -1245,7 +1233,8 @@ async fn send_until_not_in_progress(
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the killed invocation's thread blocks this one while the simulator serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_invocation_is_resumed_by_its_key_and_the_add_is_never_applied_twice() {
     // The invocation died after ArcGIS applied `add 100` (500 → 600) but before anything was
     // recorded: no audit entry, the key stuck "in progress", and a day later the same key was
@@ -1256,25 +1245,9 @@ async fn a_killed_invocation_is_resumed_by_its_key_and_the_add_is_never_applied_
     let mut call = post(r#"{"allocations":[{"username":"jdoe2","add":100}]}"#).key("killed");
     // A short invocation, so its lease runs out soon after it is killed.
     call.budget = Duration::from_millis(5_500);
-    let hold = sim.hold(HoldSpec {
-        endpoint: "portals/self/assignUserCredits".into(),
-        nth: 1,
-        phase: HoldPhase::AfterProcessing,
-    });
-    let task = {
-        let (settings, ledger_ref) = (settings.clone(), &ledger);
-        let client = admin_client(&sim);
-        let call = call.clone();
-        async move { send_as(&settings, ledger_ref, &call, client).await }
-    };
-    tokio::select! {
-        _ = task => panic!("the write must be held"),
-        _ = hold.reached() => {}
-    }
-    // The invocation's future is gone (dropped): killed after ArcGIS applied the write.
-    hold.release();
+    kill_at_first_write(&settings, &ledger, &sim, &call, HoldPhase::AfterProcessing).await;
     assert_eq!(allocation(&sim, "jdoe2"), Some(600.0));
-    assert!(audit(&ledger).await.is_empty(), "nothing recorded yet");
+    assert!(audit_recent(&ledger).await.is_empty(), "nothing recorded yet");
 
     call.budget = Duration::from_secs(30);
     let reply = send_until_not_in_progress(&settings, &ledger, &sim, &call.clone().id("req-2")).await;
@@ -1286,7 +1259,7 @@ async fn a_killed_invocation_is_resumed_by_its_key_and_the_add_is_never_applied_
         1,
         "the resumed request read back and did not re-send"
     );
-    let audit = audit(&ledger).await;
+    let audit = audit_recent(&ledger).await;
     assert_eq!(audit.len(), 1, "the change made by the killed invocation is audited");
     assert_eq!(
         audit[0].observed,
@@ -1345,7 +1318,7 @@ async fn a_request_left_in_doubt_is_settled_by_the_next_writer_before_it_plans()
         assert_eq!(allocation(&sim, "jdoe2"), Some(after_a + 50.0), "{phase:?}");
 
         // A's landed change was audited by B's settling, before B's own.
-        let audit = audit(&ledger).await;
+        let audit = audit_recent(&ledger).await;
         let planned: Vec<Credits> = audit.iter().map(|e| e.planned).collect();
         if landed {
             assert_eq!(planned, vec![c("600"), c("650")], "{phase:?}");
@@ -1390,7 +1363,7 @@ async fn replay_survives_a_cold_start_with_the_dynamodb_ledger() {
         let ledger = Ledger::dynamo(crate::ledger::dynamodb(), &table);
         let reply = send(&settings(&[]), &ledger, &sim, &call).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
-        let audit = audit(&ledger).await;
+        let audit = audit_recent(&ledger).await;
         assert_eq!(audit.len(), 1);
         assert_eq!(audit[0].reason.as_deref(), Some("cold start"));
         assert!(ledger.requests_made() > 0);
@@ -1465,7 +1438,7 @@ async fn a_429_with_retry_after_after_the_write_is_read_back_and_audited() {
     assert_eq!(member(&reply, "jdoe2")["status"], "assigned");
     assert_eq!(allocation(&sim, "jdoe2"), Some(600.0));
     assert_eq!(sim.allocation_calls().len(), 1, "sent once");
-    assert_eq!(audit(&ledger).await.len(), 1);
+    assert_eq!(audit_recent(&ledger).await.len(), 1);
 }
 
 #[tokio::test]
@@ -1484,7 +1457,7 @@ async fn a_503_after_the_write_on_every_attempt_is_sent_once_read_back_and_audit
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(allocation(&sim, "jdoe2"), Some(600.0));
     assert_eq!(sim.allocation_calls().len(), 1, "never re-sent blind");
-    let audit = audit(&ledger).await;
+    let audit = audit_recent(&ledger).await;
     assert_eq!(audit.len(), 1);
     assert!(audit[0].matches_plan);
 }
@@ -1519,14 +1492,14 @@ async fn a_transient_failure_leaves_the_request_resumable_and_the_retry_finishes
             .contains("same Idempotency-Key")
     );
     assert_eq!(allocation(&sim, "jdoe"), Some(1000.0));
-    assert!(audit(&ledger).await.is_empty());
+    assert!(audit_recent(&ledger).await.is_empty());
 
     sim.clear_faults();
     let done = send(&settings, &ledger, &sim, &call.clone().id("req-2")).await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert_eq!(member(&done, "jdoe")["status"], "assigned");
     assert_eq!(allocation(&sim, "jdoe"), Some(1500.0));
-    assert_eq!(audit(&ledger).await.len(), 1);
+    assert_eq!(audit_recent(&ledger).await.len(), 1);
     let replay = send(&settings, &ledger, &sim, &call.id("req-3")).await;
     assert_eq!(replay.body, done.body);
 }
@@ -1597,7 +1570,7 @@ async fn a_member_gone_between_the_plan_and_the_write_is_not_assigned_and_the_re
     assert!(gone["after"].is_null());
     assert_eq!(reply.body["summary"]["not_assigned"], 1);
     assert_eq!(allocation(&sim, "jdoe"), Some(1500.0));
-    let audit = audit(&ledger).await;
+    let audit = audit_recent(&ledger).await;
     assert_eq!(audit.iter().map(|e| e.username.as_str()).collect::<Vec<_>>(), ["jdoe"]);
 }
 
@@ -1629,7 +1602,7 @@ async fn two_concurrent_adds_on_one_member_are_serialized_and_neither_is_lost() 
     assert!(applied >= 1);
     assert_eq!(allocation(&sim, "jdoe"), Some(1000.0 + 100.0 * applied as f64));
     // Each applied add was planned from the other's result: the audit chains.
-    let mut audit = audit(&ledger).await;
+    let mut audit = audit_recent(&ledger).await;
     audit.sort_by_key(|e| e.planned_at);
     let assigned = |b: &shared::credits::member::Balance| match b {
         shared::credits::member::Balance::Limited { assigned, .. } => *assigned,

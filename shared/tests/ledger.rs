@@ -21,6 +21,8 @@ use shared::ledger::{
     StoredRequest,
 };
 
+use crate::support::c;
+
 /// A DynamoDB client for this binary's moto.
 pub fn dynamodb() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&crate::support::moto_aws())
@@ -126,10 +128,6 @@ fn day() -> NaiveDate {
 
 fn minutes(m: i64) -> TimeDelta {
     TimeDelta::minutes(m)
-}
-
-fn c(text: &str) -> Credits {
-    Credits::parse_exact(text).expect("exact credits")
 }
 
 /// A request scope of alice's key `key`.

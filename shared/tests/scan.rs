@@ -20,13 +20,13 @@ use shared::credits::amount::Credits;
 use shared::credits::classify::Level;
 use shared::credits::member::Balance;
 use shared::credits::percent::Percent;
-use shared::ledger::{AuditEntry, Caller, Ledger, RunStatus};
+use shared::ledger::{Caller, Ledger, RunStatus};
 use shared::scan::top_up::AUDIT_SOURCE;
 use shared::scan::{ORG_ALERT_KEY, ScanDeps, ScanError, ScanRequest, ScanSettings, ScanSummary, scan};
 use shared::schedule::ScanInput;
 use shared::telemetry;
 
-use crate::support::{admin_client, as_of, client, config_with, kill_at, sim};
+use crate::support::{admin_client, as_of, audit_recent, client, config_with, kill_at, sim};
 
 const NOTIFY: &str = "portals/self/createNotification";
 
@@ -80,15 +80,6 @@ async fn run_with(
         settings,
     };
     scan(&deps, req).await
-}
-
-/// The audit entries of plans made today or yesterday (UTC): audit partitions follow the real
-/// clock, not the simulated day.
-async fn audit_recent(ledger: &Ledger) -> Vec<AuditEntry> {
-    let today = Utc::now().date_naive();
-    let mut entries = ledger.changes_on(today.pred_opt().unwrap()).await.unwrap();
-    entries.extend(ledger.changes_on(today).await.unwrap());
-    entries
 }
 
 fn micros(credits: f64) -> i128 {

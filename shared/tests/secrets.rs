@@ -24,7 +24,7 @@ fn secrets_manager() -> aws_sdk_secretsmanager::Client {
 
 /// Creates a secret with a name unique to this process and test.
 async fn put(sm: &aws_sdk_secretsmanager::Client, name: &str, value: &str) -> String {
-    let id = format!("credit-core/{}/{name}", std::process::id());
+    let id = format!("credit-steward-tests/{}/{name}", std::process::id());
     sm.create_secret()
         .name(&id)
         .secret_string(value)
@@ -107,11 +107,11 @@ async fn an_expired_entry_is_fetched_again() {
 async fn a_missing_secret_is_not_found_by_name() {
     let cache = SecretCache::new(secrets_manager(), Duration::from_secs(300));
     let err = cache
-        .arcgis_secret("credit-core/does-not-exist")
+        .arcgis_secret("credit-steward-tests/does-not-exist")
         .await
         .expect_err("missing");
     assert!(
-        matches!(&err, SecretError::NotFound { id } if id == "credit-core/does-not-exist"),
+        matches!(&err, SecretError::NotFound { id } if id == "credit-steward-tests/does-not-exist"),
         "{err:?}"
     );
     assert!(err.to_string().contains("ARCGIS_SECRET_ID"), "{err}");

@@ -6,8 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials as AwsCredentials, Region, SharedCredentialsProvider};
+use chrono::Utc;
 use portal_sim::{Hold, HoldStatus, SimHandle};
 use shared::arcgis::{Client, ClientConfig};
+use shared::credits::amount::Credits;
+use shared::ledger::{AuditEntry, Ledger};
 use shared::secrets::ring_http_client;
 
 pub use testkit::arcgis::{REFERER, admin, admin_client, as_of, config_with, fast_retry};
@@ -30,6 +33,20 @@ pub fn moto_aws() -> aws_config::SdkConfig {
         .endpoint_url(&crate::moto::moto().endpoint)
         .http_client(ring_http_client())
         .build()
+}
+
+/// An exact amount from its decimal text.
+pub fn c(text: &str) -> Credits {
+    Credits::parse_exact(text).expect("exact credits")
+}
+
+/// The audit entries of plans made today or yesterday (UTC), oldest first: audit partitions
+/// follow the real clock, not the simulated day.
+pub async fn audit_recent(ledger: &Ledger) -> Vec<AuditEntry> {
+    let today = Utc::now().date_naive();
+    let mut entries = ledger.changes_on(today.pred_opt().unwrap()).await.unwrap();
+    entries.extend(ledger.changes_on(today).await.unwrap());
+    entries
 }
 
 /// A client for `sim` with custom settings.

@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portal_sim::{Faults, GenParams, generate};
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::lambda::{FUNCTIONS, FunctionProcess, Profile, binaries};
 
 fn arg_text(name: &str) -> Option<String> {
@@ -203,17 +203,6 @@ fn ledger_requests(output: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The IAM-authorized API Gateway v2 fixture with this body and key, as its own request.
-fn allocation_event(body: &Value, key: &str, request_id: &str) -> Value {
-    let mut event = support::fixture("apigw-v2-allocations-iam.json");
-    let text = body.to_string();
-    event["headers"]["content-length"] = json!(text.len().to_string());
-    event["headers"]["idempotency-key"] = json!(key);
-    event["requestContext"]["requestId"] = json!(request_id);
-    event["body"] = json!(text);
-    event
-}
-
 /// `runs` real allocate requests of `size` members each (`add: 1`, a fresh Idempotency-Key
 /// each) against an org of `members`, every ArcGIS request delayed by `latency` ms, through
 /// one warm function process (the first request also pays the secret read and the sign-in).
@@ -268,18 +257,14 @@ async fn allocations(dir: &std::path::Path, members: usize, size: usize, latency
             "reason": format!("bench run {run}"),
         });
         let key = format!("bench-{}-{run}", std::process::id());
-        let event = allocation_event(&body, &key, &format!("bench-request-{run}"));
+        let event = support::allocation_event(&body.to_string(), Some(&key), &format!("bench-request-{run}"));
         // The log is in completion order (concurrent pages overtake each other): take the
         // highest sequence number, not the last record.
         let seq_before = world.sim.requests().iter().map(|r| r.seq).max().unwrap_or(0);
         let started = Instant::now();
         let out = world.emulator.invoke("allocate", &event).await;
         let wall = started.elapsed();
-        let status = out.payload["statusCode"].as_u64().unwrap_or(0);
-        let reply: Value = out.payload["body"]
-            .as_str()
-            .and_then(|b| serde_json::from_str(b).ok())
-            .unwrap_or(Value::Null);
+        let (status, reply) = support::http_reply(&out).unwrap_or((0, out.payload.clone()));
         assert!(
             status == 200 && reply["summary"]["assigned"] == size,
             "allocate run {run} failed: HTTP {status} {reply}\n{}",

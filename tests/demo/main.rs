@@ -17,7 +17,7 @@ use chrono::{Duration, Utc};
 use portal_sim::{GenParams, generate};
 use serde_json::{Value, json};
 use shared::credits::amount::Credits;
-use support::{World, attr, fixture};
+use support::{World, attr};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -119,31 +119,16 @@ fn scan_report(s: &Value) {
 /// The IAM-authorized API Gateway v2 fixture with this body and key, as its own API Gateway
 /// request (each call gets a request id of its own).
 fn allocation_request(body: &Value, key: Option<&str>, request_id: &str) -> Value {
-    let mut event = fixture("apigw-v2-allocations-iam.json");
-    let text = body.to_string();
-    event["headers"]["content-length"] = json!(text.len().to_string());
-    match key {
-        Some(key) => event["headers"]["idempotency-key"] = json!(key),
-        None => {
-            event["headers"].as_object_mut().map(|h| h.remove("idempotency-key"));
-        }
-    }
-    event["requestContext"]["requestId"] = json!(request_id);
-    event["body"] = json!(text);
-    event
+    support::allocation_event(&body.to_string(), key, request_id)
 }
 
-fn http_body(out: &testkit::lambda::Invocation) -> (u64, Value) {
-    let status = out.payload["statusCode"].as_u64().unwrap_or(0);
-    let body = out.payload["body"]
-        .as_str()
-        .and_then(|b| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    (status, body)
+/// The HTTP status and body; status 0 (and the error document) when the function failed.
+fn http_body(out: &testkit::lambda::Invocation) -> (u16, Value) {
+    support::http_reply(out).unwrap_or_else(|| (0, out.payload.clone()))
 }
 
 /// What allocate answered, as a few lines: the counts and the org's position, or the refusal.
-fn allocation_report(status: u64, reply: &Value) {
+fn allocation_report(status: u16, reply: &Value) {
     if !(200..300).contains(&status) {
         println!("  HTTP {status} {}: {}", text(&reply["code"]), text(&reply["error"]));
         for p in reply["problems"].as_array().into_iter().flatten() {

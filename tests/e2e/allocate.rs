@@ -20,17 +20,8 @@ const ARN: &str = "arn:aws:sts::111122223333:assumed-role/CreditAdmins/alice";
 fn request(body: &str, idempotency_key: Option<&str>) -> Value {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let mut event = fixture("apigw-v2-allocations-iam.json");
-    event["body"] = json!(body);
-    event["headers"]["content-length"] = json!(body.len().to_string());
-    event["requestContext"]["requestId"] = json!(format!("e2e-request-{}", N.fetch_add(1, Ordering::Relaxed)));
-    match idempotency_key {
-        Some(k) => event["headers"]["idempotency-key"] = json!(k),
-        None => {
-            event["headers"].as_object_mut().unwrap().remove("idempotency-key");
-        }
-    }
-    event
+    let request_id = format!("e2e-request-{}", N.fetch_add(1, Ordering::Relaxed));
+    allocation_event(body, idempotency_key, &request_id)
 }
 
 /// The same event sent by another IAM principal (another role session in another account).
@@ -45,12 +36,7 @@ fn as_other_caller(mut event: Value) -> Value {
 
 /// The HTTP response the function returned: (status, parsed body).
 fn response(out: &testkit::lambda::Invocation) -> (u16, Value) {
-    assert!(out.function_error.is_none(), "the function failed: {}", out.payload);
-    let status = out.payload["statusCode"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no statusCode in {}", out.payload)) as u16;
-    let body = out.payload["body"].as_str().unwrap_or("null");
-    (status, serde_json::from_str(body).unwrap_or_else(|_| json!(body)))
+    http_reply(out).unwrap_or_else(|| panic!("the function failed or did not answer HTTP: {}", out.payload))
 }
 
 /// A response header (API Gateway v2 response: `headers` is a flat object).

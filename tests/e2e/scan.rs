@@ -284,13 +284,7 @@ async fn the_automatic_top_up_is_applied_once_audited_and_counted_against_the_da
 
     // The top-up's grant counts against the rolling day allocate is held to: 100 credits are
     // left, so 150 more are refused and 50 go through.
-    let allocation = |body: &str, key: &str| {
-        let mut event = fixture("apigw-v2-allocations-iam.json");
-        event["body"] = json!(body);
-        event["headers"]["content-length"] = json!(body.len().to_string());
-        event["headers"]["idempotency-key"] = json!(key);
-        event
-    };
+    let allocation = |body: &str, key: &str| allocation_event(body, Some(key), key);
     let out = world
         .invoke(
             "allocate",

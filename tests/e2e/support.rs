@@ -252,3 +252,30 @@ impl Bucket {
 
 /// A fixture event from `tests/fixtures`.
 pub use testkit::fixtures::fixture;
+
+/// The IAM-authorized API Gateway v2 request to `POST /allocations` carrying `body`, with
+/// `key` as its Idempotency-Key (none when `None`) and `request_id` as API Gateway's id.
+pub fn allocation_event(body: &str, key: Option<&str>, request_id: &str) -> Value {
+    let mut event = fixture("apigw-v2-allocations-iam.json");
+    event["body"] = json!(body);
+    event["headers"]["content-length"] = json!(body.len().to_string());
+    match key {
+        Some(key) => event["headers"]["idempotency-key"] = json!(key),
+        None => {
+            event["headers"].as_object_mut().map(|h| h.remove("idempotency-key"));
+        }
+    }
+    event["requestContext"]["requestId"] = json!(request_id);
+    event
+}
+
+/// The HTTP answer of an allocate invocation, `(status, body)` (a body that is not JSON
+/// as a string); `None` when the function failed instead of answering.
+pub fn http_reply(out: &Invocation) -> Option<(u16, Value)> {
+    if out.function_error.is_some() {
+        return None;
+    }
+    let status = u16::try_from(out.payload.get("statusCode")?.as_u64()?).ok()?;
+    let raw = out.payload["body"].as_str().unwrap_or("null");
+    Some((status, serde_json::from_str(raw).unwrap_or_else(|_| json!(raw))))
+}

@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use portal_sim::generate::ADMIN_PASSWORD;
+use portal_sim::org::micros;
 use portal_sim::{Faults, GenParams, Hold, HoldPhase, HoldSpec, HoldStatus, HttpErrorFault, Trigger, generate};
 use serde_json::{Value, json};
-use support::{World, fixture};
+use support::World;
 use testkit::lambda::{FunctionProcess, Invocation};
 
 const ASSIGN: &str = "portals/self/assignUserCredits";
@@ -83,10 +84,6 @@ const SCENARIOS: &[(u32, &str)] = &[
 
 // ---------------------------------------------------------------------------------------
 // Money, exactly: micro-credits.
-
-fn micros(credits: f64) -> i64 {
-    (credits * 1_000_000.0).round() as i64
-}
 
 fn value_micros(v: &Value) -> Option<i64> {
     v.as_f64().map(micros)
@@ -157,10 +154,8 @@ const BOB: Who = Who {
 
 /// The IAM-authorized API Gateway v2 fixture with this body, key and caller.
 fn event(body: &str, key: &str, who: Who) -> Value {
-    let mut e = fixture("apigw-v2-allocations-iam.json");
-    e["body"] = json!(body);
-    e["headers"]["content-length"] = json!(body.len().to_string());
-    e["headers"]["idempotency-key"] = json!(key);
+    // The request id is given when the event is sent (`stamp`).
+    let mut e = support::allocation_event(body, Some(key), "");
     let iam = &mut e["requestContext"]["authorizer"]["iam"];
     iam["userId"] = json!(who.principal);
     iam["callerId"] = json!(who.principal);
@@ -219,22 +214,21 @@ struct Reply {
 
 impl Reply {
     fn from(out: &Invocation, request_id: String, elapsed: Duration) -> Reply {
-        if out.function_error.is_some() || out.payload.get("statusCode").is_none() {
-            return Reply {
+        match support::http_reply(out) {
+            Some((status, body)) => Reply {
+                request_id,
+                status,
+                headers: out.payload["headers"].clone(),
+                body,
+                elapsed,
+            },
+            None => Reply {
                 request_id,
                 status: 0,
                 headers: Value::Null,
                 body: out.payload.clone(),
                 elapsed,
-            };
-        }
-        let raw = out.payload["body"].as_str().unwrap_or("null");
-        Reply {
-            request_id,
-            status: out.payload["statusCode"].as_u64().unwrap_or(0) as u16,
-            headers: out.payload["headers"].clone(),
-            body: serde_json::from_str(raw).unwrap_or_else(|_| json!(raw)),
-            elapsed,
+            },
         }
     }
 
@@ -589,8 +583,10 @@ impl Cx {
         let w = self.w();
         let mut failures = Vec::new();
         for item in w.ledger().await {
-            let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let (pk, sk) = (
+                support::attr(&item, "pk").unwrap_or_default().to_owned(),
+                support::attr(&item, "sk").unwrap_or_default().to_owned(),
+            );
             let attribute = if pk.starts_with("REQ#") && sk == "HEAD" {
                 "lease_until"
             } else if pk == "LOCK" && sk == "ALLOCATIONS" {
@@ -1978,14 +1974,7 @@ async fn in_doubt_overtaken(cx: &mut Cx, phase: HoldPhase, seed: u64) {
     cx.check(b_reply.status == 200, || format!("B: {}", b_reply.brief()));
     let (a_reply, _) = cx.allocate_until_settled(&a).await;
     let a_status = a_reply.member_status(&member).unwrap_or("missing").to_owned();
-    let a_written = cx
-        .w()
-        .sim
-        .allocation_calls()
-        .iter()
-        .flat_map(|c| c.entries.clone())
-        .filter(|e| e.applied && e.before != e.after)
-        .count();
+    let a_written = cx.changing_writes().len();
     let final_alloc = cx.state().get(&member).copied().flatten().unwrap_or(0);
     cx.note(format!(
         "B {} after {b_retried}; A retried: {} ({a_status}); {a_written} write(s); {member} {} → {}",

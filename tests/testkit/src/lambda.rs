@@ -280,26 +280,11 @@ impl FunctionProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The operating system's process id, while it runs.
-    pub fn id(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     /// SIGKILL, then waits until the process is gone: whatever it was doing stops at once,
     /// as when Lambda stops a timed-out or crashed container. Its connections close; the
     /// invocation it was working on is never answered.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
-    }
-
-    /// SIGKILL without waiting for the process to be reaped (usable outside async code).
-    pub fn kill_now(&mut self) {
-        let _ = self.child.start_kill();
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The invocations handed to this process, in order (only for processes started with
@@ -312,11 +297,6 @@ impl FunctionProcess {
     /// started with [`FunctionProcess::spawn_with_timeout`]; false otherwise).
     pub fn polling(&self) -> bool {
         self.proxy.as_ref().is_some_and(RuntimeProxy::polling)
-    }
-
-    /// The timeout its invocations get, when started behind a proxy.
-    pub fn timeout(&self) -> Option<Duration> {
-        self.proxy.as_ref().map(RuntimeProxy::timeout)
     }
 }
 

@@ -109,11 +109,6 @@ impl RuntimeProxy {
         format!("http://127.0.0.1:{}/.rt/{function}", self.port)
     }
 
-    /// The timeout every invocation gets.
-    pub fn timeout(&self) -> Duration {
-        self.shared.timeout
-    }
-
     /// Whether the process is waiting for an invocation (a `/next` poll is in flight): idle,
     /// so the next invocation can go to it.
     pub fn polling(&self) -> bool {
