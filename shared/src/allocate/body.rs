@@ -149,9 +149,6 @@ pub fn parse(body: &[u8], max_members: usize, thresholds: Thresholds) -> Result<
     meaning(raw, max_members, thresholds)
 }
 
-/// The body's SHA-256 in hex: what an idempotency key is bound to.
-pub use crate::apply::body_hash;
-
 /// Checks an `Idempotency-Key` header value: 1–200 printable ASCII characters.
 pub fn check_idempotency_key(key: &str) -> Result<(), Problem> {
     let field = |p: String| Problem::field("Idempotency-Key", p);
@@ -449,16 +446,16 @@ fn credits(
     problems: &mut Vec<Problem>,
 ) -> Option<Credits> {
     let problem = match Credits::parse_exact(&x.to_string()) {
-        Err(e) => Some(e.to_string()),
-        Ok(c) if c.is_negative() => Some(format!(
+        Err(e) => e.to_string(),
+        Ok(c) if c.is_negative() => format!(
             "is negative ({c}); allocations are absolute and ≥ 0 (to lower one, use set with the smaller value)"
-        )),
-        Ok(c) if c > MAX_CREDITS => Some(format!(
-            "{c} is above the largest accepted amount ({MAX_CREDITS}); check for extra zeros"
-        )),
+        ),
+        Ok(c) if c > MAX_CREDITS => {
+            format!("{c} is above the largest accepted amount ({MAX_CREDITS}); check for extra zeros")
+        }
         Ok(c) => return Some(c),
     };
-    let mut problem = Problem::field(field, problem.unwrap_or_default());
+    let mut problem = Problem::field(field, problem);
     if let Some(u) = username {
         problem = problem.with_username(u);
     }
@@ -638,6 +635,6 @@ mod tests {
         assert!(check_idempotency_key("").is_err());
         assert!(check_idempotency_key("é").is_err());
         assert!(check_idempotency_key(&"k".repeat(201)).is_err());
-        assert_eq!(body_hash(b"abc").len(), 64);
+        assert_eq!(crate::apply::body_hash(b"abc").len(), 64);
     }
 }

@@ -370,7 +370,8 @@ where
         let client = client.until(incoming.deadline.work_until());
         let planned = settings.applier.preview(&client, ledger, &request.ask).await?;
         let record = apply::preview_record(&who, &request.ask, planned);
-        return Ok(Reply::json(200, reply::body(&record, true)));
+        let (status, body) = reply::render(&record, true);
+        return Ok(Reply::json(status, body));
     }
 
     let key = incoming.idempotency_key.unwrap_or_default();
@@ -378,7 +379,7 @@ where
         client: &client,
         ledger,
         scope: Scope::of_key(who.caller.authority(), &who.caller.principal_id, key),
-        body_hash: body::body_hash(incoming.body),
+        body_hash: apply::body_hash(incoming.body),
         ask: &request.ask,
         who,
         deadline: incoming.deadline,
@@ -387,7 +388,8 @@ where
         Applied::Replayed(record) => (record, true),
         Applied::Applied(record) => (record, false),
     };
-    let mut reply = Reply::json(reply::status(&record, false), reply::body(&record, false));
+    let (status, body) = reply::render(&record, false);
+    let mut reply = Reply::json(status, body);
     if replayed {
         tracing::info!(request_id = incoming.request_id, "idempotent replay");
         reply.headers.push((REPLAY_HEADER, "true".into()));

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::apply::{EntryState, JournalEntry, Record, Unfinished};
 use crate::credits::amount::Credits;
 use crate::credits::member::{Allocation, Balance};
-use crate::credits::plan::{Outcome, PlanSkip, Request};
+use crate::credits::plan::{Outcome, Request};
 
 /// What happened to one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,13 +66,6 @@ fn requested(request: &Request) -> Value {
     json!({ (request.action()): request.credits() })
 }
 
-fn skip_reason(reason: PlanSkip) -> &'static str {
-    match reason {
-        PlanSkip::Disabled => "disabled",
-        PlanSkip::Viewer => "viewer: cannot consume credits",
-    }
-}
-
 /// One member's line.
 fn member_line(entry: &JournalEntry, dry_run: bool) -> (MemberStatus, Value) {
     let mut line = json!({
@@ -90,7 +83,7 @@ fn member_line(entry: &JournalEntry, dry_run: bool) -> (MemberStatus, Value) {
         }
         Outcome::Skipped { before, reason } => {
             line["before"] = json!(before);
-            line["reason"] = json!(skip_reason(*reason));
+            line["reason"] = json!(reason.to_string());
             MemberStatus::Skipped
         }
         Outcome::Change {
@@ -160,33 +153,27 @@ fn change_line(line: &mut Value, state: Option<&EntryState>, planned: Value, dry
     }
 }
 
-/// The HTTP status for a record.
-pub fn status(record: &Record, dry_run: bool) -> u16 {
-    if dry_run {
-        return 200;
-    }
-    if record.meta.unfinished.is_some() {
-        return 503;
-    }
-    let lines: Vec<MemberStatus> = record.entries.iter().map(|e| member_line(e, false).0).collect();
-    let count = |s: MemberStatus| lines.iter().filter(|l| **l == s).count();
+/// The HTTP status and the body for a record (see the module documentation).
+pub fn render(record: &Record, dry_run: bool) -> (u16, Value) {
+    let meta = &record.meta;
+    let lines: Vec<(MemberStatus, Value)> = record.entries.iter().map(|e| member_line(e, dry_run)).collect();
+    let count = |s: MemberStatus| lines.iter().filter(|(st, _)| *st == s).count();
     let failed = count(MemberStatus::NotAssigned)
         + count(MemberStatus::Failed)
         + count(MemberStatus::Conflict)
         + count(MemberStatus::Unknown)
         + count(MemberStatus::Pending);
-    match (count(MemberStatus::Assigned), failed) {
-        (_, 0) => 200,
-        (0, _) => 502,
-        _ => 207,
-    }
-}
-
-/// The reply body for a record.
-pub fn body(record: &Record, dry_run: bool) -> Value {
-    let meta = &record.meta;
-    let lines: Vec<(MemberStatus, Value)> = record.entries.iter().map(|e| member_line(e, dry_run)).collect();
-    let count = |s: MemberStatus| lines.iter().filter(|(st, _)| *st == s).count();
+    let status = if dry_run {
+        200
+    } else if meta.unfinished.is_some() {
+        503
+    } else {
+        match (count(MemberStatus::Assigned), failed) {
+            (_, 0) => 200,
+            (0, _) => 502,
+            _ => 207,
+        }
+    };
     let applied_increase: Credits = record
         .entries
         .iter()
@@ -205,7 +192,7 @@ pub fn body(record: &Record, dry_run: bool) -> Value {
                            and never applies a change twice",
         })
     });
-    json!({
+    let body = json!({
         "request_id": meta.request_id,
         "dry_run": dry_run,
         "caller": meta.caller.display(),
@@ -238,5 +225,6 @@ pub fn body(record: &Record, dry_run: bool) -> Value {
         "incomplete": incomplete,
         "warnings": meta.warnings,
         "audit_errors": meta.record_problems,
-    })
+    });
+    (status, body)
 }

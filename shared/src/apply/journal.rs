@@ -13,7 +13,7 @@ use crate::credits::member::Balance;
 use crate::credits::plan::{Guardrails, OrgPosition, Outcome, Request};
 use crate::ledger::{Caller, StoredRequest};
 
-/// Entries per journal page (and members per `assignUserCredits` call).
+/// Entries per journal page.
 pub const PAGE_ENTRIES: usize = 100;
 
 /// What became of one change, as far as is known.

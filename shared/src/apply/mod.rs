@@ -57,7 +57,6 @@ use crate::ledger::{
 
 pub use deadline::Deadline;
 pub use journal::{EntryState, JournalEntry, Record, RecordMeta, Unfinished};
-use observe::Reading;
 
 /// How long after its deadline an invocation's lease lasts: Lambda has stopped it by then.
 const LEASE_SLACK: TimeDelta = TimeDelta::seconds(2);
@@ -437,14 +436,10 @@ impl Applier {
                 continue;
             };
             entry.state = Some(match readings.get(&entry.username) {
-                Some(Ok(observed)) => match observe::read(observed, &before, target) {
-                    Reading::AtTarget => EntryState::Applied { observed: *observed },
-                    Reading::Elsewhere => EntryState::Conflict { observed: *observed },
-                    Reading::Unchanged => {
-                        resend.push(entry.index);
-                        EntryState::Planned
-                    }
-                },
+                Some(Ok(observed)) => observe::settled(observed, &before, target).unwrap_or_else(|| {
+                    resend.push(entry.index);
+                    EntryState::Planned
+                }),
                 Some(Err(error)) => EntryState::Unknown { error: error.clone() },
                 None => EntryState::Unknown {
                     error: "not read back".into(),

@@ -8,8 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures_util::{StreamExt, stream};
-
+use super::journal::EntryState;
 use crate::arcgis::{self, Client};
 use crate::credits::amount::Credits;
 use crate::credits::member::{Balance, Member};
@@ -44,6 +43,17 @@ pub fn read(observed: &Balance, before: &Balance, target: Credits) -> Reading {
     }
 }
 
+/// The state a change settles to from a balance read back: applied at the target, a
+/// conflict anywhere else; `None` while the member is still at the balance before, which each
+/// caller settles by why it read (left for a retry, failed, or superseded).
+pub fn settled(observed: &Balance, before: &Balance, target: Credits) -> Option<EntryState> {
+    match read(observed, before, target) {
+        Reading::AtTarget => Some(EntryState::Applied { observed: *observed }),
+        Reading::Elsewhere => Some(EntryState::Conflict { observed: *observed }),
+        Reading::Unchanged => None,
+    }
+}
+
 /// The current balance of each of `names`, or why it could not be read (`no longer in the
 /// organization` for members not found).
 pub async fn balances(
@@ -54,18 +64,19 @@ pub async fn balances(
     if names.len() > LOOKUP_LIMIT {
         return from_listing(client, names).await;
     }
-    stream::iter(names.iter().cloned())
-        .map(|name| async move {
-            let result = match client.member(&name).await {
+    client
+        .members(names.to_vec(), concurrency)
+        .await
+        .into_iter()
+        .map(|(name, result)| {
+            let balance = match result {
                 Ok(m) => Ok(m.balance),
                 Err(arcgis::Error::NotFound { .. }) => Err(gone()),
                 Err(e) => Err(e.to_string()),
             };
-            (name, result)
+            (name, balance)
         })
-        .buffer_unordered(concurrency.max(1))
         .collect()
-        .await
 }
 
 async fn from_listing(client: &Client, names: &[String]) -> HashMap<String, Result<Balance, String>> {

@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use futures_util::{StreamExt, stream};
 
 use super::{Applier, ApplyError, Ask, Planned};
 use crate::arcgis::{self, Capability, Client};
@@ -73,13 +72,8 @@ impl Applier {
     /// Exact lookups; not found → absent; any other failure fails the read (a plan from a
     /// guessed balance could overspend).
     async fn look_up(&self, client: &Client, names: &[String]) -> Result<Vec<Member>, ApplyError> {
-        // Owned names: a closure over `&str` makes the future not `Send` for every lifetime,
-        // which the Lambda runtime requires.
-        let mut lookups = stream::iter(names.to_vec())
-            .map(|name| async move { client.member(&name).await })
-            .buffer_unordered(self.lookup_concurrency.max(1));
         let mut found = Vec::new();
-        while let Some(result) = lookups.next().await {
+        for (_, result) in client.members(names.to_vec(), self.lookup_concurrency).await {
             match result {
                 Ok(m) => found.push(m),
                 Err(arcgis::Error::NotFound { .. }) => {}

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 
-use super::journal::{self, EntryState, Record, Unfinished};
-use super::observe::{self, Reading};
+use super::journal::{EntryState, Record, Unfinished};
+use super::observe;
 use super::{Applier, BATCH_TIME, Job};
 use crate::arcgis::{self, Client, CreditAssignment};
 use crate::credits::member::Balance;
@@ -35,7 +35,7 @@ impl Applier {
                 })
             })
             .collect::<Vec<_>>()
-            .chunks(journal::PAGE_ENTRIES)
+            .chunks(arcgis::allocation::ALLOCATION_BATCH)
             .map(<[_]>::to_vec)
             .collect();
         for (number, batch) in batches.into_iter().enumerate() {
@@ -113,20 +113,20 @@ impl Applier {
             };
             entry.state = Some(match (outcome, readings.get(&entry.username)) {
                 (SendOutcome::Rejected, _) => EntryState::NotAssigned,
-                (_, Some(Ok(observed))) => match (observe::read(observed, &before, target), outcome) {
-                    (Reading::AtTarget, _) => EntryState::Applied { observed: *observed },
-                    (Reading::Elsewhere, _) => EntryState::Conflict { observed: *observed },
-                    // Not applied after a transient failure: left for a retry with the same key.
-                    (Reading::Unchanged, SendOutcome::Failed { transient: true, .. }) => EntryState::Planned,
-                    (Reading::Unchanged, SendOutcome::Failed { error, .. }) => EntryState::NotApplied {
-                        error: error.clone(),
-                        observed: *observed,
-                    },
-                    (Reading::Unchanged, _) => EntryState::NotApplied {
-                        error: "ArcGIS accepted the call but the allocation did not change".into(),
-                        observed: *observed,
-                    },
-                },
+                (_, Some(Ok(observed))) => {
+                    observe::settled(observed, &before, target).unwrap_or_else(|| match outcome {
+                        // Not applied after a transient failure: left for a retry with the same key.
+                        SendOutcome::Failed { transient: true, .. } => EntryState::Planned,
+                        SendOutcome::Failed { error, .. } => EntryState::NotApplied {
+                            error: error.clone(),
+                            observed: *observed,
+                        },
+                        _ => EntryState::NotApplied {
+                            error: "ArcGIS accepted the call but the allocation did not change".into(),
+                            observed: *observed,
+                        },
+                    })
+                }
                 (_, Some(Err(error))) => EntryState::Unknown { error: error.clone() },
                 (_, None) => EntryState::Planned,
             });

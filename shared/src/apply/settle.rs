@@ -17,7 +17,7 @@
 use chrono::Utc;
 
 use super::journal::{EntryState, Record};
-use super::observe::{self, Reading};
+use super::observe;
 use super::{Applier, ApplyError, Books, Job, LEASE_SLACK, all_pending};
 use crate::ledger::{Claim, RequestClaim, RequestStatus, Scope};
 
@@ -80,14 +80,13 @@ impl Applier {
                 Some(Err(error)) => return Err(ApplyError::Unsettled(format!("{}: {error}", entry.username))),
                 None => return Err(ApplyError::Unsettled(format!("{}: not read back", entry.username))),
             };
-            entry.state = Some(match observe::read(&observed, &before, target) {
-                Reading::AtTarget => EntryState::Applied { observed },
-                Reading::Elsewhere => EntryState::Conflict { observed },
-                Reading::Unchanged => EntryState::NotApplied {
-                    error: SUPERSEDED.to_owned(),
-                    observed,
-                },
-            });
+            entry.state =
+                Some(
+                    observe::settled(&observed, &before, target).unwrap_or_else(|| EntryState::NotApplied {
+                        error: SUPERSEDED.to_owned(),
+                        observed,
+                    }),
+                );
         }
         record.meta.unfinished = None;
         record.meta.invocations += 1;

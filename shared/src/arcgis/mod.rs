@@ -37,7 +37,7 @@ mod wire;
 
 pub use allocation::CreditAssignment;
 pub use batch::{BatchOutcome, FailedBatch};
-pub use client::{Client, ClientConfig, deadline_from_epoch_ms};
+pub use client::{Client, ClientConfig};
 pub use credentials::{Credentials, Secret};
 pub use error::{ApiError, Error, TransportKind, redact_url};
 pub use notify::{Notification, NotifyChannel};

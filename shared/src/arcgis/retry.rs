@@ -142,15 +142,12 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
-    // Digits only but too many for a u64: longer than any deadline.
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(MAX_RETRY_AFTER);
-    }
     if let Ok(secs) = value.parse::<f64>() {
         if secs.is_nan() || secs < 0.0 {
             return None;
         }
-        // Too large for a Duration (1e30, inf): as long as the longest wait we accept.
+        // Too large for a Duration (1e30, inf, more digits than a u64 holds): as long as the
+        // longest wait we accept.
         return Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;

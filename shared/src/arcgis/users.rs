@@ -209,14 +209,8 @@ impl Client {
                 "listing records without credit fields; looking them up"
             );
         }
-        let mut fallbacks = stream::iter(lookups)
-            .map(|username| async move {
-                let result = self.member(&username).await;
-                (username, result)
-            })
-            .buffer_unordered(concurrency);
         let mut failed = Vec::new();
-        while let Some((username, result)) = fallbacks.next().await {
+        for (username, result) in self.members(lookups, concurrency).await {
             match result {
                 Ok(m) => {
                     members.insert(username, m);
@@ -242,6 +236,23 @@ impl Client {
             duplicates_dropped,
             problems,
         })
+    }
+
+    /// Looks up each of `usernames` ([`Client::member`]), `concurrency` at a time, in the order
+    /// they finish.
+    pub async fn members(
+        &self,
+        usernames: impl IntoIterator<Item = String>,
+        concurrency: usize,
+    ) -> Vec<(String, Result<Member, Error>)> {
+        stream::iter(usernames)
+            .map(|username| async move {
+                let result = self.member(&username).await;
+                (username, result)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await
     }
 
     /// Looks up one member by exact, case-sensitive username (`community/users/<username>`),

@@ -9,11 +9,7 @@ use crate::credits::amount::Credits;
 /// A whole number (a count, an offset) from a JSON number or numeric string, exponents
 /// included (`"1.0E2"`); `None` for fractions and anything else.
 pub(crate) fn count(v: &Value) -> Option<i64> {
-    let exact = Credits::from_json(v)?;
-    let one = Credits::whole(1).micros();
-    (exact.micros() % one == 0)
-        .then(|| i64::try_from(exact.micros() / one).ok())
-        .flatten()
+    Credits::from_json(v)?.whole_units()
 }
 
 /// A non-empty string.

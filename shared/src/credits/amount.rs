@@ -89,6 +89,15 @@ impl Credits {
         Credits(credits as i128 * MICROS)
     }
 
+    /// The amount as a whole number; `None` when it has a fraction or does not fit an `i64`.
+    /// ArcGIS writes counts and timestamps in the same spellings as amounts, so they are read
+    /// through the same exact decimal reader and then checked whole.
+    pub fn whole_units(self) -> Option<i64> {
+        (self.0 % MICROS == 0)
+            .then(|| i64::try_from(self.0 / MICROS).ok())
+            .flatten()
+    }
+
     /// The amount in micro-credits.
     pub const fn micros(self) -> i128 {
         self.0
@@ -181,24 +190,11 @@ impl Credits {
         }
         text
     }
-
-    /// `a × numerator ÷ denominator`, rounded half away from zero to the micro-credit, for
-    /// shares of an amount (`None` when `denominator` is zero).
-    pub fn mul_div(self, numerator: i128, denominator: i128) -> Option<Credits> {
-        if denominator == 0 {
-            return None;
-        }
-        let product = self.0.checked_mul(numerator)?;
-        let (q, r) = (product / denominator, product % denominator);
-        let round_up = 2 * r.abs() >= denominator.abs();
-        let sign = if (product < 0) != (denominator < 0) { -1 } else { 1 };
-        Some(Credits(if round_up { q + sign } else { q }))
-    }
 }
 
 /// The decimal text of a JSON number or numeric string, trimmed; `None` for other values.
 /// The one place ArcGIS's "number, or number as a string" spelling is read.
-pub fn number_text(value: &Value) -> Option<String> {
+fn number_text(value: &Value) -> Option<String> {
     match value {
         Value::Number(n) => Some(n.to_string()),
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
@@ -555,14 +551,6 @@ mod tests {
         assert_eq!(c("-0.001").grouped(2), "0.00");
         assert_eq!(c("0.0002").grouped(4), "0.0002");
         assert_eq!(c("12").grouped(9), "12.000000");
-    }
-
-    #[test]
-    fn shares_round_half_away_from_zero() {
-        assert_eq!(c("10").mul_div(1, 3).unwrap().to_string(), "3.333333");
-        assert_eq!(c("0.000001").mul_div(1, 2).unwrap().micros(), 1);
-        assert_eq!(c("-0.000001").mul_div(1, 2).unwrap().micros(), -1);
-        assert_eq!(c("1").mul_div(1, 0), None);
     }
 
     #[test]

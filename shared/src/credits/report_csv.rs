@@ -400,10 +400,13 @@ fn column_kind(j: usize, header: &str, username_col: Option<usize>, rows: &[&Rec
     }
 }
 
+/// A cent of a credit: what a total rounded to cents may be off by.
+const CENT_MICROS: i128 = 10_000;
+
 /// Totals may be rounded to cents, and each summed cell too: allow a cent for the total
 /// plus half a cent per summed cell.
 fn totals_agree(stated: Credits, summed: Credits, cells: usize) -> bool {
-    let allowed = Credits::parse_exact("0.01").unwrap_or_default().micros() + 5_000 * cells as i128;
+    let allowed = CENT_MICROS + CENT_MICROS / 2 * cells as i128;
     (stated - summed).micros().abs() <= allowed
 }
 

@@ -4,14 +4,14 @@
 //! On the wire each series is `{"stype", "etype", "username", "credits": [[ts, value], ...]}`
 //! where both timestamp and value are usually *strings* (`["1672185600000", "2.0E-4"]`).
 //! The parsers here accept strings or numbers, exponent notation included (through the one
-//! reader of ArcGIS numbers, [`number_text`]), and reject anything else with an error instead
+//! reader of ArcGIS numbers, [`Credits::from_json`]), and reject anything else with an error instead
 //! of counting it as zero. Values are exact [`Credits`].
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::amount::{Credits, number_text};
+use super::amount::Credits;
 
 /// Milliseconds in a day, the unit of burn rates.
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -230,11 +230,7 @@ pub fn parse_point(point: &Value) -> Result<(i64, Credits), UsageError> {
 /// (`"1.6721856E12"`): read exactly as a decimal, refused when it has a fraction.
 fn whole_ms(value: &Value) -> Option<i64> {
     // The amount reader is exact to 10⁻⁶ and holds far more than any epoch-ms value.
-    let exact = Credits::parse_rounded(&number_text(value)?).ok()?;
-    let micros = exact.micros();
-    (micros % 1_000_000 == 0)
-        .then(|| i64::try_from(micros / 1_000_000).ok())
-        .flatten()
+    Credits::from_json(value)?.whole_units()
 }
 
 #[cfg(test)]

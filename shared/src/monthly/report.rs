@@ -209,7 +209,6 @@ impl MonthlyReport {
     /// Assembles the report; pure, so the same inputs give the same report.
     pub fn build(inputs: ReportInputs<'_>) -> MonthlyReport {
         let total = inputs.by_service.total;
-        let share = |credits: Credits| (!total.is_zero()).then(|| round2(credits.to_f64() / total.to_f64() * 100.0));
         let operation_types = inputs
             .by_service
             .by_service
@@ -218,7 +217,7 @@ impl MonthlyReport {
                 label: s.service.clone(),
                 code: service_types::code(&s.service).map(str::to_owned),
                 credits: s.credits,
-                share_percent: share(s.credits),
+                share_percent: percent_of(s.credits, total),
             })
             .collect();
         let mut unattributed = Credits::ZERO;
@@ -228,7 +227,7 @@ impl MonthlyReport {
                 Attribution::Member(username) if !m.credits.is_zero() => members.push(MemberLine {
                     username: username.clone(),
                     credits: m.credits,
-                    share_percent: share(m.credits),
+                    share_percent: percent_of(m.credits, total),
                 }),
                 Attribution::Member(_) => {}
                 Attribution::Unattributed => unattributed += m.credits,
@@ -240,7 +239,7 @@ impl MonthlyReport {
             total_credits: prev,
             source,
             change_credits: total - prev,
-            change_percent: (!prev.is_zero()).then(|| round2((total - prev).to_f64() / prev.to_f64() * 100.0)),
+            change_percent: percent_of(total - prev, prev),
         });
         MonthlyReport {
             month: inputs.month,
@@ -264,8 +263,7 @@ impl MonthlyReport {
     /// The unattributed credits' share of the total, in percent (two decimals); `None` when
     /// nothing was used.
     pub fn unattributed_share_percent(&self) -> Option<f64> {
-        (!self.total_credits.is_zero())
-            .then(|| round2(self.unattributed_credits.to_f64() / self.total_credits.to_f64() * 100.0))
+        percent_of(self.unattributed_credits, self.total_credits)
     }
 }
 
@@ -274,6 +272,11 @@ fn round6(x: f64) -> f64 {
     let r = (x * 1e6).round() / 1e6;
     // -0.0 would print as "-0".
     if r == 0.0 { 0.0 } else { r }
+}
+
+/// `part` as a percentage of `whole`, two decimals; `None` when `whole` is zero.
+fn percent_of(part: Credits, whole: Credits) -> Option<f64> {
+    (!whole.is_zero()).then(|| round2(part.to_f64() / whole.to_f64() * 100.0))
 }
 
 fn round2(x: f64) -> f64 {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use reqwest::Url;
@@ -599,24 +599,6 @@ fn install_ring_provider() {
         // Err means another provider is already installed, which reqwest will use.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-}
-
-/// The longest time left a deadline helper accepts: no invocation lasts a day, so a deadline
-/// further off is a wrong clock or unit, and is bounded rather than added to `Instant::now()`.
-const MAX_TIME_LEFT: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// The instant `margin` before a wall-clock deadline in epoch milliseconds (what the Lambda
-/// runtime gives each invocation), for [`Client::until`]. A deadline already past, or closer
-/// than `margin`, is now; an absurdly far one is a day from now. Never panics.
-pub fn deadline_from_epoch_ms(deadline_epoch_ms: u64, margin: Duration) -> Instant {
-    let now = Instant::now();
-    let left = UNIX_EPOCH
-        .checked_add(Duration::from_millis(deadline_epoch_ms))
-        .and_then(|deadline| deadline.duration_since(SystemTime::now()).ok())
-        .unwrap_or(Duration::ZERO)
-        .saturating_sub(margin)
-        .min(MAX_TIME_LEFT);
-    now.checked_add(left).unwrap_or(now)
 }
 
 /// The `.../sharing/rest/` base for an org URL, the way Esri's clients derive it: keep an

@@ -96,26 +96,6 @@ fn until_shares_state_and_never_extends_a_deadline() {
 }
 
 #[test]
-fn a_lambda_deadline_in_epoch_ms_becomes_an_instant_without_panicking() {
-    let now_ms = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
-    let before = Instant::now();
-    let d = deadline_from_epoch_ms(now_ms + 60_000, Duration::from_secs(10));
-    let left = d.saturating_duration_since(before);
-    assert!(
-        left > Duration::from_secs(45) && left <= Duration::from_secs(50),
-        "{left:?}"
-    );
-    // Past, closer than the margin, absurd: never a panic.
-    let now = Instant::now();
-    assert!(deadline_from_epoch_ms(0, Duration::ZERO) <= Instant::now());
-    assert!(deadline_from_epoch_ms(now_ms + 1_000, Duration::from_secs(5)) <= Instant::now());
-    let far = deadline_from_epoch_ms(u64::MAX, Duration::MAX);
-    assert!(far <= Instant::now());
-    let far = deadline_from_epoch_ms(u64::MAX, Duration::ZERO);
-    assert!(far.saturating_duration_since(now) <= MAX_TIME_LEFT + Duration::from_secs(1));
-}
-
-#[test]
 fn config_debug_shows_the_portal_host_only() {
     let config = ClientConfig::new(
         "https://user:pa55word@org.example.com/sharing/rest?token=SECRET123",
