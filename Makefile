@@ -1,5 +1,5 @@
 # The commands of README.md. Each works on a fresh machine with Rust and Python 3.
-.PHONY: demo test faults
+.PHONY: demo test faults fidelity
 
 demo:
 	bash scripts/demo.sh
@@ -9,3 +9,7 @@ test:
 
 faults:
 	bash scripts/faults.sh
+
+# Not part of `test`: installs Esri's arcgis package (~600 MB) into target/fidelity-venv.
+fidelity:
+	bash scripts/fidelity.sh

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{TimeZone, Utc};
+use shared::credits::usage::BucketLabel;
 use shared::monthly::{BalanceSnapshot, Month, MonthlyReport, ReportInputs, SourceKind, render, source};
 
 #[tokio::main]
@@ -45,7 +46,8 @@ async fn render(out: &std::path::Path, members: usize) -> Result<(), Box<dyn std
     let client = testkit::arcgis::admin_client(&sim);
     let month: Month = "2026-10".parse()?;
     let props = client.org_properties().await?;
-    let figures = source::from_usage(&client, month, Some(month.previous())).await?;
+    // The simulator labels buckets by their start unless told otherwise.
+    let figures = source::from_usage(&client, month, Some(month.previous()), BucketLabel::Start).await?;
     let as_of = Utc.with_ymd_and_hms(2026, 11, 1, 6, 0, 0).single().ok_or("bad time")?;
     let report = MonthlyReport::build(ReportInputs {
         month,

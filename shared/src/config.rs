@@ -22,6 +22,7 @@ use crate::arcgis::{ClientConfig, NotifyChannel, RetryPolicy};
 use crate::credits::amount::Credits;
 use crate::credits::percent::Percent;
 use crate::credits::plan::Guardrails;
+use crate::credits::usage::BucketLabel;
 use crate::secrets::ArcgisSecret;
 
 /// Validated settings for the credit-steward functions.
@@ -73,6 +74,10 @@ pub struct Config {
     pub keep_report_items: bool,
     /// `REPORT_TOP_N` (default 10, 1–1000): members shown in the report's top list.
     pub report_top_n: usize,
+    /// `USAGE_BUCKET_LABEL` (`start` | `end`, default `start`): which end of its bucket a
+    /// usage timestamp names, unverified for ArcGIS (docs/arcgis.md, "Usage buckets"); read by
+    /// the scan's forecast and the monthly report.
+    pub usage_bucket_label: BucketLabel,
 }
 
 /// The allocation guardrails as configured (see `credits::plan::Guardrails`).
@@ -142,6 +147,7 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("REPORT_SOURCE", &["monthly-report"]),
     ("KEEP_REPORT_ITEMS", &["monthly-report"]),
     ("REPORT_TOP_N", &["monthly-report"]),
+    ("USAGE_BUCKET_LABEL", &["scan-credits", "monthly-report"]),
 ];
 
 const ALL: &[&str] = &["scan-credits", "allocate", "monthly-report"];
@@ -242,6 +248,13 @@ impl Config {
         };
         let keep_report_items = env.boolean("KEEP_REPORT_ITEMS", false);
         let report_top_n = env.number("REPORT_TOP_N", 10usize, 1..=1_000);
+        let usage_bucket_label = match env.get("USAGE_BUCKET_LABEL") {
+            None => BucketLabel::default(),
+            Some(v) => v.parse().unwrap_or_else(|e| {
+                env.problem("USAGE_BUCKET_LABEL", e);
+                BucketLabel::default()
+            }),
+        };
 
         if !env.problems.is_empty() {
             return Err(ConfigError { problems: env.problems });
@@ -271,6 +284,7 @@ impl Config {
             report_source,
             keep_report_items,
             report_top_n,
+            usage_bucket_label,
         })
     }
 
@@ -435,6 +449,7 @@ mod tests {
             ("ALLOW_UNAUTHENTICATED", "TRUE"),
             ("REPORT_SOURCE", "report-item"),
             ("KEEP_REPORT_ITEMS", "true"),
+            ("USAGE_BUCKET_LABEL", "end"),
         ])
         .unwrap();
         assert_eq!(c.auto_top_up_to, Some(Credits::whole(200)));
@@ -449,17 +464,20 @@ mod tests {
         );
         assert!(c.allow_unauthenticated && c.keep_report_items);
         assert_eq!(c.report_source, ReportSource::ReportItem);
+        assert_eq!(c.usage_bucket_label, BucketLabel::End);
         let d = config(&[("ARCGIS_SECRET_ID", "s")]).unwrap();
         assert_eq!(
             (d.auto_top_up_to, d.allow_unauthenticated, d.report_source),
             (None, false, ReportSource::Usage)
         );
+        assert_eq!(d.usage_bucket_label, BucketLabel::Start);
         let err = config(&[
             ("ARCGIS_SECRET_ID", "s"),
             ("AUTO_TOP_UP_TO", "0"),
             ("ALLOW_UNAUTHENTICATED", "yes"),
             ("REPORT_SOURCE", "csv"),
             ("ORG_RESERVE_CREDITS", "-1"),
+            ("USAGE_BUCKET_LABEL", "middle"),
         ])
         .unwrap_err();
         let vars: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
@@ -469,8 +487,14 @@ mod tests {
                 "AUTO_TOP_UP_TO",
                 "ORG_RESERVE_CREDITS",
                 "ALLOW_UNAUTHENTICATED",
-                "REPORT_SOURCE"
+                "REPORT_SOURCE",
+                "USAGE_BUCKET_LABEL"
             ]
+        );
+        assert!(
+            err.to_string()
+                .contains("USAGE_BUCKET_LABEL: 'middle' is not start or end"),
+            "{err}"
         );
     }
 

@@ -629,6 +629,71 @@ async fn an_account_without_manage_credits_is_403_naming_the_privileges() {
     assert!(sim.writes().is_empty());
 }
 
+/// A custom role can report `role: "org_admin"` with a `roleId` and lack the credit
+/// privileges: it is refused up front by its privileges, never trusted for its role and then
+/// stopped by a 403 halfway through the writes.
+#[tokio::test]
+async fn a_custom_role_reported_as_org_admin_without_the_privileges_is_403_before_any_write() {
+    use portal_sim::generate::{CONTENT_ADMIN_PASSWORD, CONTENT_ADMIN_USERNAME};
+    let sim = sim(30).await;
+    let content_admin = client(config_with(
+        &sim,
+        Credentials::UserPassword {
+            username: CONTENT_ADMIN_USERNAME.to_owned(),
+            password: Secret::new(CONTENT_ADMIN_PASSWORD),
+        },
+    ));
+    let reply = send_as(
+        &settings(&[]),
+        &Ledger::memory(),
+        &post(r#"{"allocations":[{"username":"jdoe","set":500}]}"#),
+        content_admin,
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    let text = reply.body.to_string();
+    for needed in [
+        "portal:admin:viewUsers",
+        "portal:admin:manageCredits",
+        "reported as org_admin",
+    ] {
+        assert!(text.contains(needed), "names {needed}: {text}");
+    }
+    assert!(sim.writes().is_empty());
+}
+
+/// A name that exists only in another org (its public view has no `orgId`) or behind a
+/// private profile is "not a member" for that name alone; the rest of the request goes on.
+#[tokio::test]
+async fn names_from_other_orgs_are_unknown_users_and_the_rest_of_the_request_proceeds() {
+    use portal_sim::generate::{PRIVATE_OUTSIDER_USERNAME, PUBLIC_OUTSIDER_USERNAME};
+    let sim = sim(30).await;
+    // An incomplete listing (rows without credits, one lookup failing) makes the apply path
+    // look every requested name up exactly, as it must before calling anyone unknown.
+    sim.update_behaviour(|b| b.list_includes_credits = false);
+    sim.set_faults(Faults {
+        error_envelope: Some(EnvelopeFault {
+            member: Some("jdoe2".into()),
+            code: 500,
+            message: "Internal error.".into(),
+            when: Trigger::default(),
+        }),
+        ..Faults::default()
+    });
+    let before = allocation(&sim, "auditor").expect("limited");
+    let body = format!(
+        r#"{{"allocations":[{{"username":"{PUBLIC_OUTSIDER_USERNAME}","set":5}},
+            {{"username":"{PRIVATE_OUTSIDER_USERNAME}","set":5}},{{"username":"auditor","add":10}}]}}"#
+    );
+    let reply = send(&settings(&[]), &Ledger::memory(), &sim, &post(body)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    for name in [PUBLIC_OUTSIDER_USERNAME, PRIVATE_OUTSIDER_USERNAME] {
+        assert_eq!(member(&reply, name)["status"], "unknown_user", "{name}: {}", reply.body);
+    }
+    assert_eq!(member(&reply, "auditor")["status"], "assigned", "{}", reply.body);
+    assert_eq!(allocation(&sim, "auditor"), Some(before + 10.0));
+}
+
 #[tokio::test]
 async fn budgeting_off_is_422_and_bad_credentials_are_502_flagged_for_the_edge() {
     let sim = start(generate(&GenParams {

@@ -83,3 +83,54 @@ async fn an_error_envelope_for_one_member_is_that_members_error_only() {
         "jdoe2"
     );
 }
+
+/// The public view of a user of another org carries no `orgId`, role or credit fields, and
+/// a private profile answers "User does not exist or is inaccessible": both are "not a
+/// member of this org", never a failure of the lookup.
+#[tokio::test]
+async fn users_of_other_orgs_public_or_private_are_not_members() {
+    use portal_sim::generate::{PRIVATE_OUTSIDER_USERNAME, PUBLIC_OUTSIDER_USERNAME};
+    let sim = sim(200).await;
+    let client = admin_client(&sim);
+    for name in [PUBLIC_OUTSIDER_USERNAME, PRIVATE_OUTSIDER_USERNAME] {
+        match client.member(name).await {
+            Err(Error::NotFound { username, .. }) => assert_eq!(username, name),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // A member with a private profile is still seen whole by the org's administrator.
+    let private = client
+        .member("private_member")
+        .await
+        .expect("an admin sees private members");
+    assert!(matches!(private.balance, Balance::Limited { .. }));
+}
+
+/// A member without an allocation is unlimited whether `availableCredits` holds the org's
+/// credits (as recorded live) or `-1` (as older mocks show); no balance is read from it.
+#[tokio::test]
+async fn unlimited_members_are_unlimited_whatever_available_credits_holds() {
+    use portal_sim::UnlimitedAvailable;
+    for served in [UnlimitedAvailable::OrgCredits, UnlimitedAvailable::MinusOne] {
+        let sim = sim(60).await;
+        sim.update_behaviour(|b| b.unlimited_available = served);
+        let client = admin_client(&sim);
+        let truth = sim.member("unlimited_analyst").expect("in the fixture");
+        assert_eq!(truth.allocation, None);
+        let expected_available = match served {
+            UnlimitedAvailable::OrgCredits => sim.org().available_credits,
+            UnlimitedAvailable::MinusOne => -1.0,
+        };
+        assert_eq!(truth.available_credits, expected_available, "{served:?}");
+        let member = client.member("unlimited_analyst").await.unwrap();
+        assert_eq!(member.balance, Balance::Unlimited, "{served:?}");
+        let listed = client.list_members().await.unwrap();
+        let unlimited = listed
+            .members
+            .iter()
+            .filter(|m| m.balance == Balance::Unlimited)
+            .count();
+        let expected = sim.members().iter().filter(|m| m.allocation.is_none()).count();
+        assert_eq!(unlimited, expected, "{served:?}");
+    }
+}

@@ -13,13 +13,14 @@ use serde_json::{Value, json};
 use shared::arcgis::{Client, ClientConfig, NotifyChannel};
 use shared::config::ReportSource;
 use shared::credits::member::Credits;
+use shared::credits::usage::BucketLabel;
 use shared::ledger::{Ledger, RunClaim, RunStatus};
 use shared::monthly::{
     self, Deps, EmailOutcome, Month, MonthFrom, MonthlyError, MonthlyReport, ReportKeys, ReportSettings, ReportStore,
     RunSummary, SnapshotOrigin, SourceKind,
 };
 
-use crate::support::{admin, config_with, sim};
+use crate::support::{admin, admin_client, config_with, geocode_usage, sim};
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -97,6 +98,7 @@ fn settings(source: ReportSource, keep_report_items: bool, store: &ReportStore, 
         keep_report_items,
         top_n: 5,
         notify_channel: NotifyChannel::Email,
+        bucket_label: BucketLabel::Start,
     }
 }
 
@@ -699,4 +701,147 @@ async fn an_unreadable_stored_report_only_costs_the_balance_snapshot() {
     let (bytes, _) = object(&s3, &store, &keys.json).await;
     let report: MonthlyReport = serde_json::from_slice(&bytes).expect("overwritten with the report");
     assert_eq!(report.balance, summary.balance);
+}
+
+/// The simulator's switch for the product's `USAGE_BUCKET_LABEL`.
+fn sim_label(label: BucketLabel) -> portal_sim::BucketLabel {
+    match label {
+        BucketLabel::Start => portal_sim::BucketLabel::Start,
+        BucketLabel::End => portal_sim::BucketLabel::End,
+    }
+}
+
+/// Plants usage on the last day of September, the first and last days of October and the
+/// first of November, each amount different, so that a month shifted by a day at either edge
+/// has other totals. Returns the member charged.
+fn plant_month_edges(sim: &SimHandle) -> String {
+    let username = sim.members()[0].username.clone();
+    for (day, credits) in [
+        ("2026-09-30", 3.000_001),
+        ("2026-10-01", 1.25),
+        ("2026-10-31", 2.75),
+        ("2026-11-01", 4.5),
+    ] {
+        geocode_usage(
+            sim,
+            &username,
+            at(&format!("{day}T00:00:00Z")).timestamp_millis(),
+            credits,
+        );
+    }
+    username
+}
+
+/// The simulator's records over the whole UTC days `[from, to)`, exact.
+fn independent_between(sim: &SimHandle, from: &str, to: &str) -> Credits {
+    let (from, to) = (at(from).timestamp_millis(), at(to).timestamp_millis());
+    sim.org()
+        .usage
+        .iter()
+        .filter(|r| from <= r.day && r.day < to)
+        .map(|r| exact(r.credits))
+        .sum()
+}
+
+#[tokio::test]
+async fn month_totals_are_exact_at_the_month_edges_under_either_bucket_label() {
+    let s3 = s3();
+    for label in [BucketLabel::Start, BucketLabel::End] {
+        // Both sides agree on the convention: the simulator labels buckets as configured.
+        let sim = sim(40).await;
+        sim.set_behaviour(portal_sim::Behaviour {
+            usage_bucket_label: sim_label(label),
+            ..portal_sim::Behaviour::default()
+        });
+        let username = plant_month_edges(&sim);
+        let (october, september) = (october(), october().previous());
+        let total = independent_total(&sim, october);
+        // A day too early or too late at the edges would give another total.
+        assert_ne!(
+            total,
+            independent_between(&sim, "2026-09-30T00:00:00Z", "2026-10-31T00:00:00Z")
+        );
+        assert_ne!(
+            total,
+            independent_between(&sim, "2026-10-02T00:00:00Z", "2026-11-02T00:00:00Z")
+        );
+
+        let store = bucket(&s3).await;
+        let settings = ReportSettings {
+            bucket_label: label,
+            ..settings(ReportSource::Usage, false, &store, MEMORY_LEDGER)
+        };
+        let summary = run_once(
+            json!({"scheduled_time": FIRST}),
+            &client(&sim, Duration::from_secs(30)),
+            &store,
+            &Ledger::memory(),
+            &settings,
+            first_run_now(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{label:?}: {e}"));
+        assert_eq!(summary.total_credits, total, "{label:?}: October's total");
+        let previous = summary.previous.expect("September is within retention");
+        assert_eq!(
+            previous.total_credits,
+            independent_total(&sim, september),
+            "{label:?}: September's total"
+        );
+
+        // Per member too: the member query's edges are those of the per-type query.
+        let figures = monthly::source::from_usage(&admin_client(&sim), october, Some(september), label)
+            .await
+            .unwrap();
+        assert_eq!(figures.by_member.total, total, "{label:?}");
+        let charged = figures
+            .by_member
+            .by_member
+            .iter()
+            .find(|m| m.member.to_string() == username)
+            .map(|m| m.credits);
+        assert_eq!(
+            charged,
+            independent_by_member(&sim, october).get(&username).copied(),
+            "{label:?}: {username}"
+        );
+        assert!(figures.notes.is_empty(), "{label:?}: {:?}", figures.notes);
+    }
+}
+
+#[tokio::test]
+async fn a_mismatched_bucket_label_shifts_the_month_by_exactly_one_day() {
+    let (october, september) = (october(), october().previous());
+    for (served, configured, from, to) in [
+        // End labels read as starts: each day is taken for the day after it.
+        (
+            BucketLabel::End,
+            BucketLabel::Start,
+            "2026-09-30T00:00:00Z",
+            "2026-10-31T00:00:00Z",
+        ),
+        // Start labels read as ends: each day is taken for the day before it.
+        (
+            BucketLabel::Start,
+            BucketLabel::End,
+            "2026-10-02T00:00:00Z",
+            "2026-11-02T00:00:00Z",
+        ),
+    ] {
+        let sim = sim(40).await;
+        sim.set_behaviour(portal_sim::Behaviour {
+            usage_bucket_label: sim_label(served),
+            ..portal_sim::Behaviour::default()
+        });
+        plant_month_edges(&sim);
+        let figures = monthly::source::from_usage(&admin_client(&sim), october, Some(september), configured)
+            .await
+            .unwrap();
+        let shifted = independent_between(&sim, from, to);
+        assert_eq!(
+            figures.by_service.total, shifted,
+            "served {served:?}, read as {configured:?}"
+        );
+        assert_ne!(figures.by_service.total, independent_total(&sim, october));
+    }
 }

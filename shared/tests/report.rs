@@ -122,3 +122,46 @@ async fn report_creation_is_not_retried() {
     assert!(matches!(err, Error::Http { status: 502, .. }), "{err:?}");
     assert_eq!(sim.reports().len(), 1, "one item, not one per retry");
 }
+
+/// A new report item can answer "item not found" (`CONT_0001`) for a few seconds: that is
+/// "not visible yet", waited out like processing, not a failed run.
+#[tokio::test]
+async fn a_report_item_not_visible_yet_is_waited_for() {
+    let sim = sim(20).await;
+    sim.update_behaviour(|b| {
+        b.report_item_visible_after_ms = 1_500;
+        b.report_processing_ms = 0;
+    });
+    let client = crate::support::client(shared::arcgis::ClientConfig {
+        report_poll_interval: Duration::from_millis(200),
+        ..crate::support::config_with(&sim, crate::support::admin())
+    });
+    let item = client
+        .create_credits_report(ADMIN_USERNAME, 2026, 10)
+        .await
+        .expect("created");
+    client.wait_for_report(&item).await.expect("visible, then completed");
+    let csv = client.download_report(&item).await.expect("downloaded");
+    assert!(!csv.is_empty());
+    let polls = sim.request_count("content/users/{owner}/items/{id}/status");
+    assert!(polls >= 2, "the first polls found no item yet: {polls}");
+}
+
+/// Past the grace period, "item not found" is what it says.
+#[tokio::test]
+async fn a_report_item_that_never_appears_fails_after_the_grace_period() {
+    let sim = sim(20).await;
+    sim.update_behaviour(|b| b.report_item_visible_after_ms = 600_000);
+    let client = crate::support::client(shared::arcgis::ClientConfig {
+        report_poll_interval: Duration::from_millis(100),
+        report_visibility_grace: Duration::from_millis(500),
+        ..crate::support::config_with(&sim, crate::support::admin())
+    });
+    let item = client
+        .create_credits_report(ADMIN_USERNAME, 2026, 10)
+        .await
+        .expect("created");
+    let err = client.wait_for_report(&item).await.expect_err("never visible");
+    let api = err.api().expect("ArcGIS's answer");
+    assert!(api.is_item_not_found(), "{err:?}");
+}

@@ -9,8 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use portal_sim::generate::{AUDITOR_PASSWORD, AUDITOR_USERNAME};
 use portal_sim::{
-    EnvelopeFault, Faults, GenParams, HoldPhase, HoldSpec, HttpErrorFault, SimHandle, Trigger, UsageRecord, generate,
-    start,
+    EnvelopeFault, Faults, GenParams, HoldPhase, HoldSpec, HttpErrorFault, SimHandle, Trigger, generate, start,
 };
 use serde_json::Value;
 use shared::apply::Deadline;
@@ -22,11 +21,11 @@ use shared::credits::member::Balance;
 use shared::credits::percent::Percent;
 use shared::ledger::{Caller, Ledger, RunStatus};
 use shared::scan::top_up::AUDIT_SOURCE;
-use shared::scan::{ORG_ALERT_KEY, ScanDeps, ScanError, ScanRequest, ScanSettings, ScanSummary, scan};
+use shared::scan::{ForecastStatus, ORG_ALERT_KEY, ScanDeps, ScanError, ScanRequest, ScanSettings, ScanSummary, scan};
 use shared::schedule::ScanInput;
 use shared::telemetry;
 
-use crate::support::{admin_client, as_of, audit_recent, client, config_with, kill_at, sim};
+use crate::support::{admin_client, as_of, audit_recent, client, config_with, geocode_usage, kill_at, sim};
 
 const NOTIFY: &str = "portals/self/createNotification";
 
@@ -145,19 +144,8 @@ fn healthy_member(sim: &SimHandle) -> (String, f64, f64) {
 }
 
 fn consume(sim: &SimHandle, username: &str, credits: f64) {
-    sim.consume(UsageRecord {
-        day: as_of()
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight")
-            .and_utc()
-            .timestamp_millis(),
-        username: Some(username.to_owned()),
-        stype: "geocode".into(),
-        etype: "geocodecnt".into(),
-        credits,
-        num: 1,
-    })
-    .expect("consumption recorded");
+    let midnight = as_of().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    geocode_usage(sim, username, midnight.timestamp_millis(), credits);
 }
 
 #[tokio::test]
@@ -358,6 +346,34 @@ async fn a_missing_privilege_is_named_and_nothing_is_claimed() {
     assert_eq!(sim.notifications().len(), 1);
 }
 
+/// A custom role reported as `org_admin` (with a `roleId`) but without the credit privileges
+/// is refused by its privileges before the scan reads, writes or emails anything, instead of
+/// passing for an administrator and failing halfway.
+#[tokio::test]
+async fn a_custom_role_reported_as_org_admin_is_refused_by_its_privileges_before_any_email() {
+    use portal_sim::generate::{CONTENT_ADMIN_PASSWORD, CONTENT_ADMIN_USERNAME};
+    let sim = sim(50).await;
+    let ledger = Ledger::memory();
+    let content_admin = Credentials::UserPassword {
+        username: CONTENT_ADMIN_USERNAME.into(),
+        password: Secret::new(CONTENT_ADMIN_PASSWORD),
+    };
+    let client = client(config_with(&sim, content_admin));
+    let err = run_with(&client, &ledger, &config(&[]), &request(0)).await.unwrap_err();
+    assert_eq!(err.kind(), "MissingPrivilege");
+    let msg = err.to_string();
+    for needed in [
+        "portal:admin:viewUsers",
+        "portal:admin:manageCredits",
+        "reported as org_admin",
+    ] {
+        assert!(msg.contains(needed), "names {needed}: {msg}");
+    }
+    assert!(sim.notifications().is_empty());
+    assert!(sim.writes().is_empty());
+    assert!(ledger.alert_levels().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_failed_email_leaves_the_alert_state_alone_and_the_next_run_resends() {
     let sim = sim(150).await;
@@ -437,6 +453,57 @@ async fn forecasts_unavailable_do_not_fail_the_scan_and_are_reported() {
             .all(|m| m.days_until_empty.is_none() && m.credits_per_day.is_none())
     );
     assert!(sim.notifications()[0].message.contains("forecasts are unavailable"));
+}
+
+#[tokio::test]
+async fn the_forecast_reads_the_30_whole_days_before_the_scan_day_under_either_bucket_label() {
+    let scan_day = at(0);
+    let day = |offset: i64| (scan_day + chrono::Duration::days(offset)).timestamp_millis();
+    for (label, served) in [
+        ("start", portal_sim::BucketLabel::Start),
+        ("end", portal_sim::BucketLabel::End),
+    ] {
+        // Both sides agree on the convention.
+        let sim = sim(60).await;
+        sim.set_behaviour(portal_sim::Behaviour {
+            usage_bucket_label: served,
+            ..portal_sim::Behaviour::default()
+        });
+        // Usage on the day before the window, its first and last days and the scan day itself,
+        // each amount different: a window shifted by a day would measure another rate.
+        let username = sim.members()[0].username.clone();
+        for (offset, credits) in [(-31, 3.000_001), (-30, 1.25), (-1, 2.75), (0, 40.5)] {
+            geocode_usage(&sim, &username, day(offset), credits);
+        }
+        let used = |from: i64, to: i64| -> Credits {
+            sim.org()
+                .usage
+                .iter()
+                .filter(|r| day(from) <= r.day && r.day < day(to))
+                .map(|r| Credits::from_f64(r.credits).expect("an exact record"))
+                .sum()
+        };
+        let rate = |credits: Credits| credits.to_f64() / 30.0;
+        let expected = rate(used(-30, 0));
+        assert_ne!(expected, rate(used(-31, -1)), "a day early would differ");
+        assert_ne!(expected, rate(used(-29, 1)), "a day late would differ");
+
+        let settings = config(&[("USAGE_BUCKET_LABEL", label)]);
+        let s = run(&sim, &Ledger::memory(), &settings, &request(0))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        match s.forecast {
+            ForecastStatus::Available {
+                window_days,
+                org_credits_per_day,
+                ..
+            } => {
+                assert_eq!(window_days, 30.0, "{label}");
+                assert_eq!(org_credits_per_day, expected, "{label}: the org's rate");
+            }
+            other => panic!("{label}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -642,6 +709,13 @@ async fn the_top_up_selects_by_the_runs_own_thresholds() {
         at_20.len() > at_10.len(),
         "the generated org has members critical only at 20 %"
     );
+    // Those already at or above the top-up target need no change.
+    let below_target: BTreeSet<String> = at_20
+        .iter()
+        .filter(|u| sim.member(u).is_some_and(|m| m.available_credits < 200.0))
+        .cloned()
+        .collect();
+    assert!(below_target.len() > at_10.len(), "{below_target:?}");
     let mut req = request(0);
     req.input.critical_percent = Some(Percent::whole(20).unwrap());
 
@@ -651,7 +725,7 @@ async fn the_top_up_selects_by_the_runs_own_thresholds() {
     let top_up = serde_json::to_value(&s.top_up).unwrap();
     assert_eq!(top_up["status"], "applied", "{top_up:#}");
     let applied: BTreeSet<String> = s.allocations_applied.iter().map(|a| a.username.clone()).collect();
-    assert_eq!(applied, at_20, "topped up by the run's thresholds");
+    assert_eq!(applied, below_target, "topped up by the run's thresholds");
 }
 
 // Multi-threaded: the killed run's thread blocks this one while the simulator serves it.

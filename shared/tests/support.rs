@@ -35,6 +35,20 @@ pub fn moto_aws() -> aws_config::SdkConfig {
         .build()
 }
 
+/// Records `credits` of geocoding by `username` on the day starting at `day_ms` (UTC
+/// midnight, epoch ms): the member's balance, the org's credits and the usage move together.
+pub fn geocode_usage(sim: &SimHandle, username: &str, day_ms: i64, credits: f64) {
+    sim.consume(portal_sim::UsageRecord {
+        day: day_ms,
+        username: Some(username.to_owned()),
+        stype: "geocode".into(),
+        etype: "geocodecnt".into(),
+        credits,
+        num: 1,
+    })
+    .expect("usage recorded");
+}
+
 /// An exact amount from its decimal text.
 pub fn c(text: &str) -> Credits {
     Credits::parse_exact(text).expect("exact credits")

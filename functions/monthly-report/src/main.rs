@@ -229,6 +229,7 @@ mod tests {
             ("KEEP_REPORT_ITEMS", "true"),
             ("REPORT_TOP_N", "5"),
             ("NOTIFY_CHANNEL", "builtin"),
+            ("USAGE_BUCKET_LABEL", "end"),
         ])
         .unwrap();
         assert_eq!(
@@ -240,6 +241,7 @@ mod tests {
                 keep_report_items: true,
                 top_n: 5,
                 notify_channel: shared::arcgis::NotifyChannel::Builtin,
+                bucket_label: shared::credits::usage::BucketLabel::End,
             }
         );
         let defaults = config_of(&[
@@ -253,6 +255,7 @@ mod tests {
         assert!(!settings.keep_report_items);
         assert_eq!(settings.top_n, 10);
         assert_eq!(settings.notify_channel, shared::arcgis::NotifyChannel::Email);
+        assert_eq!(settings.bucket_label, shared::credits::usage::BucketLabel::Start);
     }
 
     /// A store whose endpoint refuses connections: any S3 call would fail loudly.

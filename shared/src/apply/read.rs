@@ -23,7 +23,13 @@ impl Applier {
             client.list_members(),
             ledger.granted_since(Utc::now())
         );
-        let org = org.map_err(ApplyError::Arcgis)?;
+        let org = org.map_err(|e| match e {
+            // This account may not manage credits: a 403, not ArcGIS failing.
+            e @ (arcgis::Error::MissingPrivileges { .. } | arcgis::Error::NotAdminView { app_token: true, .. }) => {
+                ApplyError::MissingPrivileges(e)
+            }
+            e => ApplyError::Arcgis(e),
+        })?;
         org.ensure(Capability::ManageCredits)
             .map_err(ApplyError::MissingPrivileges)?;
         if !org.budgeting_enabled {

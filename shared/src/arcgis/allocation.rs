@@ -101,7 +101,7 @@ pub(crate) fn validate_usernames<'a>(what: &str, names: impl Iterator<Item = &'a
 }
 
 /// The members refused inside a successful answer; `success: false` fails the whole batch.
-fn refused(body: &Value, field: &str, what: &str) -> Result<Vec<String>, Error> {
+pub(crate) fn refused(body: &Value, field: &str, what: &str) -> Result<Vec<String>, Error> {
     if body.get("success").and_then(Value::as_bool) == Some(false) {
         return Err(Error::Unexpected {
             what: what.to_owned(),

@@ -71,6 +71,18 @@ impl ApiError {
         matches!(self.code, Some(498 | 499))
     }
 
+    /// True for "Item does not exist or is inaccessible" (`CONT_0001`, or a 400/404 without a
+    /// message code saying so): what a report item answers until it becomes visible.
+    pub fn is_item_not_found(&self) -> bool {
+        match self.message_code.as_deref() {
+            Some(code) => code.eq_ignore_ascii_case("CONT_0001"),
+            None => {
+                matches!(self.code, Some(400 | 404))
+                    && self.message.to_ascii_lowercase().contains("item does not exist")
+            }
+        }
+    }
+
     /// What an operator should do about this error, by code.
     pub fn hint(&self) -> &'static str {
         match self.code {
@@ -242,13 +254,14 @@ pub enum Error {
         app_token: bool,
     },
     /// The signed-in account is not allowed to do what was asked.
-    #[error("{account} (role {}) may not {needed_for}: missing privileges {}. Grant them to its \
-        role or use an org administrator.", role.as_deref().unwrap_or("unknown"), missing.join(", "))]
+    #[error("{account} ({}) may not {needed_for}: missing privileges {}. {}",
+        describe_role(role.base.as_deref(), role.custom_id.as_deref()), missing.join(", "),
+        privileges_hint(role.base.as_deref(), role.custom_id.as_deref()))]
     MissingPrivileges {
         /// The signed-in username or app.
         account: String,
-        /// Its base role, when known.
-        role: Option<String>,
+        /// Its role, when it has one (boxed: errors travel in every `Result`).
+        role: Box<AccountRole>,
         /// The activity that needs the privileges.
         needed_for: &'static str,
         /// The privileges it lacks.
@@ -376,6 +389,41 @@ impl Error {
             Error::Api { api, .. } => matches!(api.code, Some(401 | 403 | 498 | 499)),
             _ => false,
         }
+    }
+}
+
+/// A signed-in account's role as `portals/self` reports it, for messages: the base role, and
+/// the custom role's id when the role is custom.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountRole {
+    /// `org_admin`, `org_publisher` or `org_user` (custom roles report their base here).
+    pub base: Option<String>,
+    /// The custom role's id (`roleId`), when the role is custom.
+    pub custom_id: Option<String>,
+}
+
+fn describe_role(role: Option<&str>, role_id: Option<&str>) -> String {
+    match (role, role_id) {
+        (Some(role), Some(id)) => format!("custom role {id}, reported as {role}"),
+        (Some(role), None) => format!("role {role}"),
+        (None, _) => "role unknown".to_owned(),
+    }
+}
+
+/// What to do about missing privileges. A custom role reporting `org_admin` looks like an
+/// administrator and is not one, which deserves saying.
+fn privileges_hint(role: Option<&str>, role_id: Option<&str>) -> &'static str {
+    match (role, role_id) {
+        (Some("org_admin"), Some(_)) => {
+            "A custom role reported as org_admin has only the privileges it lists: add these to \
+            the role in the organization's member roles, or use an account with the built-in \
+            Administrator role."
+        }
+        (Some("org_admin"), None) => {
+            "The built-in Administrator role should list every privilege and ArcGIS listed \
+            fewer: check the account's role on the organization's Members page."
+        }
+        _ => "Grant them to its role, or use an account with the built-in Administrator role.",
     }
 }
 

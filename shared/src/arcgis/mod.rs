@@ -17,6 +17,7 @@
 //! - [`users`]: the complete member listing and exact lookup.
 //! - [`allocation`], [`notify`]: batched writes ([`batch`] holds their per-member outcome).
 //! - [`usage`]: credit usage series. [`report`]: the credits report item.
+//! - [`fields`]: every answer field read, with its evidence (a recorded answer, or why not).
 
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod client;
 pub mod credentials;
 mod endpoint;
 pub mod error;
+pub mod fields;
 pub mod notify;
 pub mod portal;
 pub mod report;
@@ -34,6 +36,9 @@ pub mod retry;
 pub mod usage;
 pub mod users;
 mod wire;
+
+#[cfg(test)]
+mod recorded;
 
 pub use allocation::CreditAssignment;
 pub use batch::{BatchOutcome, FailedBatch};

@@ -10,7 +10,7 @@ use crate::credits::amount::Credits;
 
 use super::client::Client;
 use super::endpoint::PORTAL_SELF;
-use super::error::Error;
+use super::error::{AccountRole, Error};
 use super::wire;
 
 /// Privilege to see every member's full record, credit fields and email included.
@@ -76,8 +76,8 @@ pub enum Capability {
 }
 
 impl Capability {
-    /// The privileges that grant it to a non-`org_admin` role (see docs/arcgis.md, "Org
-    /// properties (`portals/self`)").
+    /// The privileges that grant it, to any role (see docs/arcgis.md, "Org properties
+    /// (`portals/self`)").
     pub fn privileges(self) -> &'static [&'static str] {
         match self {
             Capability::ManageCredits => &[VIEW_USERS, MANAGE_CREDITS],
@@ -94,20 +94,44 @@ impl Capability {
 }
 
 impl OrgProperties {
-    /// Ok if the token may do `capability`; otherwise an error naming the missing privileges.
-    /// An `org_admin` may do everything; any other role needs the privileges themselves.
+    /// Ok if the token may do `capability`; otherwise an error naming the missing privileges
+    /// (see [`SignedIn::ensure`]).
     pub fn ensure(&self, capability: Capability) -> Result<(), Error> {
-        let (account, role, privileges) = match &self.signed_in {
-            SignedIn::User(u) => (format!("user '{}'", u.username), u.role.clone(), &u.privileges),
+        self.signed_in.ensure(capability)
+    }
+
+    /// The signed-in member's username, when the token is a member's.
+    pub fn username(&self) -> Option<&str> {
+        match &self.signed_in {
+            SignedIn::User(u) => Some(&u.username),
+            SignedIn::App { .. } => None,
+        }
+    }
+}
+
+impl SignedIn {
+    /// Ok if the token may do `capability`; otherwise an error naming the missing privileges.
+    /// Decided from the privileges alone, whatever the role: a custom role can report
+    /// `role: "org_admin"` (with a `roleId`) and still lack the credit privileges, and would
+    /// then pass a check on the role only to meet 403 halfway through a run (see
+    /// docs/arcgis.md, "Org properties (`portals/self`)"). The built-in Administrator role is
+    /// expected to list every privilege (no recorded answer shows its full list: Esri's mocks
+    /// abbreviate it); if one does not, the error says so instead of guessing.
+    pub fn ensure(&self, capability: Capability) -> Result<(), Error> {
+        let (account, role, role_id, privileges) = match self {
+            SignedIn::User(u) => (
+                format!("user '{}'", u.username),
+                u.role.clone(),
+                u.role_id.clone(),
+                &u.privileges,
+            ),
             SignedIn::App { app_id, privileges } => (
                 format!("app '{}'", app_id.as_deref().unwrap_or("unknown")),
+                None,
                 None,
                 privileges,
             ),
         };
-        if role.as_deref() == Some("org_admin") {
-            return Ok(());
-        }
         let missing: Vec<String> = capability
             .privileges()
             .iter()
@@ -119,18 +143,13 @@ impl OrgProperties {
         } else {
             Err(Error::MissingPrivileges {
                 account,
-                role,
+                role: Box::new(AccountRole {
+                    base: role,
+                    custom_id: role_id,
+                }),
                 needed_for: capability.describe(),
                 missing,
             })
-        }
-    }
-
-    /// The signed-in member's username, when the token is a member's.
-    pub fn username(&self) -> Option<&str> {
-        match &self.signed_in {
-            SignedIn::User(u) => Some(&u.username),
-            SignedIn::App { .. } => None,
         }
     }
 }
@@ -188,6 +207,11 @@ pub fn parse_org_properties(body: &Value) -> Result<OrgProperties, Error> {
         }),
         (None, None) => None,
     };
+    // A member's view without the org's credits: name the privileges that would show them,
+    // which says more than "not an administrator" (a custom role can look like one).
+    if let (None, Some(user @ SignedIn::User(_))) = (available, &signed_in) {
+        user.ensure(Capability::ManageCredits)?;
+    }
     let (Some(available_credits), Some(signed_in)) = (available, signed_in.clone()) else {
         let mut missing = Vec::new();
         if available.is_none() {
@@ -226,7 +250,8 @@ mod tests {
             "id": "LjjARY1mkhxulWPq", "name": "Org", "availableCredits": 5.0018196E7,
             "creditAssignments": "enabled", "defaultUserCreditAssignment": 100,
             "contacts": ["dcadmin", "other"],
-            "user": {"username": "dcadmin", "role": "org_admin", "privileges": ["portal:user:createItem"]}
+            "user": {"username": "dcadmin", "role": "org_admin",
+                "privileges": ["portal:user:createItem", VIEW_USERS, MANAGE_CREDITS, CREATE_REPORTS]}
         })
     }
 
@@ -265,8 +290,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(err.to_string().contains("availableCredits or user"), "{err}");
-        // A user but no credits: a non-admin's token.
+        // A user but no credits: a non-admin's token, named by the privileges it lacks.
         let err = parse_org_properties(&json!({"user": {"username": "bob", "role": "org_user"}})).unwrap_err();
+        assert!(
+            matches!(err, Error::MissingPrivileges { ref missing, .. } if missing == &vec![VIEW_USERS, MANAGE_CREDITS])
+        );
+        // With the privileges and still no credits, the view itself is the problem.
+        let privileged = json!({"user": {"username": "ops", "privileges": [VIEW_USERS, MANAGE_CREDITS]}});
+        let err = parse_org_properties(&privileged).unwrap_err();
         assert!(matches!(err, Error::NotAdminView { ref missing, .. } if missing == &vec!["availableCredits"]));
     }
 
@@ -280,6 +311,37 @@ mod tests {
         let err = p.ensure(Capability::CreateReports).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(CREATE_REPORTS) && msg.contains("org_publisher"), "{msg}");
+    }
+
+    #[test]
+    fn a_custom_role_reported_as_org_admin_needs_the_privileges_themselves() {
+        let mut b = admin_body();
+        b["user"] = json!({"username": "content_admin", "role": "org_admin", "roleId": "cAdminContent001",
+            "privileges": ["portal:admin:viewItems", "portal:admin:updateItems"]});
+        let err = parse_org_properties(&b)
+            .unwrap()
+            .ensure(Capability::ManageCredits)
+            .unwrap_err();
+        let msg = err.to_string();
+        match &err {
+            Error::MissingPrivileges { missing, role, .. } => {
+                assert_eq!(missing, &vec![VIEW_USERS, MANAGE_CREDITS]);
+                assert_eq!(role.custom_id.as_deref(), Some("cAdminContent001"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            msg.contains("custom role cAdminContent001, reported as org_admin"),
+            "{msg}"
+        );
+        assert!(msg.contains("add these to the role"), "says what to do: {msg}");
+        // The built-in role without a listed privilege is refused too: privileges decide.
+        b["user"] = json!({"username": "a", "role": "org_admin", "privileges": [VIEW_USERS]});
+        let err = parse_org_properties(&b)
+            .unwrap()
+            .ensure(Capability::ManageCredits)
+            .unwrap_err();
+        assert!(matches!(err, Error::MissingPrivileges { ref missing, .. } if missing == &vec![MANAGE_CREDITS]));
     }
 
     #[test]

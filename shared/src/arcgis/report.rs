@@ -14,11 +14,16 @@ use serde_json::Value;
 
 use super::client::{self, Client};
 use super::endpoint::{CREATE_REPORT, DELETE_ITEM, ITEM_DATA, ITEM_STATUS};
-use super::error::Error;
+use super::error::{ApiError, Error};
 use super::wire;
 
 /// Longest pause between two status polls.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a new report item may answer "item not found" before that means it, by default: a
+/// new item can take seconds to become visible, and Esri's own client keeps asking for 15 s
+/// (see docs/arcgis.md, "Report items").
+pub const ITEM_VISIBILITY_GRACE: Duration = Duration::from_secs(15);
 
 /// A report item in its owner's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +96,7 @@ impl Client {
 
     /// Polls until the item is completed, for at most `deadline` (requests in flight
     /// included): [`Error::Timeout`] after that, [`Error::JobFailed`] if ArcGIS gives up.
+    /// "Item not found" within the visibility grace (15 s by default) means "not visible yet".
     pub async fn wait_for_report_within(&self, item: &ReportItem, deadline: Duration) -> Result<(), Error> {
         // Never wait past the invocation's own deadline, when the client has one.
         let deadline = self
@@ -100,9 +106,24 @@ impl Client {
         let started = Instant::now();
         let mut last_status = String::from("not yet checked");
         let mut interval = self.inner.report_poll_interval;
+        let mut seen = false;
         let polling = async {
             loop {
-                match self.item_status(item).await? {
+                let status = match self.item_status(item).await {
+                    // Once seen, an item that vanishes is gone, not late.
+                    Err(e)
+                        if !seen
+                            && started.elapsed() < self.inner.report_visibility_grace
+                            && e.root().api().is_some_and(ApiError::is_item_not_found) =>
+                    {
+                        ItemStatus::Processing("not visible yet".to_owned())
+                    }
+                    other => {
+                        seen = true;
+                        other?
+                    }
+                };
+                match status {
                     ItemStatus::Completed => return Ok(()),
                     ItemStatus::Failed(message) => {
                         return Err(Error::JobFailed {

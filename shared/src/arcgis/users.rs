@@ -256,7 +256,9 @@ impl Client {
     }
 
     /// Looks up one member by exact, case-sensitive username (`community/users/<username>`),
-    /// never by search. Unknown usernames, and users of other orgs, give [`Error::NotFound`].
+    /// never by search. Unknown usernames, private profiles and users of other orgs (public
+    /// view: no `orgId`) give [`Error::NotFound`], so one such name never fails a request
+    /// about others.
     /// The first lookup also reads the org id (one `portals/self`, then cached).
     pub async fn member(&self, username: &str) -> Result<Member, Error> {
         let what = format!("community/users/{username} (member lookup)");
@@ -269,7 +271,8 @@ impl Client {
         let url = self.url(&["community", "users", username]);
         let body = match self.call(USER, &url, &[], &what).await {
             Ok(b) => b,
-            // ArcGIS answers an unknown user with an error envelope (400 "User not found.").
+            // ArcGIS answers an unknown or inaccessible user with an error envelope ("User does
+            // not exist or is inaccessible."); keyed on the code, not the text.
             Err(e) => {
                 return Err(match e.root() {
                     Error::Api { api, .. } if matches!(api.code, None | Some(400 | 404)) => Error::NotFound {
@@ -280,29 +283,12 @@ impl Client {
                 });
             }
         };
-        // `community/users/<x>` also answers for users of other orgs (public view, no credits).
-        if let Some(their_org) = wire::string(body.get("orgId"))
-            && their_org != self.org_id().await?
-        {
-            return Err(Error::NotFound {
-                username: username.to_owned(),
-                detail: None,
-            });
-        }
-        match read_value(&body) {
-            Record::Complete(m) if m.username == username => Ok(m),
-            Record::NeedsLookup(u) if u == username => Err(Error::Unexpected {
-                what,
-                reason: "no assignedCredits/availableCredits: the token cannot see this member's private \
-                    fields (it needs portal:admin:viewUsers)"
-                    .into(),
-            }),
-            // Some other account (a case-insensitive or id match): not the member asked for.
-            Record::Complete(_) | Record::NeedsLookup(_) | Record::Unreadable => Err(Error::NotFound {
-                username: username.to_owned(),
-                detail: None,
-            }),
-        }
+        // The org's id is needed only when the answer names an org (one cached portals/self).
+        let ours = match wire::string(body.get("orgId")) {
+            Some(_) => Some(self.org_id().await?),
+            None => None,
+        };
+        read_lookup(&body, username, ours)
     }
 
     /// The pages at `starts`, `concurrency` at a time, sorted by start. Any failed page
@@ -436,6 +422,42 @@ fn read_record(user: &WireUser) -> Record {
         role: wire::string(user.role.as_ref()),
         balance: Balance::from_wire(assigned, available),
     })
+}
+
+/// Reads a `community/users/<username>` answer as the member `username` of the org whose id
+/// is `org_id` (needed only when the answer carries an `orgId`).
+///
+/// The endpoint also answers for users of other orgs: with their `orgId` when the token may
+/// see more than the public view, and without it (nor role, nor credits) otherwise. Either
+/// way that is "not a member of this org", never a failure of the request it is part of.
+/// A username that differs (a user id or a case-insensitive match) is not the member asked for.
+pub(crate) fn read_lookup(body: &Value, username: &str, org_id: Option<&str>) -> Result<Member, Error> {
+    let not_found = || Error::NotFound {
+        username: username.to_owned(),
+        detail: None,
+    };
+    let their_org = wire::string(body.get("orgId"));
+    match (&their_org, org_id) {
+        (Some(theirs), Some(ours)) if theirs != ours => return Err(not_found()),
+        (Some(_), None) => {
+            return Err(Error::Unexpected {
+                what: format!("community/users/{username} (member lookup)"),
+                reason: "the answer names an org and this org's id is unknown".into(),
+            });
+        }
+        _ => {}
+    }
+    match read_value(body) {
+        Record::Complete(m) if m.username == username => Ok(m),
+        Record::NeedsLookup(_) if their_org.is_none() => Err(not_found()),
+        Record::NeedsLookup(u) if u == username => Err(Error::Unexpected {
+            what: format!("community/users/{username} (member lookup)"),
+            reason: "no assignedCredits/availableCredits: the token cannot see this member's private \
+                fields (it needs portal:admin:viewUsers)"
+                .into(),
+        }),
+        Record::Complete(_) | Record::NeedsLookup(_) | Record::Unreadable => Err(not_found()),
+    }
 }
 
 /// Reads a JSON user object; a non-object reads as a record without a username.

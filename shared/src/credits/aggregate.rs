@@ -207,13 +207,22 @@ pub fn summarize_report(report: &CreditsReport) -> CreditSummary {
 mod tests {
     use super::*;
     use crate::credits::report_csv;
+    use crate::credits::usage::UsagePoint;
 
     fn series(stype: &str, username: Option<&str>, points: &[(i64, f64)]) -> UsageSeries {
         UsageSeries {
             stype: stype.into(),
             etype: None,
             username: username.map(Into::into),
-            points: points.iter().map(|&(ts, x)| (ts, c(x))).collect(),
+            // One-millisecond buckets: each point lies inside a window exactly when its
+            // timestamp does.
+            points: points
+                .iter()
+                .map(|&(ts, x)| UsagePoint {
+                    bucket: TimeWindow::new(ts, ts + 1).unwrap(),
+                    credits: c(x),
+                })
+                .collect(),
         }
     }
 

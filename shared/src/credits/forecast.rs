@@ -2,7 +2,7 @@
 //!
 //! Balances alone miss how fast credits go: an org with plenty left today but heavy
 //! Scheduled Notebooks can run dry between two runs. The burn rate here is the mean
-//! credits per day over a window: the credits of every usage point inside the window,
+//! credits per day over a window: the credits of every usage bucket inside the window,
 //! divided by the window's length in days. Days without usage count as zero simply because
 //! they add nothing to the sum. The runway is `available / rate`:
 //! - `Some(0.0)` when nothing is left (`available <= 0`), whatever the rate;
@@ -127,7 +127,7 @@ pub fn forecast(members: &[Member], org_available: Credits, series: &[UsageSerie
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credits::usage::MS_PER_DAY;
+    use crate::credits::usage::{MS_PER_DAY, UsagePoint};
 
     fn member(username: &str, balance: Balance) -> Member {
         Member {
@@ -159,7 +159,10 @@ mod tests {
             username: username.map(Into::into),
             points: credits_by_day
                 .iter()
-                .map(|&(day, x)| (day * MS_PER_DAY, c(x)))
+                .map(|&(day, x)| UsagePoint {
+                    bucket: TimeWindow::new(day * MS_PER_DAY, (day + 1) * MS_PER_DAY).unwrap(),
+                    credits: c(x),
+                })
                 .collect(),
         }
     }

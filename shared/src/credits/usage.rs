@@ -6,8 +6,16 @@
 //! The parsers here accept strings or numbers, exponent notation included (through the one
 //! reader of ArcGIS numbers, [`Credits::from_json`]), and reject anything else with an error instead
 //! of counting it as zero. Values are exact [`Credits`].
+//!
+//! A timestamp labels a bucket of one period, but whether it names the bucket's start or its
+//! end is unverified (docs/arcgis.md, "Usage buckets"). [`Buckets::interval`] is the one place
+//! a label becomes the interval it covers, per the configured [`BucketLabel`]; from then on a
+//! point is its interval, and sums select whole buckets inside a window
+//! ([`UsageSeries::credits_in`]), so neither convention drops or double-counts a day.
 
-use chrono::{DateTime, Duration, Utc};
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Duration, Months, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -32,6 +40,17 @@ pub enum UsageError {
     OutOfRange {
         /// The requested length.
         days: u32,
+    },
+    /// A window whose padding for the request ([`Buckets::request_window`]) leaves the
+    /// representable dates.
+    #[error(
+        "the usage window {start_ms}..{end_ms} (epoch ms) cannot be widened by one bucket on each side without leaving the supported dates; ask for a nearer window"
+    )]
+    WindowOutOfRange {
+        /// Requested start, epoch ms.
+        start_ms: i64,
+        /// Requested end, epoch ms.
+        end_ms: i64,
     },
     /// A point that is not `[timestamp, credits]` with a whole-ms timestamp and an amount.
     #[error("usage point {point} is unreadable: {reason}; the usage API format may have changed")]
@@ -127,11 +146,173 @@ impl TimeWindow {
         self.start_ms <= ts_ms && ts_ms < self.end_ms
     }
 
+    /// Whether `other` lies wholly inside this window (how buckets are selected).
+    pub fn covers(&self, other: &TimeWindow) -> bool {
+        self.start_ms <= other.start_ms && other.end_ms <= self.end_ms
+    }
+
     /// Length in (possibly fractional) days; always > 0.
     pub fn days(&self) -> f64 {
         // i128: the difference of two extreme i64 values does not fit an i64.
         (i128::from(self.end_ms) - i128::from(self.start_ms)) as f64 / MS_PER_DAY as f64
     }
+}
+
+/// Bucket size of a usage series (the `period` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsagePeriod {
+    /// `1h`
+    Hour,
+    /// `1d`
+    Day,
+    /// `1w`
+    Week,
+    /// `1m` (calendar months)
+    Month,
+}
+
+impl UsagePeriod {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsagePeriod::Hour => "1h",
+            UsagePeriod::Day => "1d",
+            UsagePeriod::Week => "1w",
+            UsagePeriod::Month => "1m",
+        }
+    }
+
+    /// Whether `t_ms` can be a bucket's edge: a whole UTC hour for hourly buckets, a UTC
+    /// midnight for daily and weekly ones, the 1st at midnight for monthly ones. Esri's
+    /// recorded daily labels are UTC midnights; a label elsewhere would make its bucket
+    /// straddle two days, and a month summed from whole days would quietly lose it.
+    fn is_boundary(self, t_ms: i64) -> bool {
+        match self {
+            UsagePeriod::Hour => t_ms.rem_euclid(3_600_000) == 0,
+            UsagePeriod::Day | UsagePeriod::Week => t_ms.rem_euclid(MS_PER_DAY) == 0,
+            UsagePeriod::Month => {
+                t_ms.rem_euclid(MS_PER_DAY) == 0
+                    && DateTime::<Utc>::from_timestamp_millis(t_ms).is_some_and(|t| t.day() == 1)
+            }
+        }
+    }
+
+    /// `t_ms` moved by `periods` periods (calendar months for [`UsagePeriod::Month`]); `None`
+    /// out of range.
+    fn shift(self, t_ms: i64, periods: i32) -> Option<i64> {
+        let fixed = |ms: i64| t_ms.checked_add(ms.checked_mul(i64::from(periods))?);
+        match self {
+            UsagePeriod::Hour => fixed(3_600_000),
+            UsagePeriod::Day => fixed(MS_PER_DAY),
+            UsagePeriod::Week => fixed(7 * MS_PER_DAY),
+            UsagePeriod::Month => {
+                let t = DateTime::<Utc>::from_timestamp_millis(t_ms)?;
+                let months = Months::new(periods.unsigned_abs());
+                let moved = if periods >= 0 {
+                    t.checked_add_months(months)
+                } else {
+                    t.checked_sub_months(months)
+                };
+                Some(moved?.timestamp_millis())
+            }
+        }
+    }
+}
+
+/// Which instant of its bucket a usage timestamp names (`USAGE_BUCKET_LABEL`). Unverified
+/// for ArcGIS (docs/arcgis.md, "Usage buckets"), hence a setting rather than an assumption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BucketLabel {
+    /// The label is the bucket's first instant: it covers `[label, label + period)`.
+    #[default]
+    Start,
+    /// The label is the instant the bucket ends: it covers `[label - period, label)`.
+    End,
+}
+
+impl BucketLabel {
+    /// The setting's value (`start` or `end`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BucketLabel::Start => "start",
+            BucketLabel::End => "end",
+        }
+    }
+}
+
+impl FromStr for BucketLabel {
+    type Err = String;
+
+    /// `start` or `end`, exactly (a wrong guess shifts every month by a day).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "start" => Ok(BucketLabel::Start),
+            "end" => Ok(BucketLabel::End),
+            other => {
+                let shown: String = other.chars().take(40).collect();
+                Err(format!("'{shown}' is not start or end"))
+            }
+        }
+    }
+}
+
+/// How the timestamps of one usage answer map to time: the bucket size asked for and which
+/// end of its bucket a label names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Buckets {
+    /// The `period` of the request.
+    pub period: UsagePeriod,
+    /// The label convention (`USAGE_BUCKET_LABEL`).
+    pub label: BucketLabel,
+}
+
+impl Buckets {
+    /// Daily buckets (what every reader of this product asks for) labelled per `label`.
+    pub fn daily(label: BucketLabel) -> Self {
+        Buckets {
+            period: UsagePeriod::Day,
+            label,
+        }
+    }
+
+    /// The interval `[start, end)` the bucket labelled `label_ms` covers: the one place a
+    /// label is interpreted. `None` when it is out of range or not on a UTC bucket boundary
+    /// (refused rather than summed into the wrong day).
+    pub fn interval(self, label_ms: i64) -> Option<TimeWindow> {
+        if !self.period.is_boundary(label_ms) {
+            return None;
+        }
+        let (start, end) = match self.label {
+            BucketLabel::Start => (label_ms, self.period.shift(label_ms, 1)?),
+            BucketLabel::End => (self.period.shift(label_ms, -1)?, label_ms),
+        };
+        TimeWindow::new(start, end).ok()
+    }
+
+    /// The window to send so that every bucket inside `wanted` comes back, whichever end its
+    /// label names and whether ArcGIS treats `startTime` and `endTime` as inclusive or not:
+    /// one period more on each side. The extra buckets fall outside `wanted` and are never
+    /// counted ([`UsageSeries::credits_in`] selects whole buckets inside a window).
+    pub fn request_window(self, wanted: &TimeWindow) -> Result<TimeWindow, UsageError> {
+        let out_of_range = || UsageError::WindowOutOfRange {
+            start_ms: wanted.start_ms,
+            end_ms: wanted.end_ms,
+        };
+        let start = self.period.shift(wanted.start_ms, -1).ok_or_else(out_of_range)?;
+        let end = self.period.shift(wanted.end_ms, 1).ok_or_else(out_of_range)?;
+        TimeWindow::new(start, end)
+    }
+}
+
+/// One point of a usage series: the bucket it covers and its credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsagePoint {
+    /// The bucket's interval, from its label through [`Buckets::interval`].
+    pub bucket: TimeWindow,
+    /// Credits used in the bucket.
+    pub credits: Credits,
 }
 
 /// One usage series: credits over time for one service type, event type and/or member,
@@ -144,15 +325,16 @@ pub struct UsageSeries {
     pub etype: Option<String>,
     /// Member, when grouped by `username`; `None` means unattributed usage.
     pub username: Option<String>,
-    /// `(epoch ms, credits)` pairs.
-    pub points: Vec<(i64, Credits)>,
+    /// The buckets, in the answer's order.
+    pub points: Vec<UsagePoint>,
 }
 
 impl UsageSeries {
-    /// Reads one entry of the usage response's `data` array. `stype`, `etype` and
-    /// `username` are optional (they depend on `groupby`); an empty username is `None`.
-    /// `credits` is required: a series without it cannot be summed.
-    pub fn from_json(value: &Value) -> Result<Self, UsageError> {
+    /// Reads one entry of the usage response's `data` array, each label read as `buckets`
+    /// says. `stype`, `etype` and `username` are optional (they depend on `groupby`; any
+    /// other key, such as `userOrgId`, absent for some users, is ignored); an empty username
+    /// is `None`. `credits` is required: a series without it cannot be summed.
+    pub fn from_json(value: &Value, buckets: Buckets) -> Result<Self, UsageError> {
         let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::trim);
         let points = value
             .get("credits")
@@ -162,8 +344,15 @@ impl UsageSeries {
                 expected: "an array of [timestamp, value] pairs",
             })?
             .iter()
-            .map(parse_point)
-            .collect::<Result<_, _>>()?;
+            .map(|point| {
+                let (label, credits) = parse_point(point)?;
+                let bucket = buckets.interval(label).ok_or_else(|| UsageError::BadPoint {
+                    point: point.to_string(),
+                    reason: "the timestamp is not a UTC bucket boundary (or is out of range)",
+                })?;
+                Ok(UsagePoint { bucket, credits })
+            })
+            .collect::<Result<_, UsageError>>()?;
         Ok(UsageSeries {
             stype: text("stype").unwrap_or_default().to_owned(),
             etype: text("etype").filter(|s| !s.is_empty()).map(str::to_owned),
@@ -173,7 +362,7 @@ impl UsageSeries {
     }
 
     /// Reads a whole usage response (`{"data": [...]}`); an error names the failing series.
-    pub fn from_response(response: &Value) -> Result<Vec<Self>, UsageError> {
+    pub fn from_response(response: &Value, buckets: Buckets) -> Result<Vec<Self>, UsageError> {
         let data = response
             .get("data")
             .and_then(Value::as_array)
@@ -184,7 +373,7 @@ impl UsageSeries {
         data.iter()
             .enumerate()
             .map(|(index, series)| {
-                UsageSeries::from_json(series).map_err(|e| {
+                UsageSeries::from_json(series, buckets).map_err(|e| {
                     let text = |f: &str| series.get(f).and_then(Value::as_str).map(str::to_owned);
                     UsageError::InSeries {
                         index,
@@ -197,14 +386,16 @@ impl UsageSeries {
             .collect()
     }
 
-    /// The points whose timestamp lies in `window`.
-    pub fn points_in<'a>(&'a self, window: &'a TimeWindow) -> impl Iterator<Item = (i64, Credits)> + 'a {
-        self.points.iter().copied().filter(|(ts, _)| window.contains(*ts))
+    /// The points whose whole bucket lies in `window`. Windows are whole UTC days and
+    /// buckets days, so a bucket is either inside or outside; a bucket straddling the edge
+    /// would belong to neither side, never to both.
+    pub fn points_in<'a>(&'a self, window: &'a TimeWindow) -> impl Iterator<Item = UsagePoint> + 'a {
+        self.points.iter().copied().filter(|p| window.covers(&p.bucket))
     }
 
-    /// Total credits of the points in `window`.
+    /// Total credits of the buckets inside `window`.
     pub fn credits_in(&self, window: &TimeWindow) -> Credits {
-        self.points_in(window).map(|(_, credits)| credits).sum()
+        self.points_in(window).map(|p| p.credits).sum()
     }
 }
 
@@ -240,6 +431,19 @@ mod tests {
 
     fn c(text: &str) -> Credits {
         Credits::parse_exact(text).unwrap()
+    }
+
+    const DAILY: Buckets = Buckets {
+        period: UsagePeriod::Day,
+        label: BucketLabel::Start,
+    };
+
+    fn ms(rfc3339: &str) -> i64 {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_millis()
+    }
+
+    fn window(start: &str, end: &str) -> TimeWindow {
+        TimeWindow::new(ms(start), ms(end)).unwrap()
     }
 
     #[test]
@@ -280,21 +484,32 @@ mod tests {
 
     #[test]
     fn series_read_from_the_wire_shape() {
-        let s = UsageSeries::from_json(&json!({
-            "stype": "geocode", "etype": "geocodecnt", "username": "u1", "userOrgId": "x",
-            "credits": [["1672099200000", "0.0"], ["1672185600000", "2.0E-4"]],
-            "num": [["1672099200000", "0"]]
-        }))
+        let s = UsageSeries::from_json(
+            &json!({
+                "stype": "geocode", "etype": "geocodecnt", "username": "u1", "userOrgId": "x",
+                "credits": [["1672099200000", "0.0"], ["1672185600000", "2.0E-4"]],
+                "num": [["1672099200000", "0"]]
+            }),
+            DAILY,
+        )
         .unwrap();
         assert_eq!(s.stype, "geocode");
         assert_eq!(s.etype.as_deref(), Some("geocodecnt"));
         assert_eq!(s.username.as_deref(), Some("u1"));
+        let day = |start_ms: i64, credits| UsagePoint {
+            bucket: TimeWindow::new(start_ms, start_ms + MS_PER_DAY).unwrap(),
+            credits,
+        };
         assert_eq!(
             s.points,
-            [(1_672_099_200_000, Credits::ZERO), (1_672_185_600_000, c("0.0002"))]
+            [
+                day(1_672_099_200_000, Credits::ZERO),
+                day(1_672_185_600_000, c("0.0002"))
+            ]
         );
 
-        let unattributed = UsageSeries::from_json(&json!({"stype": "tiles", "username": " ", "credits": []})).unwrap();
+        let unattributed =
+            UsageSeries::from_json(&json!({"stype": "tiles", "username": " ", "credits": []}), DAILY).unwrap();
         assert_eq!(unattributed.username, None);
         assert_eq!(unattributed.etype, None);
     }
@@ -302,10 +517,10 @@ mod tests {
     #[test]
     fn a_bad_series_is_named_in_the_error() {
         let response = json!({"data": [
-            {"stype": "geocode", "credits": [["1", "1"]]},
-            {"stype": "tiles", "username": "bob", "credits": [["1", "x"]]},
+            {"stype": "geocode", "credits": [["86400000", "1"]]},
+            {"stype": "tiles", "username": "bob", "credits": [["86400000", "x"]]},
         ]});
-        let err = UsageSeries::from_response(&response).unwrap_err();
+        let err = UsageSeries::from_response(&response, DAILY).unwrap_err();
         let UsageError::InSeries {
             index, stype, username, ..
         } = &err
@@ -318,10 +533,10 @@ mod tests {
         );
         assert!(err.to_string().contains("credits value"));
         assert!(matches!(
-            UsageSeries::from_json(&json!({"stype": "tiles"})),
+            UsageSeries::from_json(&json!({"stype": "tiles"}), DAILY),
             Err(UsageError::BadField { field: "credits", .. })
         ));
-        assert!(UsageSeries::from_response(&json!({"nodata": []})).is_err());
+        assert!(UsageSeries::from_response(&json!({"nodata": []}), DAILY).is_err());
     }
 
     #[test]
@@ -352,15 +567,126 @@ mod tests {
     }
 
     #[test]
-    fn credits_are_summed_inside_the_window_only() {
+    fn credits_are_summed_over_whole_buckets_inside_the_window_only() {
+        let point = |start, end, credits| UsagePoint {
+            bucket: TimeWindow::new(start, end).unwrap(),
+            credits: c(credits),
+        };
         let s = UsageSeries {
             stype: "geocode".into(),
             etype: None,
             username: None,
-            points: vec![(999, c("100")), (1_000, c("1")), (1_500, c("2.5")), (2_000, c("100"))],
+            points: vec![
+                point(999, 1_000, "100"),
+                point(1_000, 1_500, "1"),
+                point(1_500, 2_000, "2.5"),
+                point(1_999, 2_001, "100"),
+                point(2_000, 2_500, "100"),
+            ],
         };
         let w = TimeWindow::new(1_000, 2_000).unwrap();
         assert_eq!(s.credits_in(&w), c("3.5"));
         assert_eq!(s.points_in(&w).count(), 2);
+    }
+
+    #[test]
+    fn a_label_is_the_start_or_the_end_of_its_bucket() {
+        let start = Buckets::daily(BucketLabel::Start);
+        let end = Buckets::daily(BucketLabel::End);
+        let label = ms("2026-11-01T00:00:00Z");
+        assert_eq!(
+            start.interval(label),
+            Some(window("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"))
+        );
+        assert_eq!(
+            end.interval(label),
+            Some(window("2026-10-31T00:00:00Z", "2026-11-01T00:00:00Z"))
+        );
+        for (period, before, after) in [
+            (UsagePeriod::Hour, "2026-10-31T23:00:00Z", "2026-11-01T01:00:00Z"),
+            (UsagePeriod::Week, "2026-10-25T00:00:00Z", "2026-11-08T00:00:00Z"),
+            (UsagePeriod::Month, "2026-10-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+        ] {
+            let labelled = |label| Buckets { period, label }.interval(ms("2026-11-01T00:00:00Z"));
+            assert_eq!(
+                labelled(BucketLabel::Start),
+                Some(window("2026-11-01T00:00:00Z", after))
+            );
+            assert_eq!(labelled(BucketLabel::End), Some(window(before, "2026-11-01T00:00:00Z")));
+        }
+        assert_eq!(start.interval(i64::MAX), None);
+        assert_eq!(end.interval(i64::MIN), None);
+        // A daily label off midnight would straddle two days: refused, never summed.
+        assert_eq!(start.interval(ms("2026-11-01T08:00:00Z")), None);
+        assert_eq!(end.interval(ms("2026-11-01T00:00:01Z")), None);
+        let monthly = Buckets {
+            period: UsagePeriod::Month,
+            label: BucketLabel::Start,
+        };
+        assert_eq!(monthly.interval(ms("2026-11-02T00:00:00Z")), None);
+        let point = serde_json::json!({"credits": [[ms("2026-11-01T08:00:00Z").to_string(), "1.0"]]});
+        let err = UsageSeries::from_json(&point, start).unwrap_err();
+        assert!(err.to_string().contains("UTC bucket boundary"), "{err}");
+    }
+
+    #[test]
+    fn a_month_gets_exactly_its_own_days_under_either_label() {
+        // The docstring's labels: UTC midnights, one per day, each carrying a full day.
+        let october = window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z");
+        let first = ms("2026-09-30T00:00:00Z");
+        for label in [BucketLabel::Start, BucketLabel::End] {
+            let buckets = Buckets::daily(label);
+            let sent = buckets.request_window(&october).unwrap();
+            assert_eq!(
+                sent,
+                window("2026-09-30T00:00:00Z", "2026-11-02T00:00:00Z"),
+                "one day more on each side"
+            );
+            // Credits of day n = n micro-credits: the labels of every day the request spans.
+            let labels = (0..=33).map(|n| first + n * MS_PER_DAY);
+            let credits = json!(
+                labels
+                    .map(|t| {
+                        let day = buckets.interval(t).unwrap().start_ms();
+                        [t.to_string(), ((day - first) / MS_PER_DAY).to_string()]
+                    })
+                    .collect::<Vec<_>>()
+            );
+            let s = UsageSeries::from_json(&json!({"username": "u1", "credits": credits}), buckets).unwrap();
+            // October 1st is day 1, October 31st day 31.
+            assert_eq!(s.credits_in(&october), Credits::whole((1..=31).sum()), "{label:?}");
+            assert_eq!(s.points_in(&october).count(), 31, "{label:?}");
+        }
+    }
+
+    #[test]
+    fn the_setting_is_start_or_end_exactly() {
+        assert_eq!("start".parse(), Ok(BucketLabel::Start));
+        assert_eq!("end".parse(), Ok(BucketLabel::End));
+        assert_eq!(BucketLabel::default(), BucketLabel::Start);
+        for label in [BucketLabel::Start, BucketLabel::End] {
+            assert_eq!(label.as_str().parse(), Ok(label));
+        }
+        assert_eq!(
+            "End".parse::<BucketLabel>(),
+            Err("'End' is not start or end".to_owned())
+        );
+    }
+
+    #[test]
+    fn member_series_without_user_org_id_are_read() {
+        // Esri's docstring: `userOrgId` is absent (not null) for public accounts.
+        let response = json!({
+            "startTime": 1672099200000_i64, "endTime": 1672704000000_i64, "period": "1d",
+            "data": [
+                {"username": "public1", "credits": [["1672099200000", "0.0"], ["1672617600000", "2.0E-4"]]},
+                {"username": "member1", "userOrgId": "JXrNeAy8ce1q2b4l", "credits": [["1672617600000", "0.0"]]}
+            ]
+        });
+        let series = UsageSeries::from_response(&response, DAILY).unwrap();
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].username.as_deref(), Some("public1"));
+        let all = TimeWindow::new(0, i64::MAX).unwrap();
+        assert_eq!(series[0].credits_in(&all), c("0.0002"));
     }
 }

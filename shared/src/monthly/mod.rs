@@ -37,6 +37,7 @@ use serde_json::Value;
 use crate::arcgis::{Capability, Client, Notification, NotifyChannel};
 use crate::config::{Config, ReportSource};
 use crate::credits::amount::Credits;
+use crate::credits::usage::BucketLabel;
 use crate::ledger::{Ledger, LedgerError, RunClaim, RunStatus};
 use crate::schedule::{self, EventError, ReportInput};
 use crate::startup::StartupError;
@@ -67,6 +68,8 @@ pub struct ReportSettings {
     pub top_n: usize,
     /// `NOTIFY_CHANNEL`.
     pub notify_channel: NotifyChannel,
+    /// `USAGE_BUCKET_LABEL`: how usage timestamps are read into days.
+    pub bucket_label: BucketLabel,
 }
 
 impl ReportSettings {
@@ -90,6 +93,7 @@ impl ReportSettings {
             keep_report_items: config.keep_report_items,
             top_n: config.report_top_n,
             notify_channel: config.notify_channel,
+            bucket_label: config.usage_bucket_label,
         })
     }
 }
@@ -348,13 +352,14 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
     let previous = Some(month.previous()).filter(|p| month::within_retention(*p, now));
     let source_kind = SourceKind::from(settings.source);
     let figures = match settings.source {
-        ReportSource::Usage => source::from_usage(deps.client, month, previous).await?,
+        ReportSource::Usage => source::from_usage(deps.client, month, previous, settings.bucket_label).await?,
         ReportSource::ReportItem => {
             props.ensure(Capability::CreateReports).map_err(MonthlyError::arcgis(
                 "checking the privilege to create the credits report",
             ))?;
             let owner = props.username().ok_or(MonthlyError::ReportItemNeedsUser)?;
-            source::from_report_item(deps.client, owner, month, previous, settings.keep_report_items).await?
+            let keep = settings.keep_report_items;
+            source::from_report_item(deps.client, owner, month, previous, keep, settings.bucket_label).await?
         }
     };
     let keys = ReportKeys::for_month(month);

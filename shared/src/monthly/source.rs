@@ -1,11 +1,12 @@
 //! Reading a month's consumption from ArcGIS Online, from either source (`REPORT_SOURCE`).
 //!
-//! - **usage** (default): `portals/self/usage` for `[month start, next month start)`, once
-//!   grouped by service type (`stype,etype`) and once by member (`username,userorgid`), in daily
-//!   buckets (`1d`, what Esri's client asks for a span of a month). The per-type query spans
-//!   the previous month too when its usage is still kept, so the month-over-month figure costs
-//!   no extra request; daily buckets start at UTC midnight, so the two months split exactly.
-//!   The two groupings must agree on the total; a difference is reported in the notes.
+//! - **usage** (default): `portals/self/usage` for the daily buckets (`1d`, what Esri's client
+//!   asks for a span of a month) inside `[month start, next month start)`, once grouped by
+//!   service type (`stype,etype`) and once by member (`username,userorgid`). The per-type
+//!   query spans the previous month too when its usage is still kept, so the month-over-month
+//!   figure costs no extra request. Each label is read as the start or the end of its day
+//!   (`USAGE_BUCKET_LABEL`) and a month sums the days inside it, so consecutive months split
+//!   exactly. The two groupings must agree on the total; a difference is reported in the notes.
 //! - **report-item**: ArcGIS's own monthly credits report item, read safely: create it for
 //!   the 1st at 00:00 UTC (a naive local start time picks the wrong month on a host off UTC),
 //!   poll its status with a deadline (an unbounded poll hangs on a stuck item), download the CSV
@@ -21,11 +22,11 @@ use serde::Serialize;
 
 use super::MonthlyError;
 use super::month::Month;
-use crate::arcgis::{Client, ReportItem, UsagePeriod, UsageQuery};
+use crate::arcgis::{Client, ReportItem, UsageQuery};
 use crate::credits::aggregate::{CreditSummary, summarize_report, summarize_usage};
 use crate::credits::amount::Credits;
 use crate::credits::report_csv::{self, ReportWarning};
-use crate::credits::usage::TimeWindow;
+use crate::credits::usage::{BucketLabel, Buckets, TimeWindow};
 
 /// Largest difference tolerated between the two usage groupings' totals before it is noted:
 /// 100 micro-credits covers rounding in ArcGIS's own sums.
@@ -60,19 +61,25 @@ pub struct ReportItemOutcome {
 }
 
 /// Reads `month` (and the previous month's total, when `previous` is given) from the usage
-/// API.
-pub async fn from_usage(client: &Client, month: Month, previous: Option<Month>) -> Result<MonthFigures, MonthlyError> {
+/// API, its daily labels read per `label`.
+pub async fn from_usage(
+    client: &Client,
+    month: Month,
+    previous: Option<Month>,
+    label: BucketLabel,
+) -> Result<MonthFigures, MonthlyError> {
+    let days = Buckets::daily(label);
     let current = month.window();
     let span = match previous {
         Some(p) => TimeWindow::new(p.window().start_ms(), current.end_ms()).unwrap_or(current),
         None => current,
     };
     let per_type = client
-        .usage(&UsageQuery::by_service(span, UsagePeriod::Day))
+        .usage(&UsageQuery::by_service(span, days))
         .await
         .map_err(MonthlyError::arcgis("reading usage per operation type"))?;
     let per_member = client
-        .usage(&UsageQuery::by_member(current, UsagePeriod::Day))
+        .usage(&UsageQuery::by_member(current, days))
         .await
         .map_err(MonthlyError::arcgis("reading usage per member"))?;
     let by_service = summarize_usage(&per_type, &current);
@@ -105,13 +112,14 @@ pub async fn from_usage(client: &Client, month: Month, previous: Option<Month>) 
 }
 
 /// Reads `month` from a credits report item created in `owner`'s content; the previous
-/// month's total (best effort) from the usage API.
+/// month's total (best effort) from the usage API, its daily labels read per `label`.
 pub async fn from_report_item(
     client: &Client,
     owner: &str,
     month: Month,
     previous: Option<Month>,
     keep: bool,
+    label: BucketLabel,
 ) -> Result<MonthFigures, MonthlyError> {
     let item = client
         .create_credits_report(owner, month.year(), month.month())
@@ -150,7 +158,7 @@ pub async fn from_report_item(
     let previous_total = match previous {
         None => None,
         Some(p) => match client
-            .usage(&UsageQuery::by_service(p.window(), UsagePeriod::Day))
+            .usage(&UsageQuery::by_service(p.window(), Buckets::daily(label)))
             .await
         {
             Ok(series) => Some(series.iter().map(|s| s.credits_in(&p.window())).sum()),

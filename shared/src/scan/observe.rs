@@ -21,12 +21,12 @@ use super::summary::{
 };
 use super::top_up::{self, TopUpDecision};
 use super::{FORECAST_DAYS, ScanDeps, ScanRequest};
-use crate::arcgis::{self, Capability, Client, OrgProperties, UsagePeriod, UsageQuery};
+use crate::arcgis::{self, Capability, Client, OrgProperties, UsageQuery};
 use crate::credits::amount::Credits;
 use crate::credits::classify::{ClassifiedOrg, Level, Limit, RatedMember, Thresholds};
 use crate::credits::forecast::{self, Runway};
 use crate::credits::member::Member;
-use crate::credits::usage::{TimeWindow, UsageSeries};
+use crate::credits::usage::{BucketLabel, Buckets, TimeWindow, UsageSeries};
 
 /// What the read phase found: the summary so far, the crossings, the top-up decision and who
 /// to tell.
@@ -68,7 +68,11 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     };
     // The usage answer is one large document: decoded on this task it would stall the
     // listing; on its own task it decodes on another core while the pages arrive.
-    let usage = Background(tokio::spawn(usage_for_forecast(deps.client.clone(), req.as_of)));
+    let usage = Background(tokio::spawn(usage_for_forecast(
+        deps.client.clone(),
+        req.as_of,
+        settings.bucket_label,
+    )));
     let arcgis = async {
         let read = tokio::join!(org, listing, usage.join());
         (read, started.elapsed())
@@ -273,13 +277,21 @@ fn listing_needed(org: &OrgProperties) -> bool {
     org.budgeting_enabled && org.ensure(Capability::ManageCredits).is_ok()
 }
 
-/// One usage series per member over the [`FORECAST_DAYS`] before `as_of`'s day, or why not.
-/// Read concurrently with the member listing, so it costs no extra round trip.
-async fn usage_for_forecast(client: Client, as_of: DateTime<Utc>) -> Result<(TimeWindow, Vec<UsageSeries>), String> {
+/// One usage series per member over the [`FORECAST_DAYS`] whole UTC days before `as_of`'s
+/// day (its labels read per `label`), or why not. Read concurrently with the member listing,
+/// so it costs no extra round trip.
+async fn usage_for_forecast(
+    client: Client,
+    as_of: DateTime<Utc>,
+    label: BucketLabel,
+) -> Result<(TimeWindow, Vec<UsageSeries>), String> {
     let day_start = as_of.date_naive().and_time(NaiveTime::MIN).and_utc();
     let window = TimeWindow::last_days(day_start, FORECAST_DAYS)
         .map_err(|e| format!("no forecast window before {day_start}: {e}"))?;
-    match client.usage(&UsageQuery::by_member(window, UsagePeriod::Day)).await {
+    match client
+        .usage(&UsageQuery::by_member(window, Buckets::daily(label)))
+        .await
+    {
         Ok(series) => Ok((window, series)),
         Err(e) => {
             tracing::warn!(error = %e, "usage unavailable: no forecasts this run");

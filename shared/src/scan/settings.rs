@@ -7,6 +7,7 @@ use crate::arcgis::NotifyChannel;
 use crate::config::Config;
 use crate::credits::amount::Credits;
 use crate::credits::classify::{Limit, Thresholds};
+use crate::credits::usage::BucketLabel;
 use crate::startup::StartupError;
 
 /// The template's timeout for scan-credits: the deadline used when the invocation's context
@@ -35,6 +36,8 @@ pub struct ScanSettings {
     pub top_up: Option<TopUpSettings>,
     /// `LEDGER_TABLE`.
     pub ledger_table: String,
+    /// `USAGE_BUCKET_LABEL`: how the forecast's usage timestamps are read into days.
+    pub bucket_label: BucketLabel,
 }
 
 impl ScanSettings {
@@ -60,6 +63,7 @@ impl ScanSettings {
                 applier: Applier::from_config(config),
             }),
             ledger_table,
+            bucket_label: config.usage_bucket_label,
         })
     }
 }
@@ -86,6 +90,9 @@ mod tests {
         );
         let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t")])).unwrap();
         assert_eq!(s.top_up, None);
+        assert_eq!(s.bucket_label, BucketLabel::Start);
+        let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t"), ("USAGE_BUCKET_LABEL", "end")])).unwrap();
+        assert_eq!(s.bucket_label, BucketLabel::End);
         let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t"), ("AUTO_TOP_UP_TO", "200")])).unwrap();
         let top_up = s.top_up.unwrap();
         assert_eq!(top_up.target, Credits::whole(200));

@@ -9,10 +9,18 @@ use percent_encoding::percent_decode_str;
 /// One sharing/rest operation, with the path parts it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `sharing/rest` itself: the API's version (`currentVersion`).
+    Root,
+    /// `info`: how the portal signs callers in (token service URL).
+    Info,
     /// `generateToken`.
     GenerateToken,
     /// `oauth2/token`.
     OAuthToken,
+    /// `oauth2/authorize`: the sign-in page of the browser flow.
+    OAuthAuthorize,
+    /// `/sharing/oauth2/signin` (outside `sharing/rest`): the sign-in form's target.
+    OAuthSignin,
     /// `portals/self` (or `portals/<orgId>`).
     PortalSelf,
     /// `portals/self/update`.
@@ -31,6 +39,8 @@ pub enum Endpoint {
     ItemsStatus,
     /// `portals/self/usage` (undocumented; the credits dashboard's source).
     Usage,
+    /// `portals/self/roles`: the org's roles that carry a `roleId`.
+    Roles,
     /// `community/users`: fuzzy search across orgs.
     CommunityUsers,
     /// `community/users/<username|id>`.
@@ -43,6 +53,8 @@ pub enum Endpoint {
     ItemDelete(String, String),
     /// `content/items/<id>/data`.
     ItemData(String),
+    /// `content/items/<id>`: the item's properties.
+    Item(String),
     /// A path under `portals/` naming another org.
     WrongPortal,
     /// Anything else.
@@ -50,6 +62,33 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Routes a whole request path: `/sharing/rest[/...]`, the sign-in form's
+    /// `/sharing/oauth2/signin`, and `Invalid` for everything else (Esri's client probes
+    /// `/sharing/info` and friends and takes that answer as "no such service").
+    ///
+    /// Repeated slashes count as one, as the web servers in front of ArcGIS merge them: Esri's
+    /// client posts its report-status poll to `//sharing/rest/portals/self/itemsstatus`.
+    pub fn route(path: &str, org_id: &str) -> Endpoint {
+        let merged;
+        let path = if path.contains("//") {
+            merged = path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .fold(String::new(), |acc, s| acc + "/" + s);
+            merged.as_str()
+        } else {
+            path
+        };
+        if path == "/sharing/oauth2/signin" {
+            return Endpoint::OAuthSignin;
+        }
+        match path.strip_prefix("/sharing/rest") {
+            Some("") => Endpoint::Root,
+            Some(rest) if rest.starts_with('/') => Endpoint::parse(&rest[1..], org_id),
+            _ => Endpoint::Invalid,
+        }
+    }
+
     /// Routes a path below `/sharing/rest/`. `org_id` is accepted in place of `self`.
     pub fn parse(rest_path: &str, org_id: &str) -> Endpoint {
         let segs: Vec<String> = rest_path
@@ -59,8 +98,11 @@ impl Endpoint {
             .collect();
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
         match s.as_slice() {
+            [""] => Endpoint::Root,
+            ["info"] => Endpoint::Info,
             ["generateToken"] => Endpoint::GenerateToken,
             ["oauth2", "token"] => Endpoint::OAuthToken,
+            ["oauth2", "authorize"] => Endpoint::OAuthAuthorize,
             ["portals", p, rest @ ..] if *p == "self" || *p == org_id => match rest {
                 [] => Endpoint::PortalSelf,
                 ["update"] => Endpoint::PortalUpdate,
@@ -71,6 +113,7 @@ impl Endpoint {
                 ["createNotification"] => Endpoint::CreateNotification,
                 ["itemsstatus"] => Endpoint::ItemsStatus,
                 ["usage"] => Endpoint::Usage,
+                ["roles"] => Endpoint::Roles,
                 _ => Endpoint::Invalid,
             },
             ["portals", _, ..] => Endpoint::WrongPortal,
@@ -80,6 +123,7 @@ impl Endpoint {
             ["content", "users", o, "items", id, "status"] => Endpoint::ItemStatus(o.to_string(), id.to_string()),
             ["content", "users", o, "items", id, "delete"] => Endpoint::ItemDelete(o.to_string(), id.to_string()),
             ["content", "items", id, "data"] => Endpoint::ItemData(id.to_string()),
+            ["content", "items", id] if !id.is_empty() => Endpoint::Item(id.to_string()),
             _ => Endpoint::Invalid,
         }
     }
@@ -87,8 +131,12 @@ impl Endpoint {
     /// The stable name used in request counts, the request log and fault triggers.
     pub fn name(&self) -> &'static str {
         match self {
+            Endpoint::Root => "root",
+            Endpoint::Info => "info",
             Endpoint::GenerateToken => "generateToken",
             Endpoint::OAuthToken => "oauth2/token",
+            Endpoint::OAuthAuthorize => "oauth2/authorize",
+            Endpoint::OAuthSignin => "oauth2/signin",
             Endpoint::PortalSelf => "portals/self",
             Endpoint::PortalUpdate => "portals/self/update",
             Endpoint::OrgUsers => "portals/self/users",
@@ -98,12 +146,14 @@ impl Endpoint {
             Endpoint::CreateNotification => "portals/self/createNotification",
             Endpoint::ItemsStatus => "portals/self/itemsstatus",
             Endpoint::Usage => "portals/self/usage",
+            Endpoint::Roles => "portals/self/roles",
             Endpoint::CommunityUsers => "community/users",
             Endpoint::User(_) => "community/users/{user}",
             Endpoint::UserReport(_) => "community/users/{user}/report",
             Endpoint::ItemStatus(..) => "content/users/{owner}/items/{id}/status",
             Endpoint::ItemDelete(..) => "content/users/{owner}/items/{id}/delete",
             Endpoint::ItemData(_) => "content/items/{id}/data",
+            Endpoint::Item(_) => "content/items/{id}",
             Endpoint::WrongPortal => "portals/{other}",
             Endpoint::Invalid => "invalid",
         }
@@ -115,6 +165,7 @@ impl Endpoint {
         matches!(
             self,
             Endpoint::GenerateToken
+                | Endpoint::OAuthSignin
                 | Endpoint::AssignCredits
                 | Endpoint::UnassignCredits
                 | Endpoint::CreateNotification
@@ -137,6 +188,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn routes_the_root_the_probes_and_the_sign_in_form() {
+        assert_eq!(Endpoint::route("/sharing/rest", "ORG"), Endpoint::Root);
+        assert_eq!(Endpoint::route("/sharing/rest/", "ORG"), Endpoint::Root);
+        assert_eq!(Endpoint::route("/sharing/rest/info", "ORG"), Endpoint::Info);
+        assert_eq!(Endpoint::route("/sharing/oauth2/signin", "ORG"), Endpoint::OAuthSignin);
+        assert_eq!(
+            Endpoint::route("/sharing/rest/oauth2/authorize", "ORG"),
+            Endpoint::OAuthAuthorize
+        );
+        // Esri's client probes these; none is a sharing/rest operation.
+        for probe in ["/sharing/info", "/sharing/sharing/rest/info", "/sharing/restx", "/info"] {
+            assert_eq!(Endpoint::route(probe, "ORG"), Endpoint::Invalid, "{probe}");
+        }
+        assert_eq!(Endpoint::route("/sharing/rest/services", "ORG"), Endpoint::Invalid);
+        assert_eq!(
+            Endpoint::route("//sharing/rest/portals/self/itemsstatus", "ORG"),
+            Endpoint::ItemsStatus
+        );
+    }
+
+    #[test]
     fn routes_self_and_org_id_alike_and_rejects_other_orgs() {
         assert_eq!(Endpoint::parse("portals/self/users", "ORG"), Endpoint::OrgUsers);
         assert_eq!(Endpoint::parse("portals/ORG/users", "ORG"), Endpoint::OrgUsers);
@@ -146,6 +218,11 @@ mod tests {
             Endpoint::User("j doe".into())
         );
         assert_eq!(Endpoint::parse("nope", "ORG"), Endpoint::Invalid);
+        assert_eq!(
+            Endpoint::parse("content/items/abc", "ORG"),
+            Endpoint::Item("abc".into())
+        );
+        assert_eq!(Endpoint::parse("portals/self/roles", "ORG"), Endpoint::Roles);
         assert_eq!(Endpoint::parse("community/users//report", "ORG"), Endpoint::Invalid);
     }
 }

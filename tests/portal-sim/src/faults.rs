@@ -110,7 +110,9 @@ pub struct Behaviour {
     /// The report download answers 302 to another host name (`localhost` instead of the
     /// address used), as storage redirects do.
     pub report_redirect: bool,
-    /// The report CSV ends with a `Total` row.
+    /// The report CSV ends with a `Total` row. Off by default: the original notebook, run on
+    /// real ArcGIS Online by its authors, sums every row, so a Total row would have doubled
+    /// its figures; nothing records one. Kept for parsers, which must never sum it.
     pub report_total_row: bool,
     /// Usernames the search index has not caught up with (index lag): fuzzy searches miss them.
     pub search_hidden: Vec<String>,
@@ -118,6 +120,43 @@ pub struct Behaviour {
     pub require_https_for_token: bool,
     /// Failed sign-ins before an account is locked out; `None` = never.
     pub lockout_after: Option<u32>,
+    /// What an unlimited member's `availableCredits` holds: the org's remaining credits (as
+    /// recorded live) or `-1` (as older mocks show).
+    pub unlimited_available: UnlimitedAvailable,
+    /// Whether a usage bucket's timestamp labels its start or its end (unverified; see
+    /// docs/arcgis.md, "Usage buckets"). Defaults to the product's default, `start`, so tests
+    /// run with matching conventions unless they choose otherwise.
+    pub usage_bucket_label: BucketLabel,
+    /// How long a new report item answers "item not found" (`CONT_0001`) before it becomes
+    /// visible, as Esri's client waits out (up to 15 s).
+    pub report_item_visible_after_ms: u64,
+    /// The report CSV carries a `Full Name` column after `Username` (the recorded evidence says
+    /// it has exactly one text column; kept as a switch for parsers).
+    pub report_full_name_column: bool,
+}
+
+/// What `availableCredits` holds for a member without an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlimitedAvailable {
+    /// The org's remaining credits, as a live capture shows (`assignedCredits: -1.0`,
+    /// `availableCredits: 1.4562242E7`).
+    #[default]
+    OrgCredits,
+    /// `-1`, as Esri's older test mocks show.
+    MinusOne,
+}
+
+/// Which end of its bucket a usage timestamp names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BucketLabel {
+    /// The label is the bucket's first instant: `[label, label + period)`.
+    #[default]
+    Start,
+    /// The label is the instant the bucket ends: it covers `[label - period, label)`, so
+    /// labels lie in `(startTime, endTime]` as in Esri's docstring.
+    End,
 }
 
 impl Default for Behaviour {
@@ -128,10 +167,14 @@ impl Default for Behaviour {
             report_stuck: false,
             report_fail: false,
             report_redirect: true,
-            report_total_row: true,
+            report_total_row: false,
             search_hidden: Vec::new(),
             require_https_for_token: false,
             lockout_after: Some(5),
+            unlimited_available: UnlimitedAvailable::OrgCredits,
+            usage_bucket_label: BucketLabel::Start,
+            report_item_visible_after_ms: 0,
+            report_full_name_column: false,
         }
     }
 }

@@ -26,6 +26,23 @@ pub const OFFICER_PASSWORD: &str = "sim-officer-password";
 pub const AUDITOR_USERNAME: &str = "auditor";
 /// Its password.
 pub const AUDITOR_PASSWORD: &str = "sim-auditor-password";
+/// A member whose custom role reports `role: "org_admin"` with a `roleId` and every privilege
+/// credit-steward needs: an administrator in all but the built-in role.
+pub const CUSTOM_ADMIN_USERNAME: &str = "custom_admin";
+/// Its password.
+pub const CUSTOM_ADMIN_PASSWORD: &str = "sim-custom-admin-password";
+/// A member whose custom role also reports `role: "org_admin"` with a `roleId`, but only
+/// manages content: no `portal:admin:viewUsers`, `manageCredits` or `createReports`. Esri's
+/// own client does not count such a role as an administrator; a check on `role` alone would.
+pub const CONTENT_ADMIN_USERNAME: &str = "content_admin";
+/// Its password.
+pub const CONTENT_ADMIN_PASSWORD: &str = "sim-content-admin-password";
+/// A member of another org whose profile is private: its lookup answers "User does not exist
+/// or is inaccessible", like a name nobody has.
+pub const PRIVATE_OUTSIDER_USERNAME: &str = "jdoe_private";
+/// A member of another org with a public profile: its lookup answers the public view, without
+/// `orgId`, role or credit fields.
+pub const PUBLIC_OUTSIDER_USERNAME: &str = "jdoe_partner";
 /// A plain member who may sign in (no admin privilege at all).
 pub const USER_USERNAME: &str = "jdoe";
 /// Its password.
@@ -232,6 +249,14 @@ fn roles(rng: &mut ChaCha8Rng) -> Vec<Role> {
     officer.extend(strs(USER_PRIVILEGES));
     let mut auditor = strs(&["portal:admin:viewUsers"]);
     auditor.extend(strs(USER_PRIVILEGES));
+    let admin_like = admin.clone();
+    let mut content_admin = strs(&[
+        "portal:admin:viewItems",
+        "portal:admin:updateItems",
+        "portal:admin:deleteItems",
+        "portal:admin:reassignItems",
+    ]);
+    content_admin.extend(strs(USER_PRIVILEGES));
     vec![
         Role {
             id: "org_admin".into(),
@@ -275,6 +300,22 @@ fn roles(rng: &mut ChaCha8Rng) -> Vec<Role> {
             has_role_id: true,
             privileges: auditor,
         },
+        // Custom roles with administrative privileges report `org_admin` as their base (fixed
+        // ids, so adding them did not change what every seed generates).
+        Role {
+            id: "cAdminFullRole01".into(),
+            name: "Deputy Administrator".into(),
+            base: "org_admin".into(),
+            has_role_id: true,
+            privileges: admin_like,
+        },
+        Role {
+            id: "cAdminContent001".into(),
+            name: "Content Administrator".into(),
+            base: "org_admin".into(),
+            has_role_id: true,
+            privileges: content_admin,
+        },
     ]
 }
 
@@ -289,6 +330,7 @@ struct Special {
     disabled: bool,
     email: Option<&'static str>,
     never_logged_in: bool,
+    access: &'static str,
 }
 
 /// The hand-placed members every generated org starts with, each there for one pitfall.
@@ -302,6 +344,7 @@ fn special() -> Vec<Special> {
         disabled: false,
         email: Some("@"),
         never_logged_in: false,
+        access: "org",
     };
     vec![
         s(ADMIN_USERNAME, 0, "creatorUT", None, 12.5),
@@ -334,6 +377,13 @@ fn special() -> Vec<Special> {
         Special {
             never_logged_in: true,
             ..s("never_logged_in", 2, "creatorUT", Some(100.0), 0.0)
+        },
+        s(CUSTOM_ADMIN_USERNAME, 6, "creatorUT", None, 1.5),
+        s(CONTENT_ADMIN_USERNAME, 7, "creatorUT", Some(300.0), 30.0),
+        // A private profile: its org's administrators still see all of it.
+        Special {
+            access: "private",
+            ..s("private_member", 1, "creatorUT", Some(400.0), 380.0)
         },
     ]
 }
@@ -454,6 +504,7 @@ pub fn generate(params: &GenParams) -> Org {
             },
             created,
             modified: created + rng.random_range(0..400) * 86_400_000,
+            access: "org".into(),
             username,
         }
     };
@@ -467,7 +518,7 @@ pub fn generate(params: &GenParams) -> Org {
                 e.to_string()
             }
         });
-        let m = make(
+        let mut m = make(
             &mut rng,
             s.username.into(),
             first,
@@ -479,6 +530,7 @@ pub fn generate(params: &GenParams) -> Org {
             email,
             s.never_logged_in,
         );
+        m.access = s.access.into();
         member_usage(
             &mut rng,
             &m.username,
@@ -567,7 +619,7 @@ pub fn generate(params: &GenParams) -> Org {
     }
     usage.sort_by(|a, b| (a.day, &a.username, &a.stype).cmp(&(b.day, &b.username, &b.stype)));
 
-    let external_users = ["jdoe_partner", "jdoe3"]
+    let mut external_users: Vec<MemberRecord> = [PUBLIC_OUTSIDER_USERNAME, "jdoe3"]
         .iter()
         .map(|u| {
             let other_org = alnum_id(&mut rng, 16);
@@ -579,6 +631,7 @@ pub fn generate(params: &GenParams) -> Org {
                 last_name: "Doe".into(),
                 email: Some(format!("{u}@partner.example.net")),
                 org_id: other_org,
+                access: "public".into(),
                 role_id: "org_user".into(),
                 user_type: "creatorUT".into(),
                 level: "2".into(),
@@ -590,6 +643,15 @@ pub fn generate(params: &GenParams) -> Org {
             }
         })
         .collect();
+    // Fixed ids: drawing them would change what every seed generates after this point.
+    external_users.push(MemberRecord {
+        username: PRIVATE_OUTSIDER_USERNAME.into(),
+        id: "0123456789abcdef0123456789abcdef".into(),
+        access: "private".into(),
+        org_id: "otherOrgPrivate1".into(),
+        email: Some(format!("{PRIVATE_OUTSIDER_USERNAME}@partner.example.net")),
+        ..external_users[0].clone()
+    });
 
     let all_admin: Vec<String> = ADMIN_PRIVILEGES.iter().map(|s| s.to_string()).collect();
     Org {
@@ -627,6 +689,14 @@ pub fn generate(params: &GenParams) -> Org {
             Credential {
                 username: USER_USERNAME.into(),
                 password: USER_PASSWORD.into(),
+            },
+            Credential {
+                username: CUSTOM_ADMIN_USERNAME.into(),
+                password: CUSTOM_ADMIN_PASSWORD.into(),
+            },
+            Credential {
+                username: CONTENT_ADMIN_USERNAME.into(),
+                password: CONTENT_ADMIN_PASSWORD.into(),
             },
         ],
         apps: vec![AppCredential {

@@ -32,7 +32,7 @@ pub mod wire;
 pub mod world;
 
 pub use endpoint::Endpoint;
-pub use faults::{Behaviour, EnvelopeFault, Faults, HttpErrorFault, Trigger};
+pub use faults::{Behaviour, BucketLabel, EnvelopeFault, Faults, HttpErrorFault, Trigger, UnlimitedAvailable};
 pub use generate::{GenParams, generate};
 pub use holds::{Hold, HoldPhase, HoldSpec, HoldStatus, HoldView};
 pub use org::{Org, UsageRecord};

@@ -87,6 +87,11 @@ pub struct MemberRecord {
     pub email: Option<String>,
     /// Owning org id.
     pub org_id: String,
+    /// Profile visibility: `public`, `org` (members of the same org) or `private` (the user and
+    /// the org's administrators only). Whoever may not see a profile gets "User does not exist
+    /// or is inaccessible", exactly as for a name nobody has.
+    #[serde(default = "default_access")]
+    pub access: String,
     /// Key into [`Org::roles`].
     pub role_id: String,
     /// `userLicenseTypeId`, e.g. `creatorUT`, `viewerUT`.
@@ -103,6 +108,10 @@ pub struct MemberRecord {
     pub created: i64,
     /// Epoch ms.
     pub modified: i64,
+}
+
+fn default_access() -> String {
+    "org".into()
 }
 
 /// A built-in account's sign-in secret.

@@ -71,6 +71,8 @@ struct Arrival {
 struct Incoming {
     method: Method,
     headers: HeaderMap,
+    /// The host name and port the client used (see [`host_of`]).
+    host: Option<String>,
     params: Params,
     token: Option<String>,
 }
@@ -185,6 +187,23 @@ fn dropped() -> Response {
     r
 }
 
+/// The host the client used (`name:port`: the `Host` header, or HTTP/2's `:authority`), for
+/// URLs the simulator hands back (sign-in redirects, `owningSystemUrl`, storage redirects).
+/// `None` for anything that is not a plain host name or address, so a forged header cannot
+/// inject text into a `Location`; callers then use `127.0.0.1:<port>`.
+fn host_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        })
+        .map(str::to_string)
+}
+
 /// The request log's outcome for an operation's reply: `ok` or `error:<code>`.
 fn outcome_of(reply: &Reply) -> String {
     match reply {
@@ -201,6 +220,11 @@ async fn respond(answer: Result<Response, Reply>, format: Result<Format, AgolErr
     let format = format.unwrap_or(Format::Json);
     match answer {
         Ok(response) => response,
+        // The OAuth pages are for browsers (and for Esri's client, which scrapes them): HTML
+        // unless JSON is asked for.
+        Err(reply) if format == Format::Html && matches!(ep, Endpoint::OAuthAuthorize | Endpoint::OAuthSignin) => {
+            api::auth::oauth_page(reply)
+        }
         // Rendering a deferred reply is CPU work (up to a usage series of every member):
         // on a blocking thread it cannot hold up the runtime's other requests.
         Err(reply @ Reply::Deferred(_)) => {
@@ -330,6 +354,7 @@ impl Sim {
             held: Vec::new(),
         };
         let incoming = Incoming {
+            host: host_of(&headers, &uri),
             method,
             headers,
             params,
@@ -369,10 +394,7 @@ impl Sim {
         let mut w = self.world();
         w.seq += 1;
         let seq = w.seq;
-        let ep = match path.strip_prefix("/sharing/rest/") {
-            Some(rest) => Endpoint::parse(rest, &w.org.id.clone()),
-            None => Endpoint::Invalid,
-        };
+        let ep = Endpoint::route(path, &w.org.id.clone());
         let decision = match params {
             Some(p) => Self::decide(&mut w, &ep, p, seq, now),
             None => Misbehave::None,
@@ -424,6 +446,7 @@ impl Sim {
             Ok(c) => c,
             Err(e) => return e.into(),
         };
+        let port = self.port.load(Ordering::Relaxed);
         let ctx = Ctx {
             params: &req.params,
             caller,
@@ -432,7 +455,8 @@ impl Sim {
             seq,
             tls: self.tls,
             scheme: if self.tls { "https" } else { "http" },
-            port: self.port.load(Ordering::Relaxed),
+            port,
+            host: req.host.clone().unwrap_or_else(|| format!("127.0.0.1:{port}")),
         };
         api::dispatch(w, ep, &ctx)
     }

@@ -165,7 +165,16 @@ impl Params {
 
     /// The parameters with every secret replaced, for the request log.
     pub fn redacted(&self) -> Vec<(String, String)> {
-        const SECRET: &[&str] = &["token", "password", "client_secret", "access_token", "refresh_token"];
+        // An authorization code and a sign-in's `oauth_state` are credentials until used.
+        const SECRET: &[&str] = &[
+            "token",
+            "password",
+            "client_secret",
+            "access_token",
+            "refresh_token",
+            "code",
+            "oauth_state",
+        ];
         self.0
             .iter()
             .map(|(k, v)| {

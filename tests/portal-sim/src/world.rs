@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::faults::{Behaviour, FaultState, Faults};
+use crate::faults::{Behaviour, FaultState, Faults, UnlimitedAvailable};
 use crate::org::{MemberRecord, Org, Role, UsageRecord, from_micros, micros};
 use crate::wire::JavaNumber;
 
@@ -256,6 +256,8 @@ pub struct World {
     pub behaviour: Behaviour,
     /// Counter for ids the simulator makes up.
     pub next_id: u64,
+    /// Browser-style sign-ins in progress and unredeemed authorization codes.
+    pub oauth: crate::api::auth::OAuthSessions,
 }
 
 /// Oldest request-log entries are dropped past this, so a long demo cannot grow without bound.
@@ -281,6 +283,7 @@ impl World {
             faults: FaultState::new(Faults::default(), 0),
             behaviour,
             next_id: 1,
+            oauth: Default::default(),
             org,
         };
         w.reindex();
@@ -381,13 +384,18 @@ impl World {
         self.consumed.get(username).copied().unwrap_or(0)
     }
 
-    /// `(assignedCredits, availableCredits)` as served: `-1/-1` when unlimited or when
-    /// budgeting is off (an unverified choice: allocations mean nothing then; see
-    /// docs/arcgis.md, "Credit fields and the unlimited sentinel").
+    /// `(assignedCredits, availableCredits)` as served. A member without an allocation (or any
+    /// member while budgeting is off, an unverified choice: allocations mean nothing then) has
+    /// `assignedCredits: -1` and, as a live capture shows, the org's remaining credits in
+    /// `availableCredits` (or `-1` with [`UnlimitedAvailable::MinusOne`]; see docs/arcgis.md,
+    /// "Credit fields and the unlimited sentinel").
     pub fn credit_fields(&self, m: &MemberRecord) -> (f64, f64) {
         match (self.budgeting(), m.allocation) {
             (true, Some(a)) => (a, from_micros(micros(a) - self.consumed_micros(&m.username))),
-            _ => (-1.0, -1.0),
+            _ => match self.behaviour.unlimited_available {
+                UnlimitedAvailable::OrgCredits => (-1.0, self.org.available_credits),
+                UnlimitedAvailable::MinusOne => (-1.0, -1.0),
+            },
         }
     }
 
@@ -512,23 +520,24 @@ impl UsersView {
 fn wire_user<'a>(m: &'a MemberRecord, private: Option<(&'a Role, Option<(f64, f64)>)>) -> WireUser<'a> {
     WireUser {
         username: &m.username,
-        id: &m.id,
         full_name: &m.full_name,
         first_name: &m.first_name,
         last_name: &m.last_name,
         description: (),
-        org_id: &m.org_id,
+        tags: [],
         provider: "arcgis",
-        idp_username: (),
-        access: "org",
         created: m.created,
         modified: m.modified,
         culture: "en",
         region: "WO",
         units: "metric",
         thumbnail: (),
-        groups: [],
         private: private.map(|(role, credits)| WirePrivate {
+            id: &m.id,
+            org_id: &m.org_id,
+            idp_username: (),
+            access: &m.access,
+            groups: [],
             role: &role.base,
             role_id: role.has_role_id.then_some(role.id.as_str()),
             privileges: &role.privileges,
@@ -546,27 +555,25 @@ fn wire_user<'a>(m: &'a MemberRecord, private: Option<(&'a Role, Option<(f64, f6
     }
 }
 
-/// A user object as ArcGIS writes it (`null`s and constants included).
+/// A user object as ArcGIS writes it (`null`s and constants included). Its public part is
+/// what anyone may see, and exactly what Esri's own mocks show for it: no `id`, no `orgId`, no
+/// role and no credit fields (see docs/arcgis.md, "Members: listing and exact lookup").
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WireUser<'a> {
     username: &'a str,
-    id: &'a str,
     full_name: &'a str,
     first_name: &'a str,
     last_name: &'a str,
     description: (),
-    org_id: &'a str,
+    tags: [(); 0],
     provider: &'static str,
-    idp_username: (),
-    access: &'static str,
     created: i64,
     modified: i64,
     culture: &'static str,
     region: &'static str,
     units: &'static str,
     thumbnail: (),
-    groups: [(); 0],
     #[serde(flatten)]
     private: Option<WirePrivate<'a>>,
 }
@@ -575,6 +582,11 @@ pub struct WireUser<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WirePrivate<'a> {
+    id: &'a str,
+    org_id: &'a str,
+    idp_username: (),
+    access: &'a str,
+    groups: [(); 0],
     role: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     role_id: Option<&'a str>,

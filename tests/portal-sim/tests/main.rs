@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 and talks raw HTTP to it.
 
 mod control;
+mod esri_client;
 mod faults;
 mod holds;
 mod quirks;

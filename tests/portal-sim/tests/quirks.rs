@@ -16,7 +16,8 @@ async fn quirk01_errors_arrive_inside_http_200_and_gateways_send_real_statuses()
     )
     .await;
     assert_eq!(error_code(&v), 400);
-    assert_eq!(v["error"]["message"], "User not found.");
+    // The message Esri's own Python client matches for an unknown user.
+    assert_eq!(v["error"]["message"], "User does not exist or is inaccessible.");
     assert!(v["error"]["details"].is_array());
 
     h.sim.set_faults(Faults {
@@ -512,6 +513,15 @@ async fn quirk12_minus_one_means_unlimited_and_balances_can_go_negative() {
         h.post_json(&format!("community/users/{u}"), &[("f", "json"), ("token", &t)])
             .await
     };
+    // As recorded live: an unlimited member's availableCredits is the org's remaining credits.
+    let u = get("unlimited_analyst").await;
+    assert_eq!(
+        (u["assignedCredits"].as_f64(), u["availableCredits"].as_f64()),
+        (Some(-1.0), Some(h.sim.org().available_credits))
+    );
+    // As older mocks show, with the switch: -1 for both.
+    h.sim
+        .update_behaviour(|b| b.unlimited_available = portal_sim::UnlimitedAvailable::MinusOne);
     let u = get("unlimited_analyst").await;
     assert_eq!(
         (u["assignedCredits"].as_f64(), u["availableCredits"].as_f64()),
@@ -667,12 +677,17 @@ async fn quirk15_report_items_process_then_complete_and_download_through_a_redir
     let csv = r.text().await.unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert!(
-        lines[3].starts_with("Username,Full Name,"),
+        lines[3].starts_with("Username,") && !lines[3].contains("Full Name"),
         "3 preamble lines then the header: {:?}",
         &lines[..4]
     );
     assert_eq!(lines.iter().filter(|l| l.starts_with("jdoe,")).count(), 1);
-    assert_eq!(lines.len(), 4 + 120 + 1 + 1, "one row per member, unattributed, Total");
+    assert_eq!(
+        lines.len(),
+        4 + 120 + 1,
+        "one row per member and unattributed usage, no Total"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("Total,")));
     assert_eq!(h.sim.storage_token_leaks(), 0);
     let v = h
         .post_json(
@@ -736,7 +751,8 @@ async fn quirk16_numbers_use_exponents_and_usage_series_are_strings() {
             num: 1,
         })
         .unwrap();
-    let (s, e) = (day.to_string(), (day + 86_400_000).to_string());
+    // Labels are the midnights inside (startTime, endTime]: this asks for the one naming `day`.
+    let (s, e) = ((day - 1).to_string(), day.to_string());
     let v = h
         .post_json(
             "portals/self/usage",
@@ -754,7 +770,7 @@ async fn quirk16_numbers_use_exponents_and_usage_series_are_strings() {
         )
         .await;
     let point = &v["data"][0]["credits"][0];
-    assert_eq!(point[0], Value::String(s.clone()), "timestamp as a string");
+    assert_eq!(point[0], Value::String(day.to_string()), "timestamp as a string");
     let value = point[1].as_str().unwrap();
     assert_eq!(value, "2.0E-4", "Java formatting");
     assert_eq!(v["data"][0]["num"][0][1], "1");
@@ -881,5 +897,178 @@ async fn quirk20_awkward_members_are_present() {
     assert_eq!(find("never_logged_in")["lastLogin"], -1);
     for u in ["jdoe", "jdoe2", "jdoe_admin"] {
         find(u);
+    }
+}
+
+#[tokio::test]
+async fn quirk21_usage_buckets_are_labelled_by_their_start_or_their_end() {
+    const DAY: i64 = 86_400_000;
+    let mut org = small_org();
+    // Tomorrow and the day after: days without generated usage, so each bucket holds exactly
+    // what is planted here.
+    let day = org.as_of + DAY;
+    let org_id = org.id.clone();
+    // A public account, in no org: its series carries no userOrgId at all.
+    let outsider = UsageRecord {
+        day,
+        username: Some("public_account_1".into()),
+        stype: "geocode".into(),
+        etype: "geocodecnt".into(),
+        credits: 0.125,
+        num: 1,
+    };
+    let at = org.usage.partition_point(|r| r.day <= day);
+    org.usage.insert(at, outsider);
+    let h = Harness::new(org).await;
+    for (offset, credits) in [(0, 0.5), (DAY, 0.25)] {
+        h.sim
+            .consume(UsageRecord {
+                day: day + offset,
+                username: Some("jdoe".into()),
+                stype: "geocode".into(),
+                etype: "geocodecnt".into(),
+                credits,
+                num: 1,
+            })
+            .unwrap();
+    }
+    let t = h.admin_token().await;
+    let series = |start: i64, end: i64, period: &'static str| {
+        let (h, t) = (&h, t.clone());
+        async move {
+            let (s, e) = (start.to_string(), end.to_string());
+            h.post_json(
+                "portals/self/usage",
+                &[
+                    ("f", "json"),
+                    ("token", &t),
+                    ("startTime", &s),
+                    ("endTime", &e),
+                    ("period", period),
+                    ("groupby", "username,userorgid"),
+                    ("vars", "credits"),
+                ],
+            )
+            .await
+        }
+    };
+    let points = |v: &Value, user: &str| -> Vec<(i64, String)> {
+        let s = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["username"] == user)
+            .unwrap_or_else(|| panic!("no series for {user}: {v}"));
+        s["credits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap().parse().unwrap(),
+                    p[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let month_start = {
+        use chrono::Datelike;
+        let d = chrono::DateTime::from_timestamp_millis(day).unwrap().date_naive();
+        d.with_day(1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc()
+    };
+    let month_end = month_start
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap()
+        .timestamp_millis();
+    let month_start = month_start.timestamp_millis();
+    for label in [portal_sim::BucketLabel::Start, portal_sim::BucketLabel::End] {
+        h.sim.set_behaviour(portal_sim::Behaviour {
+            usage_bucket_label: label,
+            ..portal_sim::Behaviour::default()
+        });
+        // Labels are the midnights inside (startTime, endTime]; each names the day it starts
+        // or the day it ends.
+        let v = series(day, day + 2 * DAY, "1d").await;
+        let expected = match label {
+            portal_sim::BucketLabel::Start => [(day + DAY, "0.25"), (day + 2 * DAY, "0.0")],
+            portal_sim::BucketLabel::End => [(day + DAY, "0.5"), (day + 2 * DAY, "0.25")],
+        };
+        assert_eq!(
+            points(&v, "jdoe"),
+            expected.map(|(t, c)| (t, c.to_owned())),
+            "{label:?}"
+        );
+        // Esri's docstring run: asked from 08:00 to 08:00 seven days later, labelled with the
+        // seven midnights between.
+        let v = series(day + 8 * 3_600_000, day + 7 * DAY + 8 * 3_600_000, "1d").await;
+        let labels: Vec<i64> = points(&v, "jdoe").into_iter().map(|(t, _)| t).collect();
+        assert_eq!(labels, (1..=7).map(|n| day + n * DAY).collect::<Vec<_>>(), "{label:?}");
+        // Around `day`: its bucket is labelled `day` (start) or `day + 1 day` (end).
+        let v = series(day - DAY, day + DAY, "1d").await;
+        let jdoe = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["username"] == "jdoe")
+            .unwrap();
+        assert_eq!(jdoe["userOrgId"], org_id.as_str(), "{label:?}");
+        let outsider = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["username"] == "public_account_1")
+            .unwrap();
+        assert!(outsider.get("userOrgId").is_none(), "absent, not null: {outsider}");
+        let outsider_day = match label {
+            portal_sim::BucketLabel::Start => day,
+            portal_sim::BucketLabel::End => day + DAY,
+        };
+        assert!(
+            points(&v, "public_account_1").contains(&(outsider_day, "0.125".to_owned())),
+            "{label:?}"
+        );
+        // Every period: the bucket `[day, day + period)`, labelled by its start or its end,
+        // holds what falls inside it.
+        let v = series(day - 1, day + 3_600_000, "1h").await;
+        let named = match label {
+            portal_sim::BucketLabel::Start => day,
+            portal_sim::BucketLabel::End => day + 3_600_000,
+        };
+        assert!(points(&v, "jdoe").contains(&(named, "0.5".to_owned())), "{label:?} 1h");
+        // Months are calendar months: the bucket holding `day` is its month, summed exactly.
+        let in_month: i64 = h
+            .sim
+            .org()
+            .usage
+            .iter()
+            .filter(|r| r.username.as_deref() == Some("jdoe") && (month_start..month_end).contains(&r.day))
+            .map(|r| (r.credits * 1e6).round() as i64)
+            .sum();
+        let v = series(month_start - 1, month_end, "1m").await;
+        let named = match label {
+            portal_sim::BucketLabel::Start => month_start,
+            portal_sim::BucketLabel::End => month_end,
+        };
+        let monthly = points(&v, "jdoe");
+        let (_, value) = monthly
+            .iter()
+            .find(|(t, _)| *t == named)
+            .unwrap_or_else(|| panic!("{label:?} 1m: {monthly:?}"));
+        let value: f64 = value.parse().unwrap();
+        assert_eq!((value * 1e6).round() as i64, in_month, "{label:?} 1m");
+        // Weeks are ISO weeks: every weekly label is a Monday at midnight.
+        let v = series(day - 21 * DAY, day + DAY, "1w").await;
+        let weekly: Vec<i64> = v["data"][0]["credits"]
+            .as_array()
+            .expect("a series")
+            .iter()
+            .map(|p| p[0].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(weekly.len() >= 3, "{label:?}: {weekly:?}");
+        assert!(weekly.iter().all(|t| {
+            use chrono::Datelike;
+            let d = chrono::DateTime::from_timestamp_millis(*t).unwrap();
+            d.weekday() == chrono::Weekday::Mon && t % DAY == 0
+        }));
     }
 }

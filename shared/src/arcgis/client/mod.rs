@@ -47,6 +47,9 @@ pub struct ClientConfig {
     pub report_deadline: Duration,
     /// First delay between report status polls (grows ×1.5 up to 10 s).
     pub report_poll_interval: Duration,
+    /// How long a new report item may answer "item not found" before that is an error (a new
+    /// item takes seconds to become visible; Esri's own client waits 15 s).
+    pub report_visibility_grace: Duration,
     /// Extra trusted root certificates (PEM), e.g. a local simulator's self-signed CA.
     pub extra_root_certificates_pem: Option<Vec<u8>>,
 }
@@ -65,6 +68,7 @@ impl ClientConfig {
             list_concurrency: 8,
             report_deadline: Duration::from_secs(300),
             report_poll_interval: Duration::from_secs(1),
+            report_visibility_grace: super::report::ITEM_VISIBILITY_GRACE,
             extra_root_certificates_pem: None,
         }
     }
@@ -82,6 +86,7 @@ impl fmt::Debug for ClientConfig {
             .field("list_concurrency", &self.list_concurrency)
             .field("report_deadline", &self.report_deadline)
             .field("report_poll_interval", &self.report_poll_interval)
+            .field("report_visibility_grace", &self.report_visibility_grace)
             .field(
                 "extra_root_certificates_pem",
                 &self.extra_root_certificates_pem.as_ref().map(Vec::len),
@@ -120,6 +125,7 @@ pub(super) struct Inner {
     pub(super) list_concurrency: usize,
     pub(super) report_deadline: Duration,
     pub(super) report_poll_interval: Duration,
+    pub(super) report_visibility_grace: Duration,
     /// The org's id, learnt from `portals/self` once: tells members from outside users.
     pub(super) org_id: tokio::sync::OnceCell<String>,
     requests: AtomicU64,
@@ -228,6 +234,7 @@ impl Client {
                 list_concurrency: config.list_concurrency,
                 report_deadline: config.report_deadline,
                 report_poll_interval: config.report_poll_interval,
+                report_visibility_grace: config.report_visibility_grace,
                 org_id: tokio::sync::OnceCell::new(),
                 requests: AtomicU64::new(0),
             }),

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod credits;
+pub mod info;
 pub mod notify;
 pub mod portal;
 pub mod reports;
@@ -32,6 +33,8 @@ pub struct Ctx<'a> {
     pub scheme: &'static str,
     /// The port the simulator listens on.
     pub port: u16,
+    /// The `Host` the client used (`name:port`): URLs handed back point where it connected.
+    pub host: String,
 }
 
 /// Runs one operation against the world.
@@ -42,8 +45,14 @@ pub fn dispatch(w: &mut World, ep: &Endpoint, ctx: &Ctx) -> Reply {
         return e.into();
     }
     let r: Result<Reply, AgolError> = match ep {
+        Endpoint::Root => Ok(info::root()),
+        Endpoint::Info => Ok(info::info(ctx)),
         Endpoint::GenerateToken => Ok(auth::generate_token(w, ctx)),
         Endpoint::OAuthToken => Ok(auth::oauth_token(w, ctx)),
+        Endpoint::OAuthAuthorize => auth::authorize(w, ctx),
+        Endpoint::OAuthSignin => auth::signin(w, ctx),
+        Endpoint::Roles => info::roles(w, ctx),
+        Endpoint::Item(id) => reports::item(w, ctx, id),
         Endpoint::PortalSelf => Ok(portal::portal_self(w, ctx)),
         Endpoint::PortalUpdate => portal::update(w, ctx),
         Endpoint::OrgUsers => users::list(w, ctx),

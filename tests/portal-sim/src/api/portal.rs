@@ -21,7 +21,7 @@ pub fn portal_self(w: &World, ctx: &Ctx) -> Reply {
         "portalMode": "multitenant",
         "isPortal": false,
         "allSSL": true,
-        "currentVersion": "2026.2",
+        "currentVersion": super::info::CURRENT_VERSION,
         "culture": "en",
         "region": "WO",
         "access": "private",
@@ -42,14 +42,9 @@ pub fn portal_self(w: &World, ctx: &Ctx) -> Reply {
     }
     if admin {
         v["availableCredits"] = jnum(o.available_credits);
-        v["subscriptionInfo"] = json!({
-            "id": format!("{}-sub", o.id),
-            "type": "In Use",
-            "state": "active",
-            "expDate": o.as_of + 365 * 86_400_000,
-            "maxUsers": o.members.len().max(1) * 2,
-            "availableCredits": jnum(o.available_credits),
-        });
+        // An empty object here, as Esri's own mock of this answer shows; the subscription's
+        // figures belong to `portals/self/subscriptionInfo`, which credit-steward does not read.
+        v["subscriptionInfo"] = json!({});
         v["contacts"] = json!(o.contacts);
         v["defaultUserCreditAssignment"] = jnum(o.default_user_credit_assignment);
         if let Some(enabled) = o.credit_assignments {

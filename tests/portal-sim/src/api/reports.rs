@@ -38,8 +38,10 @@ fn midnight_ms(d: NaiveDate) -> i64 {
 }
 
 /// `community/users/<me>/report`: validates like the Python client documents (monthly starts
-/// on the 1st, weekly on a Sunday or Monday, quarterly on a quarter's first day, all UTC
-/// midnight) and creates the item in the caller's content.
+/// on the 1st, weekly on a Sunday or Monday, quarterly on a quarter's first day, in UTC) and
+/// creates the item in the caller's content. `startTime` may be any instant of that first UTC
+/// day (Esri's own examples pass 16:00; Python sends the time of day it was called at): the
+/// period starts at that day's UTC midnight (unverified; see docs/arcgis.md, "Report items").
 pub fn create(w: &mut World, ctx: &Ctx, path_user: &str) -> Result<Reply, AgolError> {
     require(&ctx.caller, &["portal:admin:createReports"])?;
     let me = match &ctx.caller {
@@ -68,9 +70,7 @@ pub fn create(w: &mut World, ctx: &Ctx, path_user: &str) -> Result<Reply, AgolEr
             "is required (epoch milliseconds, UTC)",
         ));
     }
-    let start = date_of(start_ms)
-        .filter(|d| midnight_ms(*d) == start_ms)
-        .ok_or_else(|| AgolError::bad_param("startTime", "must be a UTC midnight in epoch milliseconds"))?;
+    let start = date_of(start_ms).ok_or_else(|| AgolError::bad_param("startTime", "is out of range"))?;
     let end = match duration.as_str() {
         "monthly" if start.day() == 1 => start.checked_add_months(Months::new(1)),
         "quarterly" if start.day() == 1 && start.month0() % 3 == 0 => start.checked_add_months(Months::new(3)),
@@ -96,7 +96,7 @@ pub fn create(w: &mut World, ctx: &Ctx, path_user: &str) -> Result<Reply, AgolEr
         owner: me,
         sub_type: sub,
         duration,
-        start_time: start_ms,
+        start_time: midnight_ms(start),
         end_time: midnight_ms(end),
         created: ctx.now_ms,
         deleted: false,
@@ -106,12 +106,22 @@ pub fn create(w: &mut World, ctx: &Ctx, path_user: &str) -> Result<Reply, AgolEr
     Ok(json!({"itemId": id}).into())
 }
 
+/// Whether a report item is visible yet: new items answer "not found" for
+/// `report_item_visible_after_ms` after their creation, as ArcGIS's content index lags.
+fn visible(w: &World, item: &ReportItem, now_ms: i64) -> bool {
+    !item.deleted
+        && now_ms
+            >= item
+                .created
+                .saturating_add(w.behaviour.report_item_visible_after_ms as i64)
+}
+
 fn owned_item<'a>(w: &'a World, ctx: &Ctx, owner: Option<&str>, id: &str) -> Result<&'a ReportItem, AgolError> {
     require(&ctx.caller, &[])?;
     let item = w
         .reports
         .iter()
-        .find(|r| r.id == id && !r.deleted)
+        .find(|r| r.id == id && visible(w, r, ctx.now_ms))
         .ok_or_else(AgolError::item_not_found)?;
     let mine = matches!(&ctx.caller, Caller::User { username, .. } if *username == item.owner);
     if owner.is_some_and(|o| o != item.owner) || !(mine || ctx.caller.has("portal:admin:viewItems")) {
@@ -143,7 +153,7 @@ pub fn items_status(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
     let mut items: Vec<&ReportItem> = w
         .reports
         .iter()
-        .filter(|r| !r.deleted && Some(&r.owner) == me.as_ref())
+        .filter(|r| visible(w, r, ctx.now_ms) && Some(&r.owner) == me.as_ref())
         .filter(|r| want.as_deref().is_none_or(|s| s == status(w, r, ctx.now_ms)))
         .collect();
     items.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
@@ -170,8 +180,9 @@ pub fn data(w: &mut World, ctx: &Ctx, id: &str) -> Result<Reply, AgolError> {
     }
     if w.behaviour.report_redirect {
         Ok(Reply::Redirect(format!(
-            "{}://localhost:{}/_storage/{}?sig={}",
+            "{}://{}:{}/_storage/{}?sig={}",
             ctx.scheme,
+            storage_host(&ctx.host),
             ctx.port,
             item.id,
             storage_sig(&item.id)
@@ -179,6 +190,59 @@ pub fn data(w: &mut World, ctx: &Ctx, id: &str) -> Result<Reply, AgolError> {
     } else {
         Ok(download(w, &item.id))
     }
+}
+
+/// The storage host's name: another name for this machine than the one the client used
+/// (`localhost` ⇄ `127.0.0.1`), so the download crosses hosts as a storage redirect does, and
+/// both names are covered by the simulator's certificate.
+pub fn storage_host(client_host: &str) -> &'static str {
+    let name = match client_host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => client_host,
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        "127.0.0.1"
+    } else {
+        "localhost"
+    }
+}
+
+/// `content/items/<id>` (GET or POST, as Esri's client hydrates items): the report item's
+/// properties, for its owner or a member who may view every item.
+pub fn item(w: &World, ctx: &Ctx, id: &str) -> Result<Reply, AgolError> {
+    let item = owned_item(w, ctx, None, id)?;
+    Ok(json!({
+        "id": item.id,
+        "owner": item.owner,
+        "orgId": w.org.id,
+        "created": item.created,
+        "modified": item.created,
+        "guid": null,
+        "name": format!("credits_{}.csv", item.id),
+        "title": item.title,
+        "type": REPORT_ITEM_TYPE,
+        "typeKeywords": [REPORT_ITEM_TYPE, "CSV", "Credits"],
+        "description": null,
+        "tags": [],
+        "snippet": null,
+        "thumbnail": null,
+        "documentation": null,
+        "extent": [],
+        "categories": [],
+        "spatialReference": null,
+        "accessInformation": null,
+        "licenseInfo": null,
+        "culture": "en-us",
+        "properties": null,
+        "url": null,
+        "proxyFilter": null,
+        "access": "private",
+        "size": if status(w, item, ctx.now_ms) == "completed" { credits_csv(w, item).len() as i64 } else { -1 },
+        "protected": false,
+        "ownerFolder": null,
+        "numViews": item.downloads,
+    })
+    .into())
 }
 
 /// The signature that stands in for a pre-signed storage URL.
@@ -218,8 +282,9 @@ fn cell(m: i64) -> String {
 }
 
 /// The report CSV (layout unverified; see docs/arcgis.md, "Report items"): 3 preamble lines,
-/// a header `Username,Full Name,<service labels…>`, one row per member (blank = 0), a row with
-/// an empty username for usage not attributed to a member, and optionally a `Total` row.
+/// a header `Username,<service labels…>` (`Username,Full Name,…` with
+/// `report_full_name_column`), one row per member (blank = 0), a row with an empty username
+/// for usage not attributed to a member, and optionally a `Total` row.
 pub fn credits_csv(w: &World, item: &ReportItem) -> String {
     let mut per_member: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
     let mut unattributed: BTreeMap<&str, i64> = BTreeMap::new();
@@ -246,7 +311,8 @@ pub fn credits_csv(w: &World, item: &ReportItem) -> String {
         start.format("%Y-%m-%d"),
         end.format("%Y-%m-%d")
     ));
-    out.push_str("Username,Full Name");
+    let full_name = w.behaviour.report_full_name_column;
+    out.push_str(if full_name { "Username,Full Name" } else { "Username" });
     for s in &used {
         out.push(',');
         out.push_str(s.label);
@@ -255,9 +321,11 @@ pub fn credits_csv(w: &World, item: &ReportItem) -> String {
     let mut totals = vec![0i64; used.len()];
     let mut row = |out: &mut String, user: &str, name: &str, values: Option<&BTreeMap<&str, i64>>| {
         out.push_str(user);
-        out.push_str(",\"");
-        out.push_str(&name.replace('"', "\"\""));
-        out.push('"');
+        if full_name {
+            out.push_str(",\"");
+            out.push_str(&name.replace('"', "\"\""));
+            out.push('"');
+        }
         for (i, s) in used.iter().enumerate() {
             let m = values.and_then(|v| v.get(s.code)).copied().unwrap_or(0);
             totals[i] += m;
@@ -278,7 +346,7 @@ pub fn credits_csv(w: &World, item: &ReportItem) -> String {
         );
     }
     if w.behaviour.report_total_row {
-        out.push_str("Total,");
+        out.push_str(if full_name { "Total," } else { "Total" });
         for t in &totals {
             out.push(',');
             out.push_str(&cell(*t));

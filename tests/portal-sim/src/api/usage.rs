@@ -1,15 +1,20 @@
 //! `portals/self/usage` (see docs/arcgis.md, "Usage buckets"): credit and operation series,
 //! grouped, in buckets of one period, every value a `[timestamp-string, value-string]` pair in
-//! Java number format. Buckets are labelled by their start (whether ArcGIS labels the start or
-//! the end is unverified).
+//! Java number format. The labels are the UTC bucket boundaries inside `(startTime, endTime]`,
+//! as in Esri's docstring run; each names the bucket it starts or the one it ends, as the
+//! behaviour switch `usage_bucket_label` says (which one ArcGIS uses is unverified). A record
+//! of day `d` belongs to the bucket covering `[d, d + 1 day)`. `userOrgId` is the org of the
+//! user charged, and absent (not null) when the user belongs to no org the simulator knows,
+//! as Esri's docstring shows for public accounts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Months, Utc};
+use chrono::{DateTime, Datelike, Months, Utc};
 use serde_json::Value;
 
 use super::{Ctx, auth::require};
+use crate::faults::BucketLabel;
 use crate::org::{from_micros, micros};
 use crate::wire::{AgolError, Reply, java_double};
 use crate::world::World;
@@ -18,38 +23,75 @@ use crate::world::World;
 const MAX_BUCKETS: usize = 20_000;
 const GROUP_FIELDS: &[&str] = &["stype", "etype", "username", "userorgid"];
 
-fn bucket_starts(start: i64, end: i64, period: &str) -> Result<Vec<i64>, AgolError> {
-    let step = match period {
-        "1h" => Some(3_600_000),
-        "1d" => Some(86_400_000),
-        "1w" => Some(7 * 86_400_000),
-        "1m" => None,
-        other => {
-            return Err(AgolError::bad_param(
-                "period",
-                format!("'{other}' is not 1h, 1d, 1w or 1m"),
-            ));
+/// One step of `period` from `t`, or `None` past the end of time.
+fn next_boundary(t: i64, period: &str) -> Option<i64> {
+    match period {
+        "1h" => t.checked_add(3_600_000),
+        "1d" => t.checked_add(86_400_000),
+        "1w" => t.checked_add(7 * 86_400_000),
+        _ => DateTime::<Utc>::from_timestamp_millis(t)
+            .and_then(|d| d.checked_add_months(Months::new(1)))
+            .map(|d| d.timestamp_millis()),
+    }
+}
+
+/// The bucket boundary at or before `t`: the hour for `1h`, UTC midnight for `1d`, Monday's
+/// for `1w` (ISO weeks; unverified, nothing here asks for weeks), the 1st's for `1m`.
+fn floor_boundary(t: i64, period: &str) -> Option<i64> {
+    match period {
+        "1h" => Some(t - t.rem_euclid(3_600_000)),
+        "1d" => Some(t - t.rem_euclid(86_400_000)),
+        "1w" => {
+            let midnight = t - t.rem_euclid(86_400_000);
+            let d = DateTime::<Utc>::from_timestamp_millis(midnight)?;
+            Some(midnight - i64::from(d.weekday().num_days_from_monday()) * 86_400_000)
         }
-    };
+        _ => {
+            let d = DateTime::<Utc>::from_timestamp_millis(t)?.date_naive();
+            Some(d.with_day(1)?.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+        }
+    }
+}
+
+/// The labels of an answer for `(start, end]`: the UTC bucket boundaries inside it, as in
+/// Esri's docstring run (asked from 08:00 to 08:00, labelled with the seven midnights
+/// between). Which bucket a label names, the one it starts or the one it ends, is the
+/// behaviour switch `usage_bucket_label`.
+fn labels(start: i64, end: i64, period: &str) -> Result<Vec<i64>, AgolError> {
+    if !matches!(period, "1h" | "1d" | "1w" | "1m") {
+        return Err(AgolError::bad_param(
+            "period",
+            format!("'{period}' is not 1h, 1d, 1w or 1m"),
+        ));
+    }
+    let out_of_range = || AgolError::bad_param("endTime", "is out of range");
     let mut out = Vec::new();
-    let mut t = start;
-    while t < end {
-        out.push(t);
-        if out.len() > MAX_BUCKETS {
+    let mut t = floor_boundary(start, period)
+        .and_then(|b| next_boundary(b, period))
+        .ok_or_else(out_of_range)?;
+    while t <= end {
+        if out.len() >= MAX_BUCKETS {
             return Err(AgolError::bad_param(
                 "period",
                 "too many buckets for this time span; use a longer period",
             ));
         }
-        t = match step {
-            Some(s) => t + s,
-            None => DateTime::<Utc>::from_timestamp_millis(t)
-                .and_then(|d| d.checked_add_months(Months::new(1)))
-                .map(|d| d.timestamp_millis())
-                .ok_or_else(|| AgolError::bad_param("endTime", "is out of range"))?,
-        };
+        out.push(t);
+        t = next_boundary(t, period).ok_or_else(out_of_range)?;
     }
     Ok(out)
+}
+
+/// The bucket `[from, to)` a label names.
+fn bucket_of(label: i64, period: &str, convention: BucketLabel) -> Option<(i64, i64)> {
+    match convention {
+        BucketLabel::Start => Some((label, next_boundary(label, period)?)),
+        BucketLabel::End => {
+            // The boundary before `label`: one step back from the floor of the instant before.
+            let before = floor_boundary(label - 1, period)?;
+            Some((before, label))
+        }
+    }
 }
 
 /// The usage series for `[startTime, endTime)`.
@@ -68,7 +110,18 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
         return Err(AgolError::bad_param("endTime", "must be after startTime"));
     }
     let period = p.get("period").unwrap_or("1d").to_string();
-    let buckets = bucket_starts(start, end, &period)?;
+    let labels = labels(start, end, &period)?;
+    // Each label's bucket; consecutive, so their starts sort the records into them.
+    let buckets: Vec<(i64, i64)> = labels
+        .iter()
+        .map(|&l| bucket_of(l, &period, w.behaviour.usage_bucket_label))
+        .collect::<Option<_>>()
+        .ok_or_else(|| AgolError::bad_param("startTime", "is out of range"))?;
+    let starts: Vec<i64> = buckets.iter().map(|b| b.0).collect();
+    let (covered_from, covered_to) = match (buckets.first(), buckets.last()) {
+        (Some(first), Some(last)) => (first.0, last.1),
+        _ => (start, start),
+    };
     let groupby: Vec<String> = p
         .get("groupby")
         .unwrap_or("")
@@ -103,8 +156,8 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
         .map(|(_, g)| g.clone())
         .collect();
     let mut sums: BTreeMap<[GroupValue<'_>; 4], (Vec<i64>, Vec<u64>)> = BTreeMap::new();
-    let lo = w.org.usage.partition_point(|r| r.day < start);
-    let hi = w.org.usage.partition_point(|r| r.day < end);
+    let lo = w.org.usage.partition_point(|r| r.day < covered_from);
+    let hi = w.org.usage.partition_point(|r| r.day < covered_to);
     for r in &w.org.usage[lo..hi] {
         if f_stype.is_some_and(|s| s != r.stype)
             || f_etype.is_some_and(|e| e != r.etype)
@@ -114,17 +167,17 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
         }
         let mut key = [GroupValue::Unused; 4];
         for (slot, g) in key.iter_mut().zip(&groupby) {
-            *slot = GroupValue::of(match g.as_str() {
-                "stype" => Some(r.stype.as_str()),
-                "etype" => Some(r.etype.as_str()),
-                "username" => r.username.as_deref(),
-                _ => r.username.as_ref().map(|_| w.org.id.as_str()),
-            });
+            *slot = match g.as_str() {
+                "stype" => GroupValue::Named(r.stype.as_str()),
+                "etype" => GroupValue::Named(r.etype.as_str()),
+                "username" => GroupValue::of(r.username.as_deref()),
+                _ => user_org_id(w, r.username.as_deref()),
+            };
         }
         let entry = sums
             .entry(key)
-            .or_insert_with(|| (vec![0; buckets.len()], vec![0; buckets.len()]));
-        let b = buckets.partition_point(|&t| t <= r.day).saturating_sub(1);
+            .or_insert_with(|| (vec![0; starts.len()], vec![0; starts.len()]));
+        let b = starts.partition_point(|&t| t <= r.day).saturating_sub(1);
         entry.0[b] += micros(r.credits);
         entry.1[b] += r.num;
     }
@@ -136,19 +189,44 @@ pub fn usage(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
         })
         .collect();
     Ok(Reply::Deferred(Box::new(move || {
-        series_json(start, end, &period, &groupby, &vars, &buckets, groups)
+        series_json(start, end, &period, &groupby, &vars, &labels, groups)
     })))
 }
 
-/// One series group: its `groupby` values (`None` = null), micro-credits and counts per bucket.
-type Group = (Vec<Option<String>>, Vec<i64>, Vec<u64>);
+/// The `userOrgId` of usage charged to `username`: the org's id for a member, the other
+/// org's for a known outside user, absent otherwise (public accounts, unattributed usage).
+fn user_org_id<'a>(w: &'a World, username: Option<&str>) -> GroupValue<'a> {
+    let Some(username) = username else {
+        return GroupValue::Absent;
+    };
+    if w.by_username.contains_key(username) {
+        return GroupValue::Named(w.org.id.as_str());
+    }
+    w.org
+        .external_users
+        .iter()
+        .find(|u| u.username == username)
+        .map_or(GroupValue::Absent, |u| GroupValue::Named(u.org_id.as_str()))
+}
 
-/// One group's value for one `groupby` field. `None` sorts after every name, as `null` did
+/// One series group: its `groupby` values, micro-credits and counts per bucket.
+type Group = (Vec<FieldValue>, Vec<i64>, Vec<u64>);
+
+/// A group's value for one `groupby` field, owned for rendering after the lock.
+enum FieldValue {
+    Named(String),
+    Null,
+    /// The key is left out of the series.
+    Absent,
+}
+
+/// One group's value for one `groupby` field. `Null` sorts after every name, as `null` did
 /// after the quoted names when groups were keyed by their JSON text.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum GroupValue<'a> {
     Named(&'a str),
     Null,
+    Absent,
     Unused,
 }
 
@@ -157,10 +235,11 @@ impl<'a> GroupValue<'a> {
         value.map_or(GroupValue::Null, GroupValue::Named)
     }
 
-    fn owned(&self) -> Option<String> {
+    fn owned(&self) -> FieldValue {
         match self {
-            GroupValue::Named(s) => Some((*s).to_owned()),
-            GroupValue::Null | GroupValue::Unused => None,
+            GroupValue::Named(s) => FieldValue::Named((*s).to_owned()),
+            GroupValue::Null | GroupValue::Unused => FieldValue::Null,
+            GroupValue::Absent => FieldValue::Absent,
         }
     }
 }
@@ -174,13 +253,13 @@ fn series_json(
     period: &str,
     groupby: &[String],
     vars: &[String],
-    buckets: &[i64],
+    labels: &[i64],
     groups: Vec<Group>,
 ) -> Reply {
     let text = |s: &str| Value::from(s).to_string();
     let credits = vars.iter().any(|v| v == "credits");
     let num = vars.iter().any(|v| v == "num");
-    let mut out = String::with_capacity(64 + groups.len() * (64 + buckets.len() * 32));
+    let mut out = String::with_capacity(64 + groups.len() * (64 + labels.len() * 32));
     let _ = write!(
         out,
         r#"{{"startTime":{start},"endTime":{end},"period":{},"data":["#,
@@ -194,13 +273,18 @@ fn series_json(
             first = false;
         };
         for (field, value) in groupby.iter().zip(values) {
+            let rendered = match value {
+                FieldValue::Named(name) => text(&name),
+                FieldValue::Null => "null".to_owned(),
+                FieldValue::Absent => continue,
+            };
             key(&mut out, if field == "userorgid" { "userOrgId" } else { field });
-            out.push_str(&value.as_deref().map_or_else(|| "null".to_owned(), text));
+            out.push_str(&rendered);
         }
         let mut series = |out: &mut String, name: &str, value: &dyn Fn(usize) -> String| {
             key(out, name);
             out.push('[');
-            for (b, t) in buckets.iter().enumerate() {
+            for (b, t) in labels.iter().enumerate() {
                 let _ = write!(out, r#"{}["{t}","{}"]"#, if b == 0 { "" } else { "," }, value(b));
             }
             out.push(']');

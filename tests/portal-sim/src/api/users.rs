@@ -232,7 +232,10 @@ pub fn search(w: &World, ctx: &Ctx, org_scoped: bool) -> Result<Reply, AgolError
     let pool = w.org.members.iter().chain(external.iter());
     let mut hits = Vec::new();
     for m in pool {
-        if w.behaviour.search_hidden.contains(&m.username) {
+        // Index lag, and profiles the caller may not see (private, or another org's org-only).
+        if w.behaviour.search_hidden.contains(&m.username)
+            || !(caller_sees_private(w, &ctx.caller, m) || visible_to(w, &ctx.caller, m))
+        {
             continue;
         }
         if query.account.as_ref().is_some_and(|a| *a != m.org_id) || !fuzzy_match(m, &query) {
@@ -256,15 +259,31 @@ pub fn search(w: &World, ctx: &Ctx, org_scoped: bool) -> Result<Reply, AgolError
 }
 
 /// `community/users/<username|id>`: exact, by username or id (see docs/arcgis.md, "Members:
-/// listing and exact lookup").
+/// listing and exact lookup"). Who may not see a profile (a private one, or an org-only one
+/// from outside that org) gets the same answer as for a name nobody has; everyone else sees
+/// the public view, and the user and the org's administrators the private one.
 pub fn user(w: &World, ctx: &Ctx, key: &str) -> Result<Reply, AgolError> {
+    let inaccessible = || AgolError {
+        details: vec![],
+        ..AgolError::new(400, "User does not exist or is inaccessible.")
+    };
     let m = w
         .member_by_name_or_id(key)
         .or_else(|| w.org.external_users.iter().find(|u| u.username == key || u.id == key))
-        .ok_or_else(|| AgolError {
-            details: vec![format!("User '{key}' not found.")],
-            ..AgolError::new(400, "User not found.")
-        })?;
+        .ok_or_else(inaccessible)?;
     let private = caller_sees_private(w, &ctx.caller, m);
+    if !private && !visible_to(w, &ctx.caller, m) {
+        return Err(inaccessible());
+    }
     Ok(w.user_json(m, private, true).into())
+}
+
+/// Whether `caller` may see `m`'s public profile: `public` profiles to anyone, `org` ones to
+/// members of the same org (apps and keys act for this org), `private` ones to nobody else.
+fn visible_to(w: &World, caller: &Caller, m: &MemberRecord) -> bool {
+    match m.access.as_str() {
+        "public" => true,
+        "org" => !matches!(caller, Caller::Anonymous) && m.org_id == w.org.id,
+        _ => false,
+    }
 }
