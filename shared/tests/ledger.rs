@@ -18,7 +18,7 @@ use shared::ledger::requests::REQUEST_RETENTION;
 use shared::ledger::{
     Appended, AuditEntry, AuditIntent, Caller, CallerKind, Claim, HeadUpdate, IntendedChange, Ledger, LedgerError,
     LockAttempt, LockHolder, RUN_RETENTION, RequestClaim, RequestHead, RequestStatus, RunClaim, RunStatus, Scope,
-    StoredRequest,
+    StagedAlerts, StoredRequest,
 };
 
 use crate::support::c;
@@ -89,6 +89,8 @@ macro_rules! on_both_ledgers {
 
 on_both_ledgers!(
     alert_levels_are_set_overwritten_and_cleared,
+    staged_alert_levels_count_only_once_committed_and_a_racing_run_conflicts,
+    recording_alerts_costs_the_shards_that_change_not_the_members,
     a_run_is_claimed_once_until_it_expires,
     the_member_count_is_remembered,
     claim_request_fresh_in_progress_mismatch_and_replay,
@@ -265,24 +267,99 @@ fn intent(planned_at: DateTime<Utc>, scope: &Scope, request_id: &str, batch: u32
 // ---------------------------------------------------------------------------------------
 // Alerts, runs, member count (unchanged API).
 
+/// Records `changes` as run `run` would: staged against the state read, then committed.
+async fn record(ledger: &Ledger, changes: &[(&str, Option<Level>)], run: &str) -> usize {
+    let state = ledger.alert_state().await.unwrap();
+    let changes: Vec<(String, Option<Level>)> = changes.iter().map(|(k, l)| (k.to_string(), *l)).collect();
+    let staged = state.stage(&changes, run);
+    ledger.stage_alerts(&staged).await.unwrap();
+    ledger.commit_alerts(&staged, at(6, 0, 0, 0)).await.unwrap();
+    staged.shards.len()
+}
+
 async fn alert_levels_are_set_overwritten_and_cleared(ledger: &Ledger) {
     assert!(ledger.alert_levels().await.unwrap().is_empty());
-    for (user, level, run) in [
-        ("jdoe", Level::Warning, "run-1"),
-        ("amy", Level::Critical, "run-1"),
-        ("zed", Level::Critical, "run-1"),
-        ("jdoe", Level::Critical, "run-2"),
-    ] {
-        ledger.set_alert_level(user, Some(level), run).await.unwrap();
-    }
+    record(
+        ledger,
+        &[
+            ("jdoe", Some(Level::Warning)),
+            ("amy", Some(Level::Critical)),
+            ("zed", Some(Level::Critical)),
+        ],
+        "run-1",
+    )
+    .await;
     // None and Some(Ok) both mean "back to ok": the record goes.
-    ledger.set_alert_level("zed", None, "run-2").await.unwrap();
-    ledger.set_alert_level("amy", Some(Level::Ok), "run-2").await.unwrap();
-    ledger.set_alert_level("never-set", None, "run-2").await.unwrap();
+    record(
+        ledger,
+        &[
+            ("jdoe", Some(Level::Critical)),
+            ("zed", None),
+            ("amy", Some(Level::Ok)),
+            ("never-set", None),
+        ],
+        "run-2",
+    )
+    .await;
     assert_eq!(
         ledger.alert_levels().await.unwrap(),
         HashMap::from([("jdoe".to_owned(), Level::Critical)])
     );
+}
+
+async fn staged_alert_levels_count_only_once_committed_and_a_racing_run_conflicts(ledger: &Ledger) {
+    let state = ledger.alert_state().await.unwrap();
+    let staged = state.stage(&[("jdoe".into(), Some(Level::Critical))], "run-1");
+    ledger.stage_alerts(&staged).await.unwrap();
+    assert!(ledger.alert_levels().await.unwrap().is_empty(), "staged, not committed");
+    // Another run that read the same state cannot stage over it: it must send nothing.
+    let rival = state.stage(&[("jdoe".into(), Some(Level::Warning))], "run-2");
+    let err = ledger.stage_alerts(&rival).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("the next run will report"), "{err}");
+    ledger.commit_alerts(&staged, at(6, 0, 0, 0)).await.unwrap();
+    assert_eq!(
+        ledger.alert_levels().await.unwrap(),
+        HashMap::from([("jdoe".to_owned(), Level::Critical)])
+    );
+    // A run that never commits (its email failed) leaves the state as it was.
+    let state = ledger.alert_state().await.unwrap();
+    let failed = state.stage(&[("jdoe".into(), None), ("amy".into(), Some(Level::Warning))], "run-3");
+    ledger.stage_alerts(&failed).await.unwrap();
+    let state = ledger.alert_state().await.unwrap();
+    assert_eq!(state.levels().len(), 1);
+    // And the next run stages over it from what it read.
+    let next = state.stage(&[("amy".into(), Some(Level::Warning))], "run-4");
+    ledger.stage_alerts(&next).await.unwrap();
+    ledger.commit_alerts(&next, at(6, 0, 0, 0)).await.unwrap();
+    assert_eq!(
+        ledger.alert_levels().await.unwrap(),
+        HashMap::from([("jdoe".to_owned(), Level::Critical), ("amy".to_owned(), Level::Warning)])
+    );
+}
+
+async fn recording_alerts_costs_the_shards_that_change_not_the_members(ledger: &Ledger) {
+    let is_memory = matches!(ledger, Ledger::Memory(_));
+    // A first run flagging 3,000 members: at most every shard, in two transactions.
+    let first: Vec<(String, Option<Level>)> = (0..3_000)
+        .map(|i| (format!("member_{i:04}"), Some(Level::Warning)))
+        .collect();
+    let before = ledger.requests_made();
+    let state = ledger.alert_state().await.unwrap();
+    let staged = state.stage(&first, "run-1");
+    assert_eq!(staged.shards.len(), usize::from(shared::ledger::alerts::SHARDS));
+    ledger.stage_alerts(&staged).await.unwrap();
+    ledger.commit_alerts(&staged, at(6, 0, 0, 0)).await.unwrap();
+    let read_back = ledger.alert_levels().await.unwrap();
+    assert_eq!(read_back.len(), 3_000);
+    if !is_memory {
+        // One read, one staging, one marker, one promotion, one read back (a page or two).
+        let sent = ledger.requests_made() - before;
+        assert!(sent <= 6, "{sent} requests for 3,000 members");
+    }
+    // A day where one member changes writes one shard.
+    let changed = record(ledger, &[("member_0042", Some(Level::Critical))], "run-2").await;
+    assert_eq!(changed, 1);
 }
 
 async fn a_run_is_claimed_once_until_it_expires(ledger: &Ledger) {
@@ -1596,6 +1673,128 @@ async fn a_missing_table_is_an_error_naming_table_operation_and_permission() {
             "{text}"
         );
     }
+}
+
+/// A run that dies after its commit marker (before promoting) keeps its alerts through a
+/// later run that stages over them and then never commits (its email failed).
+async fn committed_but_unpromoted_alerts_survive_a_later_run_that_never_commits(
+    ledger: &Ledger,
+    marker_only: impl AsyncFnOnce(&StagedAlerts),
+) {
+    let state = ledger.alert_state().await.unwrap();
+    let first = state.stage(&[("jdoe".into(), Some(Level::Critical))], "run-1");
+    ledger.stage_alerts(&first).await.unwrap();
+    marker_only(&first).await;
+    assert_eq!(
+        ledger.alert_levels().await.unwrap().get("jdoe"),
+        Some(&Level::Critical),
+        "committed: counts"
+    );
+    // The next run stages jdoe back to ok, and its email fails: nothing of it counts.
+    let state = ledger.alert_state().await.unwrap();
+    let second = state.stage(&[("jdoe".into(), None)], "run-2");
+    ledger.stage_alerts(&second).await.unwrap();
+    assert_eq!(
+        ledger.alert_levels().await.unwrap().get("jdoe"),
+        Some(&Level::Critical),
+        "run-1's committed level still stands"
+    );
+}
+
+#[tokio::test]
+async fn committed_but_unpromoted_alerts_survive_on_the_memory_ledger() {
+    let ledger = Ledger::memory();
+    let crash = async |staged: &StagedAlerts| {
+        let Ledger::Memory(m) = &ledger else { unreachable!() };
+        m.crash_next_commit_after_its_marker();
+        assert!(ledger.commit_alerts(staged, Utc::now()).await.is_err());
+    };
+    committed_but_unpromoted_alerts_survive_a_later_run_that_never_commits(&ledger, crash).await;
+}
+
+#[tokio::test]
+async fn committed_but_unpromoted_alerts_survive_on_dynamodb() {
+    let client = dynamodb();
+    let table = create_table(&client, "unpromoted-alerts").await;
+    let ledger = Ledger::dynamo(client.clone(), table.clone());
+    // Only the marker, as an invocation that died right after writing it leaves the table.
+    let marker_only = async |staged: &StagedAlerts| {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S("ALERT".into()))
+            .item("sk", AttributeValue::S(format!("COMMIT#{}", staged.run_key)))
+            .item("run_key", AttributeValue::S(staged.run_key.clone()))
+            .item(
+                "expires_at",
+                AttributeValue::N((Utc::now().timestamp() + 86_400).to_string()),
+            )
+            .send()
+            .await
+            .unwrap();
+    };
+    committed_but_unpromoted_alerts_survive_a_later_run_that_never_commits(&ledger, marker_only).await;
+}
+
+/// Alert state written one item per member (before shards) still counts, and the first
+/// commit moves it into the shards and deletes the old items.
+#[tokio::test]
+async fn per_member_alert_items_are_read_then_moved_into_the_shards() {
+    let client = dynamodb();
+    let table = create_table(&client, "legacy-alerts").await;
+    for (username, level) in [
+        ("old_warning", "warning"),
+        ("old_critical", "critical"),
+        ("#org-floor", "critical"),
+    ] {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S("ALERT".into()))
+            .item("sk", AttributeValue::S(username.into()))
+            .item("level", AttributeValue::S(level.into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let ledger = Ledger::dynamo(client.clone(), table.clone());
+    let before = ledger.alert_levels().await.unwrap();
+    assert_eq!(before.len(), 3);
+    assert_eq!(before.get("old_warning"), Some(&Level::Warning));
+    record(
+        &ledger,
+        &[("old_warning", None), ("new", Some(Level::Warning))],
+        "run-1",
+    )
+    .await;
+    assert_eq!(
+        ledger.alert_levels().await.unwrap(),
+        HashMap::from([
+            ("old_critical".to_owned(), Level::Critical),
+            ("#org-floor".to_owned(), Level::Critical),
+            ("new".to_owned(), Level::Warning)
+        ])
+    );
+    let items = client
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S("ALERT".into()))
+        .send()
+        .await
+        .unwrap();
+    let sort_keys: Vec<&str> = items
+        .items()
+        .iter()
+        .filter_map(|i| i.get("sk")?.as_s().ok())
+        .map(String::as_str)
+        .collect();
+    assert!(
+        sort_keys
+            .iter()
+            .all(|k| k.starts_with("SHARD#") || k.starts_with("COMMIT#")),
+        "the per-member items are gone: {sort_keys:?}"
+    );
 }
 
 #[tokio::test]

@@ -374,6 +374,41 @@ async fn a_custom_role_reported_as_org_admin_is_refused_by_its_privileges_before
     assert!(ledger.alert_levels().await.unwrap().is_empty());
 }
 
+/// The invocation dies after the email, while recording what it reported (after its commit
+/// marker, before the shards are promoted): the next run neither sends those alerts again nor
+/// forgets them, and finishes the recording.
+#[tokio::test]
+async fn a_run_dying_while_recording_its_alerts_neither_resends_nor_loses_them_next_time() {
+    let sim = sim(300).await;
+    let ledger = Ledger::memory();
+    let Ledger::Memory(memory) = &ledger else {
+        unreachable!("a memory ledger")
+    };
+    let config = config(&[]);
+    let (critical, warning) = expected(&sim, 10, 50);
+    memory.crash_next_commit_after_its_marker();
+    let err = run(&sim, &ledger, &config, &request(0)).await.unwrap_err();
+    assert_eq!(err.kind(), "RecordsIncomplete", "{err}");
+    assert_eq!(sim.notifications().len(), 1, "the email went out");
+
+    let next = run(&sim, &ledger, &config, &request(1))
+        .await
+        .expect("the next run succeeds");
+    assert_eq!(sim.notifications().len(), 1, "nothing sent twice");
+    assert_eq!(next.newly_reported, 0);
+    assert_eq!(next.already_reported, critical.len() + warning.len());
+    let levels = ledger.alert_levels().await.unwrap();
+    assert_eq!(levels.len(), critical.len() + warning.len(), "nothing lost");
+    assert!(critical.iter().all(|u| levels.get(u) == Some(&Level::Critical)));
+    // A member crossing later is still reported exactly once.
+    let (crosser, assigned, available) = healthy_member(&sim);
+    consume(&sim, &crosser, available - 0.3 * assigned);
+    let later = run(&sim, &ledger, &config, &request(2)).await.unwrap();
+    assert!(names(&later.warning).contains(&crosser));
+    assert_eq!(later.newly_reported, 1);
+    assert_eq!(sim.notifications().len(), 2);
+}
+
 #[tokio::test]
 async fn a_failed_email_leaves_the_alert_state_alone_and_the_next_run_resends() {
     let sim = sim(150).await;

@@ -5,7 +5,9 @@
 //! `cargo bench -p tests --bench functions` (options: `-- --members N --latency-ms L --runs R
 //! --scan-runs S --allocate-runs K --allocate-members M --allocate-size A --only LIST`: R cold
 //! starts per function, S scans per scenario, K allocate requests of A members on an org of M;
-//! `--only` picks sections, comma-separated, from `cold,scan,allocate,sizes`). Rerun the
+//! `--only` picks sections, comma-separated, from `cold,scan,real,allocate,sizes`; `real` runs
+//! the real scans — first, daily, a day where 5 % change — with `--ledger-latency-ms D`
+//! (default 10) on every DynamoDB call through a counting proxy). Rerun the
 //! allocate figures alone with
 //! `cargo bench -p tests --bench functions -- --only allocate --allocate-runs 5`.
 //!
@@ -40,7 +42,7 @@ fn arg(name: &str, default: u64) -> u64 {
 
 /// The sections to run (`--only cold,scan,allocate,sizes`; all by default).
 fn sections() -> Vec<String> {
-    const ALL: [&str; 4] = ["cold", "scan", "allocate", "sizes"];
+    const ALL: [&str; 5] = ["cold", "scan", "real", "allocate", "sizes"];
     let chosen: Vec<String> = match arg_text("--only") {
         Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
         None => ALL.iter().map(|s| (*s).to_owned()).collect(),
@@ -318,6 +320,7 @@ async fn main() {
     let allocate_runs = arg("--allocate-runs", 3) as usize;
     let allocate_members = arg("--allocate-members", 2_000) as usize;
     let allocate_size = arg("--allocate-size", 100) as usize;
+    let ledger_latency = arg("--ledger-latency-ms", 10);
     let sections = sections();
     let run = |name: &str| sections.iter().any(|s| s == name);
     let dir = binaries(Profile::Release);
@@ -340,6 +343,10 @@ async fn main() {
         scan_section(dir, members, latency, scan_runs).await;
     }
 
+    if run("real") {
+        real_scans(dir, members, latency, ledger_latency).await;
+    }
+
     if run("allocate") && allocate_runs > 0 {
         allocations(dir, allocate_members, allocate_size, latency, allocate_runs).await;
     }
@@ -360,6 +367,101 @@ async fn main() {
                 x86 as f64 / 1e6
             );
         }
+    }
+}
+
+/// What production runs: real scans (alerts recorded, emails sent), each a fresh function
+/// process, every ArcGIS request delayed `latency` ms and every DynamoDB call `ledger_latency`
+/// ms (through a counting proxy, so moto's own speed is not what is measured): the first scan
+/// (every flagged member newly reported), a daily scan (no change), and a day where 5 % of the
+/// members cross into warning.
+async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_latency: u64) {
+    let world = support::World::new(generate(&GenParams::new(members, 7, chrono::Utc::now().date_naive()))).await;
+    let ledger =
+        testkit::latency::LatencyProxy::start(&testkit::moto::moto().endpoint, Duration::from_millis(ledger_latency));
+    let env = world.env(&[("AWS_ENDPOINT_URL_DYNAMODB", &ledger.url())]);
+    world.sim.set_faults(Faults {
+        latency_ms: latency,
+        ..Default::default()
+    });
+    let pages = members.div_ceil(100);
+    let concurrency = 8;
+    let floor_ms = (pages as f64 / concurrency as f64).ceil() * latency as f64;
+    println!(
+        "\n## Real scans: {members} members, {latency} ms per ArcGIS request, {ledger_latency} ms per DynamoDB call \
+         (release scan-credits)"
+    );
+    println!(
+        "paging floor {floor_ms:.0} ms (ceil({pages} pages / {concurrency}) × {latency} ms)\n\n\
+         | run | wall | floor | ArcGIS reads | scan | moto's own time | ArcGIS requests | DynamoDB requests | flagged (new) | result | peak RSS |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for run in [
+        "first real scan",
+        "daily real scan, no change",
+        "a day where 5 % of members change",
+    ] {
+        if run.starts_with("a day") {
+            // 5 % of the members, healthy until now, cross into warning.
+            let healthy: Vec<_> = world
+                .sim
+                .members()
+                .into_iter()
+                .filter(|m| {
+                    m.allocation.is_some_and(|a| a > 0.0)
+                        && !m.disabled
+                        && m.user_type != "viewerUT"
+                        && m.available_credits >= 0.6 * m.assigned_credits
+                })
+                .take(members / 20)
+                .collect();
+            for m in &healthy {
+                world
+                    .sim
+                    .consume(portal_sim::UsageRecord {
+                        day: chrono::Utc::now()
+                            .date_naive()
+                            .and_hms_opt(0, 0, 0)
+                            .unwrap()
+                            .and_utc()
+                            .timestamp_millis(),
+                        username: Some(m.username.clone()),
+                        stype: "geocode".into(),
+                        etype: "geocodecnt".into(),
+                        credits: m.available_credits - 0.3 * m.assigned_credits,
+                        num: 1,
+                    })
+                    .expect("usage recorded");
+            }
+        }
+        let emulator = testkit::lambda::RuntimeEmulator::start().await;
+        let function = FunctionProcess::spawn_from(dir, &emulator, "scan-credits", &env);
+        let (arcgis_before, dynamo_before, moto_before) =
+            (world.sim.total_requests(), ledger.requests(), ledger.upstream_time());
+        let started = Instant::now();
+        let out = emulator.invoke("scan-credits", &json!({})).await;
+        let wall = started.elapsed();
+        let rss = function.peak_rss_bytes().unwrap_or(0);
+        let summary = &out.payload;
+        assert!(
+            out.function_error.is_none(),
+            "{run} failed: {summary}\n{}",
+            function.output()
+        );
+        let flagged =
+            summary["critical"].as_array().map_or(0, Vec::len) + summary["warning"].as_array().map_or(0, Vec::len);
+        println!(
+            "| {run} | {:.0} ms | {floor_ms:.0} ms | {} ms | {} ms | {:.0} ms | {} | {} | {flagged} ({}) | {:.1} MB | {:.0} MB |",
+            wall.as_secs_f64() * 1e3,
+            summary["arcgis_read_ms"],
+            summary["duration_ms"],
+            (ledger.upstream_time() - moto_before).as_secs_f64() * 1e3,
+            world.sim.total_requests() - arcgis_before,
+            ledger.requests() - dynamo_before,
+            summary["newly_reported"],
+            summary.to_string().len() as f64 / 1e6,
+            rss as f64 / 1e6
+        );
     }
 }
 

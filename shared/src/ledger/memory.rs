@@ -2,20 +2,21 @@
 //! (conditional claims, expiry counted as absence, audit entries in sort-key order), so unit
 //! tests exercise the same protocol the table enforces.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
+use super::alerts::{self, AlertState, StagedAlerts, StoredShard};
 use super::requests::{Claim, REQUEST_RETENTION, grant_sort_key, page_sort_key, window_start_key};
 use super::{
-    ALERT_PK, Appended, AuditEntry, AuditIntent, BUDGET_PK, HEAD_SK, HeadUpdate, LOCK_PK, LOCK_SK, LedgerError,
-    LockAttempt, LockHolder, MEMBERS_SK, ORG_PK, PENDING_SK, RUN_RETENTION, RequestClaim, RequestHead, RequestStatus,
-    RunClaim, RunStatus, Scope, StoredRequest, request_pk, run_pk,
+    ALERT_PK, Appended, AuditEntry, AuditIntent, BUDGET_PK, COMMIT_RETENTION, HEAD_SK, HeadUpdate, LOCK_PK, LOCK_SK,
+    LedgerError, LockAttempt, LockHolder, MEMBERS_SK, ORG_PK, PENDING_SK, RUN_RETENTION, RequestClaim, RequestHead,
+    RequestStatus, RunClaim, RunStatus, Scope, StoredRequest, request_pk, run_pk,
 };
 use crate::credits::amount::Credits;
-use crate::credits::classify::Level;
 
 /// The table name errors show for the memory ledger.
 const TABLE: &str = "(memory)";
@@ -23,8 +24,9 @@ const TABLE: &str = "(memory)";
 /// One stored item.
 #[derive(Debug, Clone)]
 enum Record {
-    Alert {
-        level: Level,
+    Shard(StoredShard),
+    Commit {
+        expires_at: DateTime<Utc>,
     },
     Run {
         status: RunStatus,
@@ -49,6 +51,8 @@ enum Record {
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     items: Mutex<BTreeMap<(String, String), Record>>,
+    /// Fault tests: the next alert commit stops after its marker, as a crash there would.
+    crash_after_commit_marker: AtomicBool,
 }
 
 fn missing(operation: &'static str, pk: &str, sk: &str) -> LedgerError {
@@ -65,15 +69,111 @@ impl MemoryLedger {
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn alert_levels(&self) -> Result<HashMap<String, Level>, LedgerError> {
-        Ok(self
-            .lock()
-            .iter()
-            .filter_map(|((pk, sk), r)| match r {
-                Record::Alert { level } if pk == ALERT_PK => Some((sk.clone(), *level)),
+    /// Makes the next [`crate::ledger::Ledger::commit_alerts`] stop right after writing its
+    /// marker, as a crash of the invocation there would, and report it (fault tests).
+    pub fn crash_next_commit_after_its_marker(&self) {
+        self.crash_after_commit_marker.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn alert_state(&self) -> Result<AlertState, LedgerError> {
+        let now = Utc::now();
+        let items = self.lock();
+        let mut shards = BTreeMap::new();
+        let mut committed = HashSet::new();
+        for ((pk, sk), record) in items.range((ALERT_PK.to_owned(), String::new())..) {
+            if pk != ALERT_PK {
+                break;
+            }
+            match record {
+                Record::Shard(shard) => {
+                    if let Some(n) = alerts::shard_number(sk) {
+                        shards.insert(n, shard.clone());
+                    }
+                }
+                Record::Commit { expires_at } if *expires_at > now => {
+                    if let Some(run) = sk.strip_prefix(alerts::COMMIT_PREFIX) {
+                        committed.insert(run.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(AlertState::resolve(shards, &committed, HashMap::new()))
+    }
+
+    pub(super) fn stage_alerts(&self, staged: &StagedAlerts) -> Result<(), LedgerError> {
+        let mut items = self.lock();
+        // All or nothing, like the table's transaction: check every condition first.
+        for shard in &staged.shards {
+            let sk = alerts::shard_sk(shard.shard);
+            let version = match items.get(&(ALERT_PK.to_owned(), sk.clone())) {
+                Some(Record::Shard(s)) => Some(s.version),
                 _ => None,
-            })
-            .collect())
+            };
+            if version != shard.expected_version {
+                return Err(LedgerError::Conflict {
+                    table: TABLE.to_owned(),
+                    operation: "stage_alerts",
+                    key: format!("{ALERT_PK}/{sk}"),
+                });
+            }
+        }
+        for shard in &staged.shards {
+            let key = (ALERT_PK.to_owned(), alerts::shard_sk(shard.shard));
+            let previous = match items.get(&key) {
+                Some(Record::Shard(s)) => s.clone(),
+                _ => StoredShard::default(),
+            };
+            items.insert(
+                key,
+                Record::Shard(StoredShard {
+                    version: previous.version + 1,
+                    levels: shard.promote.clone().or(previous.levels),
+                    pending: Some((staged.run_key.clone(), shard.levels.clone())),
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn commit_alerts(&self, staged: &StagedAlerts, now: DateTime<Utc>) -> Result<(), LedgerError> {
+        let mut items = self.lock();
+        items.insert(
+            (ALERT_PK.to_owned(), alerts::commit_sk(&staged.run_key)),
+            Record::Commit {
+                expires_at: now + COMMIT_RETENTION,
+            },
+        );
+        if self.crash_after_commit_marker.swap(false, Ordering::SeqCst) {
+            return Err(LedgerError::Sdk {
+                table: TABLE.to_owned(),
+                operation: "commit_alerts(promote)",
+                action: "UpdateItem",
+                detail: "the invocation stopped after the commit marker (simulated crash)".into(),
+            });
+        }
+        let mut promoted = Vec::new();
+        for shard in &staged.shards {
+            let key = (ALERT_PK.to_owned(), alerts::shard_sk(shard.shard));
+            match items.get(&key) {
+                Some(Record::Shard(s)) if s.pending.as_ref().is_some_and(|(run, _)| *run == staged.run_key) => {
+                    promoted.push(key);
+                }
+                _ => {
+                    return Err(LedgerError::Conflict {
+                        table: TABLE.to_owned(),
+                        operation: "commit_alerts",
+                        key: format!("{}/{}", key.0, key.1),
+                    });
+                }
+            }
+        }
+        for key in promoted {
+            if let Some(Record::Shard(s)) = items.get_mut(&key) {
+                s.levels = s.pending.take().map(|(_, levels)| levels);
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn member_count(&self) -> Result<Option<u64>, LedgerError> {
@@ -86,22 +186,6 @@ impl MemoryLedger {
     pub(super) fn set_member_count(&self, count: u64) -> Result<(), LedgerError> {
         self.lock()
             .insert((ORG_PK.to_owned(), MEMBERS_SK.to_owned()), Record::MemberCount(count));
-        Ok(())
-    }
-
-    pub(super) fn set_alert_level(
-        &self,
-        username: &str,
-        level: Option<Level>,
-        // Stored by the table for operators; nothing reads it back.
-        _run_key: &str,
-    ) -> Result<(), LedgerError> {
-        let key = (ALERT_PK.to_owned(), username.to_owned());
-        let mut items = self.lock();
-        match level {
-            Some(level) => items.insert(key, Record::Alert { level }),
-            None => items.remove(&key),
-        };
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 //!
 //! | `pk` | `sk` | what | written by |
 //! |---|---|---|---|
-//! | `ALERT` | username | the level last reported per member, so scan-credits alerts once per crossing | scan-credits |
+//! | `ALERT` | `SHARD#nn`, `COMMIT#<run>` | the level last reported per member, in 64 shards, so scan-credits alerts once per crossing ([`alerts`]) | scan-credits |
 //! | `ORG` | `MEMBERS` | the member count of the last complete listing (a speed hint, never trusted for completeness) | scan-credits |
 //! | `RUN#<job>` | run key | run claims, taken *before* any side effect, so a redelivered schedule does nothing twice | scan-credits, monthly-report |
 //! | `REQ#<scope>` | `HEAD`, `PAGE#n` | an allocation request: claim, lease, write-ahead journal, reply ([`requests`]) | allocate, scan-credits |
@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod audit;
 pub mod dynamo;
 pub mod memory;
@@ -40,6 +41,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use alerts::{AlertState, StagedAlerts};
 pub use audit::{Appended, AuditEntry, AuditIntent, Caller, CallerKind, IntendedChange};
 pub use requests::{
     Claim, HeadUpdate, LockAttempt, LockHolder, RequestClaim, RequestHead, RequestStatus, Scope, StoredRequest,
@@ -47,6 +49,10 @@ pub use requests::{
 
 use crate::credits::amount::Credits;
 use crate::credits::classify::Level;
+
+/// How long a commit marker of the alert state is kept: far longer than any run takes to
+/// promote what it staged.
+pub const COMMIT_RETENTION: TimeDelta = TimeDelta::days(30);
 
 /// How long a run record is kept: long enough that a yearly re-delivery is still caught and a
 /// month's report can be looked up a year later.
@@ -164,6 +170,20 @@ pub enum LedgerError {
         /// `pk/sk` of the item.
         key: String,
     },
+    /// Another run changed the alert state between this run's read and its write: this one
+    /// sent nothing and recorded nothing; the next run reads the new state and sends.
+    #[error(
+        "ledger {operation}: alert state {key} in table '{table}' was changed by another run \
+        meanwhile; this run sent and recorded nothing, the next run will report the crossings"
+    )]
+    Conflict {
+        /// The table.
+        table: String,
+        /// The ledger operation.
+        operation: &'static str,
+        /// `pk/sk` of the item (the first shard that conflicted).
+        key: String,
+    },
     /// An operation that updates a record found none (finishing a run that was never claimed,
     /// updating a request that was never claimed, or whose record expired).
     #[error(
@@ -242,27 +262,43 @@ impl Ledger {
         }
     }
 
-    /// The level last reported per member; members absent were not reported (or are back to
-    /// ok).
-    pub async fn alert_levels(&self) -> Result<HashMap<String, Level>, LedgerError> {
+    /// The alert state: the level last reported per member (members absent were not reported,
+    /// or are back to ok), and what a run needs to stage its changes against it.
+    pub async fn alert_state(&self) -> Result<AlertState, LedgerError> {
         match self {
-            Ledger::Dynamo(d) => d.alert_levels().await,
-            Ledger::Memory(m) => m.alert_levels(),
+            Ledger::Dynamo(d) => d.alert_state().await,
+            Ledger::Memory(m) => m.alert_state(),
         }
     }
 
-    /// Records the level reported for `username` in run `run_key`; `None` (or `Some(Ok)`)
-    /// deletes the record.
-    pub async fn set_alert_level(
-        &self,
-        username: &str,
-        level: Option<Level>,
-        run_key: &str,
-    ) -> Result<(), LedgerError> {
-        let level = level.filter(|l| *l != Level::Ok);
+    /// The level last reported per member ([`Ledger::alert_state`]'s levels).
+    pub async fn alert_levels(&self) -> Result<HashMap<String, Level>, LedgerError> {
+        Ok(self.alert_state().await?.into_levels())
+    }
+
+    /// Stages a run's alert-state changes (before its email): each changed shard gets the new
+    /// content as pending, in one transaction conditioned on the versions read, so a run that
+    /// raced another fails with [`LedgerError::Conflict`] and sends nothing.
+    pub async fn stage_alerts(&self, staged: &StagedAlerts) -> Result<(), LedgerError> {
+        if staged.shards.is_empty() {
+            return Ok(());
+        }
         match self {
-            Ledger::Dynamo(d) => d.set_alert_level(username, level, run_key).await,
-            Ledger::Memory(m) => m.set_alert_level(username, level, run_key),
+            Ledger::Dynamo(d) => d.stage_alerts(staged).await,
+            Ledger::Memory(m) => m.stage_alerts(staged),
+        }
+    }
+
+    /// Commits staged changes (once the email went out): the run's marker, from which on they
+    /// count, then the promotion of every staged shard, then the deletion of per-member items
+    /// from before shards. See [`alerts`] for why this order neither re-sends nor loses.
+    pub async fn commit_alerts(&self, staged: &StagedAlerts, now: DateTime<Utc>) -> Result<(), LedgerError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Ledger::Dynamo(d) => d.commit_alerts(staged, now).await,
+            Ledger::Memory(m) => m.commit_alerts(staged, now),
         }
     }
 

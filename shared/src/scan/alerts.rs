@@ -2,27 +2,23 @@
 //! to the admin contacts, and the alert state recorded once the email went out.
 //!
 //! A crossing is reported when the current level differs from the level recorded in the
-//! ledger, and the recorded level is written only *after* the email went out: the next run
-//! sees the crossing as reported and stays silent; a member back to ok loses their record, so
-//! a later crossing is new again. When sending fails the state is left untouched and the next
-//! scheduled run sends the alert again (a repeated alert is better than a lost one).
+//! ledger. The run stages the new levels before its email and commits them only *after* the
+//! email went out (see [`crate::ledger::alerts`]): the next run sees the crossing as reported
+//! and stays silent; a member back to ok loses their record, so a later crossing is new
+//! again. When sending fails nothing is committed and the next scheduled run sends the alert
+//! again (a repeated alert is better than a lost one).
 
 use std::collections::{BTreeMap, HashMap};
-
-use futures_util::{StreamExt, stream};
 
 use super::email::compose_email;
 use super::summary::{NotificationOutcome, ScanSummary};
 use super::{ScanDeps, ScanRequest};
 use crate::credits::classify::Level;
+use crate::ledger::StagedAlerts;
 
 /// The alert-state key for the org floor. `#` is not allowed in ArcGIS usernames, so no
 /// member can ever have this key.
 pub const ORG_ALERT_KEY: &str = "#org-floor";
-
-/// Alert-state writes in flight at once: a first run may record thousands of members, and
-/// one DynamoDB write at a time would take minutes.
-const LEDGER_WRITE_CONCURRENCY: usize = 16;
 
 /// The crossings of a run, and the alert records they change: the pure core of "one alert
 /// per crossing".
@@ -126,42 +122,33 @@ pub(super) async fn notify_admins(
     Err(reason)
 }
 
-/// Records the reported levels (only when the email went out) and deletes the records of keys
-/// back to ok, [`LEDGER_WRITE_CONCURRENCY`] writes at a time. Returns the failed writes;
-/// counts successful deletions in `summary.cleared`.
-pub(super) async fn record_alert_levels(
+/// The alert-state changes a run records: the levels it reports (when its email is to go
+/// out) and the keys back to ok.
+pub(super) fn changes(alerts: &Crossings, sending: bool) -> Vec<(String, Option<Level>)> {
+    let reported = alerts
+        .report
+        .iter()
+        .filter(|_| sending)
+        .map(|(k, l)| (k.clone(), Some(*l)));
+    reported.chain(alerts.clear.iter().map(|k| (k.clone(), None))).collect()
+}
+
+/// Commits what the run staged, once its email went out (or when it had nothing to send):
+/// the problems, if any; counts the keys cleared in `summary.cleared`.
+pub(super) async fn commit_alert_levels(
     deps: &ScanDeps<'_>,
     req: &ScanRequest,
+    staged: &StagedAlerts,
     alerts: &Crossings,
-    notified: bool,
     summary: &mut ScanSummary,
 ) -> Vec<String> {
-    let mut writes: Vec<(&str, Option<Level>)> = Vec::new();
-    if notified {
-        writes.extend(alerts.report.iter().map(|(k, l)| (k.as_str(), Some(*l))));
-    }
-    writes.extend(alerts.clear.iter().map(|k| (k.as_str(), None)));
-    let results: Vec<(Option<Level>, Result<(), String>)> = stream::iter(writes)
-        .map(|(key, level)| async move {
-            let result = deps
-                .ledger
-                .set_alert_level(key, level, &req.run_key)
-                .await
-                .map_err(|e| format!("alert state for {key}: {e}"));
-            (level, result)
-        })
-        .buffer_unordered(LEDGER_WRITE_CONCURRENCY)
-        .collect()
-        .await;
-    let mut problems = Vec::new();
-    for (level, result) in results {
-        match result {
-            Ok(()) if level.is_none() => summary.cleared += 1,
-            Ok(()) => {}
-            Err(problem) => problems.push(problem),
+    match deps.ledger.commit_alerts(staged, req.now).await {
+        Ok(()) => {
+            summary.cleared = alerts.clear.len();
+            Vec::new()
         }
+        Err(e) => vec![format!("alert state of run {}: {e}", staged.run_key)],
     }
-    problems
 }
 
 #[cfg(test)]

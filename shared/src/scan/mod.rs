@@ -12,10 +12,12 @@
 //!    the same run loses the claim: it sends nothing and records nothing, and only finishes a
 //!    top-up the first delivery left unfinished ([`top_up`]).
 //! 3. **Top up** critical members (with `AUTO_TOP_UP_TO`), through the apply path.
-//! 4. **Notify** the admin contacts about the crossings ([`alerts`]).
-//! 5. **Record** the reported levels (only once the email went out), clear members back to
-//!    ok, keep the org's member count for the next run's listing.
-//! 6. **Finish** the run record with its status and a compact [`summary::RunRecord`].
+//! 4. **Stage** the alert-state changes (the levels about to be reported, the members back
+//!    to ok): written, but counting for nothing until committed.
+//! 5. **Notify** the admin contacts about the crossings ([`alerts`]).
+//! 6. **Commit** the staged changes (only once the email went out) and keep the org's member
+//!    count for the next run's listing.
+//! 7. **Finish** the run record with its status and a compact [`summary::RunRecord`].
 //!
 //! Why this order sends at most one email per run and per crossing is set out in
 //! `docs/architecture.md` ("scan-credits: once per run, once per crossing").
@@ -47,7 +49,7 @@ pub use summary::{
     ScanSummary, TopUp,
 };
 
-use alerts::{notify_admins, record_alert_levels};
+use alerts::{commit_alert_levels, notify_admins};
 use email::compose_email;
 use observe::{Observed, observe};
 use summary::NotApplied;
@@ -98,6 +100,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     let Observed {
         mut summary,
         alerts,
+        alert_state,
         top_up,
         thresholds,
         contacts,
@@ -179,33 +182,40 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             .push(format!("automatic top-up: {} member(s) not changed", not_applied.len()));
     }
 
-    // 4. Notify about the crossings. On failure: record the run as failed, leave the alert
-    // state alone, fail visibly.
-    let notified = match notify_admins(deps, req, &mut summary, &alerts, &contacts).await {
-        Ok(notified) => notified,
-        Err(reason) => {
-            summary.problems.push(format!("the alert email failed: {reason}"));
-            clock.stop(&mut summary);
-            if let Err(e) = deps
-                .ledger
-                .finish_run(JOB, &req.run_key, RunStatus::Failed, &summary.record_json())
-                .await
-            {
-                tracing::error!(run_key = %req.run_key, error = %e, "could not record the failed run");
-                summary
-                    .problems
-                    .push(format!("the run record could not be finished: {e}"));
-            }
-            tracing::error!(run_key = %req.run_key, reason = %reason, "alert email failed; alert state unchanged");
-            return Err(ScanError::NotificationFailed {
-                reason,
-                summary: Box::new(summary),
-            });
-        }
+    // 4. Stage what the run will record: the crossings it reports (when there is someone to
+    // tell) and the members back to ok. Staged levels count for nothing until committed.
+    let sending = !alerts.report.is_empty() && !contacts.is_empty();
+    let staged = alert_state.stage(&alerts::changes(&alerts, sending), &req.run_key);
+    let notified = match deps.ledger.stage_alerts(&staged).await {
+        Err(e) => Err(format!("the alert state could not be staged, so nothing was sent: {e}")),
+        // 5. Notify about the crossings.
+        Ok(()) => notify_admins(deps, req, &mut summary, &alerts, &contacts)
+            .await
+            .map_err(|reason| format!("the alert email failed: {reason}")),
     };
+    // On failure: record the run as failed, commit nothing, fail visibly.
+    if let Err(reason) = notified {
+        summary.problems.push(reason.clone());
+        clock.stop(&mut summary);
+        if let Err(e) = deps
+            .ledger
+            .finish_run(JOB, &req.run_key, RunStatus::Failed, &summary.record_json())
+            .await
+        {
+            tracing::error!(run_key = %req.run_key, error = %e, "could not record the failed run");
+            summary
+                .problems
+                .push(format!("the run record could not be finished: {e}"));
+        }
+        tracing::error!(run_key = %req.run_key, reason = %reason, "nothing sent; alert state unchanged");
+        return Err(ScanError::NotificationFailed {
+            reason,
+            summary: Box::new(summary),
+        });
+    }
 
-    // 5. Record what was reported (only once it was sent) and clear members back to ok.
-    record_problems.extend(record_alert_levels(deps, req, &alerts, notified, &mut summary).await);
+    // 6. Commit what was reported (now that it was sent) and the members back to ok.
+    record_problems.extend(commit_alert_levels(deps, req, &staged, &alerts, &mut summary).await);
     // And the org's size, so the next run requests every page at once. Only a speed-up rides
     // on it: failing to record it is reported without failing the run.
     if let Some(count) = org_size
@@ -217,7 +227,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         ));
     }
 
-    // 6. Finish the run record.
+    // 7. Finish the run record.
     summary.problems.extend(record_problems.iter().cloned());
     clock.stop(&mut summary);
     let status = if record_problems.is_empty() {

@@ -27,12 +27,15 @@ use crate::credits::classify::{ClassifiedOrg, Level, Limit, RatedMember, Thresho
 use crate::credits::forecast::{self, Runway};
 use crate::credits::member::Member;
 use crate::credits::usage::{BucketLabel, Buckets, TimeWindow, UsageSeries};
+use crate::ledger::AlertState;
 
 /// What the read phase found: the summary so far, the crossings, the top-up decision and who
 /// to tell.
 pub(super) struct Observed {
     pub(super) summary: ScanSummary,
     pub(super) alerts: Crossings,
+    /// The alert state the crossings were computed against: the run stages its changes on it.
+    pub(super) alert_state: AlertState,
     pub(super) top_up: TopUpDecision,
     /// The thresholds of this run (the configured ones, or its Input's): the top-up selects
     /// critical members by them too.
@@ -85,7 +88,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         }
     };
     let (((org, listing, usage), arcgis_read), recorded, granted) =
-        tokio::join!(arcgis, deps.ledger.alert_levels(), granted);
+        tokio::join!(arcgis, deps.ledger.alert_state(), granted);
     let usage = usage.unwrap_or_else(|stopped| Err(format!("the usage read stopped: {stopped}")));
 
     let org = org.map_err(|source| ScanError::Arcgis {
@@ -97,10 +100,11 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
             step: "check the signed-in account's privileges",
             source,
         })?;
-    let recorded = recorded.map_err(|source| ScanError::Ledger {
+    let alert_state = recorded.map_err(|source| ScanError::Ledger {
         step: "read the alert state",
         source,
     })?;
+    let recorded = alert_state.levels();
     let granted = granted.map_err(|source| ScanError::Ledger {
         step: "read the day's allocation budget",
         source,
@@ -156,7 +160,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     }
 
     let listed: HashSet<&str> = members.iter().map(|m| m.username.as_str()).collect();
-    let alerts = Crossings::new(&current, &recorded, |key| {
+    let alerts = Crossings::new(&current, recorded, |key| {
         key == ORG_ALERT_KEY || (budgeting && (listed.contains(key) || listing_complete))
     });
 
@@ -171,7 +175,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
 
     let flagged = |list: &[RatedMember]| -> Vec<FlaggedMember> {
         list.iter()
-            .map(|m| flagged_member(m, &recorded, &alerts, runways.as_ref()))
+            .map(|m| flagged_member(m, recorded, &alerts, runways.as_ref()))
             .collect()
     };
     let summary = ScanSummary {
@@ -219,6 +223,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     Ok(Observed {
         summary,
         alerts,
+        alert_state,
         top_up,
         thresholds,
         contacts: org.admin_contacts,

@@ -274,6 +274,15 @@ impl FunctionProcess {
         FunctionProcess { child, log, proxy }
     }
 
+    /// The process's peak resident memory so far, in bytes (Linux `VmHWM`), while it runs.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
     /// Everything the function printed so far (logs, EMF lines). Still readable after
     /// [`FunctionProcess::kill`], until the handle is dropped.
     pub fn output(&self) -> String {

@@ -6,6 +6,7 @@
 //!   and function processes: the real `bootstrap` binaries, each with its own environment.
 //! - [`proxy`]: a Runtime API proxy that gives a function process's invocations a real
 //!   deadline (`lambda-runtime-deadline-ms` = now + its timeout), as Lambda does.
+//! - [`latency`]: a forwarding proxy adding a fixed delay per request (DynamoDB in benchmarks).
 //! - [`fixtures`]: the AWS-shaped events in `tests/fixtures/`.
 //! - [`env`]: the loopback-only AWS environment every child process gets.
 //!
@@ -16,6 +17,7 @@ pub mod arcgis;
 pub mod env;
 pub mod fixtures;
 pub mod lambda;
+pub mod latency;
 pub mod moto;
 pub mod net;
 pub mod proxy;

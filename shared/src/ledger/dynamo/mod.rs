@@ -7,6 +7,7 @@
 //! action; reads of many items paginate. Allocation requests, the lock and the budget are in
 //! [`requests`].
 
+mod alerts;
 mod requests;
 
 use std::collections::HashMap;
@@ -22,10 +23,8 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde_json::Value;
 
 use super::{
-    ALERT_PK, Appended, AuditEntry, AuditIntent, LedgerError, MEMBERS_SK, ORG_PK, RUN_RETENTION, RunClaim, RunStatus,
-    level_str, parse_level, run_pk,
+    Appended, AuditEntry, AuditIntent, LedgerError, MEMBERS_SK, ORG_PK, RUN_RETENTION, RunClaim, RunStatus, run_pk,
 };
-use crate::credits::classify::Level;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -155,8 +154,14 @@ impl Reader<'_> {
 fn action_of(operation: &str) -> &'static str {
     match operation {
         "alert_levels" | "changes_on" | "intents_on" | "load_request" | "granted_since" => "Query",
-        "set_alert_level(delete)" | "abandon_request" | "release_lock" => "DeleteItem",
-        "finish_run" | "update_request" | "claim_request(takeover)" | "mark_pending" | "clear_pending" => "UpdateItem",
+        "commit_alerts(legacy)" | "abandon_request" | "release_lock" => "DeleteItem",
+        "finish_run"
+        | "update_request"
+        | "claim_request(takeover)"
+        | "mark_pending"
+        | "clear_pending"
+        | "stage_alerts"
+        | "commit_alerts(promote)" => "UpdateItem",
         "claim_run(read)" | "claim_request(read)" | "acquire_lock(read)" | "member_count" | "pending_requests" => {
             "GetItem"
         }
@@ -314,20 +319,6 @@ impl DynamoLedger {
         Ok(Err(got.item))
     }
 
-    pub(super) async fn alert_levels(&self) -> Result<HashMap<String, Level>, LedgerError> {
-        let items = self.partition(ALERT_PK, "alert_levels").await?;
-        items
-            .iter()
-            .map(|item| {
-                let r = self.reader(item, "alert_levels");
-                let level = r.string("level")?;
-                let level = parse_level(level)
-                    .ok_or_else(|| r.malformed(format!("level '{level}' is not warning or critical")))?;
-                Ok((r.string("sk")?.to_owned(), level))
-            })
-            .collect()
-    }
-
     pub(super) async fn member_count(&self) -> Result<Option<u64>, LedgerError> {
         let got = self
             .client
@@ -361,40 +352,6 @@ impl DynamoLedger {
             .send()
             .await
             .map_err(|e| self.sdk_error("set_member_count", &e))?;
-        Ok(())
-    }
-
-    pub(super) async fn set_alert_level(
-        &self,
-        username: &str,
-        level: Option<Level>,
-        run_key: &str,
-    ) -> Result<(), LedgerError> {
-        match level {
-            Some(level) => {
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .item("pk", s(ALERT_PK))
-                    .item("sk", s(username))
-                    .item("level", s(level_str(level)))
-                    .item("run_key", s(run_key))
-                    .item("updated_at", rfc3339(Utc::now()))
-                    .send()
-                    .await
-                    .map_err(|e| self.sdk_error("set_alert_level", &e))?;
-            }
-            None => {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .key("pk", s(ALERT_PK))
-                    .key("sk", s(username))
-                    .send()
-                    .await
-                    .map_err(|e| self.sdk_error("set_alert_level(delete)", &e))?;
-            }
-        }
         Ok(())
     }
 
