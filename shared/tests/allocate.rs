@@ -16,13 +16,13 @@ use portal_sim::{
 use serde_json::{Value, json};
 use shared::allocate::{self, AllocateSettings, Incoming, Reply, body};
 use shared::apply::Deadline;
-use shared::arcgis::{Client, Credentials, Secret};
+use shared::arcgis::Client;
 use shared::config::Config;
 use shared::credits::amount::Credits;
 use shared::ledger::{Caller, CallerKind, Claim, Ledger, Scope};
 use shared::startup::Platform;
 
-use crate::support::{admin_client, as_of, audit_recent, c, capture_logs, client, config_with, kill_at, sim};
+use crate::support::{admin_client, as_of, audit_recent, c, capture_logs, client_as, kill_at, sim};
 
 const CALLER_ARN: &str = "arn:aws:sts::111122223333:assumed-role/CreditAdmins/alice";
 
@@ -606,13 +606,7 @@ fn member_free(reply: &Reply) -> bool {
 #[tokio::test]
 async fn an_account_without_manage_credits_is_403_naming_the_privileges() {
     let sim = sim(30).await;
-    let auditor = client(config_with(
-        &sim,
-        Credentials::UserPassword {
-            username: AUDITOR_USERNAME.to_owned(),
-            password: Secret::new(AUDITOR_PASSWORD),
-        },
-    ));
+    let auditor = client_as(&sim, AUDITOR_USERNAME, AUDITOR_PASSWORD);
     let reply = send_as(
         &settings(&[]),
         &Ledger::memory(),
@@ -636,13 +630,7 @@ async fn an_account_without_manage_credits_is_403_naming_the_privileges() {
 async fn a_custom_role_reported_as_org_admin_without_the_privileges_is_403_before_any_write() {
     use portal_sim::generate::{CONTENT_ADMIN_PASSWORD, CONTENT_ADMIN_USERNAME};
     let sim = sim(30).await;
-    let content_admin = client(config_with(
-        &sim,
-        Credentials::UserPassword {
-            username: CONTENT_ADMIN_USERNAME.to_owned(),
-            password: Secret::new(CONTENT_ADMIN_PASSWORD),
-        },
-    ));
+    let content_admin = client_as(&sim, CONTENT_ADMIN_USERNAME, CONTENT_ADMIN_PASSWORD);
     let reply = send_as(
         &settings(&[]),
         &Ledger::memory(),
@@ -707,13 +695,7 @@ async fn budgeting_off_is_422_and_bad_credentials_are_502_flagged_for_the_edge()
     assert_eq!(reply.status, 422, "{}", reply.body);
     assert_eq!(reply.body["code"], "budgeting_disabled");
 
-    let wrong = client(config_with(
-        &sim,
-        Credentials::UserPassword {
-            username: "steward_admin".into(),
-            password: Secret::new("not-the-password"),
-        },
-    ));
+    let wrong = client_as(&sim, "steward_admin", "not-the-password");
     let reply = send_as(&settings(&[]), &Ledger::memory(), &body, wrong).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
     assert!(reply.credentials_rejected);

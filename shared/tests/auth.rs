@@ -9,14 +9,7 @@ use shared::arcgis::{Capability, Credentials, Error, Secret, SignedIn, UsageQuer
 use shared::credits::member::Credits;
 use shared::credits::usage::{BucketLabel, Buckets, TimeWindow};
 
-use crate::support::{REFERER, admin_client, as_of, client, config_with, sim};
-
-fn user(username: &str, password: &str) -> Credentials {
-    Credentials::UserPassword {
-        username: username.into(),
-        password: Secret::new(password),
-    }
-}
+use crate::support::{REFERER, admin_client, as_of, client, client_as, config_with, sim};
 
 #[tokio::test]
 async fn the_admin_reads_org_properties_with_a_referer_bound_token() {
@@ -54,7 +47,7 @@ async fn the_admin_reads_org_properties_with_a_referer_bound_token() {
 #[tokio::test]
 async fn a_custom_role_with_the_privileges_passes_and_one_without_is_named() {
     let sim = sim(100).await;
-    let officer = client(config_with(&sim, user(OFFICER_USERNAME, OFFICER_PASSWORD)));
+    let officer = client_as(&sim, OFFICER_USERNAME, OFFICER_PASSWORD);
     let org = officer.org_properties().await.expect("officer sees credits");
     let SignedIn::User(u) = &org.signed_in else {
         panic!("a user")
@@ -63,7 +56,7 @@ async fn a_custom_role_with_the_privileges_passes_and_one_without_is_named() {
     assert!(u.role_id.is_some());
     org.ensure(Capability::ManageCredits).expect("privileges suffice");
 
-    let auditor = client(config_with(&sim, user(AUDITOR_USERNAME, AUDITOR_PASSWORD)));
+    let auditor = client_as(&sim, AUDITOR_USERNAME, AUDITOR_PASSWORD);
     let org = auditor.org_properties().await.expect("the auditor can view users");
     let err = org
         .ensure(Capability::ManageCredits)
@@ -74,7 +67,7 @@ async fn a_custom_role_with_the_privileges_passes_and_one_without_is_named() {
 #[tokio::test]
 async fn a_plain_members_token_is_a_typed_error_never_zero_credits() {
     let sim = sim(100).await;
-    let err = client(config_with(&sim, user(USER_USERNAME, USER_PASSWORD)))
+    let err = client_as(&sim, USER_USERNAME, USER_PASSWORD)
         .org_properties()
         .await
         .expect_err("not an admin");
@@ -115,7 +108,7 @@ async fn oauth_app_and_api_key_sign_in() {
 #[tokio::test]
 async fn refused_credentials_say_so_without_the_secret() {
     let sim = sim(20).await;
-    let err = client(config_with(&sim, user(ADMIN_USERNAME, "wrong-password-123")))
+    let err = client_as(&sim, ADMIN_USERNAME, "wrong-password-123")
         .org_properties()
         .await
         .expect_err("bad password");
@@ -302,5 +295,5 @@ async fn no_password_or_token_reaches_logs_or_errors() {
 }
 
 fn client_with_password(sim: &portal_sim::SimHandle, password: &str) -> shared::arcgis::Client {
-    client(config_with(sim, user(ADMIN_USERNAME, password)))
+    client_as(sim, ADMIN_USERNAME, password)
 }

@@ -13,7 +13,7 @@ use portal_sim::{
 };
 use serde_json::Value;
 use shared::apply::Deadline;
-use shared::arcgis::{Client, Credentials, Secret};
+use shared::arcgis::Client;
 use shared::config::Config;
 use shared::credits::amount::Credits;
 use shared::credits::classify::Level;
@@ -25,7 +25,7 @@ use shared::scan::{ForecastStatus, ORG_ALERT_KEY, ScanDeps, ScanError, ScanReque
 use shared::schedule::ScanInput;
 use shared::telemetry;
 
-use crate::support::{admin_client, as_of, audit_recent, client, config_with, geocode_usage, kill_at, sim};
+use crate::support::{admin_client, as_of, audit_recent, client_as, geocode_usage, kill_at, sim};
 
 const NOTIFY: &str = "portals/self/createNotification";
 
@@ -332,11 +332,7 @@ async fn thresholds_come_from_the_input_and_bad_ones_are_refused_before_any_requ
 async fn a_missing_privilege_is_named_and_nothing_is_claimed() {
     let sim = sim(50).await;
     let ledger = Ledger::memory();
-    let auditor = Credentials::UserPassword {
-        username: AUDITOR_USERNAME.into(),
-        password: Secret::new(AUDITOR_PASSWORD),
-    };
-    let client = client(config_with(&sim, auditor));
+    let client = client_as(&sim, AUDITOR_USERNAME, AUDITOR_PASSWORD);
     let err = run_with(&client, &ledger, &config(&[]), &request(0)).await.unwrap_err();
     assert_eq!(err.kind(), "MissingPrivilege");
     assert!(err.to_string().contains("portal:admin:manageCredits"), "{err}");
@@ -354,11 +350,7 @@ async fn a_custom_role_reported_as_org_admin_is_refused_by_its_privileges_before
     use portal_sim::generate::{CONTENT_ADMIN_PASSWORD, CONTENT_ADMIN_USERNAME};
     let sim = sim(50).await;
     let ledger = Ledger::memory();
-    let content_admin = Credentials::UserPassword {
-        username: CONTENT_ADMIN_USERNAME.into(),
-        password: Secret::new(CONTENT_ADMIN_PASSWORD),
-    };
-    let client = client(config_with(&sim, content_admin));
+    let client = client_as(&sim, CONTENT_ADMIN_USERNAME, CONTENT_ADMIN_PASSWORD);
     let err = run_with(&client, &ledger, &config(&[]), &request(0)).await.unwrap_err();
     assert_eq!(err.kind(), "MissingPrivilege");
     let msg = err.to_string();

@@ -13,7 +13,7 @@ use shared::credits::amount::Credits;
 use shared::ledger::{AuditEntry, Ledger};
 use shared::secrets::ring_http_client;
 
-pub use testkit::arcgis::{REFERER, admin, admin_client, as_of, config_with, fast_retry};
+pub use testkit::arcgis::{REFERER, admin, admin_client, as_of, client_as, config_with, fast_retry};
 
 /// A simulator for a generated org of `members` members (one seed for the whole suite).
 pub async fn sim(members: usize) -> SimHandle {

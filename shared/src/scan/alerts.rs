@@ -125,12 +125,12 @@ pub(super) async fn notify_admins(
 /// The alert-state changes a run records: the levels it reports (when its email is to go
 /// out) and the keys back to ok.
 pub(super) fn changes(alerts: &Crossings, sending: bool) -> Vec<(String, Option<Level>)> {
-    let reported = alerts
-        .report
-        .iter()
-        .filter(|_| sending)
-        .map(|(k, l)| (k.clone(), Some(*l)));
-    reported.chain(alerts.clear.iter().map(|k| (k.clone(), None))).collect()
+    let mut changes: Vec<(String, Option<Level>)> = Vec::new();
+    if sending {
+        changes.extend(alerts.report.iter().map(|(k, l)| (k.clone(), Some(*l))));
+    }
+    changes.extend(alerts.clear.iter().map(|k| (k.clone(), None)));
+    changes
 }
 
 /// Commits what the run staged, once its email went out (or when it had nothing to send):

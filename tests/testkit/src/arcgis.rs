@@ -25,10 +25,20 @@ pub async fn sim_with(members: usize, seed: u64) -> SimHandle {
 
 /// The simulator's administrator (a user/password account with every privilege).
 pub fn admin() -> Credentials {
+    user_password(ADMIN_USERNAME, ADMIN_PASSWORD)
+}
+
+/// A member's username and password, as a secret holds them.
+pub fn user_password(username: &str, password: &str) -> Credentials {
     Credentials::UserPassword {
-        username: ADMIN_USERNAME.to_owned(),
-        password: Secret::new(ADMIN_PASSWORD),
+        username: username.to_owned(),
+        password: Secret::new(password),
     }
+}
+
+/// A client for `sim` signed in as `username` (the accounts of `portal_sim::generate`).
+pub fn client_as(sim: &SimHandle, username: &str, password: &str) -> Client {
+    Client::new(config_with(sim, user_password(username, password))).expect("the client builds")
 }
 
 /// Fast retries so fault tests stay quick, bounded so a bug cannot hang a test.

@@ -1,18 +1,18 @@
 //! A forwarding proxy that adds a fixed delay to every request and counts them.
 //!
 //! Benchmarks put it in front of moto's DynamoDB (`AWS_ENDPOINT_URL_DYNAMODB`) so that what a
-//! run pays for its ledger work is explicit — a stated per-call latency times the calls it
-//! makes — instead of moto's own CPU time, and so the calls are counted outside the function.
+//! run pays for its ledger work is explicit: a stated per-call latency times the calls it
+//! makes, counted outside the function. The time moto itself takes is summed apart
+//! ([`LatencyProxy::upstream_time`]), so a report can show it rather than pass it off as the
+//! run's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 struct Shared {
     upstream: String,
@@ -78,52 +78,21 @@ impl Drop for LatencyProxy {
 async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(shared.latency).await;
-    let (parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let body = match to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("latency proxy: unreadable body: {e}")).into_response(),
+    let (parts, body) = match crate::forward::read(request, "latency proxy").await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
-    let mut upstream = shared
-        .http
-        .request(parts.method.clone(), format!("{}{path}", shared.upstream))
-        .body(body);
-    for (name, value) in &parts.headers {
-        if ![header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONNECTION].contains(name) {
-            upstream = upstream.header(name, value);
-        }
-    }
     let started = std::time::Instant::now();
-    let answer = match upstream.send().await {
-        Ok(a) => a,
-        Err(e) => {
-            return (
-                StatusCode::BAD_GATEWAY,
-                format!("latency proxy: no answer upstream: {e}"),
-            )
-                .into_response();
-        }
-    };
-    let status = answer.status();
-    let headers = answer.headers().clone();
-    let bytes = answer.bytes().await;
+    let answer = crate::forward::send(
+        &shared.http,
+        &shared.upstream,
+        &parts,
+        body,
+        "latency proxy",
+        "upstream",
+    )
+    .await;
     let spent = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     shared.upstream_us.fetch_add(spent, Ordering::SeqCst);
-    match bytes {
-        Ok(bytes) => {
-            let mut response = Response::new(Body::from(bytes));
-            *response.status_mut() = status;
-            for (name, value) in &headers {
-                if ![header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONNECTION].contains(name) {
-                    response.headers_mut().insert(name, value.clone());
-                }
-            }
-            response
-        }
-        Err(e) => (
-            StatusCode::BAD_GATEWAY,
-            format!("latency proxy: the answer broke off: {e}"),
-        )
-            .into_response(),
-    }
+    answer.map_or_else(|failed| failed, crate::forward::respond)
 }

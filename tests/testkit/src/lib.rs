@@ -16,6 +16,7 @@
 pub mod arcgis;
 pub mod env;
 pub mod fixtures;
+mod forward;
 pub mod lambda;
 pub mod latency;
 pub mod moto;

@@ -19,10 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::Response;
 
 /// The header carrying an invocation's deadline (epoch milliseconds).
 pub const DEADLINE_HEADER: &str = "lambda-runtime-deadline-ms";
@@ -134,61 +133,23 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Headers that describe one hop's framing, not the message.
-fn hop_by_hop(name: &header::HeaderName) -> bool {
-    [
-        header::HOST,
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::CONNECTION,
-    ]
-    .contains(name)
-}
-
 async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let body = match to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("proxy: unreadable body: {e}")).into_response(),
+    let (parts, body) = match crate::forward::read(request, "proxy").await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
-    let next = parts.method == Method::GET && path.ends_with("/runtime/invocation/next");
+    let next = parts.method == Method::GET && parts.uri.path().ends_with("/runtime/invocation/next");
     let _poll = next.then(|| Poll::start(&shared.polling));
-    let mut upstream = shared
-        .http
-        .request(parts.method.clone(), format!("{}{path}", shared.upstream))
-        .body(body);
-    for (name, value) in &parts.headers {
-        if !hop_by_hop(name) {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let answer = match upstream.send().await {
-        Ok(a) => a,
-        Err(e) => {
-            return (
-                StatusCode::BAD_GATEWAY,
-                format!("proxy: the emulator did not answer: {e}"),
-            )
-                .into_response();
-        }
-    };
-    let status = answer.status();
-    let mut headers = answer.headers().clone();
-    let bytes = match answer.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::BAD_GATEWAY,
-                format!("proxy: the emulator's answer broke off: {e}"),
-            )
-                .into_response();
-        }
-    };
-    if next && status == StatusCode::OK {
+    let mut answer =
+        match crate::forward::send(&shared.http, &shared.upstream, &parts, body, "proxy", "the emulator").await {
+            Ok(answer) => answer,
+            Err(failed) => return failed,
+        };
+    if next && answer.status == StatusCode::OK {
         let deadline_ms = now_ms() + shared.timeout.as_millis() as u64;
-        headers.insert(DEADLINE_HEADER, HeaderValue::from(deadline_ms));
-        let request_id = headers
+        answer.headers.insert(DEADLINE_HEADER, HeaderValue::from(deadline_ms));
+        let request_id = answer
+            .headers
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
@@ -202,12 +163,5 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
                 deadline_ms,
             });
     }
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = status;
-    for (name, value) in &headers {
-        if !hop_by_hop(name) {
-            response.headers_mut().append(name, value.clone());
-        }
-    }
-    response
+    crate::forward::respond(answer)
 }
