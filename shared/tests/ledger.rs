@@ -336,6 +336,22 @@ async fn staged_alert_levels_count_only_once_committed_and_a_racing_run_conflict
         ledger.alert_levels().await.unwrap(),
         HashMap::from([("jdoe".to_owned(), Level::Critical), ("amy".to_owned(), Level::Warning)])
     );
+    // A run that stages over another's uncommitted content (read while that one was still
+    // sending) leaves the other's commit without its record: said as such, not as "nothing sent".
+    let state = ledger.alert_state().await.unwrap();
+    let sending = state.stage(&[("zoe".into(), Some(Level::Warning))], "run-5");
+    ledger.stage_alerts(&sending).await.unwrap();
+    let overtaking = ledger
+        .alert_state()
+        .await
+        .unwrap()
+        .stage(&[("zoe".into(), Some(Level::Critical))], "run-6");
+    ledger.stage_alerts(&overtaking).await.unwrap();
+    let err = ledger.commit_alerts(&sending, at(6, 0, 0, 0)).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("email went out"), "{err}");
+    ledger.commit_alerts(&overtaking, at(6, 0, 0, 0)).await.unwrap();
+    assert_eq!(ledger.alert_levels().await.unwrap().get("zoe"), Some(&Level::Critical));
 }
 
 async fn recording_alerts_costs_the_shards_that_change_not_the_members(ledger: &Ledger) {

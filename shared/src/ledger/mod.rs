@@ -170,11 +170,14 @@ pub enum LedgerError {
         /// `pk/sk` of the item.
         key: String,
     },
-    /// Another run changed the alert state between this run's read and its write: this one
-    /// sent nothing and recorded nothing; the next run reads the new state and sends.
+    /// Another run changed the alert state between this run's read and its write. At staging
+    /// (before the email) this run sends and records nothing and the next run reports the
+    /// crossings; at the commit (after it) the email went out and the next run may report
+    /// them again.
     #[error(
         "ledger {operation}: alert state {key} in table '{table}' was changed by another run \
-        meanwhile; this run sent and recorded nothing, the next run will report the crossings"
+        meanwhile; {}",
+        conflict_outcome(operation)
     )]
     Conflict {
         /// The table.
@@ -198,6 +201,16 @@ pub enum LedgerError {
         /// `pk/sk` of the item.
         key: String,
     },
+}
+
+/// What a [`LedgerError::Conflict`] means for the run, by the step that met it.
+fn conflict_outcome(operation: &str) -> &'static str {
+    if operation.starts_with("stage") {
+        "this run sent and recorded nothing, the next run will report the crossings"
+    } else {
+        "this run's email went out but its record was overtaken, so the next run may report \
+        those crossings again"
+    }
 }
 
 /// The stored spelling of an alert level (`ok` is never stored: absent means ok).
