@@ -66,7 +66,8 @@ pub struct Config {
     /// `ALLOW_UNAUTHENTICATED` (default false): let allocate accept calls without a caller
     /// identity. For local runs only; the SAM template never sets it.
     pub allow_unauthenticated: bool,
-    /// `REPORT_BUCKET` (required by monthly-report): where reports are archived.
+    /// `REPORT_BUCKET` (required by monthly-report): where reports are archived, and where
+    /// scan-credits writes each real run's complete member lists.
     pub report_bucket: Option<String>,
     /// `REPORT_SOURCE` (`usage` | `report-item`, default `usage`).
     pub report_source: ReportSource,
@@ -143,7 +144,7 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("ORG_RESERVE_CREDITS", &["scan-credits", "allocate"]),
     ("MAX_MEMBERS_PER_REQUEST", &["scan-credits", "allocate"]),
     ("ALLOW_UNAUTHENTICATED", &["allocate"]),
-    ("REPORT_BUCKET", &["monthly-report"]),
+    ("REPORT_BUCKET", &["scan-credits", "monthly-report"]),
     ("REPORT_SOURCE", &["monthly-report"]),
     ("KEEP_REPORT_ITEMS", &["monthly-report"]),
     ("REPORT_TOP_N", &["monthly-report"]),

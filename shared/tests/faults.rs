@@ -4,7 +4,11 @@
 use std::time::{Duration, Instant};
 
 use portal_sim::{Faults, HttpErrorFault, Trigger};
-use shared::arcgis::{ClientConfig, Error, MAX_RETRY_AFTER, Notification, NotifyChannel, RetryPolicy, TransportKind};
+use shared::arcgis::usage::{BucketLabel, Buckets};
+use shared::arcgis::{
+    ClientConfig, Error, MAX_RETRY_AFTER, Notification, NotifyChannel, RetryPolicy, TransportKind, UsageQuery,
+};
+use shared::credits::usage::TimeWindow;
 
 use crate::support::{admin, admin_client, client, config_with, sim};
 
@@ -490,4 +494,94 @@ async fn a_call_waiting_for_another_tasks_sign_in_stops_at_its_deadline() {
     );
     assert_eq!(client.requests_made(), 1, "only the slow sign-in was sent");
     slow.abort();
+}
+
+/// The last 30 whole UTC days, per member: the scan's forecast read.
+fn usage_by_member() -> UsageQuery {
+    let today = chrono::Utc::now()
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let window = TimeWindow::last_days(today, 30).expect("a window");
+    UsageQuery::by_member(window, Buckets::daily(BucketLabel::Start))
+}
+
+#[tokio::test]
+async fn a_usage_answer_broken_midway_is_read_again_from_the_start() {
+    let sim = sim(300).await;
+    let client = admin_client(&sim);
+    let query = usage_by_member();
+    let clean = client.usage_totals(&query).await.expect("a clean read");
+    assert!(clean.len() > 100, "members with usage: {}", clean.len());
+
+    // A truncated body and a connection dropped under the body: each attempt starts from
+    // nothing, so the partial read of the first counts for nothing.
+    for (name, faults) in [
+        (
+            "truncated",
+            Faults {
+                malformed_json: Some(Trigger {
+                    times: Some(1),
+                    ..on("portals/self/usage")
+                }),
+                ..Faults::default()
+            },
+        ),
+        (
+            "dropped",
+            Faults {
+                drop_connection: Some(Trigger {
+                    times: Some(1),
+                    ..on("portals/self/usage")
+                }),
+                ..Faults::default()
+            },
+        ),
+    ] {
+        sim.set_faults(faults);
+        let before = sim.request_count("portals/self/usage");
+        let again = client.usage_totals(&query).await.expect("read again");
+        assert_eq!(again, clean, "{name}: the same totals, nothing counted twice");
+        assert_eq!(sim.request_count("portals/self/usage") - before, 2, "{name}: one retry");
+    }
+}
+
+#[tokio::test]
+async fn a_usage_answer_that_stays_broken_or_is_an_envelope_is_a_clear_error() {
+    let sim = sim(50).await;
+    let client = admin_client(&sim);
+    client.org_properties().await.expect("signed in");
+    sim.set_faults(Faults {
+        malformed_json: Some(on("portals/self/usage")),
+        ..Faults::default()
+    });
+    let err = client
+        .usage_totals(&usage_by_member())
+        .await
+        .expect_err("always truncated");
+    match err.root() {
+        Error::Decode {
+            status: 200, excerpt, ..
+        } => assert!(
+            excerpt.starts_with("{\"total\""),
+            "the body's start is quoted: {excerpt}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("portals/self/usage"), "{err}");
+
+    sim.set_faults(Faults {
+        error_envelope: Some(portal_sim::EnvelopeFault {
+            member: None,
+            code: 400,
+            message: "Unable to get usage".into(),
+            when: on("portals/self/usage"),
+        }),
+        ..Faults::default()
+    });
+    let err = client.usage_totals(&usage_by_member()).await.expect_err("an envelope");
+    match err.root() {
+        Error::Api { api, .. } => assert_eq!((api.code, api.message.as_str()), (Some(400), "Unable to get usage")),
+        other => panic!("{other:?}"),
+    }
 }

@@ -379,7 +379,13 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
     let world = support::World::new(generate(&GenParams::new(members, 7, chrono::Utc::now().date_naive()))).await;
     let ledger =
         testkit::latency::LatencyProxy::start(&testkit::moto::moto().endpoint, Duration::from_millis(ledger_latency));
-    let env = world.env(&[("AWS_ENDPOINT_URL_DYNAMODB", &ledger.url())]);
+    // The complete member lists go to S3 as in production (straight to moto: not timed as
+    // ledger calls).
+    let bucket = support::Bucket::create().await;
+    let env = world.env(&[
+        ("AWS_ENDPOINT_URL_DYNAMODB", &ledger.url()),
+        ("REPORT_BUCKET", &bucket.name),
+    ]);
     world.sim.set_faults(Faults {
         latency_ms: latency,
         ..Default::default()
@@ -448,8 +454,7 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
             "{run} failed: {summary}\n{}",
             function.output()
         );
-        let flagged =
-            summary["critical"].as_array().map_or(0, Vec::len) + summary["warning"].as_array().map_or(0, Vec::len);
+        let flagged = summary["counts"]["critical"].as_u64().unwrap_or(0) + summary["counts"]["warning"].as_u64().unwrap_or(0);
         println!(
             "| {run} | {:.0} ms | {floor_ms:.0} ms | {} ms | {} ms | {:.0} ms | {} | {} | {flagged} ({}) | {:.1} MB | {:.0} MB |",
             wall.as_secs_f64() * 1e3,

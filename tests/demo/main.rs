@@ -102,8 +102,8 @@ fn scan_report(s: &Value) {
     println!("  members scanned        {}", count(&s["members_scanned"]));
     println!(
         "  critical / warning     {} / {}   (newly reported {}, already reported {})",
-        s["critical"].as_array().map_or(0, Vec::len),
-        s["warning"].as_array().map_or(0, Vec::len),
+        count(&s["counts"]["critical"]),
+        count(&s["counts"]["warning"]),
         count(&s["newly_reported"]),
         count(&s["already_reported"])
     );

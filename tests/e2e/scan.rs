@@ -30,6 +30,16 @@ fn alert_rule(members: &[MemberState]) -> (BTreeSet<String>, BTreeSet<String>) {
     (critical, warning)
 }
 
+/// The complete lists a scan wrote to `bucket`, found from its result.
+async fn complete_lists(bucket: &Bucket, result: &Value) -> Value {
+    assert_eq!(result["lists"]["status"], "written", "{}", result["lists"]);
+    assert_eq!(result["lists"]["bucket"], bucket.name.as_str());
+    let key = result["lists"]["json_key"].as_str().expect("json_key");
+    assert!(key.starts_with("scans/") && key.ends_with("/members.json"), "{key}");
+    let (bytes, _) = bucket.object(key).await.expect("the complete lists");
+    serde_json::from_slice(&bytes).expect("JSON lists")
+}
+
 fn names(summary: &Value, list: &str) -> BTreeSet<String> {
     summary[list]
         .as_array()
@@ -42,7 +52,8 @@ fn names(summary: &Value, list: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_flags_the_critical_and_warning_sets_and_alerts_once_per_crossing() {
     let world = World::new(generate(&GenParams::new(400, 11, chrono::Utc::now().date_naive()))).await;
-    let function = world.start("scan-credits", &[]);
+    let bucket = Bucket::create().await;
+    let function = world.start("scan-credits", &[("REPORT_BUCKET", &bucket.name)]);
     let event = fixture("scheduler-input.json");
 
     let first = world.invoke("scan-credits", &event).await;
@@ -54,8 +65,42 @@ async fn scan_flags_the_critical_and_warning_sets_and_alerts_once_per_crossing()
     );
     let s = &first.payload;
     let (critical, warning) = alert_rule(&world.sim.members());
-    assert_eq!(names(s, "critical"), critical);
-    assert_eq!(names(s, "warning"), warning);
+    // The result stays small: complete counts, the most urgent members of each list, and the
+    // complete lists in S3, where the JSON document and the CSV hold every flagged member.
+    let lists = complete_lists(&bucket, s).await;
+    assert_eq!(names(&lists, "critical"), critical);
+    assert_eq!(names(&lists, "warning"), warning);
+    assert_eq!(
+        (s["counts"]["critical"].as_u64(), s["counts"]["warning"].as_u64()),
+        (Some(critical.len() as u64), Some(warning.len() as u64))
+    );
+    for level in ["critical", "warning"] {
+        let cut = s[level].as_array().unwrap();
+        let all = lists[level].as_array().unwrap();
+        assert!(
+            all.len() > shared::scan::lists::RESULT_MEMBERS_PER_LIST,
+            "{level}: the org is large enough to cut"
+        );
+        assert_eq!(
+            cut[..],
+            all[..shared::scan::lists::RESULT_MEMBERS_PER_LIST],
+            "{level}: the most urgent first"
+        );
+    }
+    let (csv, content_type) = bucket
+        .object(s["lists"]["csv_key"].as_str().unwrap())
+        .await
+        .expect("the CSV list");
+    assert_eq!(content_type.as_deref(), Some("text/csv; charset=utf-8"));
+    assert_eq!(
+        String::from_utf8(csv).unwrap().lines().count(),
+        1 + critical.len() + warning.len()
+    );
+    assert!(
+        s.to_string().len() < 32 * 1024,
+        "a small result: {} bytes",
+        s.to_string().len()
+    );
     assert!(critical.contains("overspent") && !critical.contains("edge_10pct") && !warning.contains("edge_50pct"));
     for never in ["unlimited_analyst", "disabled_member", "viewer_member", "zero_alloc"] {
         assert!(!critical.contains(never) && !warning.contains(never), "{never} flagged");

@@ -15,8 +15,9 @@ use shared::apply::Deadline;
 use shared::config::Config;
 use shared::connect::{ArcgisSource, ConnectError};
 use shared::ledger::Ledger;
+use shared::monthly::store::ReportStore;
 use shared::scan::settings::FALLBACK_TIMEOUT;
-use shared::scan::{self, ScanDeps, ScanError, ScanRequest, ScanSettings, ScanSummary};
+use shared::scan::{self, Lists, ScanDeps, ScanError, ScanRequest, ScanSettings, ScanSummary};
 use shared::schedule::{self, EventError, ScanInput};
 use shared::startup::{self, StartupError};
 use shared::telemetry;
@@ -29,10 +30,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 }
 
 /// Built once per container: the scan's validated settings, the ArcGIS credentials source
-/// (its secret cached between invocations) and the ledger that keeps runs and alerts.
+/// (its secret cached between invocations), the ledger that keeps runs and alerts, and the
+/// bucket the complete member lists go to.
 struct State {
     arcgis: ArcgisSource,
     ledger: Ledger,
+    lists: Option<ReportStore>,
     config: Config,
     settings: ScanSettings,
 }
@@ -44,6 +47,10 @@ impl State {
         Ok(State {
             arcgis: ArcgisSource::from_config(&config).await,
             ledger: Ledger::dynamo_from_env(settings.ledger_table.clone()).await,
+            lists: match &settings.lists_bucket {
+                Some(bucket) => Some(ReportStore::from_env(bucket.clone()).await),
+                None => None,
+            },
             config,
             settings,
         })
@@ -115,7 +122,15 @@ async fn handle(state: &State, event: LambdaEvent<Value>, metrics_out: &mut impl
         }
     }
     match result {
-        Ok(s) => serde_json::to_value(&s).map_err(HandlerError::Summary),
+        Ok(mut s) => {
+            // The complete lists to S3, a small result back (Lambda caps results at 6 MiB).
+            let lists = match &state.lists {
+                _ if s.dry_run => Lists::DryRun,
+                None => Lists::NotConfigured,
+                Some(store) => scan::lists::publish(store, &mut s, request.as_of).await,
+            };
+            serde_json::to_value(s.result(lists)).map_err(HandlerError::Summary)
+        }
         Err(e) => {
             if e.is_sign_in_refused() {
                 state.arcgis.forget_credentials();
@@ -239,6 +254,7 @@ mod tests {
         let state = State {
             arcgis: ArcgisSource::Fixed(client),
             ledger: Ledger::memory(),
+            lists: None,
             settings: ScanSettings::from_config(&config).unwrap(),
             config,
         };

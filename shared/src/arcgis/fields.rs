@@ -311,6 +311,7 @@ mod tests {
         ),
         ("arcgis/error.rs", include_str!("error.rs"), &[ERROR]),
         ("credits/usage.rs", include_str!("../credits/usage.rs"), &[USAGE]),
+        ("arcgis/usage.rs", include_str!("usage.rs"), &[USAGE]),
     ];
 
     /// The JSON keys a source reads: `get("key")` and `text("key")` literals, and the fields of

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::credits::amount::Credits;
 use crate::credits::member::Balance;
-use crate::credits::usage::{BucketLabel, Buckets, UsageSeries};
+use crate::credits::usage::{BucketLabel, Buckets};
 
 use super::allocation::refused;
 use super::auth::{parse_generate_token, parse_oauth_token};
@@ -325,7 +325,10 @@ fn usage_points_are_strings_with_java_exponents() {
     // Whole series, with and without `userOrgId`, under either bucket convention.
     for label in [BucketLabel::Start, BucketLabel::End] {
         for (key, user) in [("data[1]", "<user_name1>"), ("data[2]", "<user_name2>")] {
-            let series = UsageSeries::from_json(&usage[key], Buckets::daily(label)).unwrap();
+            let body = serde_json::json!({ "data": [usage[key]] }).to_string();
+            let mut read = Vec::new();
+            crate::arcgis::usage::read_usage(body.as_bytes(), Buckets::daily(label), |s| read.push(s)).unwrap();
+            let series = read.pop().unwrap();
             assert_eq!(series.username.as_deref(), Some(user));
             assert_eq!(series.points.len(), 3);
             let total: Credits = series.points.iter().map(|p| p.credits).sum();

@@ -8,13 +8,25 @@
 //! the request spans one bucket more on each side, so the buckets at the window's edges come
 //! back whichever end of its bucket a label names, and only the buckets inside the window are
 //! returned.
+//!
+//! The answer is decoded while it arrives, one series at a time ([`read_usage`]): grouped by
+//! member, a 100,000-member org's 30 days are tens of megabytes of JSON, which neither the
+//! body nor a document tree may hold at once. [`Client::usage_totals`] keeps only each
+//! series' sum.
 
-pub use crate::credits::usage::{BucketLabel, Buckets, UsagePeriod};
-use crate::credits::usage::{TimeWindow, UsageSeries};
+use std::io::Read;
+use std::sync::Arc;
 
-use super::client::Client;
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+pub use crate::credits::usage::{BucketLabel, Buckets, UsagePeriod, UsageTotal};
+use crate::credits::usage::{TimeWindow, UsageError, UsageSeries};
+
+use super::client::{Client, DecodeError};
 use super::endpoint::USAGE;
-use super::error::Error;
+use super::error::{ApiError, Error};
 
 /// What to ask `portals/self/usage` for.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,10 +64,162 @@ impl UsageQuery {
     }
 }
 
+/// Why a usage answer could not be read.
+#[derive(Debug)]
+pub enum UsageReadError {
+    /// ArcGIS's error envelope instead of data.
+    Envelope(Box<ApiError>),
+    /// Not JSON, or not the JSON shape of a usage answer (truncated, HTML, a field of the
+    /// wrong type).
+    Json(serde_json::Error),
+    /// Well-formed JSON whose series cannot be summed (a bad point, no `data`).
+    Usage(UsageError),
+}
+
+/// One series as it comes over the wire; anything else (`userOrgId`, the `num` var) is
+/// skipped unread. Points stay JSON values: [`UsageSeries::from_wire`] reads each exactly.
+#[derive(Deserialize)]
+struct WireSeries {
+    #[serde(default)]
+    stype: Option<String>,
+    #[serde(default)]
+    etype: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    credits: Option<Vec<Value>>,
+}
+
+/// Reads a usage answer (`{"data": [...]}`, or an error envelope) from `body`, handing each
+/// series to `each` as soon as it is decoded, its labels read per `buckets`. Holds one series
+/// at a time: memory does not grow with the answer. An error names the failing series.
+pub fn read_usage(body: impl Read, buckets: Buckets, mut each: impl FnMut(UsageSeries)) -> Result<(), UsageReadError> {
+    let mut failure = None;
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(body));
+    let root = Root {
+        buckets,
+        each: &mut each,
+        failure: &mut failure,
+    };
+    let decoded = root.deserialize(&mut de).and_then(|root| de.end().map(|()| root));
+    // A series refused by the domain stops the decoding with a placeholder error: the real
+    // reason is the one kept aside.
+    if let Some(e) = failure {
+        return Err(UsageReadError::Usage(e));
+    }
+    let (saw_data, others) = decoded.map_err(UsageReadError::Json)?;
+    if let Some(api) = ApiError::from_body(&Value::Object(others)) {
+        return Err(UsageReadError::Envelope(Box::new(api)));
+    }
+    if !saw_data {
+        return Err(UsageReadError::Usage(UsageError::BadField {
+            field: "data",
+            expected: "an array of series",
+        }));
+    }
+    Ok(())
+}
+
+/// The answer's top level: `data` is streamed; the other keys (a few scalars, or an error
+/// envelope) are kept to recognise an envelope.
+struct Root<'a, F> {
+    buckets: Buckets,
+    each: &'a mut F,
+    failure: &'a mut Option<UsageError>,
+}
+
+impl<'de, F: FnMut(UsageSeries)> DeserializeSeed<'de> for Root<'_, F> {
+    type Value = (bool, serde_json::Map<String, Value>);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(UsageSeries)> Visitor<'de> for Root<'_, F> {
+    type Value = (bool, serde_json::Map<String, Value>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a usage answer object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut saw_data = false;
+        let mut others = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "data" && !saw_data {
+                saw_data = true;
+                map.next_value_seed(Data {
+                    buckets: self.buckets,
+                    each: &mut *self.each,
+                    failure: &mut *self.failure,
+                })?;
+            } else {
+                others.insert(key, map.next_value()?);
+            }
+        }
+        Ok((saw_data, others))
+    }
+}
+
+/// The `data` array, read one series at a time.
+struct Data<'a, F> {
+    buckets: Buckets,
+    each: &'a mut F,
+    failure: &'a mut Option<UsageError>,
+}
+
+impl<'de, F: FnMut(UsageSeries)> DeserializeSeed<'de> for Data<'_, F> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(UsageSeries)> Visitor<'de> for Data<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of usage series")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while let Some(wire) = seq.next_element::<WireSeries>()? {
+            let series = UsageSeries::from_wire(
+                wire.stype.as_deref(),
+                wire.etype.as_deref(),
+                wire.username.as_deref(),
+                wire.credits.as_deref(),
+                self.buckets,
+            );
+            match series {
+                Ok(series) => (self.each)(series),
+                Err(e) => {
+                    *self.failure = Some(UsageError::InSeries {
+                        index,
+                        stype: wire.stype,
+                        username: wire.username,
+                        source: Box::new(e),
+                    });
+                    return Err(serde::de::Error::custom("a usage series was refused"));
+                }
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
 impl Client {
-    /// Reads credit usage: one series per group, holding the buckets inside the query's
-    /// window (its labels read per `query.buckets`).
-    pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageSeries>, Error> {
+    /// Sends `query` and folds each series of the answer into `A` with `keep`, as the answer
+    /// arrives (the window passed to `keep` is the query's).
+    async fn read_usage_into<A, K>(&self, query: &UsageQuery, keep: K) -> Result<A, Error>
+    where
+        A: Default + Send + 'static,
+        K: Fn(&mut A, UsageSeries, &TimeWindow) + Send + Sync + 'static,
+    {
         let what = format!(
             "portals/self/usage ({}..{} ms, {}, labels at the bucket {}, by {})",
             query.window.start_ms(),
@@ -91,15 +255,42 @@ impl Client {
             ("groupby", query.group_by.join(",")),
             ("vars", query.vars.join(",")),
         ];
-        let body = self.call(USAGE, &url, &params, &what).await?;
-        let mut series = UsageSeries::from_response(&body, query.buckets).map_err(|e| Error::Unexpected {
-            what,
-            reason: e.to_string(),
-        })?;
-        for s in &mut series {
-            s.points.retain(|p| query.window.covers(&p.bucket));
-        }
-        Ok(series)
+        let (buckets, window) = (query.buckets, query.window);
+        let decode: super::client::StreamDecoder<Result<A, UsageError>> = Arc::new(move |body: &mut dyn Read| {
+            let mut acc = A::default();
+            match read_usage(body, buckets, |s| keep(&mut acc, s, &window)) {
+                Ok(()) => Ok(Ok(acc)),
+                Err(UsageReadError::Usage(e)) => Ok(Err(e)),
+                Err(UsageReadError::Envelope(api)) => Err(DecodeError::Envelope(api)),
+                Err(UsageReadError::Json(e)) => Err(DecodeError::Json(e)),
+            }
+        });
+        self.call_streamed(USAGE, &url, &params, &what, decode)
+            .await?
+            .map_err(|e| Error::Unexpected {
+                what,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Reads credit usage: one series per group, holding the buckets inside the query's
+    /// window (its labels read per `query.buckets`). For few series (per service type); per
+    /// member, [`Client::usage_totals`] keeps a sum instead of every bucket.
+    pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageSeries>, Error> {
+        self.read_usage_into(query, |all: &mut Vec<UsageSeries>, mut s, window| {
+            s.points.retain(|p| window.covers(&p.bucket));
+            all.push(s);
+        })
+        .await
+    }
+
+    /// Reads credit usage summed per group over the query's window: what a burn rate or a
+    /// month's total per member needs, in a few dozen bytes per series.
+    pub async fn usage_totals(&self, query: &UsageQuery) -> Result<Vec<UsageTotal>, Error> {
+        self.read_usage_into(query, |all: &mut Vec<UsageTotal>, s, window| {
+            all.push(UsageTotal::of(&s, window));
+        })
+        .await
     }
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::amount::Credits;
 use super::report_csv::CreditsReport;
 use super::service_types;
-use super::usage::{TimeWindow, UsageSeries};
+use super::usage::{TimeWindow, UsageSeries, UsageTotal};
 
 /// Who credits are charged to.
 ///
@@ -121,6 +121,12 @@ impl CreditTally {
         }
     }
 
+    /// Counts a series' total (already summed over the window wanted).
+    pub fn add_total(&mut self, total: &UsageTotal) {
+        let member = Attribution::from_username(total.username.as_deref());
+        self.add(member, &total.stype, total.credits);
+    }
+
     /// Counts the points of `series` inside `window`.
     pub fn add_series(&mut self, series: &UsageSeries, window: &TimeWindow) {
         let member = Attribution::from_username(series.username.as_deref());
@@ -192,6 +198,17 @@ pub fn summarize_usage(series: &[UsageSeries], window: &TimeWindow) -> CreditSum
     let mut tally = CreditTally::default();
     for s in series {
         tally.add_series(s, window);
+    }
+    tally.summary()
+}
+
+/// Aggregates usage totals (each series already summed over the window wanted).
+///
+/// Pass totals from *one* `groupby`, as for [`summarize_usage`].
+pub fn summarize_totals(totals: &[UsageTotal]) -> CreditSummary {
+    let mut tally = CreditTally::default();
+    for t in totals {
+        tally.add_total(t);
     }
     tally.summary()
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::amount::Credits;
 use super::member::{Balance, Member};
-use super::usage::{TimeWindow, UsageSeries};
+use super::usage::{TimeWindow, UsageTotal};
 
 /// A burn rate applied to a balance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -85,17 +85,16 @@ pub fn days_until_empty(available: Credits, credits_per_day: f64) -> Option<f64>
 
 /// Measures burn rates over `window` and applies them to `members` and `org_available`.
 ///
-/// Series are matched to members by exact username. Pass series from one `groupby` that
-/// includes `username` (e.g. `username,stype`); the org rate sums every series, so mixing
-/// groupings would count the same credits twice.
-pub fn forecast(members: &[Member], org_available: Credits, series: &[UsageSeries], window: &TimeWindow) -> Forecast {
+/// `totals` are the usage series summed over `window`, matched to members by exact username.
+/// Pass series from one `groupby` that includes `username` (e.g. `username,stype`); the org
+/// rate sums every series, so mixing groupings would count the same credits twice.
+pub fn forecast(members: &[Member], org_available: Credits, totals: &[UsageTotal], window: &TimeWindow) -> Forecast {
     let mut per_member: HashMap<&str, Credits> = HashMap::new();
     let mut org_credits = Credits::ZERO;
-    for s in series {
-        let credits = s.credits_in(window);
-        org_credits += credits;
-        if let Some(username) = s.username.as_deref() {
-            *per_member.entry(username).or_default() += credits;
+    for t in totals {
+        org_credits += t.credits;
+        if let Some(username) = t.username.as_deref() {
+            *per_member.entry(username).or_default() += t.credits;
         }
     }
     let mut runways: Vec<MemberRunway> = members
@@ -127,7 +126,7 @@ pub fn forecast(members: &[Member], org_available: Credits, series: &[UsageSerie
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credits::usage::{MS_PER_DAY, UsagePoint};
+    use crate::credits::usage::{MS_PER_DAY, UsagePoint, UsageSeries};
 
     fn member(username: &str, balance: Balance) -> Member {
         Member {
@@ -204,7 +203,8 @@ mod tests {
             daily(None, &[(4, 45)]),
             daily(Some("stranger"), &[(4, 0)]),
         ];
-        let f = forecast(&members, c(1000), &series, &window);
+        let totals: Vec<UsageTotal> = series.iter().map(|s| UsageTotal::of(s, &window)).collect();
+        let f = forecast(&members, c(1000), &totals, &window);
         assert_eq!(f.window_days, 10.0);
         assert_eq!(
             f.org,

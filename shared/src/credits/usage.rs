@@ -330,15 +330,18 @@ pub struct UsageSeries {
 }
 
 impl UsageSeries {
-    /// Reads one entry of the usage response's `data` array, each label read as `buckets`
-    /// says. `stype`, `etype` and `username` are optional (they depend on `groupby`; any
-    /// other key, such as `userOrgId`, absent for some users, is ignored); an empty username
-    /// is `None`. `credits` is required: a series without it cannot be summed.
-    pub fn from_json(value: &Value, buckets: Buckets) -> Result<Self, UsageError> {
-        let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::trim);
-        let points = value
-            .get("credits")
-            .and_then(Value::as_array)
+    /// Builds a series from one entry of the usage answer's `data` array, each label read as
+    /// `buckets` says. `stype`, `etype` and `username` are optional (they depend on `groupby`);
+    /// an empty username is `None`. `credits` is required: a series without it cannot be
+    /// summed.
+    pub fn from_wire(
+        stype: Option<&str>,
+        etype: Option<&str>,
+        username: Option<&str>,
+        credits: Option<&[Value]>,
+        buckets: Buckets,
+    ) -> Result<Self, UsageError> {
+        let points = credits
             .ok_or(UsageError::BadField {
                 field: "credits",
                 expected: "an array of [timestamp, value] pairs",
@@ -353,37 +356,13 @@ impl UsageSeries {
                 Ok(UsagePoint { bucket, credits })
             })
             .collect::<Result<_, UsageError>>()?;
+        let text = |t: Option<&str>| t.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
         Ok(UsageSeries {
-            stype: text("stype").unwrap_or_default().to_owned(),
-            etype: text("etype").filter(|s| !s.is_empty()).map(str::to_owned),
-            username: text("username").filter(|s| !s.is_empty()).map(str::to_owned),
+            stype: text(stype).unwrap_or_default(),
+            etype: text(etype),
+            username: text(username),
             points,
         })
-    }
-
-    /// Reads a whole usage response (`{"data": [...]}`); an error names the failing series.
-    pub fn from_response(response: &Value, buckets: Buckets) -> Result<Vec<Self>, UsageError> {
-        let data = response
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or(UsageError::BadField {
-                field: "data",
-                expected: "an array of series",
-            })?;
-        data.iter()
-            .enumerate()
-            .map(|(index, series)| {
-                UsageSeries::from_json(series, buckets).map_err(|e| {
-                    let text = |f: &str| series.get(f).and_then(Value::as_str).map(str::to_owned);
-                    UsageError::InSeries {
-                        index,
-                        stype: text("stype"),
-                        username: text("username"),
-                        source: Box::new(e),
-                    }
-                })
-            })
-            .collect()
     }
 
     /// The points whose whole bucket lies in `window`. Windows are whole UTC days and
@@ -396,6 +375,32 @@ impl UsageSeries {
     /// Total credits of the buckets inside `window`.
     pub fn credits_in(&self, window: &TimeWindow) -> Credits {
         self.points_in(window).map(|p| p.credits).sum()
+    }
+}
+
+/// One series' credits summed over a window: what burn rates and totals per member need,
+/// without the buckets (30 days of 100,000 members are 3 million points).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageTotal {
+    /// Service type code; empty when the request did not group by `stype`.
+    pub stype: String,
+    /// Event type, when grouped by `etype`.
+    pub etype: Option<String>,
+    /// Member, when grouped by `username`; `None` means unattributed usage.
+    pub username: Option<String>,
+    /// Credits of the series' buckets inside the window.
+    pub credits: Credits,
+}
+
+impl UsageTotal {
+    /// `series` summed over the buckets inside `window`.
+    pub fn of(series: &UsageSeries, window: &TimeWindow) -> Self {
+        UsageTotal {
+            stype: series.stype.clone(),
+            etype: series.etype.clone(),
+            username: series.username.clone(),
+            credits: series.credits_in(window),
+        }
     }
 }
 
@@ -427,7 +432,27 @@ fn whole_ms(value: &Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arcgis::usage::{UsageReadError, read_usage};
     use serde_json::json;
+
+    /// Reads a whole answer the way the client does, as it streams.
+    fn read_all(response: &Value, buckets: Buckets) -> Result<Vec<UsageSeries>, UsageError> {
+        let mut all = Vec::new();
+        match read_usage(response.to_string().as_bytes(), buckets, |s| all.push(s)) {
+            Ok(()) => Ok(all),
+            Err(UsageReadError::Usage(e)) => Err(e),
+            Err(other) => panic!("not a usage error: {other:?}"),
+        }
+    }
+
+    /// Reads one series as the only one of an answer.
+    fn read_one(series: &Value, buckets: Buckets) -> Result<UsageSeries, UsageError> {
+        match read_all(&json!({ "data": [series] }), buckets) {
+            Ok(mut all) => Ok(all.remove(0)),
+            Err(UsageError::InSeries { source, .. }) => Err(*source),
+            Err(e) => Err(e),
+        }
+    }
 
     fn c(text: &str) -> Credits {
         Credits::parse_exact(text).unwrap()
@@ -484,7 +509,7 @@ mod tests {
 
     #[test]
     fn series_read_from_the_wire_shape() {
-        let s = UsageSeries::from_json(
+        let s = read_one(
             &json!({
                 "stype": "geocode", "etype": "geocodecnt", "username": "u1", "userOrgId": "x",
                 "credits": [["1672099200000", "0.0"], ["1672185600000", "2.0E-4"]],
@@ -508,8 +533,7 @@ mod tests {
             ]
         );
 
-        let unattributed =
-            UsageSeries::from_json(&json!({"stype": "tiles", "username": " ", "credits": []}), DAILY).unwrap();
+        let unattributed = read_one(&json!({"stype": "tiles", "username": " ", "credits": []}), DAILY).unwrap();
         assert_eq!(unattributed.username, None);
         assert_eq!(unattributed.etype, None);
     }
@@ -520,7 +544,7 @@ mod tests {
             {"stype": "geocode", "credits": [["86400000", "1"]]},
             {"stype": "tiles", "username": "bob", "credits": [["86400000", "x"]]},
         ]});
-        let err = UsageSeries::from_response(&response, DAILY).unwrap_err();
+        let err = read_all(&response, DAILY).unwrap_err();
         let UsageError::InSeries {
             index, stype, username, ..
         } = &err
@@ -533,10 +557,10 @@ mod tests {
         );
         assert!(err.to_string().contains("credits value"));
         assert!(matches!(
-            UsageSeries::from_json(&json!({"stype": "tiles"}), DAILY),
+            read_one(&json!({"stype": "tiles"}), DAILY),
             Err(UsageError::BadField { field: "credits", .. })
         ));
-        assert!(UsageSeries::from_response(&json!({"nodata": []}), DAILY).is_err());
+        assert!(read_all(&json!({"nodata": []}), DAILY).is_err());
     }
 
     #[test]
@@ -625,7 +649,7 @@ mod tests {
         };
         assert_eq!(monthly.interval(ms("2026-11-02T00:00:00Z")), None);
         let point = serde_json::json!({"credits": [[ms("2026-11-01T08:00:00Z").to_string(), "1.0"]]});
-        let err = UsageSeries::from_json(&point, start).unwrap_err();
+        let err = read_one(&point, start).unwrap_err();
         assert!(err.to_string().contains("UTC bucket boundary"), "{err}");
     }
 
@@ -652,7 +676,7 @@ mod tests {
                     })
                     .collect::<Vec<_>>()
             );
-            let s = UsageSeries::from_json(&json!({"username": "u1", "credits": credits}), buckets).unwrap();
+            let s = read_one(&json!({"username": "u1", "credits": credits}), buckets).unwrap();
             // October 1st is day 1, October 31st day 31.
             assert_eq!(s.credits_in(&october), Credits::whole((1..=31).sum()), "{label:?}");
             assert_eq!(s.points_in(&october).count(), 31, "{label:?}");
@@ -683,7 +707,7 @@ mod tests {
                 {"username": "member1", "userOrgId": "JXrNeAy8ce1q2b4l", "credits": [["1672617600000", "0.0"]]}
             ]
         });
-        let series = UsageSeries::from_response(&response, DAILY).unwrap();
+        let series = read_all(&response, DAILY).unwrap();
         assert_eq!(series.len(), 2);
         assert_eq!(series[0].username.as_deref(), Some("public1"));
         let all = TimeWindow::new(0, i64::MAX).unwrap();

@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::MonthlyError;
 use super::month::Month;
 use crate::arcgis::{Client, ReportItem, UsageQuery};
-use crate::credits::aggregate::{CreditSummary, summarize_report, summarize_usage};
+use crate::credits::aggregate::{CreditSummary, summarize_report, summarize_totals, summarize_usage};
 use crate::credits::amount::Credits;
 use crate::credits::report_csv::{self, ReportWarning};
 use crate::credits::usage::{BucketLabel, Buckets, TimeWindow};
@@ -79,11 +79,11 @@ pub async fn from_usage(
         .await
         .map_err(MonthlyError::arcgis("reading usage per operation type"))?;
     let per_member = client
-        .usage(&UsageQuery::by_member(current, days))
+        .usage_totals(&UsageQuery::by_member(current, days))
         .await
         .map_err(MonthlyError::arcgis("reading usage per member"))?;
     let by_service = summarize_usage(&per_type, &current);
-    let by_member = summarize_usage(&per_member, &current);
+    let by_member = summarize_totals(&per_member);
     let previous_total = previous.map(|p| {
         let w = p.window();
         per_type.iter().map(|s| s.credits_in(&w)).sum::<Credits>()

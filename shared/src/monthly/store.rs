@@ -47,7 +47,8 @@ pub enum StoreError {
     /// The SDK call failed (after its own retries).
     #[error(
         "S3 {action} of s3://{bucket}/{key} failed: {detail}. Check REPORT_BUCKET, the bucket's \
-        region and the function's IAM policy for {action} on reports/*"
+        region and the function's IAM policy for {action} on {prefix}/*",
+        prefix = key.split('/').next().unwrap_or_default()
     )]
     Sdk {
         /// `s3:PutObject` or `s3:GetObject`.

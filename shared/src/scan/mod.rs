@@ -27,6 +27,7 @@
 pub mod alerts;
 pub mod email;
 pub mod error;
+pub mod lists;
 mod observe;
 pub mod settings;
 pub mod summary;
@@ -43,6 +44,7 @@ use crate::schedule::ScanInput;
 
 pub use alerts::{Crossings, ORG_ALERT_KEY};
 pub use error::ScanError;
+pub use lists::{Lists, ScanResult};
 pub use settings::{ScanSettings, TopUpSettings};
 pub use summary::{
     AppliedAllocation, Budgeting, DuplicateOf, FlaggedMember, ForecastStatus, NotificationOutcome, OrgFloor, RunRecord,

@@ -26,7 +26,7 @@ use crate::credits::amount::Credits;
 use crate::credits::classify::{ClassifiedOrg, Level, Limit, RatedMember, Thresholds};
 use crate::credits::forecast::{self, Runway};
 use crate::credits::member::Member;
-use crate::credits::usage::{BucketLabel, Buckets, TimeWindow, UsageSeries};
+use crate::credits::usage::{BucketLabel, Buckets, TimeWindow, UsageTotal};
 use crate::ledger::AlertState;
 
 /// What the read phase found: the summary so far, the crossings, the top-up decision and who
@@ -289,12 +289,12 @@ async fn usage_for_forecast(
     client: Client,
     as_of: DateTime<Utc>,
     label: BucketLabel,
-) -> Result<(TimeWindow, Vec<UsageSeries>), String> {
+) -> Result<(TimeWindow, Vec<UsageTotal>), String> {
     let day_start = as_of.date_naive().and_time(NaiveTime::MIN).and_utc();
     let window = TimeWindow::last_days(day_start, FORECAST_DAYS)
         .map_err(|e| format!("no forecast window before {day_start}: {e}"))?;
     match client
-        .usage(&UsageQuery::by_member(window, Buckets::daily(label)))
+        .usage_totals(&UsageQuery::by_member(window, Buckets::daily(label)))
         .await
     {
         Ok(series) => Ok((window, series)),
@@ -307,7 +307,7 @@ async fn usage_for_forecast(
 
 /// Applies the usage rates to the flagged members. A failed usage read is reported, never fatal.
 fn forecast_flagged(
-    usage: Result<(TimeWindow, Vec<UsageSeries>), String>,
+    usage: Result<(TimeWindow, Vec<UsageTotal>), String>,
     members: &[Member],
     classified: &ClassifiedOrg,
     org_available: Credits,

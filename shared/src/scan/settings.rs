@@ -38,6 +38,10 @@ pub struct ScanSettings {
     pub ledger_table: String,
     /// `USAGE_BUCKET_LABEL`: how the forecast's usage timestamps are read into days.
     pub bucket_label: BucketLabel,
+    /// `REPORT_BUCKET`: where a real run writes its complete member lists
+    /// (`scans/YYYY-MM-DD/...`); without it the function's result holds the first members
+    /// of each list only.
+    pub lists_bucket: Option<String>,
 }
 
 impl ScanSettings {
@@ -64,6 +68,7 @@ impl ScanSettings {
             }),
             ledger_table,
             bucket_label: config.usage_bucket_label,
+            lists_bucket: config.report_bucket.clone(),
         })
     }
 }

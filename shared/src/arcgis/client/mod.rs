@@ -2,6 +2,7 @@
 //! header, error envelopes, retries, redirects for downloads, and the request counter.
 
 use std::fmt;
+use std::io::Read;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -157,6 +158,22 @@ pub(super) enum DecodeError {
 /// happens inside the retry loop (a truncated body is retried like any transient failure).
 pub(super) type Decoder<T> = fn(&Bytes) -> Result<T, DecodeError>;
 
+/// Turns a successful body into what the operation returns *as it arrives*, on a blocking
+/// thread, so an answer of tens of megabytes (usage per member of a large org, a credits
+/// report) is never held whole. Called afresh on every attempt: a retry starts from nothing.
+pub(super) type StreamDecoder<T> = Arc<dyn Fn(&mut dyn Read) -> Result<T, DecodeError> + Send + Sync>;
+
+/// How a successful body is read.
+enum BodyDecoder<T> {
+    /// Read whole, then decoded.
+    Whole(Decoder<T>),
+    /// Decoded while it arrives.
+    Streamed(StreamDecoder<T>),
+}
+
+/// A body excerpt's worth of bytes, kept from a streamed body for error messages.
+const STREAM_EXCERPT_BYTES: usize = 512;
+
 /// Decodes any JSON answer, checking for the error envelope.
 pub(super) fn json_value(body: &Bytes) -> Result<Value, DecodeError> {
     let value: Value = serde_json::from_slice(body).map_err(DecodeError::Json)?;
@@ -293,13 +310,39 @@ impl Client {
     }
 
     /// Like [`Client::call`], decoding the body with `decode`.
-    pub(super) async fn call_with<T>(
+    pub(super) async fn call_with<T: Send + 'static>(
         &self,
         endpoint: Endpoint,
         url: &Url,
         params: &[(&str, String)],
         what: &str,
         decode: Decoder<T>,
+    ) -> Result<T, Error> {
+        self.call_decoding(endpoint, url, params, what, &BodyDecoder::Whole(decode))
+            .await
+    }
+
+    /// Like [`Client::call`], decoding the body with `decode` while it arrives (see
+    /// [`StreamDecoder`]).
+    pub(super) async fn call_streamed<T: Send + 'static>(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        params: &[(&str, String)],
+        what: &str,
+        decode: StreamDecoder<T>,
+    ) -> Result<T, Error> {
+        self.call_decoding(endpoint, url, params, what, &BodyDecoder::Streamed(decode))
+            .await
+    }
+
+    async fn call_decoding<T: Send + 'static>(
+        &self,
+        endpoint: Endpoint,
+        url: &Url,
+        params: &[(&str, String)],
+        what: &str,
+        decode: &BodyDecoder<T>,
     ) -> Result<T, Error> {
         // Checked before a sign-in, so the error names this operation, not generateToken.
         self.check_deadline(what)?;
@@ -310,17 +353,17 @@ impl Client {
             what,
         };
         if !endpoint.authenticated {
-            return self.execute(&exchange, None, decode).await;
+            return self.execute_decoding(&exchange, None, decode).await;
         }
         let token = self.access_token().await?;
-        match self.execute(&exchange, Some(&token), decode).await {
+        match self.execute_decoding(&exchange, Some(&token), decode).await {
             // Expired or revoked (e.g. the server restarted): sign in again once and repeat
             // this call. Safe for any operation: a rejected token means nothing was done.
             Err(e) if e.is_invalid_token() && self.can_sign_in_again() => {
                 tracing::info!(operation = endpoint.name, what, "token rejected; signing in again");
                 self.forget_token(token.generation);
                 let token = self.access_token().await?;
-                self.execute(&exchange, Some(&token), decode).await
+                self.execute_decoding(&exchange, Some(&token), decode).await
             }
             other => other,
         }
@@ -329,11 +372,21 @@ impl Client {
     /// The retry loop around [`Client::send_once`] and decoding. Retries end when the next
     /// wait would end past the policy's deadline (counted from here) or the client's
     /// absolute deadline, whichever comes first; a longer `Retry-After` ends the call at once.
-    pub(super) async fn execute<T>(
+    pub(super) async fn execute<T: Send + 'static>(
         &self,
         exchange: &Exchange<'_>,
         token: Option<&Token>,
         decode: Decoder<T>,
+    ) -> Result<T, Error> {
+        self.execute_decoding(exchange, token, &BodyDecoder::Whole(decode))
+            .await
+    }
+
+    async fn execute_decoding<T: Send + 'static>(
+        &self,
+        exchange: &Exchange<'_>,
+        token: Option<&Token>,
+        decode: &BodyDecoder<T>,
     ) -> Result<T, Error> {
         let Exchange { endpoint, what, .. } = *exchange;
         self.check_deadline(what)?;
@@ -342,10 +395,10 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self
-                .send_once(exchange, token)
-                .await
-                .and_then(|(status, body)| self.decode(endpoint, what, token, status, &body, decode));
+            let result = match self.send_once(exchange, token).await {
+                Ok(answer) => self.read_body(endpoint, what, token, answer, decode).await,
+                Err(e) => Err(e),
+            };
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
@@ -411,17 +464,39 @@ impl Client {
         }
     }
 
-    /// Applies `decode`, turning its failure into the client's error.
-    fn decode<T>(
+    /// Reads a successful answer's body and applies `decode`, turning its failure into the
+    /// client's error. reqwest's timeout covers the body too: it is read under the timeout
+    /// the last hop was sent with.
+    async fn read_body<T: Send + 'static>(
         &self,
         endpoint: Endpoint,
         what: &str,
         token: Option<&Token>,
-        status: u16,
-        body: &Bytes,
-        decode: Decoder<T>,
+        answer: Answer,
+        decode: &BodyDecoder<T>,
     ) -> Result<T, Error> {
-        decode(body).map_err(|e| {
+        let Answer {
+            status,
+            response,
+            cut_short,
+        } = answer;
+        let (decoded, head) = match decode {
+            BodyDecoder::Whole(decode) => {
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| transport_error(what, e, cut_short))?;
+                (decode(&body), body)
+            }
+            BodyDecoder::Streamed(decode) => {
+                let streamed = stream_body(response, Arc::clone(decode)).await;
+                if let Some(e) = streamed.transport {
+                    return Err(transport_error(what, e, cut_short));
+                }
+                (streamed.decoded, streamed.head)
+            }
+        };
+        decoded.map_err(|e| {
             let secrets = self.secrets(token);
             match e {
                 DecodeError::Envelope(api) => Error::Api {
@@ -433,7 +508,7 @@ impl Client {
                     what: what.to_owned(),
                     status,
                     reason: e.to_string(),
-                    excerpt: quote(endpoint, body, &secrets),
+                    excerpt: quote(endpoint, &head, &secrets),
                 },
             }
         })
@@ -448,9 +523,9 @@ impl Client {
         secrets
     }
 
-    /// One HTTP exchange (plus redirect hops for downloads): a success status and its body,
-    /// or an error for transport failures and non-success statuses.
-    async fn send_once(&self, exchange: &Exchange<'_>, token: Option<&Token>) -> Result<(u16, Bytes), Error> {
+    /// One HTTP exchange (plus redirect hops for downloads): a success status with its body
+    /// still to read, or an error for transport failures and non-success statuses.
+    async fn send_once(&self, exchange: &Exchange<'_>, token: Option<&Token>) -> Result<Answer, Error> {
         let Exchange {
             endpoint,
             url,
@@ -510,9 +585,14 @@ impl Client {
             current = next;
         };
 
-        // reqwest's timeout covers the body too: the body is read under the timeout the last
-        // hop was sent with.
         let status = response.status();
+        if status.is_success() {
+            return Ok(Answer {
+                status: status.as_u16(),
+                response,
+                cut_short,
+            });
+        }
         let retry_after = response
             .headers()
             .get(header::RETRY_AFTER)
@@ -522,9 +602,6 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| transport_error(what, e, cut_short))?;
-        if status.is_success() {
-            return Ok((status.as_u16(), body));
-        }
         let secrets = self.secrets(token);
         // Gateways answer HTML; ArcGIS itself may send its envelope with a real status.
         if let Some(api) = serde_json::from_slice::<Value>(&body)
@@ -544,6 +621,85 @@ impl Client {
             excerpt: quote(endpoint, &body, &secrets),
             retry_after,
         })
+    }
+}
+
+/// A successful answer whose body is still to be read.
+struct Answer {
+    status: u16,
+    response: reqwest::Response,
+    /// The timeout was shortened to the invocation's deadline.
+    cut_short: bool,
+}
+
+/// What [`stream_body`] got: the decoder's result, the body's first bytes (for an error's
+/// excerpt) and the transport failure that cut the body short, if any (which wins over the
+/// decoder's complaint about a truncated document).
+struct Streamed<T> {
+    decoded: Result<T, DecodeError>,
+    head: Bytes,
+    transport: Option<reqwest::Error>,
+}
+
+/// Feeds the body to `decode` on a blocking thread as it arrives: at most a few chunks are
+/// in memory at once, whatever the body's size.
+async fn stream_body<T: Send + 'static>(response: reqwest::Response, decode: StreamDecoder<T>) -> Streamed<T> {
+    use futures_util::TryStreamExt;
+    let failure: Arc<Mutex<Option<reqwest::Error>>> = Arc::default();
+    let seen = Arc::clone(&failure);
+    let body = response.bytes_stream().map_err(move |e| {
+        let text = e.to_string();
+        if let Ok(mut slot) = seen.lock() {
+            slot.get_or_insert(e);
+        }
+        std::io::Error::other(text)
+    });
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut reader = Head::new(reader);
+        let decoded = decode(&mut reader);
+        (decoded, Bytes::from(reader.head))
+    })
+    .await;
+    let transport = failure.lock().ok().and_then(|mut slot| slot.take());
+    match joined {
+        Ok((decoded, head)) => Streamed {
+            decoded,
+            head,
+            transport,
+        },
+        // The decoder panicked: surfaced as a decoding failure, the panic's message kept.
+        Err(e) => Streamed {
+            decoded: Err(DecodeError::Json(serde::de::Error::custom(format!(
+                "the body's decoder failed: {e}"
+            )))),
+            head: Bytes::new(),
+            transport,
+        },
+    }
+}
+
+/// A reader that keeps the first [`STREAM_EXCERPT_BYTES`] bytes it passes on.
+struct Head<R> {
+    inner: R,
+    head: Vec<u8>,
+}
+
+impl<R> Head<R> {
+    fn new(inner: R) -> Self {
+        Head {
+            inner,
+            head: Vec::new(),
+        }
+    }
+}
+
+impl<R: Read> Read for Head<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let room = STREAM_EXCERPT_BYTES.saturating_sub(self.head.len()).min(n);
+        self.head.extend_from_slice(&buf[..room]);
+        Ok(n)
     }
 }
 
