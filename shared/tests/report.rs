@@ -21,6 +21,17 @@ async fn a_report_is_created_awaited_downloaded_without_leaking_the_token_and_de
     assert_eq!(item.owner, ADMIN_USERNAME);
     client.wait_for_report(&item).await.expect("completes");
     let csv = client.download_report(&item).await.expect("downloaded");
+    // Parsed as it streams, the same file gives the same report as parsed whole.
+    let streamed = client
+        .read_report(&item)
+        .await
+        .expect("downloaded")
+        .expect("a credits report");
+    assert_eq!(
+        streamed,
+        shared::credits::report_csv::parse(&csv).expect("a credits report")
+    );
+    assert!(!streamed.rows.is_empty());
     client.delete_item(&item).await.expect("deleted");
 
     let text = String::from_utf8(csv.to_vec()).expect("utf-8 CSV");
@@ -33,7 +44,7 @@ async fn a_report_is_created_awaited_downloaded_without_leaking_the_token_and_de
     );
     assert_eq!(created.duration, "monthly");
     assert!(created.deleted);
-    assert_eq!(created.downloads, 1);
+    assert_eq!(created.downloads, 2, "downloaded whole, then streamed");
     // The download went through the storage redirect, and no token followed it there.
     assert!(sim.requests().iter().any(|r| r.endpoint == "storage"));
     assert_eq!(sim.storage_token_leaks(), 0);
@@ -76,6 +87,9 @@ async fn a_report_stuck_in_processing_times_out_clearly_instead_of_hanging() {
     );
     // Downloading a stuck item is an error, not an empty CSV.
     let err = client.download_report(&item).await.expect_err("no data yet");
+    assert!(err.api().is_some_and(|a| a.code == Some(404)), "{err:?}");
+    // Read as it streams, the envelope is recognised the same way.
+    let err = client.read_report(&item).await.expect_err("no data yet");
     assert!(err.api().is_some_and(|a| a.code == Some(404)), "{err:?}");
 }
 

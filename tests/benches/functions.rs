@@ -24,6 +24,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::Datelike;
 use portal_sim::{Faults, GenParams, generate};
 use serde_json::json;
 use testkit::lambda::{FUNCTIONS, FunctionProcess, Profile, binaries};
@@ -42,7 +43,7 @@ fn arg(name: &str, default: u64) -> u64 {
 
 /// The sections to run (`--only cold,scan,allocate,sizes`; all by default).
 fn sections() -> Vec<String> {
-    const ALL: [&str; 5] = ["cold", "scan", "real", "allocate", "sizes"];
+    const ALL: [&str; 6] = ["cold", "scan", "real", "monthly", "allocate", "sizes"];
     let chosen: Vec<String> = match arg_text("--only") {
         Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
         None => ALL.iter().map(|s| (*s).to_owned()).collect(),
@@ -347,6 +348,10 @@ async fn main() {
         real_scans(dir, members, latency, ledger_latency).await;
     }
 
+    if run("monthly") {
+        monthly_reports(dir, members, latency, ledger_latency).await;
+    }
+
     if run("allocate") && allocate_runs > 0 {
         allocations(dir, allocate_members, allocate_size, latency, allocate_runs).await;
     }
@@ -368,6 +373,71 @@ async fn main() {
             );
         }
     }
+}
+
+/// What production runs for the monthly report, on each source: the last complete month
+/// reported (S3 objects written, the email sent, the run recorded), a fresh release
+/// `monthly-report` process per source, ArcGIS at `latency` ms per request and the ledger at
+/// `ledger_latency` ms per call through the counting proxy.
+///
+/// The floor is the ArcGIS round trips no run can overlap, × `latency`: sign-in, the org's
+/// properties, the usage reads (both at once) and the email for the usage source; for the
+/// report item, sign-in, the org's properties, creating the item, its status, the download,
+/// the delete and the email, plus the simulator's processing time.
+async fn monthly_reports(dir: &std::path::Path, members: usize, latency: u64, ledger_latency: u64) {
+    let world = support::World::new(generate(&GenParams::new(members, 7, chrono::Utc::now().date_naive()))).await;
+    let ledger =
+        testkit::latency::LatencyProxy::start(&testkit::moto::moto().endpoint, Duration::from_millis(ledger_latency));
+    let bucket = support::Bucket::create().await;
+    world.sim.set_faults(Faults {
+        latency_ms: latency,
+        ..Default::default()
+    });
+    let mut processing_ms = 0;
+    world.sim.update_behaviour(|b| processing_ms = b.report_processing_ms);
+    println!(
+        "\n## monthly-report: {members} members, {latency} ms per ArcGIS request, {ledger_latency} ms per DynamoDB \
+         call (release monthly-report)\n\n\
+         | source | month | wall | floor | ArcGIS requests | DynamoDB requests | S3 objects | peak RSS |\n\
+         |---|---|---|---|---|---|---|---|"
+    );
+    let today = chrono::Utc::now().date_naive();
+    let last_month = today.with_day(1).unwrap() - chrono::Days::new(1);
+    let month_before = last_month.with_day(1).unwrap() - chrono::Days::new(1);
+    for (source, month, round_trips, extra_ms) in [
+        ("usage", last_month, 4, 0),
+        ("report-item", month_before, 7, processing_ms),
+    ] {
+        let env = world.env(&[
+            ("AWS_ENDPOINT_URL_DYNAMODB", &ledger.url()),
+            ("REPORT_BUCKET", &bucket.name),
+            ("REPORT_SOURCE", source),
+        ]);
+        let emulator = testkit::lambda::RuntimeEmulator::start().await;
+        let function = FunctionProcess::spawn_from(dir, &emulator, "monthly-report", &env);
+        let (arcgis_before, dynamo_before) = (world.sim.total_requests(), ledger.requests());
+        let key = month.format("%Y-%m").to_string();
+        let started = Instant::now();
+        let out = emulator.invoke("monthly-report", &json!({ "month": key })).await;
+        let wall = started.elapsed();
+        let rss = function.peak_rss_bytes().unwrap_or(0);
+        assert!(
+            out.function_error.is_none(),
+            "monthly-report ({source}) failed: {}\n{}",
+            out.payload,
+            function.output()
+        );
+        println!(
+            "| {source} | {key} | {:.0} ms | {} ms | {} | {} | {} | {:.0} MB |",
+            wall.as_secs_f64() * 1e3,
+            round_trips * latency + extra_ms,
+            world.sim.total_requests() - arcgis_before,
+            ledger.requests() - dynamo_before,
+            out.payload["objects"].as_array().map_or(0, Vec::len),
+            rss as f64 / 1e6
+        );
+    }
+    world.sim.set_faults(Faults::default());
 }
 
 /// What production runs: real scans (alerts recorded, emails sent), each a fresh function
@@ -454,7 +524,8 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
             "{run} failed: {summary}\n{}",
             function.output()
         );
-        let flagged = summary["counts"]["critical"].as_u64().unwrap_or(0) + summary["counts"]["warning"].as_u64().unwrap_or(0);
+        let flagged =
+            summary["counts"]["critical"].as_u64().unwrap_or(0) + summary["counts"]["warning"].as_u64().unwrap_or(0);
         println!(
             "| {run} | {:.0} ms | {floor_ms:.0} ms | {} ms | {} ms | {:.0} ms | {} | {} | {flagged} ({}) | {:.1} MB | {:.0} MB |",
             wall.as_secs_f64() * 1e3,

@@ -12,10 +12,25 @@ use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
 
-use super::client::{self, Client};
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+
+use crate::credits::report_csv::{self, CreditsReport, ReportCsvError};
+
+use super::client::{self, Client, DecodeError};
 use super::endpoint::{CREATE_REPORT, DELETE_ITEM, ITEM_DATA, ITEM_STATUS};
 use super::error::{ApiError, Error};
 use super::wire;
+
+/// A failure to read the body that is not the transport's (the transport's is reported
+/// instead when there is one).
+fn io_error(e: std::io::Error) -> DecodeError {
+    DecodeError::Json(serde_json::Error::io(e))
+}
+
+/// The most of a JSON answer read in place of a report file: an error envelope is far
+/// smaller.
+const ENVELOPE_MAX_BYTES: u64 = 64 * 1024;
 
 /// Longest pause between two status polls.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -153,6 +168,37 @@ impl Client {
         let what = format!("download of report item {}", item.id);
         let url = self.url(&["content", "items", &item.id, "data"]);
         self.call_with(ITEM_DATA, &url, &[], &what, client::file).await
+    }
+
+    /// Downloads the item's CSV and parses it as it arrives ([`report_csv::read`]): a large
+    /// org's report is never held whole. The outer error is the download's (retried like any
+    /// read, each attempt parsing from the start); the inner one says the file is not a
+    /// credits report we can read.
+    pub async fn read_report(&self, item: &ReportItem) -> Result<Result<CreditsReport, ReportCsvError>, Error> {
+        let what = format!("download of report item {}", item.id);
+        let url = self.url(&["content", "items", &item.id, "data"]);
+        let decode: client::StreamDecoder<Result<CreditsReport, ReportCsvError>> = Arc::new(|body: &mut dyn Read| {
+            let mut body = BufReader::new(body);
+            // An error envelope instead of the file (item not ready, no access): JSON, small.
+            let starts_like_json = body
+                .fill_buf()
+                .map_err(io_error)?
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                == Some(&b'{');
+            if starts_like_json {
+                let mut text = Vec::new();
+                body.take(ENVELOPE_MAX_BYTES).read_to_end(&mut text).map_err(io_error)?;
+                if let Ok(value) = serde_json::from_slice::<Value>(&text)
+                    && let Some(api) = ApiError::from_body(&value)
+                {
+                    return Err(DecodeError::Envelope(Box::new(api)));
+                }
+                return Ok(report_csv::read(text.as_slice()));
+            }
+            Ok(report_csv::read(body))
+        });
+        self.call_streamed(ITEM_DATA, &url, &[], &what, decode).await
     }
 
     /// Deletes the item so reports do not pile up in the admin's content.

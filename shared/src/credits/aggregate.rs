@@ -133,10 +133,20 @@ impl CreditTally {
         self.add(member, &series.stype, series.credits_in(window));
     }
 
-    /// Counts every cell of a parsed credits report (total rows are already excluded).
+    /// Counts every cell of a parsed credits report (total rows are already excluded). Every
+    /// member row and every credit column is counted, at zero when it has no credits.
     pub fn add_report(&mut self, report: &CreditsReport) {
-        for (username, service, credits) in report.cells() {
-            self.add(Attribution::from_username(username), service, credits);
+        for column in &report.columns {
+            self.by_service
+                .entry(service_types::canonical(&column.service).to_owned())
+                .or_default();
+        }
+        for row in &report.rows {
+            let member = Attribution::from_username(row.username.as_deref());
+            self.by_member.entry(member.clone()).or_default();
+            for &(k, credits) in &row.cells {
+                self.add(member.clone(), &report.columns[k].service, credits);
+            }
         }
     }
 

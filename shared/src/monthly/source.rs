@@ -74,14 +74,21 @@ pub async fn from_usage(
         Some(p) => TimeWindow::new(p.window().start_ms(), current.end_ms()).unwrap_or(current),
         None => current,
     };
-    let per_type = client
-        .usage(&UsageQuery::by_service(span, days))
-        .await
-        .map_err(MonthlyError::arcgis("reading usage per operation type"))?;
-    let per_member = client
-        .usage_totals(&UsageQuery::by_member(current, days))
-        .await
-        .map_err(MonthlyError::arcgis("reading usage per member"))?;
+    // Both groupings at once: one round trip.
+    let (per_type, per_member) = tokio::try_join!(
+        async {
+            client
+                .usage(&UsageQuery::by_service(span, days))
+                .await
+                .map_err(MonthlyError::arcgis("reading usage per operation type"))
+        },
+        async {
+            client
+                .usage_totals(&UsageQuery::by_member(current, days))
+                .await
+                .map_err(MonthlyError::arcgis("reading usage per member"))
+        },
+    )?;
     let by_service = summarize_usage(&per_type, &current);
     let by_member = summarize_totals(&per_member);
     let previous_total = previous.map(|p| {
@@ -224,12 +231,12 @@ async fn fetch_report(client: &Client, item: &ReportItem) -> Result<report_csv::
         .wait_for_report(item)
         .await
         .map_err(item_err("waiting for the credits report item"))?;
-    let bytes = client
-        .download_report(item)
+    client
+        .read_report(item)
         .await
-        .map_err(item_err("downloading the credits report item"))?;
-    report_csv::parse(&bytes).map_err(|source| MonthlyError::ReportCsv {
-        item_id: item.id.clone(),
-        source,
-    })
+        .map_err(item_err("downloading the credits report item"))?
+        .map_err(|source| MonthlyError::ReportCsv {
+            item_id: item.id.clone(),
+            source,
+        })
 }
