@@ -38,7 +38,8 @@ pub struct Config {
     pub http_timeout: Duration,
     /// `RETRY_MAX_ATTEMPTS` (default 5, 1–10) and `RETRY_DEADLINE_SECS` (default 60, 1–900).
     pub retry: RetryPolicy,
-    /// `LIST_CONCURRENCY` (default 8, 1–32): member-list pages fetched at once.
+    /// `LIST_CONCURRENCY` (default 8, 1–32): the most requests in flight to the org at once,
+    /// the ceiling of an adaptive limit that halves when ArcGIS throttles and grows back.
     pub list_concurrency: usize,
     /// `CRITICAL_PERCENT` (default 10): below this share of their allocation left, a member is
     /// critical.

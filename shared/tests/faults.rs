@@ -585,3 +585,37 @@ async fn a_usage_answer_that_stays_broken_or_is_an_envelope_is_a_clear_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_throttling_org_gets_fewer_requests_at_once_until_it_recovers() {
+    let sim = sim(3_000).await;
+    let client = admin_client(&sim);
+    client.org_properties().await.expect("signed in");
+    let ceiling = client.concurrency();
+    assert!(ceiling >= 4, "the configured ceiling: {ceiling}");
+    sim.set_faults(Faults {
+        http_error: Some(HttpErrorFault {
+            status: 429,
+            retry_after_secs: Some(1),
+            when: Trigger {
+                every_nth: Some(3),
+                times: Some(4),
+                ..on("portals/self/users")
+            },
+        }),
+        ..Faults::default()
+    });
+
+    let list = client.list_members().await.expect("the listing completes");
+    assert!(list.is_complete(), "{:?}", list.problems);
+    assert_eq!(list.members.len(), sim.members().len());
+    let throttled = client.concurrency();
+    assert!(throttled < ceiling, "backed off: {throttled} of {ceiling}");
+
+    // Quiet again: full windows of successes win the limit back, never past the ceiling.
+    sim.set_faults(Faults::default());
+    for _ in 0..3 {
+        assert!(client.list_members().await.expect("listed").is_complete());
+    }
+    assert_eq!(client.concurrency(), ceiling, "recovered");
+}

@@ -29,6 +29,7 @@ pub mod credentials;
 mod endpoint;
 pub mod error;
 pub mod fields;
+pub mod limiter;
 pub mod notify;
 pub mod portal;
 pub mod report;

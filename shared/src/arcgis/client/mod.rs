@@ -17,6 +17,7 @@ use super::auth::{CachedToken, Token};
 use super::credentials::Credentials;
 use super::endpoint::{Endpoint, Method};
 use super::error::{ApiError, Error, TransportKind, excerpt, redact_url};
+use super::limiter::Limiter;
 use super::retry::{self, RetryPolicy, jitter, parse_retry_after};
 
 /// The header ArcGIS reads tokens from. Never the URL: URLs end up in logs.
@@ -42,7 +43,9 @@ pub struct ClientConfig {
     pub http_timeout: Duration,
     /// Automatic retry bounds for repeatable operations.
     pub retry: RetryPolicy,
-    /// Member-list pages fetched at once.
+    /// The most requests in flight to the org at once (member-list pages, lookups, reads):
+    /// the ceiling of the adaptive limit, which halves when ArcGIS throttles and grows back
+    /// ([`super::limiter`]).
     pub list_concurrency: usize,
     /// How long to wait for a report item to finish processing.
     pub report_deadline: Duration,
@@ -124,6 +127,8 @@ pub(super) struct Inner {
     /// The per-request timeout, shortened per request to the time left before a deadline.
     http_timeout: Duration,
     pub(super) list_concurrency: usize,
+    /// How many requests the org gets at once, adapted to its throttling.
+    pub(super) limiter: Limiter,
     pub(super) report_deadline: Duration,
     pub(super) report_poll_interval: Duration,
     pub(super) report_visibility_grace: Duration,
@@ -249,6 +254,7 @@ impl Client {
                 retry: config.retry,
                 http_timeout: config.http_timeout,
                 list_concurrency: config.list_concurrency,
+                limiter: Limiter::new(config.list_concurrency),
                 report_deadline: config.report_deadline,
                 report_poll_interval: config.report_poll_interval,
                 report_visibility_grace: config.report_visibility_grace,
@@ -395,10 +401,17 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let permit = self.acquire(what).await?;
             let result = match self.send_once(exchange, token).await {
                 Ok(answer) => self.read_body(endpoint, what, token, answer, decode).await,
                 Err(e) => Err(e),
             };
+            // Released before any retry wait: a waiting retry holds no place.
+            match &result {
+                Ok(_) => permit.succeeded(),
+                Err(e) if is_throttling(endpoint, e) => permit.throttled(),
+                Err(_) => drop(permit),
+            }
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
@@ -434,6 +447,22 @@ impl Client {
                 err
             });
         }
+    }
+
+    /// A place among the org's requests in flight, waited for until the client's deadline.
+    async fn acquire(&self, what: &str) -> Result<super::limiter::Permit<'_>, Error> {
+        let acquire = self.inner.limiter.acquire();
+        match self.deadline {
+            None => Ok(acquire.await),
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), acquire)
+                .await
+                .map_err(|_| Error::DeadlineReached { what: what.to_owned() }),
+        }
+    }
+
+    /// The current limit on requests in flight to the org (at most `list_concurrency`).
+    pub fn concurrency(&self) -> usize {
+        self.inner.limiter.limit()
     }
 
     /// [`Error::DeadlineReached`] once the client's absolute deadline has come.
@@ -622,6 +651,18 @@ impl Client {
             retry_after,
         })
     }
+}
+
+/// Whether an answer says ArcGIS is throttling the org: 429 (as the status or in the
+/// envelope), or 403 on an allocation write, the bulk operation we send (ArcGIS has
+/// answered bulk operations it throttles with 403). A 403 that was a missing privilege only
+/// costs a smaller limit for a while.
+fn is_throttling(endpoint: Endpoint, e: &Error) -> bool {
+    let status = e.http_status();
+    let code = e.api().and_then(|a| a.code);
+    status == Some(429)
+        || code == Some(429)
+        || (endpoint.idempotency == retry::Idempotency::AbsoluteWrite && (status == Some(403) || code == Some(403)))
 }
 
 /// A successful answer whose body is still to be read.
