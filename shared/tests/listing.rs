@@ -1,9 +1,13 @@
-//! The complete member listing: no cap, each member once, ceil(N/100) + constant requests.
+//! The complete member listing: each member once, ceil(N/100) + constant requests, and an org
+//! that reaches the listing cap listed by partition, under every way a cap could show.
 
 use std::collections::{BTreeMap, HashSet};
 
-use portal_sim::{EnvelopeFault, Faults, Trigger};
-use shared::arcgis::{ClientConfig, Error, ListingProblem};
+use portal_sim::org::MemberRecord;
+use portal_sim::{
+    CappedTotal, EnvelopeFault, Faults, HoldPhase, HoldSpec, ListingCap, PastCap, RoleFilter, SimHandle, Trigger,
+};
+use shared::arcgis::{ClientConfig, Error, ListingProblem, MemberList, Partition};
 use shared::credits::member::{Balance, Credits};
 
 use crate::support::{admin, admin_client, client, config_with, sim};
@@ -20,7 +24,6 @@ async fn a_25000_member_org_is_listed_completely_each_member_once() {
     assert!(list.is_complete(), "{:?}", list.problems);
     assert_eq!(list.reported_total, 25_000);
     assert_eq!(list.members.len(), 25_000);
-    assert_eq!(list.pages, 250);
     assert_eq!(list.duplicates_dropped, 0);
     let unique: HashSet<&str> = list.members.iter().map(|m| m.username.as_str()).collect();
     assert_eq!(unique.len(), 25_000, "each member exactly once");
@@ -50,11 +53,20 @@ async fn a_25000_member_org_is_listed_completely_each_member_once() {
         assert_eq!(m.disabled, t.disabled);
     }
 
-    // Request count: 250 pages + 1 sign-in, nothing per member.
-    assert_eq!(sim.request_count("portals/self/users"), 250);
+    // 25,000 reaches the listing cap: listed by role, at the paging floor plus one first page
+    // per part, the unfiltered first page and the roles listing; nothing per member.
+    assert!(!list.partitions.is_empty(), "listed by partition");
+    assert_eq!(sim.request_count("portals/self/users"), paging_floor(&sim, &list));
+    assert_eq!(list.pages, paging_floor(&sim, &list));
+    assert!(
+        list.pages <= 250 + 2 * list.partitions.len() as u64 + 1,
+        "{} pages",
+        list.pages
+    );
+    assert_eq!(sim.request_count("portals/self/roles"), 1);
     assert_eq!(sim.request_count("community/users/{user}"), 0);
     assert_eq!(sim.request_count("generateToken"), 1);
-    assert!(client.requests_made() <= 250 + 3, "{} requests", client.requests_made());
+    assert_eq!(client.requests_made(), list.pages + 2);
     // Every request asks for JSON; tokens travel in the header, never as a parameter (so
     // never in a URL).
     let log = sim.requests();
@@ -188,4 +200,338 @@ async fn a_listing_with_the_last_runs_count_is_complete_whether_the_org_is_the_s
             "expecting {expected}: the same size costs ceil(N/100); a shrunk org the empty pages"
         );
     }
+    assert_eq!(
+        sim.request_count("portals/self/roles"),
+        0,
+        "below the cap, no partitions"
+    );
+}
+
+/// Whether a problem is the one expected for a part (the partition, its size).
+type Reported = fn(&ListingProblem, &Partition, u64) -> bool;
+
+/// Awaits `f`, failing the test after 10 s (a hold never reached).
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), f)
+        .await
+        .expect("not done within 10 s")
+}
+
+/// Whether `p` selects `m` (a role selects its members exactly, the simulator's default).
+fn selects(p: &Partition, m: &MemberRecord) -> bool {
+    p.role.as_ref().is_none_or(|r| *r == m.role_id) && p.user_type.as_ref().is_none_or(|t| *t == m.user_type)
+}
+
+/// The listing pages a listing by partition costs, counted from the simulator's members: the
+/// unfiltered first page, the first page of each role split by user type, and
+/// max(1, ceil(n/100)) for each part listed.
+fn paging_floor(sim: &SimHandle, list: &MemberList) -> u64 {
+    let org = sim.org();
+    let split: HashSet<&Option<String>> = list
+        .partitions
+        .iter()
+        .filter(|p| p.user_type.is_some())
+        .map(|p| &p.role)
+        .collect();
+    let parts: u64 = list
+        .partitions
+        .iter()
+        .map(|p| {
+            let n = org.members.iter().filter(|m| selects(p, m)).count() as u64;
+            n.div_ceil(100).max(1)
+        })
+        .sum();
+    1 + split.len() as u64 + parts
+}
+
+/// A client for `sim` that takes `cap` for the listing cap, fetching `concurrency` pages at once.
+fn capped_client(sim: &SimHandle, cap: u64, concurrency: usize) -> shared::arcgis::Client {
+    client(ClientConfig {
+        listing_cap: cap,
+        list_concurrency: concurrency,
+        ..config_with(sim, admin())
+    })
+}
+
+/// Members per role, largest first.
+fn role_sizes(sim: &SimHandle) -> Vec<(String, usize)> {
+    let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
+    for m in sim.org().members {
+        *sizes.entry(m.role_id).or_default() += 1;
+    }
+    let mut sizes: Vec<_> = sizes.into_iter().collect();
+    sizes.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    sizes
+}
+
+/// The list holds every member of `sim` exactly once, with nothing reported.
+fn assert_every_member_once(sim: &SimHandle, list: &MemberList, case: &str) {
+    assert!(list.is_complete(), "{case}: {:#?}", list.problems);
+    let truth: Vec<String> = sim.org().members.into_iter().map(|m| m.username).collect();
+    let listed: Vec<&str> = list.members.iter().map(|m| m.username.as_str()).collect();
+    assert_eq!(listed, truth, "{case}: every member exactly once, in username order");
+}
+
+#[tokio::test]
+async fn an_org_past_the_listing_cap_is_listed_completely_by_partition_however_the_cap_shows() {
+    let sim = sim(1_000).await;
+    let sizes = role_sizes(&sim);
+    // (the cap, how it shows, a role at least that large: split by user type)
+    let cases = [
+        (600, None, false),
+        (
+            600,
+            Some(ListingCap {
+                at: 600,
+                total: CappedTotal::Cap,
+                past: PastCap::Empty,
+            }),
+            false,
+        ),
+        (400, None, true),
+        (
+            400,
+            Some(ListingCap {
+                at: 400,
+                total: CappedTotal::True,
+                past: PastCap::Empty,
+            }),
+            true,
+        ),
+        (
+            400,
+            Some(ListingCap {
+                at: 400,
+                total: CappedTotal::True,
+                past: PastCap::Error,
+            }),
+            true,
+        ),
+    ];
+    for (cap, shown, split) in cases {
+        let case = format!("cap {cap}, {shown:?}");
+        assert_eq!(
+            sizes[0].1 >= cap,
+            split,
+            "{case}: the org is as the case needs ({sizes:?})"
+        );
+        sim.update_behaviour(|b| b.org_users_cap = shown);
+        sim.clear_log();
+
+        let list = capped_client(&sim, cap as u64, 8)
+            .list_members()
+            .await
+            .expect("the listing runs");
+
+        assert_every_member_once(&sim, &list, &case);
+        assert_eq!(list.duplicates_dropped, 0, "{case}: roles do not overlap");
+        let expected_total = match shown {
+            Some(ListingCap {
+                total: CappedTotal::Cap,
+                ..
+            }) => cap as u64,
+            _ => 1_000,
+        };
+        assert_eq!(list.reported_total, expected_total, "{case}");
+        assert_eq!(
+            list.partitions.iter().any(|p| p.user_type.is_some()),
+            split,
+            "{case}: {:?}",
+            list.partitions
+        );
+        // Every part's pages and one first page per role split, nothing else.
+        assert_eq!(
+            sim.request_count("portals/self/users"),
+            paging_floor(&sim, &list),
+            "{case}"
+        );
+        assert_eq!(list.pages, paging_floor(&sim, &list), "{case}");
+        assert_eq!(sim.request_count("portals/self/roles"), 1, "{case}");
+        assert!(
+            sim.requests()
+                .iter()
+                .filter(|r| r.endpoint == "portals/self/users")
+                .all(|r| r.ok()),
+            "{case}: no page past a cap was asked for"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_last_runs_count_past_the_cap_goes_straight_to_partitions() {
+    let sim = sim(1_000).await;
+    sim.update_behaviour(|b| {
+        b.org_users_cap = Some(ListingCap {
+            at: 400,
+            total: CappedTotal::True,
+            past: PastCap::Error,
+        })
+    });
+    let list = capped_client(&sim, 400, 8)
+        .list_members_expecting(Some(1_000))
+        .await
+        .expect("no page past the cap is asked for");
+    assert_every_member_once(&sim, &list, "expecting 1,000");
+    assert_eq!(sim.request_count("portals/self/users"), paging_floor(&sim, &list));
+}
+
+#[tokio::test]
+async fn a_part_the_endpoint_will_not_serve_whole_is_reported_never_passed_as_complete() {
+    let sim = sim(1_000).await;
+    let truth: HashSet<String> = sim.org().members.into_iter().map(|m| m.username).collect();
+    let big = Partition {
+        role: Some("org_user".into()),
+        user_type: Some("creatorUT".into()),
+    };
+    let big_size = sim.org().members.iter().filter(|m| selects(&big, m)).count() as u64;
+    assert!(big_size > 100, "{big_size}");
+    // (how a cap of 100 shows, what the part at it is reported as)
+    let cases: [(CappedTotal, PastCap, Reported); 3] = [
+        (CappedTotal::True, PastCap::Error, |p, big, _| {
+            matches!(p, ListingProblem::PastCap { partition, start: 101, cap: 100, error }
+                if partition == big && error.api().is_some_and(|a| a.code == Some(400)))
+        }),
+        (CappedTotal::True, PastCap::Empty, |p, big, size| {
+            matches!(p, ListingProblem::PartitionIncomplete { partition, total, listed: 100 }
+                if partition == big && *total == size)
+        }),
+        // A total that stops at the cap proves nothing about what lies past it.
+        (CappedTotal::Cap, PastCap::Empty, |p, _, _| {
+            matches!(p, ListingProblem::Unprovable { partition, total: 100, cap: 100 }
+                if *partition == Partition { role: Some("org_user".into()), user_type: None })
+        }),
+    ];
+    for (total, past, expected) in cases {
+        let case = format!("{total:?} / {past:?}");
+        sim.update_behaviour(|b| b.org_users_cap = Some(ListingCap { at: 100, total, past }));
+
+        let list = capped_client(&sim, 100, 8)
+            .list_members()
+            .await
+            .expect("the listing runs");
+
+        assert!(!list.is_complete(), "{case}");
+        assert!(
+            list.problems.iter().any(|p| expected(p, &big, big_size)),
+            "{case}: {:#?}",
+            list.problems
+        );
+        let text = list
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("role=org_user"), "{case}: names the part: {text}");
+        // What was listed is real and once each.
+        let listed: HashSet<&str> = list.members.iter().map(|m| m.username.as_str()).collect();
+        assert_eq!(listed.len(), list.members.len(), "{case}");
+        assert!(listed.iter().all(|u| truth.contains(*u)), "{case}");
+        assert!(listed.len() < truth.len(), "{case}");
+    }
+}
+
+#[tokio::test]
+async fn overlapping_partitions_list_each_member_once() {
+    // A base role that also selects the custom roles built on it: their members are in two
+    // parts.
+    let sim = sim(1_000).await;
+    sim.update_behaviour(|b| b.org_users_role_filter = RoleFilter::Base);
+    let list = capped_client(&sim, 600, 8)
+        .list_members()
+        .await
+        .expect("the listing runs");
+    assert_every_member_once(&sim, &list, "base roles");
+    let custom = sim
+        .org()
+        .members
+        .iter()
+        .filter(|m| !["org_admin", "org_publisher", "org_user"].contains(&m.role_id.as_str()))
+        .count() as u64;
+    assert!(custom > 100, "{custom}");
+    assert_eq!(
+        list.duplicates_dropped, custom,
+        "each custom role's members dropped once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_changing_role_mid_listing_is_listed_once_or_its_absence_reported() {
+    let sim = sim(1_000).await;
+    let org = sim.org();
+    // The last member of a role: not on the unfiltered first page, which every partition
+    // is checked against.
+    let member_of = |role: &str| {
+        org.members
+            .iter()
+            .rfind(|m| m.role_id == role)
+            .unwrap()
+            .username
+            .clone()
+    };
+    let set_role = |username: &str, role: &str| {
+        let mut w = sim.sim().world();
+        let i = w.by_username[username];
+        w.org.members[i].role_id = role.into();
+    };
+    // One page at a time: the unfiltered first page, then org_admin's, org_publisher's and
+    // org_user's first pages, in that order.
+    let listing = |sim: &SimHandle| {
+        let client = capped_client(sim, 400, 1);
+        tokio::spawn(async move { client.list_members().await })
+    };
+
+    // Moved into a role not listed yet: seen in both.
+    let mover = member_of("org_admin");
+    let hold = sim.hold(HoldSpec {
+        endpoint: "portals/self/users".into(),
+        nth: 4,
+        phase: HoldPhase::BeforeProcessing,
+    });
+    let run = listing(&sim);
+    within(hold.reached()).await;
+    set_role(&mover, "org_user");
+    hold.release();
+    let list = run.await.unwrap().expect("the listing runs");
+    assert_every_member_once(&sim, &list, "moved forward");
+    assert_eq!(list.duplicates_dropped, 1);
+
+    // Moved into a role already listed: seen in neither, and the count says so.
+    let mover = member_of("org_user");
+    let hold = sim.hold(HoldSpec {
+        endpoint: "portals/self/users".into(),
+        nth: 4,
+        phase: HoldPhase::BeforeProcessing,
+    });
+    let run = listing(&sim);
+    within(hold.reached()).await;
+    set_role(&mover, "org_admin");
+    hold.release();
+    let list = run.await.unwrap().expect("the listing runs");
+    assert!(list.members.iter().all(|m| m.username != mover));
+    assert!(
+        matches!(
+            list.problems.as_slice(),
+            [ListingProblem::CountMismatch {
+                reported_total: 1_000,
+                listed: 999
+            }]
+        ),
+        "{:#?}",
+        list.problems
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_12000_member_org_behind_a_search_like_10000_cap_is_listed_completely() {
+    let sim = sim(12_000).await;
+    sim.update_behaviour(|b| b.org_users_cap = Some(ListingCap::default()));
+    assert!(role_sizes(&sim)[0].1 < 10_000);
+
+    let list = admin_client(&sim).list_members().await.expect("the listing runs");
+
+    assert_eq!(list.reported_total, 10_000, "the total stops at the cap");
+    assert_every_member_once(&sim, &list, "12,000 behind 10,000");
+    assert_eq!(list.pages, paging_floor(&sim, &list));
+    assert!(list.pages <= 120 + list.partitions.len() as u64 + 1);
 }

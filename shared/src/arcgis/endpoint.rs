@@ -64,6 +64,8 @@ pub(crate) const OAUTH_TOKEN: Endpoint = Endpoint {
 };
 pub(crate) const PORTAL_SELF: Endpoint = read("portals/self");
 pub(crate) const ORG_USERS: Endpoint = read("portals/self/users");
+/// The org's roles: the `role` values an org too large for one listing is listed by.
+pub(crate) const ROLES: Endpoint = read("portals/self/roles");
 pub(crate) const USER: Endpoint = read("community/users");
 pub(crate) const USAGE: Endpoint = read("portals/self/usage");
 pub(crate) const ITEM_STATUS: Endpoint = read("item status");
@@ -105,7 +107,7 @@ mod tests {
         assert_eq!(CREATE_REPORT.idempotency, Idempotency::NotIdempotent);
         assert_eq!(ASSIGN_CREDITS.idempotency, Idempotency::AbsoluteWrite);
         assert_eq!(UNASSIGN_CREDITS.idempotency, Idempotency::AbsoluteWrite);
-        for ep in [ORG_USERS, USER, PORTAL_SELF, USAGE, ITEM_STATUS, ITEM_DATA] {
+        for ep in [ORG_USERS, ROLES, USER, PORTAL_SELF, USAGE, ITEM_STATUS, ITEM_DATA] {
             assert_eq!(ep.idempotency, Idempotency::Idempotent, "{}", ep.name);
         }
     }

@@ -54,6 +54,8 @@ pub const OAUTH_TOKEN: &str = "oauth2/token";
 pub const PORTAL_SELF: &str = "portals/self";
 /// A page of `portals/self/users`.
 pub const ORG_USERS: &str = "portals/self/users";
+/// A page of `portals/self/roles`.
+pub const ROLES: &str = "portals/self/roles";
 /// The answer of `community/users/<username>`.
 pub const USER: &str = "community/users/{user}";
 /// The answer of `assignUserCredits`.
@@ -78,6 +80,9 @@ const PORTAL_USER: &str = "Esri's mock of portals/self leaves `user` empty; the 
     no privileges: the missing ones are named)";
 const APP_INFO: &str = "Esri's mock leaves `appInfo` empty; read for app and API-key tokens only, whose \
     privileges then count as missing";
+const NO_ROLES: &str = "no recorded portals/self/roles page: read only to list an org of 10,000 members or more \
+    by role, in the shape the simulator serves after Esri's Python client (arcgis 2.4.4 `_portalpy._roles_page`); \
+    a page without `roles` or a role without `id` fails that listing";
 const NO_LISTING: &str = "no recorded portals/self/users page: the recorded org page is the search's, whose list \
     is `results`; a page without `users` or `total` fails the listing";
 
@@ -118,6 +123,9 @@ pub const FIELDS_READ: &[FieldRead] = &[
     ),
     recorded(ORG_USERS, "users[].assignedCredits"),
     recorded(ORG_USERS, "users[].availableCredits"),
+    unverified(ROLES, "roles", NO_ROLES),
+    unverified(ROLES, "roles[].id", NO_ROLES),
+    unverified(ROLES, "nextStart", NO_ROLES),
     recorded(USER, "username"),
     recorded(USER, "fullName"),
     recorded(USER, "email"),
@@ -239,7 +247,7 @@ mod tests {
                 v.push(at("12_createNotification_restjs.jsonc", "/response_error"));
                 v
             }
-            CREATE_REPORT | ITEM_DELETE => vec![],
+            CREATE_REPORT | ITEM_DELETE | ROLES => vec![],
             other => panic!("no answers known for {other}"),
         }
     }
@@ -297,7 +305,11 @@ mod tests {
             &[GENERATE_TOKEN, OAUTH_TOKEN],
         ),
         ("arcgis/portal.rs", include_str!("portal.rs"), &[PORTAL_SELF]),
-        ("arcgis/users.rs", include_str!("users.rs"), &[ORG_USERS, USER, ERROR]),
+        (
+            "arcgis/users.rs",
+            include_str!("users.rs"),
+            &[ORG_USERS, ROLES, USER, ERROR],
+        ),
         (
             "arcgis/allocation.rs",
             include_str!("allocation.rs"),

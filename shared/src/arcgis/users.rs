@@ -4,10 +4,14 @@
 //! `jdoe`), stops at 10,000 results, and fetching each result again costs one request per
 //! member; a listing capped at 1000 members silently drops the rest (see docs/arcgis.md,
 //! "Members: listing and exact lookup"). Here the listing is `portals/self/users` (100 per
-//! page, no cap), pages after the first are fetched concurrently, and a member is looked up by
-//! its exact username at `community/users/<name>`.
+//! page, no documented cap), pages after the first are fetched concurrently, and a member is
+//! looked up by its exact username at `community/users/<name>`. Whether the listing stops at
+//! 10,000 like search is unverified: an org that reaches [`LISTING_CAP`] is listed by role
+//! (and, within a role that reaches it too, by user type), and the parts are proven to add
+//! up to the org.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -18,24 +22,78 @@ use crate::credits::amount::Credits;
 use crate::credits::member::{Balance, Member};
 
 use super::client::{Client, DecodeError};
-use super::endpoint::{ORG_USERS, USER};
+use super::endpoint::{ORG_USERS, ROLES, USER};
 use super::error::{ApiError, Error};
 use super::wire;
 
 /// The most members ArcGIS returns per page.
 pub const PAGE_SIZE: u64 = 100;
 
+/// The `total` from which a `portals/self/users` answer may be capped. Search counts and
+/// serves at most 10,000 results ("if the total number is greater than this value, 10,000
+/// will be returned"); whether the listing stops there too is **unverified**, so from this
+/// many members on the listing goes by partitions small enough to be listed whole (the
+/// default of [`crate::arcgis::ClientConfig::listing_cap`]). It must not exceed the real cap:
+/// a capped total below it would pass for the org's size.
+pub const LISTING_CAP: u64 = 10_000;
+
+/// The built-in roles: `portals/self/roles` lists only the roles that carry a `roleId`
+/// (custom roles and named built-in ones such as Viewer).
+const BUILT_IN_ROLES: [&str; 3] = ["org_admin", "org_publisher", "org_user"];
+
+/// Which members a listing request selects, through the filters `portals/self/users` takes:
+/// the whole org, a role, or a role and a user type. An org too large for one possibly
+/// capped listing is listed in such parts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Partition {
+    /// `role`: a built-in role name or a role id; `None` selects every role.
+    pub role: Option<String>,
+    /// `userLicenseType`: a user type id such as `creatorUT`; `None` selects every type.
+    pub user_type: Option<String>,
+}
+
+impl Partition {
+    fn of_role(role: &str) -> Self {
+        Partition {
+            role: Some(role.to_owned()),
+            user_type: None,
+        }
+    }
+
+    fn params(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        let role = self.role.iter().map(|r| ("role", r.clone()));
+        role.chain(self.user_type.iter().map(|t| ("userLicenseType", t.clone())))
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.role, &self.user_type) {
+            (None, None) => f.write_str("the whole org"),
+            (Some(r), None) => write!(f, "role={r}"),
+            (None, Some(t)) => write!(f, "userLicenseType={t}"),
+            (Some(r), Some(t)) => write!(f, "role={r}, userLicenseType={t}"),
+        }
+    }
+}
+
 /// Every member of the org, each once, in username order, with whatever went wrong on the way.
 #[derive(Debug)]
 pub struct MemberList {
     /// Members sorted by username (byte order), unique.
     pub members: Vec<Member>,
-    /// The member count ArcGIS announced on the first page.
+    /// The member count ArcGIS announced on the first, unfiltered page. Where the endpoint
+    /// caps its totals this is the cap, not the org's size: a complete list's size is
+    /// `members.len()`.
     pub reported_total: u64,
-    /// Listing pages fetched.
+    /// Listing pages fetched, filtered ones included.
     pub pages: u64,
-    /// Records seen more than once (members shifting between pages) and dropped.
+    /// Records seen more than once (members shifting between pages, or found in two
+    /// partitions) and dropped.
     pub duplicates_dropped: u64,
+    /// The partitions the org was listed by, in listing order, when it reached the listing
+    /// cap; empty when it was listed whole.
+    pub partitions: Vec<Partition>,
     /// Problems that make the list incomplete or suspect; empty when all is well.
     pub problems: Vec<ListingProblem>,
 }
@@ -63,8 +121,10 @@ pub enum ListingProblem {
         listed: u64,
     },
     /// A record without a username could not be used.
-    #[error("portals/self/users page starting at {start}: a record has no username; it was skipped")]
+    #[error("portals/self/users ({partition}) page starting at {start}: a record has no username; it was skipped")]
     Unreadable {
+        /// The partition the page belongs to.
+        partition: Partition,
         /// The page's `start`.
         start: u64,
     },
@@ -77,6 +137,83 @@ pub enum ListingProblem {
         #[source]
         error: Error,
     },
+    /// A partition's pages held fewer members than its `total`: members left it while
+    /// listing, or the endpoint stops serving at a cap.
+    #[error(
+        "portals/self/users ({partition}) announced {total} members but its pages held {listed}: members \
+        changed during the listing, or the listing stops serving results at a cap; run the scan again, and \
+        if this persists these members cannot all be listed"
+    )]
+    PartitionIncomplete {
+        /// The partition.
+        partition: Partition,
+        /// Its `total`.
+        total: u64,
+        /// Distinct usernames its pages held.
+        listed: u64,
+    },
+    /// A partition at or above the cap was listed whole anyway (the endpoint may serve past
+    /// the cap), and a page past the cap failed.
+    #[error(
+        "portals/self/users ({partition}) from #{start}, past the {cap} results a listing may be capped \
+        at: {error}; the members past the cap were not listed and no finer filter can reach them"
+    )]
+    PastCap {
+        /// The partition.
+        partition: Partition,
+        /// The first page that failed.
+        start: u64,
+        /// The cap in force.
+        cap: u64,
+        /// Why it failed.
+        #[source]
+        error: Error,
+    },
+    /// A partition's `total` is exactly the cap and no answer of this listing exceeded it:
+    /// the endpoint may cap its totals, so whether it holds more members than were listed
+    /// cannot be proven.
+    #[error(
+        "portals/self/users ({partition}) answered total {total}, the {cap} at which its totals may be \
+        capped, and no answer went past it: whether it holds more members than the listing found cannot \
+        be proven, so the member list is treated as incomplete"
+    )]
+    Unprovable {
+        /// The partition.
+        partition: Partition,
+        /// Its `total`.
+        total: u64,
+        /// The cap in force.
+        cap: u64,
+    },
+    /// A role split by user type: its user types held fewer members than the role did, so
+    /// some members have a user type no page of the listing showed.
+    #[error(
+        "portals/self/users ({partition}) announced {total} members but its user types {user_types:?} \
+        held {covered}: {} members have another user type and were not listed; run the scan again",
+        total.saturating_sub(*covered)
+    )]
+    UncoveredUserTypes {
+        /// The role.
+        partition: Partition,
+        /// Its `total`.
+        total: u64,
+        /// What its user types' totals add up to.
+        covered: u64,
+        /// The user types tried (every one the listing's pages showed).
+        user_types: Vec<String>,
+    },
+    /// Members the unfiltered listing showed were in no partition.
+    #[error(
+        "{count} member(s) listed by portals/self/users without filters (such as '{example}') were in no \
+        role's listing: the org has a role portals/self/roles did not list, or members changed during the \
+        listing; run the scan again"
+    )]
+    NotInAnyPartition {
+        /// How many.
+        count: u64,
+        /// One of them.
+        example: String,
+    },
 }
 
 /// One listing page, already reduced to records: the raw JSON (≈1 KB per member) is dropped
@@ -86,6 +223,48 @@ struct Page {
     total: u64,
     next_start: i64,
     records: Vec<Record>,
+    /// The user types its records name (rows without credit fields included): the values a
+    /// role too large for one listing is split by.
+    user_types: BTreeSet<String>,
+}
+
+impl Page {
+    fn usernames(&self) -> impl Iterator<Item = &str> {
+        self.records.iter().filter_map(|r| match r {
+            Record::Complete(m) => Some(m.username.as_str()),
+            Record::NeedsLookup(u) => Some(u.as_str()),
+            Record::Unreadable => None,
+        })
+    }
+}
+
+/// The starts of the pages that the first of `pages` (sorted, starting at 1) implies and
+/// that are not among them. Trusts the server's page size if it returned fewer than asked on
+/// a page that is not the last one, so no member falls between pages.
+fn missing_starts(pages: &[Page]) -> Vec<u64> {
+    let first = &pages[0];
+    let total = first.total;
+    let step = match first.records.len() as u64 {
+        n if n > 0 && n < PAGE_SIZE && total > n => n,
+        _ => PAGE_SIZE,
+    };
+    let fetched: HashSet<u64> = pages.iter().map(|p| p.start).collect();
+    (1..)
+        .map(|i| 1 + i * step)
+        .take_while(|s| *s <= total)
+        .filter(|s| !fetched.contains(s))
+        .collect()
+}
+
+/// One partition being listed.
+struct Part {
+    partition: Partition,
+    /// Its pages so far, the first among them.
+    pages: Vec<Page>,
+    /// Its total reached the cap: pages past the cap may fail or come back empty.
+    oversized: bool,
+    /// The first page past the cap that failed, and why.
+    failed: Option<(u64, Error)>,
 }
 
 /// The pages' records, deduplicated.
@@ -95,42 +274,64 @@ struct Merged {
     lookups: BTreeSet<String>,
     problems: Vec<ListingProblem>,
     duplicates_dropped: u64,
+    /// Distinct usernames per partition, in the order given.
+    listed_per_part: Vec<u64>,
 }
 
-/// Merges pages in `start` order, so which copy of a duplicate wins (the lowest page's) does
-/// not depend on the order pages arrived in.
-fn merge(mut pages: Vec<Page>) -> Merged {
-    pages.sort_by_key(|p| p.start);
+impl Merged {
+    fn listed(&self) -> u64 {
+        (self.members.len() + self.lookups.len()) as u64
+    }
+
+    fn contains(&self, username: &str) -> bool {
+        self.members.contains_key(username) || self.lookups.contains(username)
+    }
+}
+
+/// Merges the partitions' pages, in partition then `start` order, so which copy of a
+/// duplicate wins (the first partition's, its lowest page's) does not depend on the order
+/// pages arrived in.
+fn merge(parts: Vec<(Partition, Vec<Page>)>) -> Merged {
     let mut merged = Merged {
         members: BTreeMap::new(),
         lookups: BTreeSet::new(),
         problems: Vec::new(),
         duplicates_dropped: 0,
+        listed_per_part: Vec::with_capacity(parts.len()),
     };
-    for page in pages {
-        let start = page.start;
-        for record in page.records {
-            let (username, member) = match record {
-                Record::Complete(m) => (m.username.clone(), Some(m)),
-                Record::NeedsLookup(u) => (u, None),
-                Record::Unreadable => {
-                    merged.problems.push(ListingProblem::Unreadable { start });
+    for (partition, mut pages) in parts {
+        pages.sort_by_key(|p| p.start);
+        let mut here: HashSet<String> = HashSet::new();
+        for page in pages {
+            let start = page.start;
+            for record in page.records {
+                let (username, member) = match record {
+                    Record::Complete(m) => (m.username.clone(), Some(m)),
+                    Record::NeedsLookup(u) => (u, None),
+                    Record::Unreadable => {
+                        merged.problems.push(ListingProblem::Unreadable {
+                            partition: partition.clone(),
+                            start,
+                        });
+                        continue;
+                    }
+                };
+                here.insert(username.clone());
+                if merged.contains(&username) {
+                    merged.duplicates_dropped += 1;
                     continue;
                 }
-            };
-            if merged.members.contains_key(&username) || merged.lookups.contains(&username) {
-                merged.duplicates_dropped += 1;
-                continue;
-            }
-            match member {
-                Some(m) => {
-                    merged.members.insert(username, m);
-                }
-                None => {
-                    merged.lookups.insert(username);
+                match member {
+                    Some(m) => {
+                        merged.members.insert(username, m);
+                    }
+                    None => {
+                        merged.lookups.insert(username);
+                    }
                 }
             }
         }
+        merged.listed_per_part.push(here.len() as u64);
     }
     merged
 }
@@ -148,7 +349,8 @@ impl Client {
     /// the first fetched `list_concurrency` at a time. Members without credit fields in the
     /// listing are looked up one by one; a failed lookup is reported in
     /// [`MemberList::problems`], not fatal. A page that cannot be fetched is fatal: a partial
-    /// list must not pass for a complete one.
+    /// list must not pass for a complete one. An org of [`LISTING_CAP`] members or more is
+    /// listed by partition (see [`Client::list_members_expecting`]).
     pub async fn list_members(&self) -> Result<MemberList, Error> {
         self.list_members_expecting(None).await
     }
@@ -159,50 +361,243 @@ impl Client {
     /// whatever the real count: pages past the end come back empty and missing ones are
     /// fetched once the total is known. A stable org costs the same ceil(N/100) requests and
     /// one round trip less; an org that shrank costs the empty pages once.
+    ///
+    /// An org whose first page announces the listing cap or more (or expected to) is listed
+    /// by role instead, since the endpoint may serve no more than the cap whatever it
+    /// announces: `portals/self/roles`, then each role's pages, all `list_concurrency` at a
+    /// time. A role at the cap is listed by user type within it (the types the pages read so
+    /// far show), and a part still at the cap is listed whole anyway (the endpoint may serve
+    /// it). Cost: the paging floor plus one first page per part, the unfiltered first page and
+    /// the roles listing. The parts must add up: every one holds what its `total` announced,
+    /// and together (duplicates dropped) the org's `total` when that total is above the cap,
+    /// at least that otherwise; what cannot be proven is a [`ListingProblem`].
     pub async fn list_members_expecting(&self, expected: Option<u64>) -> Result<MemberList, Error> {
         let concurrency = self.inner.list_concurrency;
-        let expected_pages = expected.map_or(1, |n| n.div_ceil(PAGE_SIZE).max(1));
-        let mut pages = self
-            .org_users_pages((0..expected_pages).map(|i| 1 + i * PAGE_SIZE), concurrency)
-            .await?;
-        // The page at start 1 is always among them, and sorts first.
-        let first = &pages[0];
-        let total = first.total;
-        // Trust the server's page size if it returned fewer than asked on a page that is not
-        // the last one, so no member falls between pages.
-        let step = match first.records.len() as u64 {
-            n if n > 0 && n < PAGE_SIZE && total > n => n,
-            _ => PAGE_SIZE,
-        };
-        let fetched: HashSet<u64> = pages.iter().map(|p| p.start).collect();
-        let missing: Vec<u64> = (1..)
-            .map(|i| 1 + i * step)
-            .take_while(|s| *s <= total)
-            .filter(|s| !fetched.contains(s))
-            .collect();
-        pages.extend(self.org_users_pages(missing, concurrency).await?);
-        pages.sort_by_key(|p| p.start);
-
-        // Members added while listing: ArcGIS points past the announced total.
-        let mut extra = 0;
-        while let Some(last) = pages.last() {
-            let next = u64::try_from(last.next_start).unwrap_or(0);
-            if next <= last.start || extra > total / PAGE_SIZE {
-                break;
+        let cap = self.inner.listing_cap;
+        let whole = Partition::default();
+        let pages = if expected.is_some_and(|n| n >= cap) {
+            // Listed by partition last time: unfiltered pages past the cap may not be served.
+            let (first, roles) = tokio::try_join!(self.org_users_page(&whole, 1), self.role_keys())?;
+            if first.total >= cap {
+                return self.list_partitioned(vec![first], Some(roles)).await;
             }
-            pages.push(self.org_users_page(next).await?);
-            extra += 1;
-        }
-        let page_count = pages.len() as u64;
+            vec![first]
+        } else {
+            let expected_pages = expected.map_or(1, |n| n.div_ceil(PAGE_SIZE).max(1));
+            let pages = self
+                .org_users_pages(&whole, (0..expected_pages).map(|i| 1 + i * PAGE_SIZE), concurrency)
+                .await?;
+            // The page at start 1 is always among them, and sorts first.
+            if pages[0].total >= cap {
+                return self.list_partitioned(pages, None).await;
+            }
+            pages
+        };
+        self.list_whole(pages).await
+    }
 
+    /// The rest of an org below the cap: every page its first implies, then any page
+    /// `nextStart` points to past it.
+    async fn list_whole(&self, mut pages: Vec<Page>) -> Result<MemberList, Error> {
+        let whole = Partition::default();
+        let total = pages[0].total;
+        let missing = missing_starts(&pages);
+        pages.extend(
+            self.org_users_pages(&whole, missing, self.inner.list_concurrency)
+                .await?,
+        );
+        self.follow_next(&whole, &mut pages).await?;
+        let page_count = pages.len() as u64;
+        let merged = merge(vec![(whole, pages)]);
+        let listed = merged.listed();
+        let mut checks = Vec::new();
+        if listed != total {
+            checks.push(ListingProblem::CountMismatch {
+                reported_total: total,
+                listed,
+            });
+        }
+        Ok(self.finish(merged, total, page_count, Vec::new(), checks).await)
+    }
+
+    /// Lists an org that reached the cap by partition (see
+    /// [`Client::list_members_expecting`]). `whole` holds the unfiltered pages read so far
+    /// (the first among them): their members must all turn up in some partition.
+    async fn list_partitioned(&self, whole: Vec<Page>, roles: Option<Vec<String>>) -> Result<MemberList, Error> {
+        let cap = self.inner.listing_cap;
+        let concurrency = self.inner.list_concurrency;
+        let reported_total = whole[0].total;
+        let roles = match roles {
+            Some(r) => r,
+            None => self.role_keys().await?,
+        };
+        tracing::info!(
+            reported_total,
+            cap,
+            roles = roles.len(),
+            "the org reaches the listing cap: listing it by role"
+        );
+        let mut page_count = whole.len() as u64;
+        let mut user_types: BTreeSet<String> = BTreeSet::new();
+        user_types.extend(whole.iter().flat_map(|p| p.user_types.iter().cloned()));
+        let sample: Vec<String> = whole.iter().flat_map(Page::usernames).map(str::to_owned).collect();
+        drop(whole);
+
+        // Collected before awaiting: a borrowing iterator held across an await makes the
+        // future fail to be `Send` for every lifetime.
+        let by_role: Vec<Partition> = roles.iter().map(|r| Partition::of_role(r)).collect();
+        let firsts = self.first_pages(by_role, concurrency).await?;
+        page_count += firsts.len() as u64;
+        user_types.extend(firsts.iter().flat_map(|(_, p)| p.user_types.iter().cloned()));
+        // A total above the cap cannot be a capped one: then every total is a true count.
+        let mut exact = reported_total > cap || firsts.iter().any(|(_, p)| p.total > cap);
+        let (mut leaves, split): (Vec<_>, Vec<_>) = firsts.into_iter().partition(|(_, p)| p.total < cap);
+        let mut checks = Vec::new();
+        if !split.is_empty() {
+            let mut children = Vec::new();
+            for (role, _) in &split {
+                children.extend(user_types.iter().map(|t| Partition {
+                    role: role.role.clone(),
+                    user_type: Some(t.clone()),
+                }));
+            }
+            let children = self.first_pages(children, concurrency).await?;
+            page_count += children.len() as u64;
+            exact |= children.iter().any(|(_, p)| p.total > cap);
+            for (role, first) in &split {
+                let covered: u64 = children
+                    .iter()
+                    .filter(|(c, _)| c.role == role.role)
+                    .map(|(_, p)| p.total)
+                    .sum();
+                if !exact {
+                    checks.push(ListingProblem::Unprovable {
+                        partition: role.clone(),
+                        total: first.total,
+                        cap,
+                    });
+                } else if covered < first.total {
+                    checks.push(ListingProblem::UncoveredUserTypes {
+                        partition: role.clone(),
+                        total: first.total,
+                        covered,
+                        user_types: user_types.iter().cloned().collect(),
+                    });
+                }
+            }
+            leaves.extend(children);
+        }
+        let mut parts: Vec<Part> = leaves
+            .into_iter()
+            .map(|(partition, first)| Part {
+                oversized: first.total >= cap,
+                partition,
+                pages: vec![first],
+                failed: None,
+            })
+            .collect();
+        for part in parts.iter().filter(|p| p.oversized && !exact) {
+            checks.push(ListingProblem::Unprovable {
+                partition: part.partition.clone(),
+                total: part.pages[0].total,
+                cap,
+            });
+        }
+
+        // Every other page of every part, all at once.
+        let requests: Vec<(usize, u64)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, part)| missing_starts(&part.pages).into_iter().map(move |s| (i, s)))
+            .collect();
+        let parts_ref = &parts;
+        let results: Vec<(usize, u64, Result<Page, Error>)> = stream::iter(requests)
+            .map(|(i, start)| async move { (i, start, self.org_users_page(&parts_ref[i].partition, start).await) })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for (i, start, result) in results {
+            let part = &mut parts[i];
+            match result {
+                Ok(page) => {
+                    page_count += 1;
+                    part.pages.push(page);
+                }
+                // Past the cap, a failure is the cap showing, not a broken listing.
+                Err(error) if part.oversized && start > cap => {
+                    if part.failed.as_ref().is_none_or(|(s, _)| start < *s) {
+                        part.failed = Some((start, error));
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        for part in parts.iter_mut().filter(|p| p.failed.is_none()) {
+            let before = part.pages.len();
+            self.follow_next(&part.partition, &mut part.pages).await?;
+            page_count += (part.pages.len() - before) as u64;
+        }
+
+        let mut totals = Vec::with_capacity(parts.len());
+        let mut failures = Vec::new();
+        let mut listed_parts = Vec::with_capacity(parts.len());
+        for part in parts {
+            totals.push((part.partition.clone(), part.pages[0].total, part.failed.is_some()));
+            if let Some((start, error)) = part.failed {
+                failures.push(ListingProblem::PastCap {
+                    partition: part.partition.clone(),
+                    start,
+                    cap,
+                    error,
+                });
+            }
+            listed_parts.push((part.partition, part.pages));
+        }
+        let merged = merge(listed_parts);
+        for ((partition, total, failed), listed) in totals.iter().zip(&merged.listed_per_part) {
+            if !failed && listed < total {
+                checks.push(ListingProblem::PartitionIncomplete {
+                    partition: partition.clone(),
+                    total: *total,
+                    listed: *listed,
+                });
+            }
+        }
+        checks.extend(failures);
+        let listed = merged.listed();
+        if listed < reported_total || (exact && listed != reported_total) {
+            checks.push(ListingProblem::CountMismatch { reported_total, listed });
+        }
+        let outside: Vec<&String> = sample.iter().filter(|u| !merged.contains(u)).collect();
+        if let Some(example) = outside.first() {
+            checks.push(ListingProblem::NotInAnyPartition {
+                count: outside.len() as u64,
+                example: (*example).clone(),
+            });
+        }
+        let partitions = totals.into_iter().map(|(p, ..)| p).collect();
+        Ok(self
+            .finish(merged, reported_total, page_count, partitions, checks)
+            .await)
+    }
+
+    /// Looks up the members listed without credit fields and assembles the list; `checks`
+    /// are the listing's own findings, reported after the lookups' failures.
+    async fn finish(
+        &self,
+        merged: Merged,
+        reported_total: u64,
+        pages: u64,
+        partitions: Vec<Partition>,
+        checks: Vec<ListingProblem>,
+    ) -> MemberList {
         let Merged {
             mut members,
             lookups,
             mut problems,
             duplicates_dropped,
-        } = merge(pages);
-        let listed = (members.len() + lookups.len()) as u64;
-
+            ..
+        } = merged;
         if !lookups.is_empty() {
             tracing::info!(
                 count = lookups.len(),
@@ -210,7 +605,7 @@ impl Client {
             );
         }
         let mut failed = Vec::new();
-        for (username, result) in self.members(lookups, concurrency).await {
+        for (username, result) in self.members(lookups, self.inner.list_concurrency).await {
             match result {
                 Ok(m) => {
                     members.insert(username, m);
@@ -221,21 +616,18 @@ impl Client {
         // Deterministic order for the report, whatever order lookups finished in.
         failed.sort_by(|a, b| problem_key(a).cmp(problem_key(b)));
         problems.extend(failed);
-
-        if listed != total {
-            tracing::warn!(reported_total = total, listed, "member count mismatch");
-            problems.push(ListingProblem::CountMismatch {
-                reported_total: total,
-                listed,
-            });
+        for problem in &checks {
+            tracing::warn!(%problem, "member listing incomplete");
         }
-        Ok(MemberList {
+        problems.extend(checks);
+        MemberList {
             members: members.into_values().collect(),
-            reported_total: total,
-            pages: page_count,
+            reported_total,
+            pages,
             duplicates_dropped,
+            partitions,
             problems,
-        })
+        }
     }
 
     /// Looks up each of `usernames` ([`Client::member`]), `concurrency` at a time, in the order
@@ -291,15 +683,16 @@ impl Client {
         read_lookup(&body, username, ours)
     }
 
-    /// The pages at `starts`, `concurrency` at a time, sorted by start. Any failed page
-    /// fails them all: a partial list must not pass for a complete one.
+    /// The pages of `partition` at `starts`, `concurrency` at a time, sorted by start. Any
+    /// failed page fails them all: a partial list must not pass for a complete one.
     async fn org_users_pages(
         &self,
+        partition: &Partition,
         starts: impl IntoIterator<Item = u64>,
         concurrency: usize,
     ) -> Result<Vec<Page>, Error> {
         let mut pages: Vec<Page> = stream::iter(starts)
-            .map(|start| self.org_users_page(start))
+            .map(|start| self.org_users_page(partition, start))
             .buffer_unordered(concurrency)
             .try_collect()
             .await?;
@@ -307,16 +700,56 @@ impl Client {
         Ok(pages)
     }
 
-    async fn org_users_page(&self, start: u64) -> Result<Page, Error> {
-        let what = format!("portals/self/users (members from #{start})");
+    /// The first page of each of `partitions`, `concurrency` at a time, in the order given.
+    async fn first_pages(
+        &self,
+        partitions: impl IntoIterator<Item = Partition>,
+        concurrency: usize,
+    ) -> Result<Vec<(Partition, Page)>, Error> {
+        stream::iter(partitions)
+            .map(|partition| async move {
+                let page = self.org_users_page(&partition, 1).await?;
+                Ok::<_, Error>((partition, page))
+            })
+            .buffered(concurrency)
+            .try_collect()
+            .await
+    }
+
+    /// Follows `nextStart` past the last of `pages` (sorted) while it points further: members
+    /// added while listing.
+    async fn follow_next(&self, partition: &Partition, pages: &mut Vec<Page>) -> Result<(), Error> {
+        pages.sort_by_key(|p| p.start);
+        let bound = pages[0].total / PAGE_SIZE;
+        let mut extra = 0;
+        while let Some(last) = pages.last() {
+            let next = u64::try_from(last.next_start).unwrap_or(0);
+            if next <= last.start || extra > bound {
+                break;
+            }
+            pages.push(self.org_users_page(partition, next).await?);
+            extra += 1;
+        }
+        Ok(())
+    }
+
+    async fn org_users_page(&self, partition: &Partition, start: u64) -> Result<Page, Error> {
+        let what = match partition {
+            Partition {
+                role: None,
+                user_type: None,
+            } => format!("portals/self/users (members from #{start})"),
+            p => format!("portals/self/users (members with {p} from #{start})"),
+        };
         let url = self.url(&["portals", "self", "users"]);
-        let params = [
+        let mut params = vec![
             ("start", start.to_string()),
             ("num", PAGE_SIZE.to_string()),
             // A stable order, so consecutive pages neither overlap nor skip.
             ("sortField", "username".to_owned()),
             ("sortOrder", "asc".to_owned()),
         ];
+        params.extend(partition.params());
         let page = self.call_with(ORG_USERS, &url, &params, &what, decode_page).await?;
         let Some(users) = page.users else {
             return Err(Error::Unexpected {
@@ -337,13 +770,62 @@ impl Client {
         };
         let next_start = page.next_start.as_ref().and_then(wire::count).unwrap_or(-1);
         let records = users.iter().map(read_record).collect();
+        let user_types = users
+            .iter()
+            .filter_map(|u| wire::string(u.user_license_type_id.as_ref()))
+            .collect();
         Ok(Page {
             start,
             total,
             next_start,
             records,
+            user_types,
         })
     }
+
+    /// The values of the listing's `role` filter that together select every member: the
+    /// built-in roles and every role `portals/self/roles` lists, in that order.
+    async fn role_keys(&self) -> Result<Vec<String>, Error> {
+        let url = self.url(&["portals", "self", "roles"]);
+        let mut keys: Vec<String> = BUILT_IN_ROLES.map(String::from).into();
+        let mut start = 1u64;
+        loop {
+            let what = format!("portals/self/roles (roles from #{start}, to list the org by role)");
+            let params = [("start", start.to_string()), ("num", PAGE_SIZE.to_string())];
+            let body = self.call(ROLES, &url, &params, &what).await?;
+            let unexpected = |reason: String| Error::Unexpected {
+                what: what.clone(),
+                reason,
+            };
+            let page = WireRoles::deserialize(&body).map_err(|e| unexpected(format!("not a roles page: {e}")))?;
+            let roles = page.roles.ok_or_else(|| unexpected("no 'roles' array".into()))?;
+            for role in &roles {
+                let id = wire::string(role.id.as_ref())
+                    .ok_or_else(|| unexpected("a role without an 'id': the org cannot be listed by role".into()))?;
+                if !keys.contains(&id) {
+                    keys.push(id);
+                }
+            }
+            match page.next_start.as_ref().and_then(wire::count).map(u64::try_from) {
+                Some(Ok(next)) if next > start && !roles.is_empty() => start = next,
+                _ => return Ok(keys),
+            }
+        }
+    }
+}
+
+/// A `portals/self/roles` page: the role ids and where the next page starts.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRoles {
+    roles: Option<Vec<WireRole>>,
+    next_start: Option<Value>,
+}
+
+/// A role of a `portals/self/roles` page.
+#[derive(Deserialize)]
+struct WireRole {
+    id: Option<Value>,
 }
 
 /// A listing page as sent, decoded straight into the few fields used: the ~25 other fields of
@@ -515,6 +997,7 @@ mod tests {
             total: 0,
             next_start: -1,
             records,
+            user_types: BTreeSet::new(),
         }
     }
 
@@ -531,7 +1014,7 @@ mod tests {
             json!([{"username": "b", "assignedCredits": 9, "availableCredits": 9},
             {"username": "c"}, {"fullName": "no username"}, {"username": "c"}]),
         );
-        let m = merge(vec![p2, p1]);
+        let m = merge(vec![(Partition::default(), vec![p2, p1])]);
         assert_eq!(m.members.keys().collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(
             m.members["b"].balance,
@@ -544,8 +1027,35 @@ mod tests {
         assert_eq!(m.duplicates_dropped, 2);
         assert!(matches!(
             m.problems.as_slice(),
-            [ListingProblem::Unreadable { start: 101 }]
+            [ListingProblem::Unreadable { start: 101, partition }] if *partition == Partition::default()
         ));
+    }
+
+    #[test]
+    fn merge_counts_each_partition_whole_and_keeps_the_first_partitions_copy() {
+        // A member who changed role while listing shows in both roles' pages.
+        let admins = page(
+            1,
+            json!([{"username": "m", "assignedCredits": 1, "availableCredits": 1}]),
+        );
+        let users = page(
+            1,
+            json!([{"username": "a", "assignedCredits": 5, "availableCredits": 5},
+            {"username": "m", "assignedCredits": 2, "availableCredits": 2}]),
+        );
+        let m = merge(vec![
+            (Partition::of_role("org_admin"), vec![admins]),
+            (Partition::of_role("org_user"), vec![users]),
+        ]);
+        assert_eq!(m.listed_per_part, vec![1, 2], "each partition counts what it held");
+        assert_eq!((m.listed(), m.duplicates_dropped), (2, 1));
+        assert_eq!(
+            m.members["m"].balance,
+            Balance::Limited {
+                assigned: Credits::whole(1),
+                available: Credits::whole(1)
+            }
+        );
     }
 
     #[test]

@@ -126,7 +126,9 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
             })?;
         let errors: Vec<String> = list.problems.iter().map(ToString::to_string).collect();
         let complete = list.is_complete();
-        (list.members, errors, complete, complete.then_some(list.reported_total))
+        // The members themselves: a listing by partition may announce only the cap.
+        let size = complete.then_some(list.members.len() as u64);
+        (list.members, errors, complete, size)
     } else {
         notes.push(format!(
             "credit budgeting is off: members have no allocations to check; the org has {} credits left",

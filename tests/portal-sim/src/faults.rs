@@ -133,6 +133,76 @@ pub struct Behaviour {
     /// The report CSV carries a `Full Name` column after `Username` (the recorded evidence says
     /// it has exactly one text column; kept as a switch for parsers).
     pub report_full_name_column: bool,
+    /// Makes `portals/self/users` stop where search stops. `None` (the default) serves every
+    /// member, as the documentation implies by naming no cap; whether the listing really has
+    /// none is unverified (see docs/arcgis.md, "Members: listing and exact lookup"), so
+    /// clients are tested against each way a cap could show.
+    pub org_users_cap: Option<ListingCap>,
+    /// What the listing's `role` filter matches (unverified): the member's role exactly, or
+    /// also every custom role built on a base role.
+    pub org_users_role_filter: RoleFilter,
+}
+
+/// How a capped `portals/self/users` answers once more members match than it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListingCap {
+    /// Matches past this many are never served (search's documented cap is 10,000; tests
+    /// use small caps on small orgs).
+    pub at: usize,
+    /// What `total` says when more members match.
+    pub total: CappedTotal,
+    /// What a page starting past the cap answers.
+    pub past: PastCap,
+}
+
+impl Default for ListingCap {
+    /// Search's documented behaviour at 10,000.
+    fn default() -> Self {
+        ListingCap {
+            at: 10_000,
+            total: CappedTotal::Cap,
+            past: PastCap::Empty,
+        }
+    }
+}
+
+/// The `total` of a capped answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CappedTotal {
+    /// The cap itself, as search documents ("if the total number is greater than this value,
+    /// 10,000 will be returned"): a listing that reads that many looks complete.
+    #[default]
+    Cap,
+    /// The true count, so a client can see that members were not served.
+    True,
+}
+
+/// What a capped listing answers for a page that starts past the cap. Either way the last
+/// page within the cap says `nextStart: -1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PastCap {
+    /// No users and `nextStart: -1`, as search answers.
+    #[default]
+    Empty,
+    /// An error envelope (code 400, naming `start`), as search engines that refuse a result
+    /// window past their limit answer.
+    Error,
+}
+
+/// What `role=<value>` selects in `portals/self/users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleFilter {
+    /// Members whose role is exactly that one: `org_user` alone, a custom role by its id.
+    /// Every member is in exactly one role.
+    #[default]
+    Exact,
+    /// A base role (`org_admin`, `org_publisher`, `org_user`) also selects the custom roles
+    /// built on it, so a custom role's members are in two partitions.
+    Base,
 }
 
 /// What `availableCredits` holds for a member without an allocation.
@@ -175,6 +245,8 @@ impl Default for Behaviour {
             usage_bucket_label: BucketLabel::Start,
             report_item_visible_after_ms: 0,
             report_full_name_column: false,
+            org_users_cap: None,
+            org_users_role_filter: RoleFilter::Exact,
         }
     }
 }

@@ -32,7 +32,10 @@ pub mod wire;
 pub mod world;
 
 pub use endpoint::Endpoint;
-pub use faults::{Behaviour, BucketLabel, EnvelopeFault, Faults, HttpErrorFault, Trigger, UnlimitedAvailable};
+pub use faults::{
+    Behaviour, BucketLabel, CappedTotal, EnvelopeFault, Faults, HttpErrorFault, ListingCap, PastCap, RoleFilter,
+    Trigger, UnlimitedAvailable,
+};
 pub use generate::{GenParams, generate};
 pub use holds::{Hold, HoldPhase, HoldSpec, HoldStatus, HoldView};
 pub use org::{Org, UsageRecord};

@@ -74,15 +74,18 @@ async fn main() -> Result<(), String> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
+    let started = std::time::Instant::now();
     let org = load(&args)?;
+    let loaded_ms = started.elapsed().as_millis();
     if let Some(out) = &args.write_fixture {
         let text = serde_json::to_string_pretty(&org).map_err(|e| e.to_string())?;
         std::fs::write(out, text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         eprintln!(
-            "wrote {} ({} members, {} usage records)",
+            "wrote {} ({} members, {} usage records; built in {loaded_ms} ms, written in {} ms)",
             out.display(),
             org.members.len(),
-            org.usage.len()
+            org.usage.len(),
+            started.elapsed().as_millis() - loaded_ms
         );
         return Ok(());
     }
@@ -108,7 +111,7 @@ async fn main() -> Result<(), String> {
         None => "absent",
     };
     println!(
-        "portal-sim: org {} ({}), {} members, {} usage records, budgeting {budgeting}",
+        "portal-sim: org {} ({}), {} members, {} usage records, budgeting {budgeting} (built in {loaded_ms} ms)",
         org.name,
         org.id,
         org.members.len(),

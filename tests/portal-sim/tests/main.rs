@@ -5,6 +5,7 @@ mod control;
 mod esri_client;
 mod faults;
 mod holds;
+mod listing;
 mod quirks;
 mod robustness;
 mod scale;

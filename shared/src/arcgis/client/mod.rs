@@ -47,6 +47,11 @@ pub struct ClientConfig {
     /// the ceiling of the adaptive limit, which halves when ArcGIS throttles and grows back
     /// ([`super::limiter`]).
     pub list_concurrency: usize,
+    /// The member count from which a `portals/self/users` total may be capped (search's
+    /// documented cap; whether the listing has one is unverified), so that an org this large
+    /// is listed by partition ([`crate::arcgis::users::LISTING_CAP`] by default). Never above
+    /// the real cap: a capped total below it would pass for the org's size.
+    pub listing_cap: u64,
     /// How long to wait for a report item to finish processing.
     pub report_deadline: Duration,
     /// First delay between report status polls (grows ×1.5 up to 10 s).
@@ -70,6 +75,7 @@ impl ClientConfig {
             http_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             list_concurrency: 8,
+            listing_cap: super::users::LISTING_CAP,
             report_deadline: Duration::from_secs(300),
             report_poll_interval: Duration::from_secs(1),
             report_visibility_grace: super::report::ITEM_VISIBILITY_GRACE,
@@ -88,6 +94,7 @@ impl fmt::Debug for ClientConfig {
             .field("http_timeout", &self.http_timeout)
             .field("retry", &self.retry)
             .field("list_concurrency", &self.list_concurrency)
+            .field("listing_cap", &self.listing_cap)
             .field("report_deadline", &self.report_deadline)
             .field("report_poll_interval", &self.report_poll_interval)
             .field("report_visibility_grace", &self.report_visibility_grace)
@@ -129,6 +136,7 @@ pub(super) struct Inner {
     pub(super) list_concurrency: usize,
     /// How many requests the org gets at once, adapted to its throttling.
     pub(super) limiter: Limiter,
+    pub(super) listing_cap: u64,
     pub(super) report_deadline: Duration,
     pub(super) report_poll_interval: Duration,
     pub(super) report_visibility_grace: Duration,
@@ -221,10 +229,14 @@ impl Client {
             what: "ArcGIS client".into(),
             reason: "the referer contains characters not allowed in an HTTP header".into(),
         })?;
-        if config.token_minutes == 0 || config.list_concurrency == 0 || config.retry.max_attempts == 0 {
+        if config.token_minutes == 0
+            || config.list_concurrency == 0
+            || config.retry.max_attempts == 0
+            || config.listing_cap == 0
+        {
             return Err(Error::InvalidInput {
                 what: "ArcGIS client".into(),
-                reason: "token minutes, list concurrency and retry attempts must be at least 1".into(),
+                reason: "token minutes, list concurrency, retry attempts and the listing cap must be at least 1".into(),
             });
         }
         let mut builder = reqwest::Client::builder()
@@ -255,6 +267,7 @@ impl Client {
                 http_timeout: config.http_timeout,
                 list_concurrency: config.list_concurrency,
                 limiter: Limiter::new(config.list_concurrency),
+                listing_cap: config.listing_cap,
                 report_deadline: config.report_deadline,
                 report_poll_interval: config.report_poll_interval,
                 report_visibility_grace: config.report_visibility_grace,

@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use serde_json::{Value, json};
 
 use super::{Ctx, auth::require};
+use crate::faults::{CappedTotal, PastCap, RoleFilter};
 use crate::org::MemberRecord;
 use crate::wire::{AgolError, Params, Reply, to_wire_text};
 use crate::world::{Caller, WireUser, World};
@@ -44,6 +45,8 @@ fn sort_members(list: &mut [&MemberRecord], p: &Params) -> Result<(), AgolError>
         "lastlogin" => |a, b| a.last_login.cmp(&b.last_login),
         "level" => |a, b| a.level.cmp(&b.level),
         "role" => |a, b| a.role_id.cmp(&b.role_id),
+        // Nobody has multi-factor authentication here: the username decides.
+        "mfaenabled" => |_, _| Ordering::Equal,
         other => {
             return Err(AgolError::bad_param(
                 "sortField",
@@ -65,55 +68,90 @@ fn caller_sees_private(w: &World, caller: &Caller, m: &MemberRecord) -> bool {
     }
 }
 
-/// `portals/self/users`: every member, paged, with no 10,000 cap (none is documented for the
-/// listing; see docs/arcgis.md, "Members: listing and exact lookup").
+/// `portals/self/users`: every member, paged, with no 10,000 cap unless the behaviour switch
+/// `org_users_cap` sets one (none is documented for the listing; see docs/arcgis.md, "Members:
+/// listing and exact lookup"). Filters `role` and `userLicenseType` (both exact; what `role`
+/// selects follows `org_users_role_filter`), sorted by `sortField`/`sortOrder`; `total` counts
+/// the members the filters select.
 pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
     require(&ctx.caller, &[])?;
     let p = ctx.params;
     let (start, num) = paging(p)?;
     p.bool_or("excludeSystemUsers", false)?;
     let role = p.get("role").filter(|r| !r.is_empty());
+    let user_type = p.get("userLicenseType").filter(|t| !t.is_empty());
+    let selected =
+        |m: &MemberRecord| role.is_none_or(|r| role_selects(w, m, r)) && user_type.is_none_or(|t| m.user_type == t);
     let default_order = p.get("sortField").is_none_or(|f| f.eq_ignore_ascii_case("username"))
         && p.get("sortOrder").is_none_or(|o| o.eq_ignore_ascii_case("asc"));
-    // Members are kept sorted by username, so the common listing needs no copy and no sort:
-    // a 25,000-member listing stays at the paging floor instead of O(N log N) per page.
-    if role.is_none() && default_order {
-        let total = w.org.members.len();
-        let end = (start - 1 + num).min(total);
-        let page: Vec<&MemberRecord> = w.org.members.get(start - 1..end).unwrap_or(&[]).iter().collect();
-        return Ok(page_json(w, ctx, &page, start, num, total));
-    }
-    let mut list: Vec<&MemberRecord> = w
-        .org
-        .members
-        .iter()
-        .filter(|m| role.is_none_or(|r| w.role(m).base == r))
-        .collect();
-    sort_members(&mut list, p)?;
-    let end = (start - 1 + num).min(list.len());
-    Ok(page_json(
-        w,
-        ctx,
-        list.get(start - 1..end).unwrap_or(&[]),
-        start,
-        num,
-        list.len(),
-    ))
+    let window = start - 1..start - 1 + num;
+    // Members are kept sorted by username, so the common listing needs no copy and no sort (a
+    // 25,000-member listing stays at the paging floor instead of O(N log N) per page), and a
+    // filtered one one pass that keeps only the page.
+    let (mut page, matched): (Vec<&MemberRecord>, usize) = if !default_order {
+        let mut list: Vec<&MemberRecord> = w.org.members.iter().filter(|m| selected(m)).collect();
+        sort_members(&mut list, p)?;
+        let end = window.end.min(list.len());
+        (list.get(window.start..end).unwrap_or(&[]).to_vec(), list.len())
+    } else if role.is_none() && user_type.is_none() {
+        let members = &w.org.members;
+        let end = window.end.min(members.len());
+        (
+            members.get(window.start..end).unwrap_or(&[]).iter().collect(),
+            members.len(),
+        )
+    } else {
+        let mut page = Vec::with_capacity(num);
+        let mut matched = 0;
+        for m in w.org.members.iter().filter(|m| selected(m)) {
+            if window.contains(&matched) {
+                page.push(m);
+            }
+            matched += 1;
+        }
+        (page, matched)
+    };
+    // A cap serves the first `at` matches only (see `ListingCap`).
+    let (served, total) = match w.behaviour.org_users_cap {
+        None => (matched, matched),
+        Some(cap) => {
+            if start > cap.at && cap.past == PastCap::Error {
+                return Err(AgolError::bad_param(
+                    "start",
+                    format!("results past the first {} cannot be retrieved", cap.at),
+                ));
+            }
+            let served = matched.min(cap.at);
+            let total = match cap.total {
+                CappedTotal::Cap => served,
+                CappedTotal::True => matched,
+            };
+            (served, total)
+        }
+    };
+    page.truncate(served.saturating_sub(window.start));
+    let next = if window.end < served && num > 0 {
+        (start + num) as i64
+    } else {
+        -1
+    };
+    Ok(page_json(w, ctx, &page, start, num, total, next))
+}
+
+/// Whether `role=<r>` selects `m`: its role exactly (a built-in name, or a custom role's id),
+/// or with [`RoleFilter::Base`] also the base role a custom role is built on.
+fn role_selects(w: &World, m: &MemberRecord, r: &str) -> bool {
+    m.role_id == r || (w.behaviour.org_users_role_filter == RoleFilter::Base && w.role(m).base == r)
 }
 
 /// One page of the listing: `num` echoes the request, `nextStart` is -1 on the last page. The
 /// users are copied out under the world lock and rendered after it is released.
-fn page_json(w: &World, ctx: &Ctx, page: &[&MemberRecord], start: usize, num: usize, total: usize) -> Reply {
+fn page_json(w: &World, ctx: &Ctx, page: &[&MemberRecord], start: usize, num: usize, total: usize, next: i64) -> Reply {
     let users = w.users_view(
         page,
         |m| caller_sees_private(w, &ctx.caller, m),
         w.behaviour.list_includes_credits,
     );
-    let next = if start - 1 + num < total && num > 0 {
-        (start + num) as i64
-    } else {
-        -1
-    };
     Reply::Deferred(Box::new(move || {
         #[derive(serde::Serialize)]
         #[serde(rename_all = "camelCase")]
