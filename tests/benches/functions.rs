@@ -1,15 +1,15 @@
-//! Benchmark (not a test): cold start of each function, one scan of a 10,000-member org with
-//! 50 ms simulated latency per ArcGIS request, `allocate` applying 100 members at that latency,
-//! and the release binary sizes.
+//! Benchmark (not a test) of what production runs: cold start of each function, dry scans of
+//! a 10,000-member org with 50 ms simulated latency per ArcGIS request, real scans (first,
+//! daily, a day where 5 % change), monthly-report on both sources, `allocate` applying 100 and
+//! 2,000 members, and the release binary sizes.
 //!
 //! `cargo bench -p tests --bench functions` (options: `-- --members N --latency-ms L --runs R
-//! --scan-runs S --allocate-runs K --allocate-members M --allocate-size A --only LIST`: R cold
-//! starts per function, S scans per scenario, K allocate requests of A members on an org of M;
-//! `--only` picks sections, comma-separated, from `cold,scan,real,allocate,sizes`; `real` runs
-//! the real scans — first, daily, a day where 5 % change — with `--ledger-latency-ms D`
-//! (default 10) on every DynamoDB call through a counting proxy). Rerun the
-//! allocate figures alone with
-//! `cargo bench -p tests --bench functions -- --only allocate --allocate-runs 5`.
+//! --scan-runs S --allocate-runs K --allocate-members M --allocate-size A
+//! --ledger-latency-ms D --only LIST`: R cold starts per function, S dry scans, K allocate
+//! requests of A members (100 and 2,000 when not given) on an org of M; `--only` picks
+//! sections, comma-separated, from `cold,scan,real,monthly,allocate,sizes`). Real scans,
+//! monthly reports and allocations reach DynamoDB through a counting proxy that adds D ms
+//! (default 10) to every call, so moto's own speed is not what is measured.
 //!
 //! Cold start is measured the way Lambda experiences it: from process start to the first
 //! `GET /2018-06-01/runtime/invocation/next` on a Runtime API listener (configuration parsed,
@@ -209,10 +209,17 @@ fn ledger_requests(output: &str) -> Vec<u64> {
 /// `runs` real allocate requests of `size` members each (`add: 1`, a fresh Idempotency-Key
 /// each) against an org of `members`, every ArcGIS request delayed by `latency` ms, through
 /// one warm function process (the first request also pays the secret read and the sign-in).
-async fn allocations(dir: &std::path::Path, members: usize, size: usize, latency: u64, runs: usize) {
+async fn allocations(
+    dir: &std::path::Path,
+    members: usize,
+    size: usize,
+    latency: u64,
+    ledger_latency: u64,
+    runs: usize,
+) {
     println!(
-        "\n## allocate: {size} members per request, org of {members}, {latency} ms per ArcGIS request \
-         (release allocate, real requests with an Idempotency-Key)"
+        "\n## allocate: {size} members per request, org of {members}, {latency} ms per ArcGIS request, \
+         {ledger_latency} ms per DynamoDB call (release allocate, real requests with an Idempotency-Key)"
     );
     assert!(
         (1..=2_000).contains(&size),
@@ -236,7 +243,10 @@ async fn allocations(dir: &std::path::Path, members: usize, size: usize, latency
     // Guardrails wide enough for any number of runs (`add: 1` per member per run); the
     // defaults apply otherwise.
     let cap = size.to_string();
+    let ledger =
+        testkit::latency::LatencyProxy::start(&testkit::moto::moto().endpoint, Duration::from_millis(ledger_latency));
     let env = world.env(&[
+        ("AWS_ENDPOINT_URL_DYNAMODB", &ledger.url()),
         ("MAX_MEMBERS_PER_REQUEST", cap.as_str()),
         ("MAX_CREDITS_PER_PLAN", "1000000"),
         ("MAX_CREDITS_PER_DAY", "1000000"),
@@ -292,10 +302,11 @@ async fn allocations(dir: &std::path::Path, members: usize, size: usize, latency
         };
         println!(
             "run {run}{}: wall {:>5.0} ms   ArcGIS requests {arcgis:>3} {by_endpoint:?}   floor {:>5.0} ms   \
-             ratio {ratio}   DynamoDB requests {ledger}",
+             ratio {ratio}   DynamoDB requests {ledger}   peak RSS {:.0} MB",
             if run == 0 { " (first: secret + sign-in)" } else { "" },
             ms(wall),
             ms(floor),
+            function.peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
         );
         walls.push(wall);
     }
@@ -353,7 +364,23 @@ async fn main() {
     }
 
     if run("allocate") && allocate_runs > 0 {
-        allocations(dir, allocate_members, allocate_size, latency, allocate_runs).await;
+        // Both sizes production sees (a team's top-up, the largest request allowed), unless
+        // one is asked for.
+        let sizes = match arg_text("--allocate-size") {
+            Some(_) => vec![allocate_size],
+            None => vec![100, 2_000],
+        };
+        for size in sizes {
+            allocations(
+                dir,
+                allocate_members.max(size * 2),
+                size,
+                latency,
+                ledger_latency,
+                allocate_runs,
+            )
+            .await;
+        }
     }
 
     if run("sizes") {
@@ -472,6 +499,7 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
          | run | wall | floor | ArcGIS reads | scan | moto's own time | ArcGIS requests | DynamoDB requests | flagged (new) | result | peak RSS |\n\
          |---|---|---|---|---|---|---|---|---|---|---|"
     );
+    let mut endpoints = Vec::new();
     for run in [
         "first real scan",
         "daily real scan, no change",
@@ -514,6 +542,7 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
         let function = FunctionProcess::spawn_from(dir, &emulator, "scan-credits", &env);
         let (arcgis_before, dynamo_before, moto_before) =
             (world.sim.total_requests(), ledger.requests(), ledger.upstream_time());
+        let counts_before = world.sim.counts();
         let started = Instant::now();
         let out = emulator.invoke("scan-credits", &json!({})).await;
         let wall = started.elapsed();
@@ -527,7 +556,7 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
         let flagged =
             summary["counts"]["critical"].as_u64().unwrap_or(0) + summary["counts"]["warning"].as_u64().unwrap_or(0);
         println!(
-            "| {run} | {:.0} ms | {floor_ms:.0} ms | {} ms | {} ms | {:.0} ms | {} | {} | {flagged} ({}) | {:.1} MB | {:.0} MB |",
+            "| {run} | {:.0} ms | {floor_ms:.0} ms | {} ms | {} ms | {:.0} ms | {} | {} | {flagged} ({}) | {:.1} KB | {:.0} MB |",
             wall.as_secs_f64() * 1e3,
             summary["arcgis_read_ms"],
             summary["duration_ms"],
@@ -535,9 +564,19 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
             world.sim.total_requests() - arcgis_before,
             ledger.requests() - dynamo_before,
             summary["newly_reported"],
-            summary.to_string().len() as f64 / 1e6,
+            summary.to_string().len() as f64 / 1e3,
             rss as f64 / 1e6
         );
+        let mut by_endpoint = world.sim.counts();
+        for (endpoint, n) in &mut by_endpoint {
+            *n -= counts_before.get(endpoint).copied().unwrap_or(0);
+        }
+        by_endpoint.retain(|_, n| *n > 0);
+        endpoints.push(format!("{run}: {by_endpoint:?}"));
+    }
+    println!("\nArcGIS requests by endpoint:");
+    for line in endpoints {
+        println!("- {line}");
     }
 }
 
