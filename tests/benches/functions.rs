@@ -526,7 +526,25 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
         "first real scan",
         "daily real scan, no change",
         "a day where 5 % of members change",
+        "the next day, throttled",
     ] {
+        if run.ends_with("throttled") {
+            // ArcGIS throttles: every 25th listing request answers 429 with Retry-After 1 s.
+            // The adaptive limit backs off and the listing still completes.
+            world.sim.set_faults(Faults {
+                latency_ms: latency,
+                http_error: Some(portal_sim::HttpErrorFault {
+                    status: 429,
+                    retry_after_secs: Some(1),
+                    when: portal_sim::Trigger {
+                        endpoint: Some("portals/self/users".into()),
+                        every_nth: Some(25),
+                        ..Default::default()
+                    },
+                }),
+                ..Default::default()
+            });
+        }
         if run.starts_with("a day") {
             // 5 % of the members, healthy until now, cross into warning.
             let healthy: Vec<_> = world
@@ -565,6 +583,15 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
         let (arcgis_before, dynamo_before, moto_before) =
             (world.sim.total_requests(), ledger.requests(), ledger.upstream_time());
         let counts_before = world.sim.counts();
+        let throttled = || {
+            world
+                .sim
+                .requests()
+                .iter()
+                .filter(|r| r.outcome == "fault:http_429")
+                .count()
+        };
+        let throttled_before = throttled();
         let started = Instant::now();
         let out = emulator.invoke("scan-credits", &json!({})).await;
         let wall = started.elapsed();
@@ -594,7 +621,8 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
             *n -= counts_before.get(endpoint).copied().unwrap_or(0);
         }
         by_endpoint.retain(|_, n| *n > 0);
-        endpoints.push(format!("{run}: {by_endpoint:?}"));
+        let answered_429 = throttled() - throttled_before;
+        endpoints.push(format!("{run}: {by_endpoint:?}, of which answered 429: {answered_429}"));
     }
     println!("\nArcGIS requests by endpoint:");
     for line in endpoints {
