@@ -474,40 +474,32 @@ async fn a_member_changing_role_mid_listing_is_listed_once_or_its_absence_report
         let i = w.by_username[username];
         w.org.members[i].role_id = role.into();
     };
-    // One page at a time: the unfiltered first page, then org_admin's, org_publisher's and
-    // org_user's first pages, in that order.
-    let listing = |sim: &SimHandle| {
-        let client = capped_client(sim, 400, 1);
-        tokio::spawn(async move { client.list_members().await })
+    // Lists one page at a time (the unfiltered first page, then org_admin's, org_publisher's
+    // and org_user's first pages, in that order) and moves `username` to `role` just before
+    // org_user's first page is answered.
+    let listed_while_moving = async |username: &str, role: &str| {
+        let hold = sim.hold(HoldSpec {
+            endpoint: "portals/self/users".into(),
+            nth: 4,
+            phase: HoldPhase::BeforeProcessing,
+        });
+        let client = capped_client(&sim, 400, 1);
+        let run = tokio::spawn(async move { client.list_members().await });
+        within(hold.reached()).await;
+        set_role(username, role);
+        hold.release();
+        run.await.unwrap().expect("the listing runs")
     };
 
     // Moved into a role not listed yet: seen in both.
     let mover = member_of("org_admin");
-    let hold = sim.hold(HoldSpec {
-        endpoint: "portals/self/users".into(),
-        nth: 4,
-        phase: HoldPhase::BeforeProcessing,
-    });
-    let run = listing(&sim);
-    within(hold.reached()).await;
-    set_role(&mover, "org_user");
-    hold.release();
-    let list = run.await.unwrap().expect("the listing runs");
+    let list = listed_while_moving(&mover, "org_user").await;
     assert_every_member_once(&sim, &list, "moved forward");
     assert_eq!(list.duplicates_dropped, 1);
 
     // Moved into a role already listed: seen in neither, and the count says so.
     let mover = member_of("org_user");
-    let hold = sim.hold(HoldSpec {
-        endpoint: "portals/self/users".into(),
-        nth: 4,
-        phase: HoldPhase::BeforeProcessing,
-    });
-    let run = listing(&sim);
-    within(hold.reached()).await;
-    set_role(&mover, "org_admin");
-    hold.release();
-    let list = run.await.unwrap().expect("the listing runs");
+    let list = listed_while_moving(&mover, "org_admin").await;
     assert!(list.members.iter().all(|m| m.username != mover));
     assert!(
         matches!(

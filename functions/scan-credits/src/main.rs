@@ -129,7 +129,7 @@ async fn handle(state: &State, event: LambdaEvent<Value>, metrics_out: &mut impl
                 None => Lists::NotConfigured,
                 Some(store) => scan::lists::publish(store, &mut s, request.as_of).await,
             };
-            serde_json::to_value(s.result(lists)).map_err(HandlerError::Summary)
+            serde_json::to_value(s.into_result(lists)).map_err(HandlerError::Summary)
         }
         Err(e) => {
             if e.is_sign_in_refused() {

@@ -188,13 +188,15 @@ impl Client {
                 == Some(&b'{');
             if starts_like_json {
                 let mut text = Vec::new();
-                body.take(ENVELOPE_MAX_BYTES).read_to_end(&mut text).map_err(io_error)?;
-                if let Ok(value) = serde_json::from_slice::<Value>(&text)
-                    && let Some(api) = ApiError::from_body(&value)
-                {
+                (&mut body)
+                    .take(ENVELOPE_MAX_BYTES)
+                    .read_to_end(&mut text)
+                    .map_err(io_error)?;
+                if let Some(api) = client::envelope_in(&text) {
                     return Err(DecodeError::Envelope(Box::new(api)));
                 }
-                return Ok(report_csv::read(text.as_slice()));
+                // Not an envelope: the whole file, what was read first included.
+                return Ok(report_csv::read(text.as_slice().chain(body)));
             }
             Ok(report_csv::read(body))
         });

@@ -147,17 +147,6 @@ pub struct CreditsReport {
     pub warnings: Vec<ReportWarning>,
 }
 
-impl CreditsReport {
-    /// Every non-zero `(username, service, credits)` cell.
-    pub fn cells(&self) -> impl Iterator<Item = (Option<&str>, &str, Credits)> {
-        self.rows.iter().flat_map(move |row| {
-            row.cells
-                .iter()
-                .map(move |&(k, credits)| (row.username.as_deref(), self.columns[k].service.as_str(), credits))
-        })
-    }
-}
-
 /// Header names (normalised: lowercase alphanumerics) of the member column.
 const USERNAME_HEADERS: &[&str] = &["username"];
 /// Header names of columns that describe the row rather than count credits.
@@ -628,7 +617,7 @@ mod tests {
         let ok = parse_str("p\np\np\nUsername,Geocoding,Tiles\nu1,1,2\nu2,3,4\nTotal,4,6\n").unwrap();
         assert_eq!(ok.rows.len(), 2);
         assert!(ok.warnings.is_empty());
-        let total: Credits = ok.cells().map(|(_, _, x)| x).sum();
+        let total: Credits = ok.rows.iter().flat_map(|r| r.cells.iter().map(|&(_, x)| x)).sum();
         assert_eq!(total, c(10.0));
 
         let off = parse_str("p\np\np\nUsername,Geocoding,Tiles\nu1,1,2\nu2,3,4\nTOTALS,4,7\n").unwrap();

@@ -189,10 +189,9 @@ pub struct ScanResult {
 }
 
 impl ScanSummary {
-    /// The function's result (see [`ScanResult`]).
-    pub fn result(&self, lists: Lists) -> ScanResult {
+    /// The function's result (see [`ScanResult`]): the summary itself, its lists cut in place.
+    pub fn into_result(mut self, lists: Lists) -> ScanResult {
         let n = RESULT_MEMBERS_PER_LIST;
-        let cut = |v: &[String]| v.iter().take(n).cloned().collect::<Vec<_>>();
         let counts = Counts {
             critical: self.critical.len(),
             warning: self.warning.len(),
@@ -200,66 +199,25 @@ impl ScanSummary {
             member_errors: self.member_errors.len(),
             allocations_applied: self.allocations_applied.len(),
         };
-        let mut skipped = self.skipped.clone();
-        for group in skipped.by_reason.values_mut() {
+        self.critical.truncate(n);
+        self.warning.truncate(n);
+        for group in self.skipped.by_reason.values_mut() {
             group.usernames.truncate(n);
         }
-        let notification = match &self.notification {
-            NotificationOutcome::Sent {
-                subject,
-                channel,
-                recipients,
-            } => NotificationOutcome::Sent {
-                subject: subject.clone(),
-                channel: *channel,
-                recipients: cut(recipients),
-            },
-            other => other.clone(),
-        };
-        let top_up = match &self.top_up {
-            TopUp::Applied {
-                requested,
-                applied,
-                not_applied,
-                incomplete,
-                resumed,
-            } => TopUp::Applied {
-                requested: *requested,
-                applied: *applied,
-                not_applied: not_applied.iter().take(n).cloned().collect(),
-                incomplete: *incomplete,
-                resumed: *resumed,
-            },
-            other => other.clone(),
-        };
-        let summary = ScanSummary {
-            critical: self.critical.iter().take(n).cloned().collect(),
-            warning: self.warning.iter().take(n).cloned().collect(),
-            skipped,
-            member_errors: cut(&self.member_errors),
-            recipients_notified: cut(&self.recipients_notified),
-            allocations_applied: self.allocations_applied.iter().take(n).cloned().collect(),
-            notification,
-            top_up,
-            run_key: self.run_key.clone(),
-            dry_run: self.dry_run,
-            duplicate_of: self.duplicate_of.clone(),
-            org_available_credits: self.org_available_credits,
-            budgeting: self.budgeting,
-            thresholds: self.thresholds,
-            members_scanned: self.members_scanned,
-            forecast: self.forecast.clone(),
-            org_floor: self.org_floor,
-            newly_reported: self.newly_reported,
-            already_reported: self.already_reported,
-            cleared: self.cleared,
-            notes: self.notes.clone(),
-            problems: self.problems.clone(),
-            arcgis_requests: self.arcgis_requests,
-            duration_ms: self.duration_ms,
-            arcgis_read_ms: self.arcgis_read_ms,
-        };
-        ScanResult { summary, counts, lists }
+        self.member_errors.truncate(n);
+        self.recipients_notified.truncate(n);
+        self.allocations_applied.truncate(n);
+        if let NotificationOutcome::Sent { recipients, .. } = &mut self.notification {
+            recipients.truncate(n);
+        }
+        if let TopUp::Applied { not_applied, .. } = &mut self.top_up {
+            not_applied.truncate(n);
+        }
+        ScanResult {
+            summary: self,
+            counts,
+            lists,
+        }
     }
 }
 

@@ -196,11 +196,18 @@ pub(super) fn json_value(body: &Bytes) -> Result<Value, DecodeError> {
     }
 }
 
+/// ArcGIS's error envelope, when `body` is one (JSON with `error`, or `status: failure`).
+pub(super) fn envelope_in(body: &[u8]) -> Option<ApiError> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .as_ref()
+        .and_then(ApiError::from_body)
+}
+
 /// Keeps a file body as is, unless it is an error envelope (item not ready, no access).
 pub(super) fn file(body: &Bytes) -> Result<Bytes, DecodeError> {
     if body.first() == Some(&b'{')
-        && let Ok(v) = serde_json::from_slice::<Value>(body)
-        && let Some(api) = ApiError::from_body(&v)
+        && let Some(api) = envelope_in(body)
     {
         return Err(DecodeError::Envelope(Box::new(api)));
     }
@@ -646,11 +653,7 @@ impl Client {
             .map_err(|e| transport_error(what, e, cut_short))?;
         let secrets = self.secrets(token);
         // Gateways answer HTML; ArcGIS itself may send its envelope with a real status.
-        if let Some(api) = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .as_ref()
-            .and_then(ApiError::from_body)
-        {
+        if let Some(api) = envelope_in(&body) {
             return Err(Error::Api {
                 what: what.to_owned(),
                 http_status: status.as_u16(),
