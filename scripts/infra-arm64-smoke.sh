@@ -21,7 +21,7 @@ trap 'kill "$watch" "${pids[@]}" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 
 failed=0
-for pair in ScanCreditsFunction:scan-credits:'{"dryrun":true}' MonthlyReportFunction:monthly-report:'{"month":"2026-13"}' AllocateFunction:allocate:@tests/fixtures/apigw-v2-allocations-anonymous.json; do
+for pair in ScanCreditsFunction:scan-credits:'{"dryrun":true}' MonthlyReportFunction:monthly-report:'{"month":"2026-13"}' AllocateFunction:allocate:@tests/fixtures/apigw-v2-allocations-anonymous.json AllocationJobsFunction:allocation-jobs:'{"Records":[{"messageId":"m1","body":"{}"}]}'; do
     id=${pair%%:*}; rest=${pair#*:}; name=${rest%%:*}; event=${rest#*:}
     bin="$build/$id/bootstrap"
     file "$bin" | grep -q "ARM aarch64" || { echo "FAIL $name: $bin is not an aarch64 executable"; failed=1; continue; }

@@ -39,7 +39,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/sam}
 build_dir=${BUILD_DIR:-.aws-sam/build}
 
 # Logical id -> package, as in the template.
-declare -A functions=([ScanCreditsFunction]=scan-credits [AllocateFunction]=allocate [MonthlyReportFunction]=monthly-report)
+declare -A functions=([ScanCreditsFunction]=scan-credits [AllocateFunction]=allocate [AllocationJobsFunction]=allocation-jobs [MonthlyReportFunction]=monthly-report)
 for fn in "${functions[@]}"; do
     [ -f "functions/$fn/Cargo.toml" ] || { echo "infra-build: functions/$fn/Cargo.toml does not exist yet" >&2; exit 1; }
 done

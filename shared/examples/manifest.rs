@@ -10,7 +10,7 @@ use shared::schedule::{REPORT_INPUT_KEYS, SCAN_INPUT_KEYS};
 
 fn main() {
     let mut out = BTreeMap::new();
-    for function in ["scan-credits", "allocate", "monthly-report"] {
+    for function in ["scan-credits", "allocate", "allocation-jobs", "monthly-report"] {
         let env: Vec<&str> = VARIABLES
             .iter()
             .filter(|(_, fs)| fs.contains(&function))

@@ -67,6 +67,13 @@ pub struct Config {
     /// `ALLOW_UNAUTHENTICATED` (default false): let allocate accept calls without a caller
     /// identity. For local runs only; the SAM template never sets it.
     pub allow_unauthenticated: bool,
+    /// `ALLOCATION_QUEUE_URL` (optional): the SQS queue of allocation jobs. Without it,
+    /// allocate answers every request itself, however long it takes.
+    pub allocation_queue_url: Option<String>,
+    /// `ASYNC_ABOVE_MEMBERS` (default 100, 1–2000): requests naming more members (more than
+    /// one ArcGIS batch) are answered 202 and applied in the background, when a queue is
+    /// configured.
+    pub async_above_members: usize,
     /// `REPORT_BUCKET` (required by monthly-report): where reports are archived, and where
     /// scan-credits writes each real run's complete member lists.
     pub report_bucket: Option<String>,
@@ -139,12 +146,20 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("SECRET_TTL_SECS", ALL),
     ("ORG_MIN_CREDITS", &["scan-credits"]),
     ("AUTO_TOP_UP_TO", &["scan-credits"]),
-    ("MAX_CREDITS_PER_MEMBER", &["scan-credits", "allocate"]),
-    ("MAX_CREDITS_PER_PLAN", &["scan-credits", "allocate"]),
-    ("MAX_CREDITS_PER_DAY", &["scan-credits", "allocate"]),
-    ("ORG_RESERVE_CREDITS", &["scan-credits", "allocate"]),
-    ("MAX_MEMBERS_PER_REQUEST", &["scan-credits", "allocate"]),
+    (
+        "MAX_CREDITS_PER_MEMBER",
+        &["scan-credits", "allocate", "allocation-jobs"],
+    ),
+    ("MAX_CREDITS_PER_PLAN", &["scan-credits", "allocate", "allocation-jobs"]),
+    ("MAX_CREDITS_PER_DAY", &["scan-credits", "allocate", "allocation-jobs"]),
+    ("ORG_RESERVE_CREDITS", &["scan-credits", "allocate", "allocation-jobs"]),
+    (
+        "MAX_MEMBERS_PER_REQUEST",
+        &["scan-credits", "allocate", "allocation-jobs"],
+    ),
     ("ALLOW_UNAUTHENTICATED", &["allocate"]),
+    ("ALLOCATION_QUEUE_URL", &["allocate"]),
+    ("ASYNC_ABOVE_MEMBERS", &["allocate"]),
     ("REPORT_BUCKET", &["scan-credits", "monthly-report"]),
     ("REPORT_SOURCE", &["monthly-report"]),
     ("KEEP_REPORT_ITEMS", &["monthly-report"]),
@@ -152,7 +167,7 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("USAGE_BUCKET_LABEL", &["scan-credits", "monthly-report"]),
 ];
 
-const ALL: &[&str] = &["scan-credits", "allocate", "monthly-report"];
+const ALL: &[&str] = &["scan-credits", "allocate", "allocation-jobs", "monthly-report"];
 
 /// The largest `MAX_MEMBERS_PER_REQUEST`: a reply naming more members would not fit under its
 /// idempotency key (DynamoDB items are at most 400 KB each) nor read well.
@@ -238,6 +253,8 @@ impl Config {
         };
         let max_members_per_request = env.number("MAX_MEMBERS_PER_REQUEST", 500usize, 1..=MAX_MEMBERS_CAP);
         let allow_unauthenticated = env.boolean("ALLOW_UNAUTHENTICATED", false);
+        let allocation_queue_url = env.get("ALLOCATION_QUEUE_URL");
+        let async_above_members = env.number("ASYNC_ABOVE_MEMBERS", 100usize, 1..=MAX_MEMBERS_CAP);
         let report_bucket = env.get("REPORT_BUCKET");
         let report_source = match env.get("REPORT_SOURCE").as_deref() {
             None | Some("usage") => ReportSource::Usage,
@@ -282,6 +299,8 @@ impl Config {
             guardrails,
             max_members_per_request,
             allow_unauthenticated,
+            allocation_queue_url,
+            async_above_members,
             report_bucket,
             report_source,
             keep_report_items,

@@ -14,7 +14,7 @@ use portal_sim::{
     EnvelopeFault, Faults, GenParams, HoldPhase, HoldSpec, HttpErrorFault, SimHandle, Trigger, generate, start,
 };
 use serde_json::{Value, json};
-use shared::allocate::{self, AllocateSettings, Incoming, Reply, body};
+use shared::allocate::{self, AllocateSettings, Incoming, JobQueue, Reply, body};
 use shared::apply::Deadline;
 use shared::arcgis::Client;
 use shared::config::Config;
@@ -86,6 +86,8 @@ struct Call {
     body: Vec<u8>,
     /// How long the invocation may take.
     budget: Duration,
+    /// `Prefer: respond-async`.
+    respond_async: bool,
 }
 
 fn post(body: impl Into<String>) -> Call {
@@ -98,6 +100,7 @@ fn post(body: impl Into<String>) -> Call {
         request_id: "req-1",
         body: body.into().into_bytes(),
         budget: Duration::from_secs(30),
+        respond_async: false,
     }
 }
 
@@ -124,6 +127,17 @@ impl Call {
 }
 
 async fn send_as(settings: &AllocateSettings, ledger: &Ledger, call: &Call, client: Client) -> Reply {
+    send_queued(settings, ledger, None, call, client).await
+}
+
+/// `call` to an allocate that may queue jobs on `queue`.
+async fn send_queued(
+    settings: &AllocateSettings,
+    ledger: &Ledger,
+    queue: Option<&JobQueue>,
+    call: &Call,
+    client: Client,
+) -> Reply {
     let incoming = Incoming {
         method: call.method,
         path: call.path,
@@ -132,9 +146,10 @@ async fn send_as(settings: &AllocateSettings, ledger: &Ledger, call: &Call, clie
         caller: call.caller.clone(),
         request_id: call.request_id,
         body: &call.body,
+        respond_async: call.respond_async,
         deadline: Deadline::after(call.budget, Utc::now()),
     };
-    allocate::handle(settings, ledger, &incoming, async { Ok::<_, String>(client) }).await
+    allocate::handle(settings, ledger, queue, &incoming, async { Ok::<_, String>(client) }).await
 }
 
 async fn send(settings: &AllocateSettings, ledger: &Ledger, sim: &SimHandle, call: &Call) -> Reply {
@@ -717,9 +732,10 @@ async fn a_connection_failure_is_500_and_leaves_the_key_free() {
         caller: Some(alice()),
         request_id: "req-1",
         body: &call.body,
+        respond_async: false,
         deadline: Deadline::after(Duration::from_secs(30), Utc::now()),
     };
-    let reply = allocate::handle(&settings, &ledger, &incoming, async {
+    let reply = allocate::handle(&settings, &ledger, None, &incoming, async {
         Err::<Client, _>("secret 'arcgis/test' does not exist")
     })
     .await;

@@ -8,6 +8,7 @@ mod support;
 mod allocate;
 mod auth;
 mod faults;
+mod jobs;
 mod ledger;
 mod listing;
 mod lookup;

@@ -7,7 +7,9 @@
 //! --scan-runs S --allocate-runs K --allocate-members M --allocate-size A
 //! --ledger-latency-ms D --only LIST`: R cold starts per function, S dry scans, K allocate
 //! requests of A members (100 and 2,000 when not given) on an org of M; `--only` picks
-//! sections, comma-separated, from `cold,scan,real,monthly,allocate,sizes`). Real scans,
+//! sections, comma-separated, from `cold,scan,real,monthly,allocate,queued,sizes`; `queued`
+//! sends one 2,000-member request through the 202 path: the API's answer, then the
+//! `allocation-jobs` worker applying it from an SQS queue). Real scans,
 //! monthly reports and allocations reach DynamoDB through a counting proxy that adds D ms
 //! (default 10) to every call, so moto's own speed is not what is measured.
 //!
@@ -43,7 +45,7 @@ fn arg(name: &str, default: u64) -> u64 {
 
 /// The sections to run (`--only cold,scan,allocate,sizes`; all by default).
 fn sections() -> Vec<String> {
-    const ALL: [&str; 6] = ["cold", "scan", "real", "monthly", "allocate", "sizes"];
+    const ALL: [&str; 7] = ["cold", "scan", "real", "monthly", "allocate", "queued", "sizes"];
     let chosen: Vec<String> = match arg_text("--only") {
         Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
         None => ALL.iter().map(|s| (*s).to_owned()).collect(),
@@ -323,6 +325,93 @@ async fn allocations(
     }
 }
 
+/// One request of `size` members through the 202 path, as production runs it: `allocate`
+/// answers 202 and queues the job, the `allocation-jobs` worker applies it from the SQS queue
+/// (the bench plays Lambda's event source mapping), `GET /allocations/{job_id}` reads it back.
+async fn queued_allocation(dir: &std::path::Path, members: usize, size: usize, latency: u64, ledger_latency: u64) {
+    println!(
+        "\n## allocate through the queue: {size} members, org of {members}, {latency} ms per ArcGIS request, \
+         {ledger_latency} ms per DynamoDB call (release allocate + allocation-jobs)"
+    );
+    let world = support::World::new(generate(&GenParams::new(members, 11, chrono::Utc::now().date_naive()))).await;
+    let queue = support::Queue::create().await;
+    let mut chosen: Vec<String> = world
+        .sim
+        .members()
+        .into_iter()
+        .filter(|m| m.allocation.is_some_and(|a| a > 0.0) && !m.disabled && m.user_type != "viewerUT")
+        .map(|m| m.username)
+        .collect();
+    chosen.sort();
+    chosen.truncate(size);
+    assert_eq!(chosen.len(), size, "the org has too few limited members");
+    let cap = size.to_string();
+    let proxy =
+        testkit::latency::LatencyProxy::start(&testkit::moto::moto().endpoint, Duration::from_millis(ledger_latency));
+    let common = [
+        ("AWS_ENDPOINT_URL_DYNAMODB", proxy.url()),
+        ("MAX_MEMBERS_PER_REQUEST", cap.clone()),
+        ("MAX_CREDITS_PER_PLAN", "1000000".to_owned()),
+        ("MAX_CREDITS_PER_DAY", "1000000".to_owned()),
+        ("ALLOCATION_QUEUE_URL", queue.url.clone()),
+    ];
+    let common: Vec<(&str, &str)> = common.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let api = FunctionProcess::spawn_from(dir, &world.emulator, "allocate", &world.env(&common));
+    let worker = FunctionProcess::spawn_from(dir, &world.emulator, "allocation-jobs", &world.env(&common));
+    world.sim.set_faults(Faults {
+        latency_ms: latency,
+        ..Default::default()
+    });
+    let body = json!({
+        "allocations": chosen.iter().map(|u| json!({"username": u, "add": 1})).collect::<Vec<_>>(),
+        "reason": "bench queued",
+    });
+    let event = support::allocation_event(
+        &body.to_string(),
+        Some(&format!("bench-queued-{}", std::process::id())),
+        "bench-queued",
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (ledger_before, arcgis_before) = (proxy.requests(), world.sim.requests().len());
+    let started = Instant::now();
+    let out = world.emulator.invoke("allocate", &event).await;
+    let accept = started.elapsed();
+    let (status, reply) = support::http_reply(&out).unwrap_or((0, out.payload.clone()));
+    assert_eq!(status, 202, "not accepted: {reply}\n{}", api.output());
+    let job_id = reply["job_id"].as_str().unwrap_or_default().to_owned();
+    println!(
+        "202 answer: wall {:>5.0} ms   ArcGIS requests {}   DynamoDB requests {}   peak RSS {:.0} MB",
+        ms(accept),
+        world.sim.requests().len() - arcgis_before,
+        proxy.requests() - ledger_before,
+        api.peak_rss_bytes().unwrap_or(0) as f64 / 1e6
+    );
+    let messages = queue.receive().await;
+    let (ledger_before, arcgis_before) = (proxy.requests(), world.sim.requests().len());
+    let started = Instant::now();
+    let out = world.emulator.invoke("allocation-jobs", &queue.event(&messages)).await;
+    let work = started.elapsed();
+    let failed = queue.settle(&messages, &out).await;
+    assert!(failed.is_empty(), "the worker left the job: {}\n{}", out.payload, worker.output());
+    let arcgis = (world.sim.requests().len() - arcgis_before) as u64;
+    println!(
+        "worker: wall {:>5.0} ms   floor {:>5.0} ms (ArcGIS requests one after the other)   ArcGIS requests {arcgis}   \
+         DynamoDB requests {}   peak RSS {:.0} MB",
+        ms(work),
+        (arcgis * latency) as f64,
+        proxy.requests() - ledger_before,
+        worker.peak_rss_bytes().unwrap_or(0) as f64 / 1e6
+    );
+    let out = world
+        .emulator
+        .invoke("allocate", &support::job_status_event(&job_id, "bench-queued-get"))
+        .await;
+    let (_, status) = support::http_reply(&out).unwrap_or((0, out.payload.clone()));
+    assert_eq!(status["status"], "done", "{status}");
+    assert_eq!(status["result"]["summary"]["assigned"], size, "{}", status["result"]["summary"]);
+    world.sim.set_faults(Faults::default());
+}
+
 #[tokio::main]
 async fn main() {
     let members = arg("--members", 10_000) as usize;
@@ -381,6 +470,10 @@ async fn main() {
             )
             .await;
         }
+    }
+
+    if run("queued") {
+        queued_allocation(dir, allocate_members.max(4_000), 2_000, latency, ledger_latency).await;
     }
 
     if run("sizes") {

@@ -616,3 +616,87 @@ async fn every_bad_request_is_a_4xx_naming_the_problem_and_writes_nothing() {
         world.ledger().await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_allocation_answers_202_and_the_worker_applies_it_once_from_the_queue() {
+    let world = World::new(generate(&GenParams::new(150, 5, chrono::Utc::now().date_naive()))).await;
+    let queue = Queue::create().await;
+    let _api = world.start(
+        "allocate",
+        &[("ALLOCATION_QUEUE_URL", &queue.url), ("ASYNC_ABOVE_MEMBERS", "2")],
+    );
+    let _worker = world.start("allocation-jobs", &[]);
+    let before: Vec<f64> = ["jdoe", "jdoe2", "credit_officer"]
+        .iter()
+        .map(|u| world.sim.member(u).unwrap().allocation.unwrap())
+        .collect();
+
+    let body = r#"{"allocations":[{"username":"jdoe","add":10},{"username":"jdoe2","add":20},{"username":"credit_officer","add":30}],"reason":"e2e async"}"#;
+    let accepted = world.invoke("allocate", &request(body, Some("e2e-async-1"))).await;
+    let (status, reply) = response(&accepted);
+    assert_eq!(status, 202, "{reply}");
+    let job_id = reply["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        header(&accepted, "location"),
+        Some(format!("/allocations/{job_id}").as_str())
+    );
+    assert!(
+        world.sim.writes().is_empty(),
+        "nothing is written before the worker runs"
+    );
+
+    let (status, queued) = response(&world.invoke("allocate", &job_status_event(&job_id, "e2e-get-1")).await);
+    assert_eq!((status, queued["status"].as_str()), (200, Some("queued")), "{queued}");
+
+    // SQS delivers at least once: the worker gets the same message twice.
+    let messages = queue.receive().await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        !messages[0].body().unwrap_or_default().contains("jdoe"),
+        "no member data in the queue"
+    );
+    let event = queue.event(&messages);
+    for _ in 0..2 {
+        let out = world.invoke("allocation-jobs", &event).await;
+        assert_eq!(
+            queue.settle(&messages, &out).await,
+            Vec::<String>::new(),
+            "{}",
+            out.payload
+        );
+    }
+    assert!(queue.receive().await.is_empty(), "the finished message was deleted");
+
+    for (u, (was, added)) in ["jdoe", "jdoe2", "credit_officer"]
+        .iter()
+        .zip(before.iter().zip([10.0, 20.0, 30.0]))
+    {
+        assert_eq!(world.sim.member(u).unwrap().allocation, Some(was + added), "{u}");
+    }
+    assert_eq!(world.sim.writes().len(), 1, "one assignUserCredits call for the three");
+    let changes = world.audit("change").await;
+    assert_eq!(changes.len(), 3, "one audit entry per member: {changes:?}");
+    assert!(
+        changes.iter().all(|c| c["caller"]["principal_id"] == PRINCIPAL_ID),
+        "{changes:?}"
+    );
+
+    let (status, done) = response(&world.invoke("allocate", &job_status_event(&job_id, "e2e-get-2")).await);
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["result_status"], 200, "{done}");
+    assert_eq!(done["result"]["summary"]["assigned"], 3, "{done}");
+    assert_eq!(done["result"]["reason"], "e2e async");
+
+    // Another caller cannot see the job.
+    let (status, hidden) = response(
+        &world
+            .invoke("allocate", &as_other_caller(job_status_event(&job_id, "e2e-get-3")))
+            .await,
+    );
+    assert_eq!(
+        (status, hidden["code"].as_str()),
+        (404, Some("no_such_job")),
+        "{hidden}"
+    );
+}

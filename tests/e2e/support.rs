@@ -279,3 +279,114 @@ pub fn http_reply(out: &Invocation) -> Option<(u16, Value)> {
     let raw = out.payload["body"].as_str().unwrap_or("null");
     Some((status, serde_json::from_str(raw).unwrap_or_else(|_| json!(raw))))
 }
+
+/// An SQS queue of its own in moto, and the part of Lambda's SQS event source mapping a test
+/// plays: receive, invoke the function with the event Lambda would build, delete what the
+/// function did not report as a batch item failure.
+pub struct Queue {
+    pub url: String,
+    pub arn: String,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Queue {
+    /// Creates a fresh, empty queue.
+    pub async fn create() -> Queue {
+        let sqs = aws_sdk_sqs::Client::new(&aws().await);
+        let url = sqs
+            .create_queue()
+            .queue_name(unique("allocation-jobs"))
+            .send()
+            .await
+            .expect("queue created in moto")
+            .queue_url
+            .expect("a queue URL");
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+            .expect("the queue's ARN");
+        Queue { url, arn, sqs }
+    }
+
+    /// The messages available now (the function sent them before answering).
+    pub async fn receive(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        self.sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive from moto")
+            .messages
+            .unwrap_or_default()
+    }
+
+    /// The SQS event Lambda's event source mapping builds from `messages`.
+    pub fn event(&self, messages: &[aws_sdk_sqs::types::Message]) -> Value {
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                json!({
+                    "messageId": m.message_id(),
+                    "receiptHandle": m.receipt_handle(),
+                    "body": m.body(),
+                    "attributes": {"ApproximateReceiveCount": "1"},
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body(),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.arn,
+                    "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        json!({ "Records": records })
+    }
+
+    /// Settles one invocation as the event source mapping does: deletes every message the
+    /// function finished, and returns the ids it reported as batch item failures.
+    pub async fn settle(&self, messages: &[aws_sdk_sqs::types::Message], out: &Invocation) -> Vec<String> {
+        assert!(out.function_error.is_none(), "the worker failed: {}", out.payload);
+        let failed: Vec<String> = out.payload["batchItemFailures"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no batchItemFailures in {}", out.payload))
+            .iter()
+            .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
+            .collect();
+        for m in messages {
+            if !failed.iter().any(|id| Some(id.as_str()) == m.message_id()) {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete from moto");
+            }
+        }
+        failed
+    }
+}
+
+/// The IAM-authorized API Gateway v2 request to `GET /allocations/{job_id}`.
+pub fn job_status_event(job_id: &str, request_id: &str) -> Value {
+    let mut event = fixture("apigw-v2-allocations-iam.json");
+    let path = format!("/allocations/{job_id}");
+    event["routeKey"] = json!("GET /allocations/{job_id}");
+    event["requestContext"]["routeKey"] = json!("GET /allocations/{job_id}");
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["method"] = json!("GET");
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["pathParameters"] = json!({ "job_id": job_id });
+    event["requestContext"]["requestId"] = json!(request_id);
+    for h in ["content-length", "content-type", "idempotency-key"] {
+        event["headers"].as_object_mut().map(|m| m.remove(h));
+    }
+    event.as_object_mut().map(|m| m.remove("body"));
+    event
+}

@@ -44,6 +44,7 @@ const ASSIGN: &str = "portals/self/assignUserCredits";
 const LOOKUP: &str = "community/users/{user}";
 const ALLOCATE: &str = "allocate";
 const SCAN: &str = "scan-credits";
+const JOBS: &str = "allocation-jobs";
 
 /// allocate's timeout in the SAM template.
 const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,6 +80,7 @@ const SCENARIOS: &[(u32, &str)] = &[
     (18, "an in-doubt request overtaken by another writer"),
     (19, "scan redelivered while the killed run's lease is live"),
     (20, "dropped connection / broken reply after commit"),
+    (21, "queued job: worker killed between batches, redelivered"),
     (15, "no secret in any output"),
 ];
 
@@ -2135,6 +2137,98 @@ async fn broken_reply_after_commit(cx: &mut Cx) {
 // ---------------------------------------------------------------------------------------
 // The runner.
 
+/// 21: 150 members answered 202; the worker killed while the second batch is held, then the
+/// message delivered again (twice, as SQS may) to a new worker: every change once, the
+/// second batch sent only once, the job done.
+async fn queued_job_killed(cx: &mut Cx) {
+    cx.world(360, 31).await;
+    let queue = support::Queue::create().await;
+    let mut model = Model::of(cx.w());
+    let members = model.limited();
+    if members.len() < 150 {
+        cx.fail(format!("only {} eligible members", members.len()));
+        return;
+    }
+    let ops: Vec<Op> = members[..150].iter().map(|u| Op::Add(u.clone(), 10)).collect();
+    let expected = model.apply_all(&ops);
+    let _api = cx.start(ALLOCATE, &[("ALLOCATION_QUEUE_URL", &queue.url)], ALLOCATE_TIMEOUT);
+    let accepted = cx
+        .allocate(&event(&body(&ops, "fault matrix: queued"), "queued-job", ALICE))
+        .await;
+    let Some(job_id) = accepted.body["job_id"].as_str().map(str::to_owned) else {
+        cx.fail(format!("not accepted: {}", accepted.brief()));
+        return;
+    };
+    cx.check(accepted.status == 202, || format!("accepted: {}", accepted.brief()));
+    let messages = queue.receive().await;
+    if messages.len() != 1 {
+        cx.fail(format!("{} message(s) queued, expected 1", messages.len()));
+        return;
+    }
+    let delivery = queue.event(&messages);
+    let first = cx.start(JOBS, &[], KILLED_TIMEOUT);
+    let hold = cx.w().sim.hold(HoldSpec {
+        endpoint: ASSIGN.into(),
+        nth: 2,
+        phase: HoldPhase::BeforeProcessing,
+    });
+    if !cx.invoke_and_kill(first, JOBS, &delivery, &hold).await {
+        return;
+    }
+    let calls = cx.w().sim.allocation_calls().len();
+    cx.check(calls == 1, || {
+        format!("{calls} call(s) before the kill, expected the first batch")
+    });
+    cx.lapse_leases().await;
+
+    // The message comes back after its visibility timeout; SQS may hand it out twice.
+    let _second = cx.start(JOBS, &[], ALLOCATE_TIMEOUT);
+    let invoker = cx.w().invoker();
+    let started = Instant::now();
+    let mut finished = 0;
+    let mut redelivered = 0;
+    while finished < 2 && started.elapsed() < RETRY_LIMIT {
+        redelivered += 1;
+        let out = match tokio::time::timeout(WAIT_LIMIT, invoker.invoke(JOBS, &delivery)).await {
+            Ok(out) => out,
+            Err(_) => {
+                cx.fail(format!("{JOBS} did not answer within {WAIT_LIMIT:?}"));
+                return;
+            }
+        };
+        cx.texts.push(out.payload.to_string());
+        match out.payload["batchItemFailures"].as_array() {
+            Some(failures) if failures.is_empty() => finished += 1,
+            Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            None => {
+                cx.fail(format!("{JOBS} failed: {}", out.payload));
+                return;
+            }
+        }
+    }
+    cx.note(format!("{redelivered} deliveries after the kill"));
+    cx.check(finished == 2, || {
+        "the job was not finished within the retry limit".into()
+    });
+    let calls = cx.w().sim.allocation_calls();
+    cx.check(calls.len() == 2 && calls[1].entries.len() == 50, || {
+        format!(
+            "{} call(s) of {:?} entries, expected batches of 100 and 50",
+            calls.len(),
+            calls.iter().map(|c| c.entries.len()).collect::<Vec<_>>()
+        )
+    });
+    let status = cx
+        .allocate(&support::job_status_event(&job_id, "faults-job-status"))
+        .await;
+    cx.check(status.body["status"] == "done", || format!("job: {}", status.brief()));
+    cx.check(status.body["result"]["summary"]["assigned"] == 150, || {
+        format!("job result: {}", status.body["result"]["summary"])
+    });
+    cx.expect_state(&model);
+    cx.expect_writes(&expected);
+}
+
 async fn run(id: u32) -> Report {
     let mut cx = Cx::new();
     match id {
@@ -2161,6 +2255,7 @@ async fn run(id: u32) -> Report {
         16 => error_before_commit(&mut cx).await,
         19 => scan_retry_within_lease(&mut cx).await,
         20 => broken_reply_after_commit(&mut cx).await,
+        21 => queued_job_killed(&mut cx).await,
         17 => same_key_at_once(&mut cx).await,
         18 => {
             in_doubt_overtaken(&mut cx, HoldPhase::BeforeProcessing, 27).await;

@@ -15,8 +15,9 @@ use lambda_http::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use lambda_http::http::{HeaderMap, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response, tracing};
+use shared::allocate::jobs::RESPOND_ASYNC;
 use shared::allocate::settings::{FALLBACK_TIMEOUT, LedgerTarget};
-use shared::allocate::{self, AllocateSettings, Incoming, Reply};
+use shared::allocate::{self, AllocateSettings, Incoming, JobQueue, Reply};
 use shared::apply::Deadline;
 use shared::arcgis::Client;
 use shared::config::Config;
@@ -29,6 +30,7 @@ pub struct State {
     config: Config,
     settings: AllocateSettings,
     ledger: Ledger,
+    queue: Option<JobQueue>,
     arcgis: ArcgisSource,
 }
 
@@ -52,11 +54,21 @@ impl State {
                 Ledger::memory()
             }
         };
+        let queue = match &settings.queue_url {
+            Some(url) => Some(JobQueue::sqs_from_env(url.clone()).await),
+            None => {
+                tracing::warn!(
+                    "ALLOCATION_QUEUE_URL unset: every request is answered synchronously, however long it takes"
+                );
+                None
+            }
+        };
         let arcgis = ArcgisSource::from_config(&config).await;
         Ok(State {
             config,
             settings,
             ledger,
+            queue,
             arcgis,
         })
     }
@@ -69,7 +81,14 @@ impl State {
 
 /// The invocation handler: every outcome is an HTTP response, so it cannot fail.
 pub async fn handle(state: &State, request: Request) -> Result<Response<Body>, Infallible> {
-    let reply = respond(&state.settings, &state.ledger, &request, state.client()).await;
+    let reply = respond(
+        &state.settings,
+        &state.ledger,
+        state.queue.as_ref(),
+        &request,
+        state.client(),
+    )
+    .await;
     if reply.credentials_rejected {
         tracing::warn!("ArcGIS rejected the credentials: the secret will be read again on the next call");
         state.arcgis.forget_credentials();
@@ -78,7 +97,13 @@ pub async fn handle(state: &State, request: Request) -> Result<Response<Body>, I
 }
 
 /// Runs the allocator on one API Gateway request (tests call this with their own client).
-pub async fn respond<F, E>(settings: &AllocateSettings, ledger: &Ledger, request: &Request, connect: F) -> Reply
+pub async fn respond<F, E>(
+    settings: &AllocateSettings,
+    ledger: &Ledger,
+    queue: Option<&JobQueue>,
+    request: &Request,
+    connect: F,
+) -> Reply
 where
     F: Future<Output = Result<Client, E>>,
     E: fmt::Display,
@@ -94,9 +119,10 @@ where
         caller: parts.caller.clone(),
         request_id: &parts.request_id,
         body: request.body().as_ref(),
+        respond_async: parts.respond_async,
         deadline: Deadline::from_context(deadline_ms, now, FALLBACK_TIMEOUT),
     };
-    allocate::handle(settings, ledger, &incoming, connect).await
+    allocate::handle(settings, ledger, queue, &incoming, connect).await
 }
 
 /// What allocate reads from an API Gateway request, owned.
@@ -114,6 +140,8 @@ pub struct RequestParts {
     pub caller: Option<Caller>,
     /// API Gateway's request id (what clients see as `apigw-requestid`), else Lambda's.
     pub request_id: String,
+    /// `Prefer: respond-async` (RFC 7240): the caller wants a 202 and a job to poll.
+    pub respond_async: bool,
 }
 
 /// The caller from the authorizer context: for IAM the principal id (`userId`, `AROA…:session`
@@ -176,6 +204,13 @@ impl RequestParts {
             idempotency_key: header(headers, "idempotency-key"),
             caller: context.and_then(caller),
             request_id,
+            respond_async: headers.get_all("prefer").iter().any(|v| {
+                String::from_utf8_lossy(v.as_bytes()).split(',').any(|p| {
+                    p.split(';')
+                        .next()
+                        .is_some_and(|t| t.trim().eq_ignore_ascii_case(RESPOND_ASYNC))
+                })
+            }),
         }
     }
 }
@@ -259,8 +294,22 @@ mod tests {
                     issuer: None,
                 }),
                 request_id: "CZB6jhN0joEEMsw=".into(),
+                respond_async: false,
             }
         );
+    }
+
+    #[test]
+    fn prefer_respond_async_is_read_among_other_preferences() {
+        let mut req = request(IAM);
+        req.headers_mut().insert(
+            "prefer",
+            HeaderValue::from_static("return=minimal, Respond-Async; wait=5"),
+        );
+        assert!(RequestParts::from_request(&req).respond_async);
+        req.headers_mut()
+            .insert("prefer", HeaderValue::from_static("return=respond-async"));
+        assert!(!RequestParts::from_request(&req).respond_async);
     }
 
     #[test]
@@ -343,7 +392,7 @@ mod tests {
         };
 
         // The fixture as sent: a dry run. It neither claims the key nor writes anything.
-        let reply = respond(&allocator, &ledger, &request(IAM), connect()).await;
+        let reply = respond(&allocator, &ledger, None, &request(IAM), connect()).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body["dry_run"], true);
         assert_eq!(reply.body["members"][0]["status"], "would_assign");
@@ -372,7 +421,7 @@ mod tests {
         let mut keyless = with_body(request(IAM), apply_body);
         keyless.headers_mut().remove("idempotency-key");
         let requests_before = sim.total_requests();
-        let reply = respond(&allocator, &ledger, &keyless, connect()).await;
+        let reply = respond(&allocator, &ledger, None, &keyless, connect()).await;
         assert_eq!(reply.status, 400, "{}", reply.body);
         assert_eq!(reply.body["code"], "invalid_request");
         assert!(
@@ -389,8 +438,16 @@ mod tests {
 
         // With the fixture's key: applied.
         let org_before = Credits::from_f64(sim.org().available_credits).unwrap();
-        let response =
-            into_response(respond(&allocator, &ledger, &with_body(request(IAM), apply_body), connect()).await);
+        let response = into_response(
+            respond(
+                &allocator,
+                &ledger,
+                None,
+                &with_body(request(IAM), apply_body),
+                connect(),
+            )
+            .await,
+        );
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
         assert!(response.headers().get(allocate::REPLAY_HEADER).is_none());
@@ -485,7 +542,14 @@ mod tests {
         );
 
         // A retry with the same key and body is a replay: the same answer, nothing sent again.
-        let replay = respond(&allocator, &ledger, &with_body(request(IAM), apply_body), connect()).await;
+        let replay = respond(
+            &allocator,
+            &ledger,
+            None,
+            &with_body(request(IAM), apply_body),
+            connect(),
+        )
+        .await;
         assert_eq!(replay.status, 200, "{}", replay.body);
         assert!(
             replay.headers.contains(&(allocate::REPLAY_HEADER, "true".to_owned())),
@@ -497,6 +561,7 @@ mod tests {
         let reused = respond(
             &allocator,
             &ledger,
+            None,
             &with_body(
                 request(IAM),
                 r#"{"allocations":[{"username":"jdoe","top_up_to":900}],"reason":"ticket CS-42"}"#,
@@ -510,7 +575,7 @@ mod tests {
         // Another caller's same key is a fresh request of its own: planned anew (jdoe already
         // has 700 available, so nothing to change), never alice's replay.
         let jwt = with_key(with_body(request(JWT), apply_body), KEY);
-        let other = respond(&allocator, &ledger, &jwt, connect()).await;
+        let other = respond(&allocator, &ledger, None, &jwt, connect()).await;
         assert_eq!(other.status, 200, "{}", other.body);
         assert!(!other.headers.iter().any(|(name, _)| *name == allocate::REPLAY_HEADER));
         assert_eq!(other.body["caller_identity"]["kind"], "jwt");
@@ -526,7 +591,7 @@ mod tests {
     async fn an_anonymous_fixture_is_refused_before_anything_is_read() {
         let sim = sim().await;
         let ledger = Ledger::memory();
-        let reply = respond(&allocator(&[]), &ledger, &request(ANONYMOUS), async {
+        let reply = respond(&allocator(&[]), &ledger, None, &request(ANONYMOUS), async {
             Ok::<_, ConnectError>(client(&sim))
         })
         .await;
@@ -541,7 +606,7 @@ mod tests {
         // The local-only switch lets it through under a fixed caller name, but a change still
         // needs an Idempotency-Key (the fixture as sent has none): refused before any read.
         let local = allocator(&[("ALLOW_UNAUTHENTICATED", "true")]);
-        let reply = respond(&local, &ledger, &request(ANONYMOUS), async {
+        let reply = respond(&local, &ledger, None, &request(ANONYMOUS), async {
             Ok::<_, ConnectError>(client(&sim))
         })
         .await;
@@ -564,7 +629,10 @@ mod tests {
             request(ANONYMOUS),
             r#"{"allocations":[{"username":"jdoe","set":500}],"dry_run":true}"#,
         );
-        let reply = respond(&local, &ledger, &req, async { Ok::<_, ConnectError>(client(&sim)) }).await;
+        let reply = respond(&local, &ledger, None, &req, async {
+            Ok::<_, ConnectError>(client(&sim))
+        })
+        .await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body["caller"], "unauthenticated-local");
         assert_eq!(reply.body["caller_identity"]["kind"], "local");

@@ -12,11 +12,17 @@
 //!    against every guardrail, journaled, sent, read back, audited; replayed or resumed on a
 //!    retry with the same key. Its refusals map to 403, 409, 422, 502, 503 here.
 //!
+//! 5. a request too large to finish inside API Gateway's 30 seconds (more members than
+//!    `ASYNC_ABOVE_MEMBERS`, `Prefer: respond-async`, or a synchronous attempt that ran out of
+//!    time) is answered 202 with a job id and applied in the background ([`jobs`]);
+//!    `GET /allocations/{job_id}` answers where it stands.
+//!
 //! The reply's members and statuses are described in [`reply`].
 
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod jobs;
 pub mod reply;
 pub mod settings;
 
@@ -24,12 +30,14 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
+use crate::apply::Unfinished;
 use crate::apply::{self, Applied, ApplyError, Deadline, Job, Who};
 use crate::arcgis::{self, Client};
 use crate::credits::plan::Breach;
 use crate::ledger::{Caller, Ledger, Scope};
 
 pub use body::{AllocationBody, Problem};
+pub use jobs::JobQueue;
 pub use settings::{AllocateSettings, Anonymous};
 
 /// The one route this function serves.
@@ -59,6 +67,8 @@ pub struct Incoming<'a> {
     pub request_id: &'a str,
     /// The raw body.
     pub body: &'a [u8],
+    /// `Prefer: respond-async`: answer 202 and apply in the background whatever the size.
+    pub respond_async: bool,
     /// When the invocation must be done.
     pub deadline: Deadline,
 }
@@ -91,18 +101,38 @@ impl Reply {
 /// Why a request was answered without applying anything. Each maps to one status code.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocateError {
-    /// Another path than [`ROUTE`].
-    #[error("no such resource: {path}; the API is POST {ROUTE}")]
+    /// Another path than [`ROUTE`] or a job's.
+    #[error("no such resource: {path}; the API is POST {ROUTE} and GET {ROUTE}/{{job_id}}")]
     NotFound {
         /// The path asked for (truncated).
         path: String,
     },
-    /// Another method than POST.
-    #[error("method {method} is not allowed on {ROUTE}; use POST")]
+    /// Another method than the resource's.
+    #[error("method {method} is not allowed here; use {allow}")]
     MethodNotAllowed {
         /// The method used.
         method: String,
+        /// The method the resource takes.
+        allow: &'static str,
     },
+    /// No job with this id for this caller.
+    #[error(
+        "no allocation job {id} for this caller: use the job_id of a 202 answer, with the identity \
+         that sent the request (jobs are kept for 35 days)"
+    )]
+    NoSuchJob {
+        /// The id asked for (truncated).
+        id: String,
+    },
+    /// The queue refused the job.
+    #[error(
+        "the allocation could not be queued ({0}); nothing was changed: send the same request again with \
+         the same Idempotency-Key"
+    )]
+    Queue(String),
+    /// A job record cannot be read.
+    #[error("the allocation job's record cannot be read ({0}); check the ledger item REQ#<job_id>/JOB")]
+    JobUnreadable(String),
     /// No caller identity in the request context.
     #[error(
         "no authenticated caller: call {ROUTE} through the API with IAM (SigV4) or JWT \
@@ -142,7 +172,9 @@ impl AllocateError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> u16 {
         match self {
-            AllocateError::NotFound { .. } => 404,
+            AllocateError::NotFound { .. } | AllocateError::NoSuchJob { .. } => 404,
+            AllocateError::Queue(_) => 503,
+            AllocateError::JobUnreadable(_) => 500,
             AllocateError::MethodNotAllowed { .. } => 405,
             AllocateError::Unauthenticated => 401,
             AllocateError::PayloadTooLarge { .. } => 413,
@@ -167,6 +199,9 @@ impl AllocateError {
     pub fn code(&self) -> &'static str {
         match self {
             AllocateError::NotFound { .. } => "not_found",
+            AllocateError::NoSuchJob { .. } => "no_such_job",
+            AllocateError::Queue(_) => "allocation_queue_unavailable",
+            AllocateError::JobUnreadable(_) => "job_unreadable",
             AllocateError::MethodNotAllowed { .. } => "method_not_allowed",
             AllocateError::Unauthenticated => "unauthenticated",
             AllocateError::PayloadTooLarge { .. } => "payload_too_large",
@@ -204,7 +239,8 @@ impl AllocateError {
         let until = match self {
             AllocateError::Apply(ApplyError::InProgress { lease_until }) => *lease_until,
             AllocateError::Apply(ApplyError::Busy { until }) => *until,
-            AllocateError::Apply(ApplyError::OutOfTime | ApplyError::Ledger(_) | ApplyError::Unsettled(_)) => {
+            AllocateError::Queue(_)
+            | AllocateError::Apply(ApplyError::OutOfTime | ApplyError::Ledger(_) | ApplyError::Unsettled(_)) => {
                 return Some(1);
             }
             _ => return None,
@@ -223,8 +259,8 @@ impl AllocateError {
                 "request_id": request_id,
             }),
         );
-        if let AllocateError::MethodNotAllowed { .. } = self {
-            reply.headers.push(("allow", "POST".into()));
+        if let AllocateError::MethodNotAllowed { allow, .. } = self {
+            reply.headers.push(("allow", (*allow).into()));
         }
         if let Some(secs) = self.retry_after() {
             reply.headers.push(("retry-after", secs.to_string()));
@@ -253,13 +289,19 @@ fn is_sign_in(e: &arcgis::Error) -> bool {
 /// once the request passed validation (a malformed request never costs a Secrets Manager
 /// read). A future rather than an async closure keeps the handler's future `Send` for the
 /// Lambda runtime.
-pub async fn handle<F, E>(settings: &AllocateSettings, ledger: &Ledger, incoming: &Incoming<'_>, connect: F) -> Reply
+pub async fn handle<F, E>(
+    settings: &AllocateSettings,
+    ledger: &Ledger,
+    queue: Option<&JobQueue>,
+    incoming: &Incoming<'_>,
+    connect: F,
+) -> Reply
 where
     F: Future<Output = Result<Client, E>>,
     E: fmt::Display,
 {
     let ledger_before = ledger.requests_made();
-    let reply = match run(settings, ledger, incoming, connect).await {
+    let reply = match run(settings, ledger, queue, incoming, connect).await {
         Ok(reply) => reply,
         Err(e) => {
             tracing::warn!(
@@ -300,6 +342,7 @@ fn caller(settings: &AllocateSettings, incoming: &Incoming<'_>) -> Result<Caller
 async fn run<F, E>(
     settings: &AllocateSettings,
     ledger: &Ledger,
+    queue: Option<&JobQueue>,
     incoming: &Incoming<'_>,
     connect: F,
 ) -> Result<Reply, AllocateError>
@@ -308,15 +351,24 @@ where
     E: fmt::Display,
 {
     let path = incoming.path.strip_suffix('/').unwrap_or(incoming.path);
+    let not_allowed = |allow| AllocateError::MethodNotAllowed {
+        method: incoming.method.chars().take(20).collect(),
+        allow,
+    };
+    if let Some(id) = path.strip_prefix(ROUTE).and_then(|rest| rest.strip_prefix('/')) {
+        if !incoming.method.eq_ignore_ascii_case("GET") {
+            return Err(not_allowed("GET"));
+        }
+        let caller = caller(settings, incoming)?;
+        return jobs::status(ledger, &caller, id).await;
+    }
     if path != ROUTE {
         return Err(AllocateError::NotFound {
             path: incoming.path.chars().take(100).collect(),
         });
     }
     if !incoming.method.eq_ignore_ascii_case("POST") {
-        return Err(AllocateError::MethodNotAllowed {
-            method: incoming.method.chars().take(20).collect(),
-        });
+        return Err(not_allowed("POST"));
     }
     let caller = caller(settings, incoming)?;
     if incoming.body.len() > body::MAX_BODY_BYTES {
@@ -356,8 +408,35 @@ where
     if !problems.is_empty() {
         return Err(AllocateError::Invalid { problems });
     }
+    let key = incoming.idempotency_key.unwrap_or_default();
+    let scope = Scope::of_key(caller.authority(), &caller.principal_id, key);
+    let body_hash = apply::body_hash(incoming.body);
+    let named = match &request.ask {
+        apply::Ask::Explicit(requests) => requests.len(),
+        apply::Ask::CriticalPolicy { .. } => 0,
+    };
+    let why = if incoming.respond_async {
+        Some("asked for with Prefer: respond-async")
+    } else if named > settings.async_above {
+        Some("more members than one call can be sure to finish in time")
+    } else {
+        None
+    };
+    let hand_over = |why, partial| jobs::Accepted {
+        scope: scope.clone(),
+        caller: caller.clone(),
+        request_id: incoming.request_id,
+        body: incoming.body,
+        body_hash: body_hash.clone(),
+        why,
+        partial,
+    };
+    if let (Some(queue), Some(why), false) = (queue, why, request.dry_run) {
+        // Nothing is read from ArcGIS here: the worker does all of it.
+        return jobs::accept(ledger, queue, hand_over(why, None)).await;
+    }
     let who = Who {
-        caller,
+        caller: caller.clone(),
         request_id: incoming.request_id.to_owned(),
         reason: request.reason.clone(),
         source: AUDIT_SOURCE,
@@ -374,19 +453,33 @@ where
         return Ok(Reply::json(status, body));
     }
 
-    let key = incoming.idempotency_key.unwrap_or_default();
     let job = Job {
         client: &client,
         ledger,
-        scope: Scope::of_key(who.caller.authority(), &who.caller.principal_id, key),
-        body_hash: apply::body_hash(incoming.body),
+        scope: scope.clone(),
+        body_hash: body_hash.clone(),
         ask: &request.ask,
         who,
         deadline: incoming.deadline,
     };
-    let (record, replayed) = match settings.applier.apply(&job).await? {
-        Applied::Replayed(record) => (record, true),
-        Applied::Applied(record) => (record, false),
+    let (record, replayed) = match (settings.applier.apply(&job).await, queue) {
+        (Ok(Applied::Replayed(record)), _) => (record, true),
+        // What this call could not finish in time goes on in the background.
+        (Ok(Applied::Applied(record)), Some(queue))
+            if matches!(
+                record.meta.unfinished,
+                Some(Unfinished::OutOfTime | Unfinished::Unobserved)
+            ) =>
+        {
+            let why = "this call ran out of time with changes left; what it applied is under partial";
+            return jobs::accept(ledger, queue, hand_over(why, Some(&record))).await;
+        }
+        (Ok(Applied::Applied(record)), _) => (record, false),
+        (Err(ApplyError::OutOfTime), Some(queue)) => {
+            let why = "this call ran out of time before changing anything";
+            return jobs::accept(ledger, queue, hand_over(why, None)).await;
+        }
+        (Err(e), _) => return Err(e.into()),
     };
     let (status, body) = reply::render(&record, false);
     let mut reply = Reply::json(status, body);

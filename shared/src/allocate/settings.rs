@@ -43,6 +43,11 @@ pub struct AllocateSettings {
     pub anonymous: Anonymous,
     /// The ledger.
     pub ledger: LedgerTarget,
+    /// The queue of allocation jobs (`ALLOCATION_QUEUE_URL`); without one every request is
+    /// answered synchronously.
+    pub queue_url: Option<String>,
+    /// Requests naming more members than this go to the queue.
+    pub async_above: usize,
 }
 
 impl AllocateSettings {
@@ -81,6 +86,8 @@ impl AllocateSettings {
             thresholds,
             anonymous,
             ledger,
+            queue_url: config.allocation_queue_url.clone(),
+            async_above: config.async_above_members,
         })
     }
 }

@@ -12,9 +12,9 @@ use serde_json::Value;
 use super::alerts::{self, AlertState, StagedAlerts, StoredShard};
 use super::requests::{Claim, REQUEST_RETENTION, grant_sort_key, page_sort_key, window_start_key};
 use super::{
-    ALERT_PK, Appended, AuditEntry, AuditIntent, BUDGET_PK, COMMIT_RETENTION, HEAD_SK, HeadUpdate, LOCK_PK, LOCK_SK,
-    LedgerError, LockAttempt, LockHolder, MEMBERS_SK, ORG_PK, PENDING_SK, RUN_RETENTION, RequestClaim, RequestHead,
-    RequestStatus, RunClaim, RunStatus, Scope, StoredRequest, request_pk, run_pk,
+    ALERT_PK, Appended, AuditEntry, AuditIntent, BUDGET_PK, COMMIT_RETENTION, HEAD_SK, HeadUpdate, JOB_SK, LOCK_PK,
+    LOCK_SK, LedgerError, LockAttempt, LockHolder, MEMBERS_SK, ORG_PK, PENDING_SK, RUN_RETENTION, RequestClaim,
+    RequestHead, RequestStatus, RunClaim, RunStatus, Scope, StoredRequest, request_pk, run_pk,
 };
 use crate::credits::amount::Credits;
 
@@ -39,6 +39,7 @@ enum Record {
         expires_at: Option<DateTime<Utc>>,
     },
     Page(Value),
+    Job(Value),
     Lock(LockHolder),
     Pending(std::collections::BTreeSet<String>),
     Grant(Credits),
@@ -346,6 +347,19 @@ impl MemoryLedger {
             items.insert((pk.clone(), page_sort_key(*index)), Record::Page(page.clone()));
         }
         Ok(())
+    }
+
+    pub(super) fn put_job(&self, scope: &Scope, job: &Value) -> Result<(), LedgerError> {
+        self.lock()
+            .insert((request_pk(scope), JOB_SK.to_owned()), Record::Job(job.clone()));
+        Ok(())
+    }
+
+    pub(super) fn job(&self, scope: &Scope) -> Result<Option<Value>, LedgerError> {
+        Ok(match self.lock().get(&(request_pk(scope), JOB_SK.to_owned())) {
+            Some(Record::Job(job)) => Some(job.clone()),
+            _ => None,
+        })
     }
 
     pub(super) fn load_request(&self, scope: &Scope) -> Result<Option<StoredRequest>, LedgerError> {

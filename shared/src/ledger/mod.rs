@@ -243,6 +243,7 @@ const LOCK_SK: &str = "ALLOCATIONS";
 const PENDING_SK: &str = "PENDING";
 const BUDGET_PK: &str = "BUDGET";
 const HEAD_SK: &str = "HEAD";
+const JOB_SK: &str = "JOB";
 
 fn request_pk(scope: &Scope) -> String {
     format!("REQ#{}", scope.as_str())
@@ -385,6 +386,24 @@ impl Ledger {
         match self {
             Ledger::Dynamo(d) => d.put_pages(scope, pages, now).await,
             Ledger::Memory(m) => m.put_pages(scope, pages),
+        }
+    }
+
+    /// Records what a queued request's job is (who queued it, its last attempt): the state an
+    /// asynchronous caller polls for, next to the request's head in its partition. Kept for
+    /// as long as the journal.
+    pub async fn put_job(&self, scope: &Scope, job: &serde_json::Value, now: DateTime<Utc>) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.put_job(scope, job, now).await,
+            Ledger::Memory(m) => m.put_job(scope, job),
+        }
+    }
+
+    /// The job record of request `scope`, if it was ever queued (consistent read).
+    pub async fn job(&self, scope: &Scope) -> Result<Option<serde_json::Value>, LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.job(scope).await,
+            Ledger::Memory(m) => m.job(scope),
         }
     }
 

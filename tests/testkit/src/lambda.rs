@@ -74,7 +74,7 @@ pub fn binaries(profile: Profile) -> &'static Path {
 }
 
 /// The function packages (and binary names) of the workspace.
-pub const FUNCTIONS: &[&str] = &["scan-credits", "allocate", "monthly-report"];
+pub const FUNCTIONS: &[&str] = &["scan-credits", "allocate", "allocation-jobs", "monthly-report"];
 
 /// A running Runtime API emulator. Stops when dropped.
 pub struct RuntimeEmulator {

@@ -19,7 +19,7 @@ use crate::ledger::requests::{
     GRANT_RETENTION, JOURNAL_RETENTION, REQUEST_RETENTION, grant_sort_key, page_sort_key, window_start_key,
 };
 use crate::ledger::{
-    BUDGET_PK, Claim, HEAD_SK, HeadUpdate, LOCK_PK, LOCK_SK, LedgerError, LockAttempt, LockHolder, PENDING_SK,
+    BUDGET_PK, Claim, HEAD_SK, HeadUpdate, JOB_SK, LOCK_PK, LOCK_SK, LedgerError, LockAttempt, LockHolder, PENDING_SK,
     RequestClaim, RequestHead, RequestStatus, Scope, StoredRequest, request_pk,
 };
 
@@ -281,6 +281,45 @@ impl DynamoLedger {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
+    }
+
+    pub(in crate::ledger) async fn put_job(
+        &self,
+        scope: &Scope,
+        job: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(request_pk(scope)))
+            .item("sk", s(JOB_SK))
+            .item("job", s(job.to_string()))
+            .item("expires_at", n((now + JOURNAL_RETENTION).timestamp()))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("put_job", &e))?;
+        Ok(())
+    }
+
+    pub(in crate::ledger) async fn job(&self, scope: &Scope) -> Result<Option<serde_json::Value>, LedgerError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(request_pk(scope)))
+            .key("sk", s(JOB_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("job", &e))?;
+        let Some(item) = got.item else {
+            return Ok(None);
+        };
+        let r = self.reader(&item, "job");
+        r.json("job")?
+            .map(Some)
+            .ok_or_else(|| r.malformed("attribute job is missing".into()))
     }
 
     pub(in crate::ledger) async fn load_request(&self, scope: &Scope) -> Result<Option<StoredRequest>, LedgerError> {
