@@ -4,7 +4,7 @@
 //! `scripts/render-report.sh` screenshots the HTML in headless Chromium to check the chart.
 //!
 //! ```sh
-//! cargo run -p shared --example render-report -- target/render-report/credits.html [MEMBERS]
+//! cargo run -p shared --example render-report -- target/render-report/credits.html [MEMBERS] [en|fr]
 //! ```
 
 use std::path::PathBuf;
@@ -12,13 +12,14 @@ use std::process::ExitCode;
 
 use chrono::{TimeZone, Utc};
 use shared::credits::usage::BucketLabel;
+use shared::i18n::Lang;
 use shared::monthly::{BalanceSnapshot, Month, MonthlyReport, ReportInputs, SourceKind, render, source};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(out) = args.next().map(PathBuf::from) else {
-        eprintln!("usage: render-report <out.html> [members]");
+        eprintln!("usage: render-report <out.html> [members] [en|fr]");
         return ExitCode::from(2);
     };
     let members = match args.next().map(|m| m.parse::<usize>()) {
@@ -29,7 +30,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match render(&out, members).await {
+    let lang = match args.next().map(|l| l.parse::<Lang>()) {
+        None => Lang::En,
+        Some(Ok(lang)) => lang,
+        Some(Err(e)) => {
+            eprintln!("language: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match render(&out, members, lang).await {
         Ok(()) => {
             println!("{}", out.display());
             ExitCode::SUCCESS
@@ -41,7 +50,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn render(out: &std::path::Path, members: usize) -> Result<(), Box<dyn std::error::Error>> {
+async fn render(out: &std::path::Path, members: usize, lang: Lang) -> Result<(), Box<dyn std::error::Error>> {
     let sim = testkit::arcgis::sim_with(members, 7).await;
     let client = testkit::arcgis::admin_client(&sim);
     let month: Month = "2026-10".parse()?;
@@ -66,8 +75,8 @@ async fn render(out: &std::path::Path, members: usize) -> Result<(), Box<dyn std
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(out, render::html(&report))?;
-    std::fs::write(out.with_extension("csv"), render::csv(&report)?)?;
+    std::fs::write(out, render::html(&report, lang))?;
+    std::fs::write(out.with_extension("csv"), render::csv(&report, lang)?)?;
     std::fs::write(out.with_extension("json"), render::json(&report)?)?;
     Ok(())
 }

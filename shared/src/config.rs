@@ -23,6 +23,7 @@ use crate::credits::amount::Credits;
 use crate::credits::percent::Percent;
 use crate::credits::plan::Guardrails;
 use crate::credits::usage::BucketLabel;
+use crate::i18n::Lang;
 use crate::secrets::ArcgisSecret;
 
 /// Validated settings for the credit-steward functions.
@@ -87,6 +88,9 @@ pub struct Config {
     /// usage timestamp names, unverified for ArcGIS (docs/arcgis.md, "Usage buckets"); read by
     /// the scan's forecast and the monthly report.
     pub usage_bucket_label: BucketLabel,
+    /// `LANGUAGE` (`en` | `fr`, default `en`): the language of the emails and reports people
+    /// read; a scheduled run's Input may override it.
+    pub language: Lang,
 }
 
 /// The allocation guardrails as configured (see `credits::plan::Guardrails`).
@@ -165,6 +169,7 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("KEEP_REPORT_ITEMS", &["monthly-report"]),
     ("REPORT_TOP_N", &["monthly-report"]),
     ("USAGE_BUCKET_LABEL", &["scan-credits", "monthly-report"]),
+    ("LANGUAGE", &["scan-credits", "monthly-report"]),
 ];
 
 const ALL: &[&str] = &["scan-credits", "allocate", "allocation-jobs", "monthly-report"];
@@ -274,6 +279,13 @@ impl Config {
                 BucketLabel::default()
             }),
         };
+        let language = match env.get("LANGUAGE") {
+            None => Lang::default(),
+            Some(v) => v.parse().unwrap_or_else(|e| {
+                env.problem("LANGUAGE", e);
+                Lang::default()
+            }),
+        };
 
         if !env.problems.is_empty() {
             return Err(ConfigError { problems: env.problems });
@@ -306,6 +318,7 @@ impl Config {
             keep_report_items,
             report_top_n,
             usage_bucket_label,
+            language,
         })
     }
 
@@ -471,8 +484,10 @@ mod tests {
             ("REPORT_SOURCE", "report-item"),
             ("KEEP_REPORT_ITEMS", "true"),
             ("USAGE_BUCKET_LABEL", "end"),
+            ("LANGUAGE", "FR"),
         ])
         .unwrap();
+        assert_eq!(c.language, Lang::Fr);
         assert_eq!(c.auto_top_up_to, Some(Credits::whole(200)));
         assert_eq!(
             c.guardrails,
@@ -492,6 +507,7 @@ mod tests {
             (None, false, ReportSource::Usage)
         );
         assert_eq!(d.usage_bucket_label, BucketLabel::Start);
+        assert_eq!(d.language, Lang::En);
         let err = config(&[
             ("ARCGIS_SECRET_ID", "s"),
             ("AUTO_TOP_UP_TO", "0"),
@@ -499,6 +515,7 @@ mod tests {
             ("REPORT_SOURCE", "csv"),
             ("ORG_RESERVE_CREDITS", "-1"),
             ("USAGE_BUCKET_LABEL", "middle"),
+            ("LANGUAGE", "español"),
         ])
         .unwrap_err();
         let vars: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
@@ -509,9 +526,11 @@ mod tests {
                 "ORG_RESERVE_CREDITS",
                 "ALLOW_UNAUTHENTICATED",
                 "REPORT_SOURCE",
-                "USAGE_BUCKET_LABEL"
+                "USAGE_BUCKET_LABEL",
+                "LANGUAGE"
             ]
         );
+        assert!(err.to_string().contains("LANGUAGE: 'español' is not en or fr"), "{err}");
         assert!(
             err.to_string()
                 .contains("USAGE_BUCKET_LABEL: 'middle' is not start or end"),

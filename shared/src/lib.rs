@@ -17,6 +17,7 @@
 //!   S3, mail the admin contacts once per month.
 //! - [`scan`]: scan-credits' workflow: classify, alert once per crossing, optional top-up.
 //! - [`startup`]: why a function refuses to start, said once and readably.
+//! - [`i18n`]: the message catalogue (English, French) and local number and date formats.
 //! - [`member_text`]: text members wrote themselves (full names), made safe to show.
 //! - [`telemetry`]: one CloudWatch Embedded Metric Format line per run.
 
@@ -26,6 +27,7 @@ pub mod arcgis;
 pub mod config;
 pub mod connect;
 pub mod credits;
+pub mod i18n;
 pub mod ledger;
 pub mod member_text;
 pub mod monthly;

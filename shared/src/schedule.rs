@@ -15,11 +15,18 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::credits::percent::Percent;
+use crate::i18n::Lang;
 
 /// Keys scan-credits' `Input` accepts (the SAM template is checked against this list).
-pub const SCAN_INPUT_KEYS: &[&str] = &["dry_run", "critical_percent", "warning_percent", "scheduled_time"];
+pub const SCAN_INPUT_KEYS: &[&str] = &[
+    "dry_run",
+    "critical_percent",
+    "warning_percent",
+    "scheduled_time",
+    "language",
+];
 /// Keys monthly-report's `Input` accepts.
-pub const REPORT_INPUT_KEYS: &[&str] = &["month", "scheduled_time"];
+pub const REPORT_INPUT_KEYS: &[&str] = &["month", "scheduled_time", "language"];
 
 /// scan-credits' input: everything optional, so `{}` is a normal daily scan.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -33,6 +40,8 @@ pub struct ScanInput {
     pub warning_percent: Option<Percent>,
     /// When the schedule fired (Scheduler context attribute `<aws.scheduler.scheduled-time>`).
     pub scheduled_time: Option<DateTime<Utc>>,
+    /// Overrides `LANGUAGE` for this run's email (`en` or `fr`).
+    pub language: Option<Lang>,
 }
 
 /// monthly-report's input.
@@ -43,6 +52,8 @@ pub struct ReportInput {
     pub month: Option<String>,
     /// When the schedule fired.
     pub scheduled_time: Option<DateTime<Utc>>,
+    /// Overrides `LANGUAGE` for this run's report and email (`en` or `fr`).
+    pub language: Option<Lang>,
 }
 
 /// Inputs that may carry the schedule time themselves.
@@ -236,5 +247,18 @@ mod tests {
         assert!(e.starts_with("scheduled_time 'tomorrow'"), "{e}");
         let r: ScheduledRun<ReportInput> = decode(json!({"month": "2026-10"})).unwrap();
         assert_eq!(r.input.month.as_deref(), Some("2026-10"));
+        let e = decode::<ScanInput>(json!({"language": "de"})).unwrap_err().to_string();
+        assert!(e.contains("'de' is not en or fr"), "{e}");
+    }
+
+    #[test]
+    fn a_run_may_name_its_language_and_old_inputs_still_decode() {
+        let r: ScheduledRun<ScanInput> = decode(json!({"language": "fr", "dry_run": true})).unwrap();
+        assert_eq!(r.input.language, Some(Lang::Fr));
+        let r: ScheduledRun<ReportInput> = decode(json!({"month": "2026-10", "language": "en"})).unwrap();
+        assert_eq!(r.input.language, Some(Lang::En));
+        let old: ScheduledRun<ScanInput> =
+            decode(json!({"dry_run": false, "scheduled_time": "2026-11-26T06:00:00Z"})).unwrap();
+        assert_eq!(old.input.language, None);
     }
 }

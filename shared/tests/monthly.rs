@@ -99,6 +99,7 @@ fn settings(source: ReportSource, keep_report_items: bool, store: &ReportStore, 
         top_n: 5,
         notify_channel: NotifyChannel::Email,
         bucket_label: BucketLabel::Start,
+        language: shared::i18n::Lang::En,
     }
 }
 

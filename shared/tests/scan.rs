@@ -109,13 +109,27 @@ fn names(list: &[shared::scan::FlaggedMember]) -> BTreeSet<String> {
 }
 
 /// The member lines of an email: `- <username> (<full name>): ...` or `- <username>: ...`.
+/// The usernames of the members an email lists (`- Full Name (username): …` or
+/// `- username: …`).
 fn named_in(message: &str) -> BTreeSet<String> {
     message
         .lines()
         .filter_map(|l| l.strip_prefix("- "))
-        .filter_map(|l| l.split([' ', ':']).next())
-        .map(str::to_owned)
+        .filter_map(|l| l.split(": ").next())
+        .map(|head| match head.rsplit_once(" (") {
+            Some((_, username)) => username.trim_end_matches(')').to_owned(),
+            None => head.to_owned(),
+        })
         .collect()
+}
+
+/// "12 critical (12 new)", or "0 critical" when there is nothing new.
+fn level_text(level: &str, count: usize, new: usize) -> String {
+    if new == 0 {
+        format!("{count} {level}")
+    } else {
+        format!("{count} {level} ({new} new)")
+    }
 }
 
 fn envelope_fault(endpoint: &str) -> Faults {
@@ -149,7 +163,7 @@ fn consume(sim: &SimHandle, username: &str, credits: f64) {
 }
 
 #[tokio::test]
-async fn flags_the_critical_and_warning_sets_and_emails_everyone_flagged_once() {
+async fn flags_the_critical_and_warning_sets_and_emails_the_most_urgent_once() {
     let sim = sim(300).await;
     let ledger = Ledger::memory();
     let config = config(&[]);
@@ -180,26 +194,41 @@ async fn flags_the_critical_and_warning_sets_and_emails_everyone_flagged_once() 
     assert!(s.critical.iter().any(|m| m.days_until_empty.is_some()));
     assert_eq!(s.arcgis_requests, sim.total_requests());
 
-    // One email, to the org's administrative contacts, naming every flagged member.
+    // One email, to the org's administrative contacts: the totals, and the most urgent
+    // members by name (critical first, in the summary's order).
     let sent = sim.notifications();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].users, sim.org().contacts);
     assert_eq!(sent[0].channel, "email");
-    assert_eq!(
-        sent[0].subject,
-        format!(
-            "ArcGIS Online credits: {} critical, {} warning",
-            critical.len(),
-            warning.len()
-        )
+    assert!(
+        sent[0].subject.starts_with(&format!(
+            "ArcGIS Online credits: {}, {} · org ",
+            level_text("critical", critical.len(), critical.len()),
+            level_text("warning", warning.len(), warning.len())
+        )),
+        "{}",
+        sent[0].subject
     );
+    let most_urgent: BTreeSet<String> = s
+        .critical
+        .iter()
+        .chain(&s.warning)
+        .take(shared::scan::email::EMAIL_MOST_URGENT)
+        .map(|m| m.username.clone())
+        .collect();
+    assert_eq!(named_in(&sent[0].message), most_urgent);
     let everyone: BTreeSet<String> = critical.union(&warning).cloned().collect();
-    assert_eq!(named_in(&sent[0].message), everyone);
+    assert!(
+        sent[0]
+            .message
+            .contains(&format!("Most urgent ({} of {}):", most_urgent.len(), everyone.len())),
+        "{}",
+        sent[0].message
+    );
     assert_eq!(s.recipients_notified, sim.org().contacts);
-    let skipped = s.skipped.by_reason.values().flat_map(|g| &g.usernames).next();
-    if let Some(u) = skipped {
+    for u in s.skipped.by_reason.values().flat_map(|g| &g.usernames) {
         assert!(
-            !sent[0].message.contains(&format!("- {u} ")),
+            !named_in(&sent[0].message).contains(u),
             "skipped members are only counted"
         );
     }
@@ -291,8 +320,26 @@ async fn a_member_crossing_a_threshold_is_reported_alone_and_recovery_clears_the
     assert_eq!(next.cleared, 1);
     let sent = sim.notifications();
     assert_eq!(sent.len(), 2);
-    assert_eq!(sent[1].subject, "ArcGIS Online credits: 0 critical, 1 warning");
-    assert_eq!(named_in(&sent[1].message), BTreeSet::from([crosser.clone()]));
+    // The subject says the state (every flagged member), the body who is new.
+    assert!(
+        sent[1].subject.starts_with(&format!(
+            "ArcGIS Online credits: {}, {} · org ",
+            level_text("critical", next.critical.len(), 0),
+            level_text("warning", next.warning.len(), 1)
+        )),
+        "{}",
+        sent[1].subject
+    );
+    assert!(
+        sent[1].message.contains(&format!("\nNew: {crosser}.\n")),
+        "{}",
+        sent[1].message
+    );
+    assert!(
+        sent[1].message.contains("back above the thresholds: 1."),
+        "{}",
+        sent[1].message
+    );
     let levels = ledger.alert_levels().await.unwrap();
     assert_eq!(levels.get(&crosser), Some(&Level::Warning));
     assert!(!levels.contains_key(&recovered));
@@ -303,7 +350,11 @@ async fn a_member_crossing_a_threshold_is_reported_alone_and_recovery_clears_the
     assert_eq!(third.newly_reported, 1);
     let m = third.critical.iter().find(|m| m.username == crosser).unwrap();
     assert_eq!(m.previously_reported, Some(Level::Warning));
-    assert!(sim.notifications()[2].message.contains("(was warning)"));
+    assert!(
+        sim.notifications()[2].message.contains("· critical, was warning\n"),
+        "{}",
+        sim.notifications()[2].message
+    );
 }
 
 #[tokio::test]
@@ -479,7 +530,11 @@ async fn forecasts_unavailable_do_not_fail_the_scan_and_are_reported() {
             .iter()
             .all(|m| m.days_until_empty.is_none() && m.credits_per_day.is_none())
     );
-    assert!(sim.notifications()[0].message.contains("forecasts are unavailable"));
+    assert!(
+        sim.notifications()[0]
+            .message
+            .contains("Days until empty could not be estimated this time:")
+    );
 }
 
 #[tokio::test]
@@ -558,12 +613,14 @@ async fn budgeting_off_reports_the_org_credits_and_still_alerts_on_the_floor() {
     assert_eq!(json["org_floor"]["newly_reported"], true);
     let sent = sim.notifications();
     assert_eq!(sent.len(), 1);
-    assert_eq!(
-        sent[0].subject,
-        format!(
-            "ArcGIS Online credits: 0 critical, 0 warning, org below {} credits",
-            Credits::from_f64(org_credits + 1000.0).unwrap().grouped(2)
-        )
+    assert!(
+        sent[0].subject.starts_with(&format!(
+            "ArcGIS Online credits: org {} credits left, below {}",
+            Credits::from_f64(org_credits).unwrap().grouped(0),
+            Credits::from_f64(org_credits + 1000.0).unwrap().grouped(0)
+        )),
+        "{}",
+        sent[0].subject
     );
     assert!(sent[0].message.contains("Credit budgeting is off"));
     assert_eq!(
@@ -591,15 +648,22 @@ async fn the_org_floor_joins_the_member_alerts() {
     let config = config(&[("ORG_MIN_CREDITS", "1e12")]);
     let s = run(&sim, &Ledger::memory(), &config, &request(0)).await.unwrap();
     let sent = sim.notifications();
-    assert_eq!(
-        sent[0].subject,
-        format!(
-            "ArcGIS Online credits: {} critical, {} warning, org below 1,000,000,000,000.00 credits",
-            s.critical.len(),
-            s.warning.len()
-        )
+    assert!(
+        sent[0].subject.starts_with(&format!(
+            "ArcGIS Online credits: {}, {} · org ",
+            level_text("critical", s.critical.len(), s.critical.len()),
+            level_text("warning", s.warning.len(), s.warning.len())
+        )) && sent[0].subject.contains(" credits left, below 1,000,000,000,000"),
+        "{}",
+        sent[0].subject
     );
-    assert!(sent[0].message.contains("BELOW the minimum"));
+    assert!(
+        sent[0]
+            .message
+            .contains("The organization is below its minimum of 1,000,000,000,000 credits"),
+        "{}",
+        sent[0].message
+    );
 }
 
 #[tokio::test]
@@ -632,7 +696,7 @@ async fn a_dry_run_sends_allocates_and_records_nothing() {
         json["notification"]["message"]
             .as_str()
             .unwrap()
-            .contains("Newly critical")
+            .contains("Most urgent (")
     );
     assert_eq!(json["top_up"]["status"], "planned");
     assert!(s.allocations_applied.is_empty());

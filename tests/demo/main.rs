@@ -259,6 +259,9 @@ async fn main() {
             mail.subject,
             mail.message.lines().count()
         );
+        for line in mail.message.lines() {
+            println!("    | {line}");
+        }
     }
 
     heading("2. allocate: top every critical member up to 200 available — dry run");

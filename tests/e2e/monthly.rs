@@ -336,7 +336,10 @@ async fn monthly_report_archives_mails_once_and_both_sources_agree() {
         FUNCTION,
         &[("REPORT_BUCKET", &bucket.name), ("REPORT_SOURCE", "report-item")],
     );
-    let out = world.invoke(FUNCTION, &json!({"month": month.key()})).await;
+    // This run also asks for French in its Input (the deployment is English).
+    let out = world
+        .invoke(FUNCTION, &json!({"month": month.key(), "language": "fr"}))
+        .await;
     let s = succeeded(&out, &function.output());
     assert_eq!(s["source"], "report-item", "{s}");
     assert_eq!(s["report_item"]["deleted"], true, "{s}");
@@ -357,7 +360,47 @@ async fn monthly_report_archives_mails_once_and_both_sources_agree() {
     assert!(reports[0].deleted, "the report item is deleted afterwards");
     assert_eq!(world.sim.notifications().len(), 1);
     assert_eq!(world.ledger_where("RUN#monthly-report").await.len(), 1);
+
+    // In French: the email the simulator received and the HTML; the CSV keeps its machine ids
+    // (check_against_records parsed it above).
+    let mail = &world.sim.notifications()[0];
+    let french_month = format!("{} {}", FRENCH_MONTHS[month.month as usize - 1], month.year);
+    assert!(
+        mail.subject
+            .starts_with(&format!("Crédits ArcGIS Online de {french_month} : ")),
+        "{}",
+        mail.subject
+    );
+    assert!(
+        mail.message.contains("Crédits consommés : ") && mail.message.contains("Rapport complet"),
+        "{}",
+        mail.message
+    );
+    assert!(!mail.message.contains("Credits used"), "{}", mail.message);
+    let html = String::from_utf8(objects[2].clone()).unwrap();
+    assert!(html.contains("<html lang=\"fr\">"), "the HTML says its language");
+    assert!(html.contains(&format!("Crédits ArcGIS Online — {french_month}")));
+    assert!(
+        csv.starts_with("month,section,name,code,credits,share_percent\n"),
+        "{csv}"
+    );
 }
+
+/// French month names, written here independently of the catalogue.
+const FRENCH_MONTHS: [&str; 12] = [
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monthly_report_refuses_bad_months_and_writes_nothing() {

@@ -107,15 +107,37 @@ async fn scan_flags_the_critical_and_warning_sets_and_alerts_once_per_crossing()
     }
     assert_eq!(s["members_scanned"], 400);
 
-    // One email, to the admin contacts, naming the flagged members.
+    // One email, to the admin contacts: the current totals, the most urgent member with a
+    // link to their page in the org, and where the complete list is.
     let mails = world.sim.notifications();
     assert_eq!(mails.len(), 1, "one email for the first run");
     let contacts = world.sim.org().contacts;
     assert_eq!(mails[0].users, contacts);
     assert_eq!(mails[0].channel, "email");
-    for u in critical.iter().chain(&warning) {
-        assert!(mails[0].message.contains(u.as_str()), "{u} missing from the email");
-    }
+    assert!(
+        mails[0].subject.starts_with(&format!(
+            "ArcGIS Online credits: {n} critical ({n} new), {w} warning ({w} new) · org ",
+            n = critical.len(),
+            w = warning.len()
+        )),
+        "{}",
+        mails[0].subject
+    );
+    let most_urgent = s["critical"][0]["username"].as_str().unwrap();
+    assert!(
+        mails[0].message.contains(&format!(
+            "https://{}.maps.arcgis.com/home/user.html?user={most_urgent}",
+            world.sim.org().url_key
+        )),
+        "{}",
+        mails[0].message
+    );
+    assert!(
+        mails[0].message.contains(s["lists"]["csv_key"].as_str().unwrap()),
+        "the email says where the complete list is: {}",
+        mails[0].message
+    );
+    assert!(mails[0].message.lines().count() <= 60, "{}", mails[0].message);
     // The ledger holds the level of every flagged member, in a few shard items rather than
     // one item per member, and the run.
     let ledger = shared::ledger::Ledger::dynamo(world.dynamo.clone(), world.table.clone());
@@ -175,11 +197,16 @@ async fn scan_flags_the_critical_and_warning_sets_and_alerts_once_per_crossing()
     assert_eq!(third.payload["newly_reported"], 1, "{}", third.payload);
     let mails = world.sim.notifications();
     assert_eq!(mails.len(), 2);
-    assert!(mails[1].message.contains("jdoe"));
+    // The subject still counts every critical member, of whom one is new: jdoe.
     assert!(
-        !mails[1].message.contains("overspent"),
-        "already-reported members are not repeated"
+        mails[1].subject.starts_with(&format!(
+            "ArcGIS Online credits: {} critical (1 new), ",
+            third.payload["counts"]["critical"]
+        )),
+        "{}",
+        mails[1].subject
     );
+    assert!(mails[1].message.contains("\nNew: jdoe.\n"), "{}", mails[1].message);
 
     // One EMF metrics line per run.
     let out = function.output();
@@ -369,4 +396,71 @@ async fn the_automatic_top_up_is_applied_once_audited_and_counted_against_the_da
         Some(total),
         "{reply}"
     );
+}
+
+/// A French deployment (`LANGUAGE=fr`) of a 2,000-member org: the first alert the simulator
+/// received reads in French, keeps to 60 lines, and names where the complete list is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_french_deployment_alerts_in_french_in_a_short_email() {
+    let world = World::new(generate(&GenParams::new(2_000, 29, chrono::Utc::now().date_naive()))).await;
+    let bucket = Bucket::create().await;
+    let function = world.start("scan-credits", &[("REPORT_BUCKET", &bucket.name), ("LANGUAGE", "fr")]);
+    let out = world
+        .invoke("scan-credits", &json!({"scheduled_time": "2026-11-01T06:00:00Z"}))
+        .await;
+    assert!(out.function_error.is_none(), "{:?}\n{}", out.payload, function.output());
+    let (critical, warning) = alert_rule(&world.sim.members());
+    assert!(
+        critical.len() + warning.len() > 60,
+        "enough flagged members to overflow an email"
+    );
+    let mails = world.sim.notifications();
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert!(
+        mail.subject.starts_with(&format!(
+            "Crédits ArcGIS Online : {} critiques ({} nouveaux), {} en alerte ({} nouveaux) · organisation ",
+            group_fr(critical.len()),
+            group_fr(critical.len()),
+            group_fr(warning.len()),
+            group_fr(warning.len())
+        )),
+        "{}",
+        mail.subject
+    );
+    let lines: Vec<&str> = mail.message.lines().collect();
+    assert!(lines.len() <= 60, "{} lines:\n{}", lines.len(), mail.message);
+    assert_eq!(lines[0], "Analyse des crédits du 1er novembre 2026.");
+    assert!(
+        mail.message.contains(&format!(
+            "Membres actuellement critiques : {} · en alerte : {} · analysés : 2\u{202f}000",
+            group_fr(critical.len()),
+            group_fr(warning.len())
+        )),
+        "{}",
+        mail.message
+    );
+    assert!(mail.message.contains("Les plus urgents (10 sur "), "{}", mail.message);
+    assert!(
+        mail.message.contains(out.payload["lists"]["csv_key"].as_str().unwrap()),
+        "{}",
+        mail.message
+    );
+    assert!(mail.message.contains("\"policy\": \"critical\""), "{}", mail.message);
+    for english in ["credits left", "What to do", "Most urgent"] {
+        assert!(!mail.message.contains(english), "'{english}' in {}", mail.message);
+    }
+}
+
+/// A count as French writes it: thousands grouped with a narrow no-break space.
+fn group_fr(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push('\u{202f}');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -230,6 +230,7 @@ mod tests {
             ("REPORT_TOP_N", "5"),
             ("NOTIFY_CHANNEL", "builtin"),
             ("USAGE_BUCKET_LABEL", "end"),
+            ("LANGUAGE", "fr"),
         ])
         .unwrap();
         assert_eq!(
@@ -242,6 +243,7 @@ mod tests {
                 top_n: 5,
                 notify_channel: shared::arcgis::NotifyChannel::Builtin,
                 bucket_label: shared::credits::usage::BucketLabel::End,
+                language: shared::i18n::Lang::Fr,
             }
         );
         let defaults = config_of(&[

@@ -98,6 +98,8 @@ pub const FIELDS_READ: &[FieldRead] = &[
     recorded(PORTAL_SELF, "creditAssignments"),
     recorded(PORTAL_SELF, "defaultUserCreditAssignment"),
     recorded(PORTAL_SELF, "contacts"),
+    recorded(PORTAL_SELF, "urlKey"),
+    recorded(PORTAL_SELF, "customBaseUrl"),
     recorded(PORTAL_SELF, "user"),
     recorded(PORTAL_SELF, "appInfo"),
     unverified(PORTAL_SELF, "user.username", PORTAL_USER),

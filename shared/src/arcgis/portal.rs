@@ -37,6 +37,10 @@ pub struct OrgProperties {
     pub admin_contacts: Vec<String>,
     /// Who the token belongs to.
     pub signed_in: SignedIn,
+    /// The org's home, `https://<urlKey>.<customBaseUrl>` (`https://acme.maps.arcgis.com`),
+    /// where members' pages are (`/home/user.html?user=<username>`); `None` when the answer
+    /// does not carry both fields.
+    pub home_url: Option<String>,
 }
 
 /// The identity behind the token.
@@ -237,7 +241,19 @@ pub fn parse_org_properties(body: &Value) -> Result<OrgProperties, Error> {
         default_user_credit_assignment,
         admin_contacts: wire::strings(body.get("contacts")),
         signed_in,
+        home_url: home_url(body),
     })
+}
+
+/// `https://<urlKey>.<customBaseUrl>`, when both are plain host labels (they come from the
+/// org's settings and end up as links in emails, so anything else is left out).
+fn home_url(body: &Value) -> Option<String> {
+    let host_part = |v: Option<String>| {
+        v.filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+    };
+    let key = host_part(wire::string(body.get("urlKey")))?;
+    let base = host_part(wire::string(body.get("customBaseUrl")))?;
+    Some(format!("https://{key}.{base}"))
 }
 
 #[cfg(test)]
@@ -253,6 +269,20 @@ mod tests {
             "user": {"username": "dcadmin", "role": "org_admin",
                 "privileges": ["portal:user:createItem", VIEW_USERS, MANAGE_CREDITS, CREATE_REPORTS]}
         })
+    }
+
+    #[test]
+    fn the_org_home_comes_from_its_url_key_and_base() {
+        let mut body = admin_body();
+        assert_eq!(parse_org_properties(&body).unwrap().home_url, None);
+        body["urlKey"] = json!("acme");
+        body["customBaseUrl"] = json!("maps.arcgis.com");
+        assert_eq!(
+            parse_org_properties(&body).unwrap().home_url.as_deref(),
+            Some("https://acme.maps.arcgis.com")
+        );
+        body["urlKey"] = json!("evil.example/x?");
+        assert_eq!(parse_org_properties(&body).unwrap().home_url, None);
     }
 
     #[test]

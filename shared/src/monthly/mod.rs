@@ -38,6 +38,7 @@ use crate::arcgis::{Capability, Client, Notification, NotifyChannel};
 use crate::config::{Config, ReportSource};
 use crate::credits::amount::Credits;
 use crate::credits::usage::BucketLabel;
+use crate::i18n::Lang;
 use crate::ledger::{Ledger, LedgerError, RunClaim, RunStatus};
 use crate::schedule::{self, EventError, ReportInput};
 use crate::startup::StartupError;
@@ -70,6 +71,8 @@ pub struct ReportSettings {
     pub notify_channel: NotifyChannel,
     /// `USAGE_BUCKET_LABEL`: how usage timestamps are read into days.
     pub bucket_label: BucketLabel,
+    /// `LANGUAGE`: the report's and the email's language, unless the run's Input names another.
+    pub language: Lang,
 }
 
 impl ReportSettings {
@@ -94,6 +97,7 @@ impl ReportSettings {
             top_n: config.report_top_n,
             notify_channel: config.notify_channel,
             bucket_label: config.usage_bucket_label,
+            language: config.language,
         })
     }
 }
@@ -330,6 +334,7 @@ pub async fn run(event: Value, deps: Deps<'_>, now: DateTime<Utc>) -> Result<Run
 pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>) -> Result<RunSummary, MonthlyError> {
     let month = resolved.month;
     let settings = deps.settings;
+    let lang = resolved.language.unwrap_or(settings.language);
     let warning = (resolved.from == MonthFrom::Now).then(|| {
         format!(
             "the event named no month and no schedule time, so the month before the invocation \
@@ -384,7 +389,7 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
     });
 
     // Write (idempotent overwrites).
-    let csv = render::csv(&report).map_err(|e| MonthlyError::Render {
+    let csv = render::csv(&report, lang).map_err(|e| MonthlyError::Render {
         what: "CSV",
         detail: e.to_string(),
     })?;
@@ -392,7 +397,7 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
         what: "JSON",
         detail: e.to_string(),
     })?;
-    let html = render::html(&report).into_bytes();
+    let html = render::html(&report, lang).into_bytes();
     deps.store.put(&keys.csv, csv, store::CSV_CONTENT_TYPE).await?;
     deps.store.put(&keys.html, html, store::HTML_CONTENT_TYPE).await?;
     deps.store.put(&keys.json, json, store::JSON_CONTENT_TYPE).await?;
@@ -435,7 +440,7 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
         }
         RunClaim::Claimed => {
             let location = deps.store.uri(&keys.html);
-            summary.email = send_email(deps, &props.admin_contacts, &report, &location).await;
+            summary.email = send_email(deps, &props.admin_contacts, &report, &location, lang).await;
             let status = match summary.email {
                 EmailOutcome::Failed { .. } => RunStatus::Failed,
                 _ => RunStatus::Done,
@@ -491,12 +496,18 @@ async fn balance_snapshot(
 }
 
 /// Mails the summary to the admin contacts; never errors, the outcome says what happened.
-async fn send_email(deps: Deps<'_>, contacts: &[String], report: &MonthlyReport, location: &str) -> EmailOutcome {
+async fn send_email(
+    deps: Deps<'_>,
+    contacts: &[String],
+    report: &MonthlyReport,
+    location: &str,
+    lang: Lang,
+) -> EmailOutcome {
     if contacts.is_empty() {
         tracing::warn!(month = %report.month, "the org has no admin contacts; report not mailed");
         return EmailOutcome::NoRecipients;
     }
-    let (subject, message) = render::email(report, location);
+    let (subject, message) = render::email(report, location, lang);
     let notification = Notification {
         subject: subject.clone(),
         message,

@@ -156,7 +156,12 @@ impl Month {
 
     /// "October 2026", for subjects and headings.
     pub fn long_name(self) -> String {
-        format!("{} {}", self.start().format("%B"), self.year)
+        self.long_name_in(crate::i18n::Lang::En)
+    }
+
+    /// The month's name and year in `lang`: "October 2026", "octobre 2026".
+    pub fn long_name_in(self, lang: crate::i18n::Lang) -> String {
+        lang.month_year(self.year, self.month)
     }
 }
 
@@ -220,6 +225,8 @@ pub struct ResolvedMonth {
     pub from: MonthFrom,
     /// The schedule time, when the event carried one.
     pub scheduled_time: Option<DateTime<Utc>>,
+    /// The language the run's Input asked for, if any (else `LANGUAGE`).
+    pub language: Option<crate::i18n::Lang>,
 }
 
 /// Picks the month of `run` (rules in the module docs) and checks it is reportable at `now`.
@@ -234,6 +241,7 @@ pub fn resolve(run: &ScheduledRun<ReportInput>, now: DateTime<Utc>) -> Result<Re
         month,
         from,
         scheduled_time: run.scheduled_time,
+        language: run.input.language,
     })
 }
 

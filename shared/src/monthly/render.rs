@@ -1,25 +1,30 @@
 //! The report as files and as an email: `credits.csv`, `credits.json`, `credits.html`, and a
-//! plain-text summary.
+//! plain-text summary, in the run's language ([`Lang`]).
 //!
 //! - The CSV is one tidy table (`month,section,name,code,credits,share_percent`), so a
 //!   spreadsheet filter on `section` gives the operation types, the members, the unattributed
-//!   bucket or the total. Text cells that a spreadsheet would run as a formula (`=`, `+`, `-`,
-//!   `@`, tab, CR) get a leading `'` (OWASP's CSV-injection advice); numbers are left alone.
+//!   bucket or the total. Its header and `section` values are machine ids, the same in every
+//!   language (tools parse them); the human labels in its `name` column follow the language.
+//!   Numbers stay machine numbers (`1234.5`), so every spreadsheet reads them. Text cells
+//!   that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR) get a leading
+//!   `'` (OWASP's CSV-injection advice).
 //! - The HTML is self-contained and fetches nothing: inline CSS, an inline SVG bar chart, a
-//!   Content-Security-Policy of `default-src 'none'`. Every string from ArcGIS (labels,
-//!   usernames, the org's name) is escaped.
-//! - Every rendering is a pure function of the report, so a retried run writes the same bytes.
+//!   Content-Security-Policy of `default-src 'none'`, and `lang` set to the language. Every
+//!   string from ArcGIS (labels, usernames, the org's name) is escaped.
+//! - Every rendering is a pure function of the report and the language, so a retried run
+//!   writes the same bytes.
 
 use std::fmt::Write as _;
 
 use super::report::{MonthlyReport, SourceKind};
 use crate::credits::amount::Credits;
+use crate::i18n::Lang;
 use crate::member_text::safe_one_line;
 
 /// Usernames shown to people are cut at this length (ArcGIS usernames are far shorter).
 const USERNAME_MAX_CHARS: usize = 64;
 
-/// The CSV's header row.
+/// The CSV's header row: machine ids, the same in every language.
 pub const CSV_HEADER: [&str; 6] = ["month", "section", "name", "code", "credits", "share_percent"];
 
 /// `credits.json`: the whole report, pretty-printed.
@@ -30,7 +35,7 @@ pub fn json(report: &MonthlyReport) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 /// `credits.csv` (layout in the module docs).
-pub fn csv(report: &MonthlyReport) -> Result<Vec<u8>, csv::Error> {
+pub fn csv(report: &MonthlyReport, lang: Lang) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
     w.write_record(CSV_HEADER)?;
     let month = report.month.to_string();
@@ -59,13 +64,13 @@ pub fn csv(report: &MonthlyReport) -> Result<Vec<u8>, csv::Error> {
     let unattributed_share = report.unattributed_share_percent();
     row(
         "unattributed",
-        "(not attributed to a member)",
+        lang.t("monthly.csv_unattributed"),
         None,
         report.unattributed_credits,
         unattributed_share,
     )?;
     let full = (!report.total_credits.is_zero()).then_some(100.0);
-    row("total", "Total", None, report.total_credits, full)?;
+    row("total", lang.t("monthly.total"), None, report.total_credits, full)?;
     if let Some(prev) = &report.previous {
         row(
             "previous_month_total",
@@ -102,33 +107,48 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// `1234567.891` → `1,234,567.89` (two decimals, thousands grouped).
+/// `1234567.891` → `1,234,567.89` (two decimals, thousands grouped), in English.
 pub fn credits_text(x: Credits) -> String {
-    x.grouped(2)
+    Lang::En.credits(x, 2)
 }
 
-/// A rate (credits per day) for people, like [`credits_text`].
-fn rate_text(x: f64) -> String {
-    Credits::from_f64(x).map_or_else(|_| x.to_string(), |c| c.grouped(2))
+/// A rate (credits per day) for people, two decimals.
+fn rate_text(lang: Lang, x: f64) -> String {
+    lang.number(x, 2)
 }
 
-fn percent_text(p: Option<f64>) -> String {
-    p.map(|p| format!("{p:.1} %")).unwrap_or_else(|| "–".to_owned())
+fn percent_text(lang: Lang, p: Option<f64>) -> String {
+    p.map(|p| lang.percent_with(p, 1)).unwrap_or_else(|| "–".to_owned())
 }
 
-fn signed_percent_text(p: Option<f64>) -> String {
+fn signed_percent_text(lang: Lang, p: Option<f64>) -> String {
     match p {
-        Some(p) if p > 0.0 => format!("+{p:.1} %"),
-        Some(p) => format!("{p:.1} %"),
-        None => "n/a (previous month was 0)".to_owned(),
+        Some(p) if p > 0.0 => format!("+{}", lang.percent_with(p, 1)),
+        Some(p) => lang.percent_with(p, 1),
+        None => lang.t("monthly.change_na").to_owned(),
     }
 }
 
-fn days_text(days: Option<f64>) -> String {
+fn days_text(lang: Lang, days: Option<f64>) -> String {
     match days {
-        None => "not running out (nothing spent this month)".to_owned(),
-        Some(d) if d <= 0.0 => "none left".to_owned(),
-        Some(d) => format!("{d:.0} days"),
+        None => lang.t("monthly.not_running_out").to_owned(),
+        Some(d) if d <= 0.0 => lang.t("monthly.none_left").to_owned(),
+        Some(d) => {
+            let rounded = d.round().max(1.0);
+            lang.p("monthly.days", rounded as usize, &[("days", &lang.number(rounded, 0))])
+        }
+    }
+}
+
+/// A moment for people: `November 1, 2026, 06:00 UTC` / `1er novembre 2026, 06:00 UTC`.
+fn moment(lang: Lang, t: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{}, {}", lang.date(t.date_naive()), t.format("%H:%M UTC"))
+}
+
+fn source_text(lang: Lang, source: SourceKind) -> &'static str {
+    match source {
+        SourceKind::Usage => lang.t("monthly.source_usage"),
+        SourceKind::ReportItem => lang.t("monthly.source_report_item"),
     }
 }
 
@@ -163,37 +183,49 @@ details{margin-top:14px}summary{cursor:pointer;font-weight:600}\
 footer{margin-top:36px;font-size:12px;color:#7a8294}";
 
 /// `credits.html`: self-contained (module docs).
-pub fn html(report: &MonthlyReport) -> String {
+pub fn html(report: &MonthlyReport, lang: Lang) -> String {
     let mut h = String::with_capacity(16 * 1024 + report.members.len() * 120);
-    let month_name = report.month.long_name();
+    let month_name = report.month.long_name_in(lang);
     let org = report.org_name.as_deref().map(escape);
     let last_day = report.period_end - chrono::TimeDelta::days(1);
+    let c = |x: Credits| lang.credits(x, 2);
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+        "<!DOCTYPE html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Credits report {} — {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
-        escape(&month_name),
-        org.as_deref().unwrap_or("ArcGIS Online"),
+         <title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
+        lang.code(),
+        lang.f(
+            "monthly.html_title",
+            &[
+                ("month", &escape(&month_name)),
+                ("org", org.as_deref().unwrap_or("ArcGIS Online"))
+            ]
+        ),
     );
     let _ = write!(
         h,
-        "<h1>ArcGIS Online credits — {}</h1>\n<p class=\"sub\">{}{} to {} (UTC) · source: {}</p>\n",
-        escape(&month_name),
+        "<h1>{}</h1>\n<p class=\"sub\">{}{}</p>\n",
+        lang.f("monthly.html_heading", &[("month", &escape(&month_name))]),
         org.map(|o| format!("{o} · ")).unwrap_or_default(),
-        report.period_start.format("%Y-%m-%d"),
-        last_day.format("%Y-%m-%d"),
-        escape(report.source.describe()),
+        lang.f(
+            "monthly.html_period",
+            &[
+                ("from", &lang.date(report.period_start.date_naive())),
+                ("to", &lang.date(last_day.date_naive())),
+                ("source", &escape(source_text(lang, report.source))),
+            ]
+        ),
     );
 
     // Headline cards.
     h.push_str("<section class=\"cards\">\n");
     card(
         &mut h,
-        "Credits used",
-        &credits_text(report.total_credits),
-        &format!("in {}", escape(&month_name)),
+        lang.t("monthly.card_used"),
+        &c(report.total_credits),
+        &lang.f("monthly.card_used_in", &[("month", &escape(&month_name))]),
         "",
     );
     match &report.previous {
@@ -208,49 +240,61 @@ pub fn html(report: &MonthlyReport) -> String {
             let sign = if prev.change_credits.is_positive() { "+" } else { "" };
             card(
                 &mut h,
-                "vs previous month",
-                &signed_percent_text(prev.change_percent),
-                &format!(
-                    "{sign}{} credits; {}: {}",
-                    credits_text(prev.change_credits),
-                    escape(&prev.month.long_name()),
-                    credits_text(prev.total_credits)
+                lang.t("monthly.card_vs_previous"),
+                &signed_percent_text(lang, prev.change_percent),
+                &lang.f(
+                    "monthly.card_change",
+                    &[
+                        ("change", &format!("{sign}{}", c(prev.change_credits))),
+                        ("month", &escape(&prev.month.long_name_in(lang))),
+                        ("total", &c(prev.total_credits)),
+                    ],
                 ),
                 class,
             );
         }
-        None => card(&mut h, "vs previous month", "n/a", "previous month not available", ""),
+        None => card(
+            &mut h,
+            lang.t("monthly.card_vs_previous"),
+            lang.t("monthly.na"),
+            lang.t("monthly.no_previous"),
+            "",
+        ),
     }
     let b = &report.balance;
     card(
         &mut h,
-        "Remaining credits",
-        &credits_text(b.available_credits),
-        &format!("as of {}", b.as_of.format("%Y-%m-%d %H:%M UTC")),
+        lang.t("monthly.card_remaining"),
+        &c(b.available_credits),
+        &lang.f("monthly.as_of", &[("date", &moment(lang, b.as_of))]),
         "",
     );
+    let rate = rate_text(lang, b.credits_per_day);
     card(
         &mut h,
-        "Runway at this month's rate",
-        &days_text(b.days_until_empty),
+        lang.t("monthly.card_runway"),
+        &days_text(lang, b.days_until_empty),
         &match b.empty_on {
-            Some(d) if b.days_until_empty.is_some_and(|d| d > 0.0) => format!(
-                "{} credits/day · empty around {}",
-                rate_text(b.credits_per_day),
-                d.format("%Y-%m-%d")
-            ),
-            _ => format!("{} credits/day", rate_text(b.credits_per_day)),
+            Some(d) if b.days_until_empty.is_some_and(|d| d > 0.0) => {
+                lang.f("monthly.rate_empty_on", &[("rate", &rate), ("date", &lang.date(d))])
+            }
+            _ => lang.f("monthly.rate", &[("rate", &rate)]),
         },
         "",
     );
     h.push_str("</section>\n");
 
     // Operation types: chart and table.
-    h.push_str("<h2>Credits per operation type</h2>\n");
-    h.push_str(&bar_chart(report));
-    h.push_str(
-        "<table>\n<thead><tr><th>Operation type</th><th>Code</th><th class=\"n\">Credits</th>\
-         <th class=\"n\">Share</th></tr></thead>\n<tbody>\n",
+    let _ = writeln!(h, "<h2>{}</h2>", lang.t("monthly.by_type"));
+    h.push_str(&bar_chart(report, lang));
+    let _ = write!(
+        h,
+        "<table>\n<thead><tr><th>{}</th><th>{}</th><th class=\"n\">{}</th>\
+         <th class=\"n\">{}</th></tr></thead>\n<tbody>\n",
+        lang.t("monthly.col_operation"),
+        lang.t("monthly.col_code"),
+        lang.t("monthly.col_credits"),
+        lang.t("monthly.col_share"),
     );
     for op in &report.operation_types {
         let _ = writeln!(
@@ -258,35 +302,40 @@ pub fn html(report: &MonthlyReport) -> String {
             "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             escape(&op.label),
             escape(op.code.as_deref().unwrap_or("")),
-            credits_text(op.credits),
-            percent_text(op.share_percent)
+            c(op.credits),
+            percent_text(lang, op.share_percent)
         );
     }
     let _ = writeln!(
         h,
-        "<tr><th>Total</th><th></th><th class=\"n\">{}</th><th class=\"n\"></th></tr>\n</tbody>\n</table>",
-        credits_text(report.total_credits)
+        "<tr><th>{}</th><th></th><th class=\"n\">{}</th><th class=\"n\"></th></tr>\n</tbody>\n</table>",
+        lang.t("monthly.total"),
+        c(report.total_credits)
     );
 
     // Members.
     let unattributed = format!(
-        "<tr class=\"un\"><td></td><td>Not attributed to a member (org-level usage such as \
-         storage)</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
-        credits_text(report.unattributed_credits),
-        percent_text(report.unattributed_share_percent())
+        "<tr class=\"un\"><td></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
+        lang.t("monthly.unattributed_long"),
+        c(report.unattributed_credits),
+        percent_text(lang, report.unattributed_share_percent())
     );
-    let _ = writeln!(h, "<h2>Top {} members</h2>", report.top_members.len());
-    member_table(&mut h, &report.top_members, &unattributed);
     let _ = writeln!(
         h,
-        "<details><summary>All {} members with credits this month</summary>",
-        report.members.len()
+        "<h2>{}</h2>",
+        lang.f("monthly.top", &[("count", &lang.count(report.top_members.len()))])
     );
-    member_table(&mut h, &report.members, &unattributed);
+    member_table(&mut h, lang, &report.top_members, &unattributed);
+    let _ = writeln!(
+        h,
+        "<details><summary>{}</summary>",
+        lang.f("monthly.all", &[("count", &lang.count(report.members.len()))])
+    );
+    member_table(&mut h, lang, &report.members, &unattributed);
     h.push_str("</details>\n");
 
     if !report.notes.is_empty() {
-        h.push_str("<h2>Notes</h2>\n<ul class=\"notes\">\n");
+        let _ = writeln!(h, "<h2>{}</h2>\n<ul class=\"notes\">", lang.t("monthly.notes"));
         for note in &report.notes {
             let _ = writeln!(h, "<li>{}</li>", escape(note));
         }
@@ -294,10 +343,8 @@ pub fn html(report: &MonthlyReport) -> String {
     }
     let _ = write!(
         h,
-        "<footer>credit-steward monthly report for {}. Figures are shown to 2 decimals; \
-         credits.csv and credits.json beside this file hold them to the micro-credit.</footer>\n\
-         </main>\n</body>\n</html>\n",
-        report.month
+        "<footer>{}</footer>\n</main>\n</body>\n</html>\n",
+        lang.f("monthly.footer", &[("month", &report.month.to_string())])
     );
     h
 }
@@ -314,13 +361,21 @@ fn card(h: &mut String, key: &str, value: &str, detail: &str, class: &str) {
 }
 
 /// A ranked member table; `last_row` (already escaped HTML) closes it.
-fn member_table(h: &mut String, members: &[super::report::MemberLine], last_row: &str) {
-    h.push_str(
-        "<table>\n<thead><tr><th class=\"n\">#</th><th>Member</th><th class=\"n\">Credits</th>\
-         <th class=\"n\">Share</th></tr></thead>\n<tbody>\n",
+fn member_table(h: &mut String, lang: Lang, members: &[super::report::MemberLine], last_row: &str) {
+    let _ = write!(
+        h,
+        "<table>\n<thead><tr><th class=\"n\">#</th><th>{}</th><th class=\"n\">{}</th>\
+         <th class=\"n\">{}</th></tr></thead>\n<tbody>\n",
+        lang.t("monthly.col_member"),
+        lang.t("monthly.col_credits"),
+        lang.t("monthly.col_share"),
     );
     if members.is_empty() {
-        h.push_str("<tr><td></td><td>No member used credits this month.</td><td></td><td></td></tr>\n");
+        let _ = writeln!(
+            h,
+            "<tr><td></td><td>{}</td><td></td><td></td></tr>",
+            lang.t("monthly.no_member")
+        );
     }
     for (i, m) in members.iter().enumerate() {
         let _ = writeln!(
@@ -328,8 +383,8 @@ fn member_table(h: &mut String, members: &[super::report::MemberLine], last_row:
             "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             i + 1,
             escape(&safe_one_line(&m.username, USERNAME_MAX_CHARS)),
-            credits_text(m.credits),
-            percent_text(m.share_percent)
+            lang.credits(m.credits, 2),
+            percent_text(lang, m.share_percent)
         );
     }
     h.push_str(last_row);
@@ -337,7 +392,7 @@ fn member_table(h: &mut String, members: &[super::report::MemberLine], last_row:
 }
 
 /// The inline SVG: one horizontal bar per operation type, longest = largest.
-pub fn bar_chart(report: &MonthlyReport) -> String {
+pub fn bar_chart(report: &MonthlyReport, lang: Lang) -> String {
     const WIDTH: f64 = 1000.0;
     const LABEL_W: f64 = 230.0;
     const VALUE_W: f64 = 150.0;
@@ -350,16 +405,20 @@ pub fn bar_chart(report: &MonthlyReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "<div class=\"chart\"><svg role=\"img\" aria-label=\"Credits per operation type, {}\" \
+        "<div class=\"chart\"><svg role=\"img\" aria-label=\"{}\" \
          viewBox=\"0 0 {WIDTH} {height}\" style=\"display:block;width:100%;height:auto;max-width:{WIDTH}px\" \
          font-family=\"system-ui,Segoe UI,Roboto,Helvetica,Arial,sans-serif\" font-size=\"14\">",
-        escape(&report.month.long_name())
+        lang.f(
+            "monthly.chart_label",
+            &[("month", &escape(&report.month.long_name_in(lang)))]
+        )
     );
     if ops.is_empty() {
         let _ = writeln!(
             s,
-            "<text x=\"10\" y=\"{}\" fill=\"#5b6475\">No credits were used this month.</text>",
-            TOP + ROW * 0.6
+            "<text x=\"10\" y=\"{}\" fill=\"#5b6475\">{}</text>",
+            TOP + ROW * 0.6,
+            lang.t("monthly.chart_empty")
         );
     }
     let span = WIDTH - LABEL_W - VALUE_W;
@@ -371,15 +430,21 @@ pub fn bar_chart(report: &MonthlyReport) -> String {
             0.0
         };
         let fill = if i == 0 { "#1f5fbf" } else { "#4f86d9" };
+        let credits = lang.credits(op.credits, 2);
         let _ = writeln!(
             s,
-            "<g><title>{label}: {credits} credits ({share})</title>\
+            "<g><title>{title}</title>\
              <text x=\"{lx}\" y=\"{ty:.1}\" text-anchor=\"end\" fill=\"#1d2330\">{short}</text>\
              <rect x=\"{LABEL_W}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{BAR}\" rx=\"3\" fill=\"{fill}\"/>\
              <text x=\"{vx:.1}\" y=\"{ty:.1}\" fill=\"#3c4353\">{credits}</text></g>",
-            label = escape(&op.label),
-            credits = credits_text(op.credits),
-            share = percent_text(op.share_percent),
+            title = lang.f(
+                "monthly.chart_bar",
+                &[
+                    ("label", &escape(&op.label)),
+                    ("credits", &credits),
+                    ("share", &percent_text(lang, op.share_percent)),
+                ]
+            ),
             lx = LABEL_W - 10.0,
             ty = y + BAR * 0.5 + 5.0,
             short = escape(&short(&op.label, 28)),
@@ -392,74 +457,103 @@ pub fn bar_chart(report: &MonthlyReport) -> String {
 }
 
 /// The email: a subject and a plain-text body naming where the full report is.
-pub fn email(report: &MonthlyReport, location: &str) -> (String, String) {
-    let month_name = report.month.long_name();
-    let org = report.org_name.as_deref().unwrap_or("your ArcGIS Online organization");
-    let subject = format!(
-        "ArcGIS Online credits for {month_name}: {} credits used",
-        credits_text(report.total_credits)
+pub fn email(report: &MonthlyReport, location: &str, lang: Lang) -> (String, String) {
+    let month_name = report.month.long_name_in(lang);
+    let c = |x: Credits| lang.credits(x, 2);
+    let org = report
+        .org_name
+        .as_deref()
+        .unwrap_or(lang.t("monthly.email_org_default"));
+    let subject = lang.f(
+        "monthly.email_subject",
+        &[("month", &month_name), ("credits", &c(report.total_credits))],
     );
     let mut b = String::new();
-    let _ = writeln!(b, "Credits report for {org}, {month_name} (UTC).\n");
-    let _ = writeln!(b, "Credits used: {}", credits_text(report.total_credits));
+    let _ = writeln!(
+        b,
+        "{}\n",
+        lang.f("monthly.email_title", &[("org", org), ("month", &month_name)])
+    );
+    let _ = writeln!(
+        b,
+        "{}",
+        lang.f("monthly.email_used", &[("credits", &c(report.total_credits))])
+    );
     if let Some(prev) = &report.previous {
         let _ = writeln!(
             b,
-            "Previous month ({}): {} ({})",
-            prev.month.long_name(),
-            credits_text(prev.total_credits),
-            signed_percent_text(prev.change_percent)
+            "{}",
+            lang.f(
+                "monthly.email_previous",
+                &[
+                    ("month", &prev.month.long_name_in(lang)),
+                    ("credits", &c(prev.total_credits)),
+                    ("change", &signed_percent_text(lang, prev.change_percent)),
+                ]
+            )
         );
     }
     let bal = &report.balance;
+    let around = match bal.empty_on {
+        Some(d) if bal.days_until_empty.is_some_and(|x| x > 0.0) => {
+            lang.f("monthly.email_around", &[("date", &lang.date(d))])
+        }
+        _ => String::new(),
+    };
     let _ = writeln!(
         b,
-        "Remaining credits: {} (as of {}); at this month's rate of {} credits/day: {}{}",
-        credits_text(bal.available_credits),
-        bal.as_of.format("%Y-%m-%d %H:%M UTC"),
-        rate_text(bal.credits_per_day),
-        days_text(bal.days_until_empty),
-        match bal.empty_on {
-            Some(d) if bal.days_until_empty.is_some_and(|x| x > 0.0) => format!(", around {}", d.format("%Y-%m-%d")),
-            _ => String::new(),
-        }
+        "{}{around}",
+        lang.f(
+            "monthly.email_remaining",
+            &[
+                ("credits", &c(bal.available_credits)),
+                ("date", &moment(lang, bal.as_of)),
+                ("rate", &rate_text(lang, bal.credits_per_day)),
+                ("days", &days_text(lang, bal.days_until_empty)),
+            ]
+        )
     );
-    let _ = writeln!(b, "\nCredits per operation type:");
+    let _ = writeln!(b, "\n{}", lang.t("monthly.email_by_type"));
     for op in &report.operation_types {
         let _ = writeln!(
             b,
             "  {:<28} {:>14}  {}",
             op.label,
-            credits_text(op.credits),
-            percent_text(op.share_percent)
+            c(op.credits),
+            percent_text(lang, op.share_percent)
         );
     }
-    let _ = writeln!(b, "\nTop {} members:", report.top_members.len());
+    let _ = writeln!(
+        b,
+        "\n{}",
+        lang.f("monthly.email_top", &[("count", &lang.count(report.top_members.len()))])
+    );
     for (i, m) in report.top_members.iter().enumerate() {
         let _ = writeln!(
             b,
             "  {:>3}. {:<28} {:>14}  {}",
             i + 1,
             safe_one_line(&m.username, USERNAME_MAX_CHARS),
-            credits_text(m.credits),
-            percent_text(m.share_percent)
+            c(m.credits),
+            percent_text(lang, m.share_percent)
         );
     }
     let _ = writeln!(
         b,
-        "  Not attributed to a member (storage etc.): {}",
-        credits_text(report.unattributed_credits)
+        "  {}",
+        lang.f(
+            "monthly.email_unattributed",
+            &[("credits", &c(report.unattributed_credits))]
+        )
     );
     for note in &report.notes {
-        let _ = writeln!(b, "\nNote: {note}");
+        let _ = writeln!(b, "\n{}", lang.f("monthly.email_note", &[("note", note)]));
     }
-    let source = match report.source {
-        SourceKind::Usage => "the usage API",
-        SourceKind::ReportItem => "the credits report item",
-    };
     let _ = writeln!(
         b,
-        "\nFull report (CSV, JSON, HTML with every member): {location}\nFigures from {source}; sent once per month by credit-steward."
+        "\n{}\n{}",
+        lang.f("monthly.email_full", &[("location", location)]),
+        lang.f("monthly.email_figures", &[("source", source_text(lang, report.source))])
     );
     (subject, b)
 }
@@ -536,7 +630,7 @@ mod tests {
 
     #[test]
     fn html_escapes_every_string_and_fetches_nothing() {
-        let h = html(&report());
+        let h = html(&report(), Lang::En);
         assert!(!h.contains("<script>"), "{h}");
         assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(h.contains("&lt;Org &amp; &quot;Co&quot;&gt;"));
@@ -552,7 +646,7 @@ mod tests {
 
     #[test]
     fn csv_is_one_tidy_table_without_formulas() {
-        let text = String::from_utf8(csv(&report()).unwrap()).unwrap();
+        let text = String::from_utf8(csv(&report(), Lang::En).unwrap()).unwrap();
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("month,section,name,code,credits,share_percent"));
         assert!(
@@ -569,9 +663,54 @@ mod tests {
 
     #[test]
     fn email_names_the_month_the_total_and_where_the_report_is() {
-        let (subject, body) = email(&report(), "s3://bucket/reports/2026-10/credits.html");
+        let (subject, body) = email(&report(), "s3://bucket/reports/2026-10/credits.html", Lang::En);
         assert_eq!(subject, "ArcGIS Online credits for October 2026: 1,234.50 credits used");
         assert!(body.contains("s3://bucket/reports/2026-10/credits.html"));
         assert!(body.contains("Geocoding") && body.contains("Not attributed"));
+        assert!(
+            body.contains("Remaining credits: 5,000.00 (as of November 1, 2026, 06:00 UTC)"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn the_report_reads_in_french() {
+        let sp = crate::i18n::FR_SPACE;
+        let (subject, body) = email(&report(), "s3://bucket/reports/2026-10/credits.html", Lang::Fr);
+        assert_eq!(
+            subject,
+            format!("Crédits ArcGIS Online de octobre 2026 : 1{sp}234,50 crédits consommés")
+        );
+        assert!(
+            body.contains(&format!(
+                "Crédits restants : 5{sp}000,00 (au 1er novembre 2026, 06:00 UTC)"
+            )),
+            "{body}"
+        );
+        assert!(
+            body.contains("  Geocoding ") && body.contains(&format!(" 234,50  19,0{sp}%\n")),
+            "{body}"
+        );
+        let h = html(&report(), Lang::Fr);
+        assert!(h.contains("<html lang=\"fr\">"), "{h}");
+        assert!(h.contains("<h1>Crédits ArcGIS Online — octobre 2026</h1>"), "{h}");
+        assert!(h.contains("du 1er octobre 2026 au 31 octobre 2026 (UTC)"), "{h}");
+        assert!(
+            h.contains("<th>Type d&#39;opération</th>") || h.contains("<th>Type d'opération</th>"),
+            "{h}"
+        );
+        assert!(!h.contains("Credits used") && !h.contains("October"), "{h}");
+        assert!(html(&report(), Lang::En).contains("<html lang=\"en\">"));
+        // Machine ids stay: tools parse the header and the sections, whatever the language.
+        let text = String::from_utf8(csv(&report(), Lang::Fr).unwrap()).unwrap();
+        assert!(
+            text.starts_with("month,section,name,code,credits,share_percent\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2026-10,unattributed,(non attribué à un membre),,1034.5,83.8\n"),
+            "{text}"
+        );
+        assert!(text.contains("2026-10,total,Total,,1234.5,100\n"), "{text}");
     }
 }

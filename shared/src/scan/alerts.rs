@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::email::compose_email;
+use super::email::{EmailContext, compose_email};
 use super::summary::{NotificationOutcome, ScanSummary};
 use super::{ScanDeps, ScanRequest};
 use crate::credits::classify::Level;
@@ -71,7 +71,7 @@ impl Crossings {
 /// summary's `notification` says which recipients it reached).
 pub(super) async fn notify_admins(
     deps: &ScanDeps<'_>,
-    req: &ScanRequest,
+    email_context: &EmailContext,
     summary: &mut ScanSummary,
     alerts: &Crossings,
     contacts: &[String],
@@ -89,7 +89,7 @@ pub(super) async fn notify_admins(
         ));
         return Ok(false);
     }
-    let email = compose_email(summary, deps.settings.notify_channel, req);
+    let email = compose_email(summary, email_context);
     let (delivered_to, not_delivered, reason) = match deps.client.notify(contacts, &email).await {
         Ok(outcome) if outcome.failed.is_empty() => {
             summary.recipients_notified = outcome.succeeded.clone();

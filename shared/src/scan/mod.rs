@@ -52,7 +52,7 @@ pub use summary::{
 };
 
 use alerts::{commit_alert_levels, notify_admins};
-use email::compose_email;
+use email::{EmailContext, ListsPlace, compose_email};
 use observe::{Observed, observe};
 use summary::NotApplied;
 use top_up::TopUpDecision;
@@ -107,10 +107,12 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         thresholds,
         contacts,
         org_size,
+        org_home,
     } = observe(deps, req).await?;
+    let email_context = email_context(deps.settings, req, &alerts, org_home);
 
     if req.input.dry_run {
-        let email = (!alerts.report.is_empty()).then(|| compose_email(&summary, deps.settings.notify_channel, req));
+        let email = (!alerts.report.is_empty()).then(|| compose_email(&summary, &email_context));
         summary.notification = NotificationOutcome::DryRun {
             would_send: email.is_some() && !contacts.is_empty(),
             recipients: contacts,
@@ -191,7 +193,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     let notified = match deps.ledger.stage_alerts(&staged).await {
         Err(e) => Err(format!("the alert state could not be staged, so nothing was sent: {e}")),
         // 5. Notify about the crossings.
-        Ok(()) => notify_admins(deps, req, &mut summary, &alerts, &contacts)
+        Ok(()) => notify_admins(deps, &email_context, &mut summary, &alerts, &contacts)
             .await
             .map_err(|reason| format!("the alert email failed: {reason}")),
     };
@@ -263,6 +265,35 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             problems: record_problems,
             summary: Box::new(summary),
         })
+    }
+}
+
+/// What the alert email says besides the summary: the run's language (its Input's, else the
+/// configured one), the org's home for member links, where the complete lists go (a dry run
+/// writes none), and the members back to ok.
+fn email_context(
+    settings: &ScanSettings,
+    req: &ScanRequest,
+    alerts: &Crossings,
+    org_home: Option<String>,
+) -> EmailContext {
+    let lists = settings
+        .lists_bucket
+        .as_ref()
+        .filter(|_| !req.input.dry_run)
+        .map(|bucket| ListsPlace {
+            bucket: bucket.clone(),
+            csv_key: lists::ListKeys::for_run(req.as_of, &req.run_key).csv,
+            link: None,
+        });
+    EmailContext {
+        channel: settings.notify_channel,
+        lang: req.input.language.unwrap_or(settings.language),
+        date: req.as_of.date_naive(),
+        org_home,
+        lists,
+        back_to_ok: alerts.clear.iter().filter(|k| k.as_str() != ORG_ALERT_KEY).count(),
+        top_up_target: settings.top_up.as_ref().map(|t| t.target),
     }
 }
 

@@ -43,6 +43,8 @@ pub(super) struct Observed {
     pub(super) contacts: Vec<String>,
     /// The org's member count, when the listing was complete.
     pub(super) org_size: Option<u64>,
+    /// The org's home, for links to members' pages in the email.
+    pub(super) org_home: Option<String>,
 }
 
 /// Step 1: everything that only reads (ArcGIS and the alert state).
@@ -230,6 +232,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         thresholds,
         contacts: org.admin_contacts,
         org_size,
+        org_home: org.home_url,
     })
 }
 

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::credits::amount::Credits;
 use crate::credits::classify::{Limit, Thresholds};
 use crate::credits::usage::BucketLabel;
+use crate::i18n::Lang;
 use crate::startup::StartupError;
 
 /// The template's timeout for scan-credits: the deadline used when the invocation's context
@@ -42,6 +43,8 @@ pub struct ScanSettings {
     /// (`scans/YYYY-MM-DD/...`); without it the function's result holds the first members
     /// of each list only.
     pub lists_bucket: Option<String>,
+    /// `LANGUAGE`: the alert email's language, unless the run's Input names another.
+    pub language: Lang,
 }
 
 impl ScanSettings {
@@ -69,6 +72,7 @@ impl ScanSettings {
             ledger_table,
             bucket_label: config.usage_bucket_label,
             lists_bucket: config.report_bucket.clone(),
+            language: config.language,
         })
     }
 }
