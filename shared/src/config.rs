@@ -78,6 +78,9 @@ pub struct Config {
     /// `REPORT_BUCKET` (required by monthly-report): where reports are archived, and where
     /// scan-credits writes each real run's complete member lists.
     pub report_bucket: Option<String>,
+    /// `REPORT_LINKS` (`presigned` | `none`, default `presigned`) and `REPORT_LINK_HOURS`
+    /// (default 24, 1–168): how the emails link to the reports and member lists.
+    pub report_links: ReportLinks,
     /// `REPORT_SOURCE` (`usage` | `report-item`, default `usage`).
     pub report_source: ReportSource,
     /// `KEEP_REPORT_ITEMS` (default false): keep the ArcGIS report items instead of deleting them.
@@ -121,6 +124,22 @@ impl GuardrailSettings {
         }
     }
 }
+
+/// How the emails let people outside AWS open what they point at (the month's report, a
+/// scan's complete lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportLinks {
+    /// S3 pre-signed GET links, valid this long: they open in a browser without AWS access.
+    /// S3 stops honouring one when the credentials that signed it expire, and a function's
+    /// role credentials are temporary, so a link can stop working before its lifetime ends
+    /// (docs/aws.md, "Links in emails").
+    Presigned(Duration),
+    /// No links: the email names the bucket and the key.
+    Off,
+}
+
+/// The longest pre-signed link S3 accepts (SigV4: seven days), in hours.
+pub const MAX_LINK_HOURS: u64 = 168;
 
 /// Where monthly-report reads consumption from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +185,8 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("ASYNC_ABOVE_MEMBERS", &["allocate"]),
     ("REPORT_BUCKET", &["scan-credits", "monthly-report"]),
     ("REPORT_SOURCE", &["monthly-report"]),
+    ("REPORT_LINKS", &["scan-credits", "monthly-report"]),
+    ("REPORT_LINK_HOURS", &["scan-credits", "monthly-report"]),
     ("KEEP_REPORT_ITEMS", &["monthly-report"]),
     ("REPORT_TOP_N", &["monthly-report"]),
     ("USAGE_BUCKET_LABEL", &["scan-credits", "monthly-report"]),
@@ -270,6 +291,16 @@ impl Config {
                 ReportSource::Usage
             }
         };
+        let link_hours = env.number("REPORT_LINK_HOURS", 24u64, 1..=MAX_LINK_HOURS);
+        let report_links = match env.get("REPORT_LINKS").as_deref() {
+            None | Some("presigned") => ReportLinks::Presigned(Duration::from_secs(link_hours * 3_600)),
+            Some("none") => ReportLinks::Off,
+            Some(other) => {
+                let shown: String = other.chars().take(40).collect();
+                env.problem("REPORT_LINKS", format!("'{shown}' is not presigned or none"));
+                ReportLinks::Off
+            }
+        };
         let keep_report_items = env.boolean("KEEP_REPORT_ITEMS", false);
         let report_top_n = env.number("REPORT_TOP_N", 10usize, 1..=1_000);
         let usage_bucket_label = match env.get("USAGE_BUCKET_LABEL") {
@@ -315,6 +346,7 @@ impl Config {
             async_above_members,
             report_bucket,
             report_source,
+            report_links,
             keep_report_items,
             report_top_n,
             usage_bucket_label,

@@ -11,7 +11,7 @@ use portal_sim::org::SERVICE_TYPES;
 use portal_sim::{SimHandle, UsageRecord};
 use serde_json::{Value, json};
 use shared::arcgis::{Client, ClientConfig, NotifyChannel};
-use shared::config::ReportSource;
+use shared::config::{ReportLinks, ReportSource};
 use shared::credits::member::Credits;
 use shared::credits::usage::BucketLabel;
 use shared::ledger::{Ledger, RunClaim, RunStatus};
@@ -100,6 +100,7 @@ fn settings(source: ReportSource, keep_report_items: bool, store: &ReportStore, 
         notify_channel: NotifyChannel::Email,
         bucket_label: BucketLabel::Start,
         language: shared::i18n::Lang::En,
+        links: ReportLinks::Presigned(Duration::from_secs(3_600)),
     }
 }
 
@@ -379,15 +380,23 @@ async fn a_retry_on_the_third_rewrites_the_same_objects_and_mails_once() {
     assert_eq!(notes.len(), 1, "one email (one batch) to the admin contacts");
     assert_eq!(notes[0].users, sim.org().contacts);
     assert_eq!(notes[0].channel, "email");
-    assert!(
-        notes[0]
-            .message
-            .contains(&format!("s3://{}/{}", store.bucket(), keys.html))
-    );
     let mut before = Vec::new();
     for key in [&keys.csv, &keys.html, &keys.json] {
         before.push(object(&s3, &store, key).await.0);
     }
+    // The email links to the HTML report: opened without AWS credentials, it is the report.
+    let link = notes[0]
+        .message
+        .split_whitespace()
+        .find(|w| w.starts_with("http") && w.contains(&keys.html))
+        .unwrap_or_else(|| panic!("no link to {} in: {}", keys.html, notes[0].message));
+    let opened = reqwest::get(link).await.expect("the link answers");
+    assert_eq!(opened.status(), 200, "{link}");
+    assert_eq!(
+        opened.bytes().await.unwrap().to_vec(),
+        before[1],
+        "the link opens the HTML report"
+    );
 
     // November usage moves the org's balance, but not October's figures.
     sim.consume(UsageRecord {

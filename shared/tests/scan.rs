@@ -77,6 +77,7 @@ async fn run_with(
         client,
         ledger,
         settings,
+        lists: None,
     };
     scan(&deps, req).await
 }

@@ -441,10 +441,22 @@ async fn a_french_deployment_alerts_in_french_in_a_short_email() {
         mail.message
     );
     assert!(mail.message.contains("Les plus urgents (10 sur "), "{}", mail.message);
-    assert!(
-        mail.message.contains(out.payload["lists"]["csv_key"].as_str().unwrap()),
-        "{}",
-        mail.message
+    // The link opens the complete list without AWS credentials.
+    let csv_key = out.payload["lists"]["csv_key"].as_str().unwrap();
+    let link = mail
+        .message
+        .split_whitespace()
+        .find(|w| w.starts_with("http") && w.contains(csv_key))
+        .unwrap_or_else(|| panic!("no link to {csv_key} in:\n{}", mail.message));
+    let opened = reqwest::get(link).await.expect("the link answers");
+    assert_eq!(opened.status(), 200, "{link}");
+    let listed = opened.bytes().await.unwrap().to_vec();
+    assert_eq!(Some(listed.clone()), bucket.object(csv_key).await.map(|(b, _)| b));
+    let rows = String::from_utf8(listed).unwrap().lines().count();
+    assert_eq!(
+        rows,
+        1 + critical.len() + warning.len(),
+        "a header and every flagged member"
     );
     assert!(mail.message.contains("\"policy\": \"critical\""), "{}", mail.message);
     for english in ["credits left", "What to do", "Most urgent"] {

@@ -109,6 +109,7 @@ async fn handle(state: &State, event: LambdaEvent<Value>, metrics_out: &mut impl
         client: &client,
         ledger: &state.ledger,
         settings: &state.settings,
+        lists: state.lists.as_ref(),
     };
     let result = scan::scan(&deps, &request).await;
     let summary = match &result {

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::arcgis::{Capability, Client, Notification, NotifyChannel};
-use crate::config::{Config, ReportSource};
+use crate::config::{Config, ReportLinks, ReportSource};
 use crate::credits::amount::Credits;
 use crate::credits::usage::BucketLabel;
 use crate::i18n::Lang;
@@ -73,6 +73,8 @@ pub struct ReportSettings {
     pub bucket_label: BucketLabel,
     /// `LANGUAGE`: the report's and the email's language, unless the run's Input names another.
     pub language: Lang,
+    /// `REPORT_LINKS`: whether the email links to the HTML report.
+    pub links: ReportLinks,
 }
 
 impl ReportSettings {
@@ -98,6 +100,7 @@ impl ReportSettings {
             notify_channel: config.notify_channel,
             bucket_label: config.usage_bucket_label,
             language: config.language,
+            links: config.report_links,
         })
     }
 }
@@ -439,7 +442,16 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
             Ok(summary)
         }
         RunClaim::Claimed => {
-            let location = deps.store.uri(&keys.html);
+            let location = match deps.settings.links {
+                ReportLinks::Presigned(lifetime) => match deps.store.link(&keys.html, lifetime).await {
+                    Ok(link) => link,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no link to the report could be made; the email names its S3 key");
+                        deps.store.uri(&keys.html)
+                    }
+                },
+                ReportLinks::Off => deps.store.uri(&keys.html),
+            };
             summary.email = send_email(deps, &props.admin_contacts, &report, &location, lang).await;
             let status = match summary.email {
                 EmailOutcome::Failed { .. } => RunStatus::Failed,

@@ -7,7 +7,9 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
+use std::time::Duration;
 
 use super::month::Month;
 
@@ -95,6 +97,28 @@ impl ReportStore {
     /// `s3://bucket/key`, for summaries and the email.
     pub fn uri(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// A link that opens `key` in a browser without AWS credentials for `lifetime` (an S3
+    /// pre-signed GET, made locally: nothing is sent). Signing needs `s3:GetObject` on the key
+    /// in the function's role, since S3 checks the signer's permissions when the link is used.
+    pub async fn link(&self, key: &str, lifetime: Duration) -> Result<String, StoreError> {
+        let err = |detail: String| StoreError::Sdk {
+            action: "s3:GetObject",
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            detail,
+        };
+        let config = PresigningConfig::expires_in(lifetime).map_err(|e| err(e.to_string()))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;
+        Ok(request.uri().to_owned())
     }
 
     /// Writes (or overwrites) one object.

@@ -39,7 +39,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::apply::Deadline;
 use crate::arcgis::Client;
+use crate::config::ReportLinks;
 use crate::ledger::{Ledger, RunClaim, RunStatus};
+use crate::monthly::store::ReportStore;
 use crate::schedule::ScanInput;
 
 pub use alerts::{Crossings, ORG_ALERT_KEY};
@@ -73,6 +75,8 @@ pub struct ScanDeps<'a> {
     pub ledger: &'a Ledger,
     /// Thresholds, org floor, channel and top-up.
     pub settings: &'a ScanSettings,
+    /// The bucket of the complete lists, when configured: the email links to them.
+    pub lists: Option<&'a ReportStore>,
 }
 
 /// One invocation's parameters, decoded from the schedule's event by the handler.
@@ -109,7 +113,18 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         org_size,
         org_home,
     } = observe(deps, req).await?;
-    let email_context = email_context(deps.settings, req, &alerts, org_home);
+    let mut email_context = email_context(deps.settings, req, &alerts, org_home);
+    if let (Some(place), Some(store), ReportLinks::Presigned(lifetime)) =
+        (email_context.lists.as_mut(), deps.lists, deps.settings.links)
+    {
+        // Signed before the lists are written: a link is a signature, not a read.
+        match store.link(&place.csv_key, lifetime).await {
+            Ok(link) => place.link = Some(link),
+            Err(e) => {
+                tracing::warn!(error = %e, "no link to the complete lists could be made; the email names the S3 key")
+            }
+        }
+    }
 
     if req.input.dry_run {
         let email = (!alerts.report.is_empty()).then(|| compose_email(&summary, &email_context));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::apply::Applier;
 use crate::arcgis::NotifyChannel;
-use crate::config::Config;
+use crate::config::{Config, ReportLinks};
 use crate::credits::amount::Credits;
 use crate::credits::classify::{Limit, Thresholds};
 use crate::credits::usage::BucketLabel;
@@ -45,6 +45,8 @@ pub struct ScanSettings {
     pub lists_bucket: Option<String>,
     /// `LANGUAGE`: the alert email's language, unless the run's Input names another.
     pub language: Lang,
+    /// `REPORT_LINKS`: whether the email links to the complete lists.
+    pub links: ReportLinks,
 }
 
 impl ScanSettings {
@@ -73,6 +75,7 @@ impl ScanSettings {
             bucket_label: config.usage_bucket_label,
             lists_bucket: config.report_bucket.clone(),
             language: config.language,
+            links: config.report_links,
         })
     }
 }
