@@ -5,7 +5,10 @@
 //! secret; then: scan → allocate the critical policy as a dry run → apply it with an
 //! Idempotency-Key and replay it → scan the next day (no repeated alerts) → deliver that run
 //! again (nothing sent). Prints what an administrator would look at, and stops everything it
-//! started when it ends.
+//! started when it ends. Before the first scan it shows the same scan as a French deployment
+//! would mail it (a dry run with `"language": "fr"`); after the scans, monthly-report archives
+//! last month's report and mails its link, and the rendered HTML is copied to
+//! `target/demo/`.
 //!
 //! `MEMBERS` and `SEED` choose the org (defaults 2000 and 7).
 
@@ -13,7 +16,7 @@
 #[allow(dead_code, unused_imports)]
 mod support;
 
-use chrono::{Duration, Utc};
+use chrono::{Datelike, Duration, Utc};
 use portal_sim::{GenParams, generate};
 use serde_json::{Value, json};
 use shared::credits::amount::Credits;
@@ -238,8 +241,34 @@ async fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let scan_fn = world.start("scan-credits", &guardrails);
+    let bucket = support::Bucket::create().await;
+    let with_bucket: Vec<(&str, &str)> = guardrails
+        .iter()
+        .copied()
+        .chain([("REPORT_BUCKET", bucket.name.as_str())])
+        .collect();
+    println!("  reports bucket {}", bucket.name);
+    let scan_fn = world.start("scan-credits", &with_bucket);
     let alloc_fn = world.start("allocate", &guardrails);
+    let report_fn = world.start("monthly-report", &with_bucket);
+
+    heading("0. The alert a French deployment would send (LANGUAGE=fr; a dry run sends and records nothing)");
+    let french = world
+        .invoke(
+            "scan-credits",
+            &json!({"dry_run": true, "language": "fr", "scheduled_time": today.to_rfc3339()}),
+        )
+        .await;
+    let notification = &french.payload["notification"];
+    match notification["message"].as_str() {
+        Some(message) => {
+            println!("  subject: \"{}\"", text(&notification["subject"]));
+            for line in message.lines() {
+                println!("    | {line}");
+            }
+        }
+        None => println!("  no email would go out: {notification}"),
+    }
 
     heading("1. scan-credits (the daily schedule)");
     let first = world
@@ -261,6 +290,21 @@ async fn main() {
         );
         for line in mail.message.lines() {
             println!("    | {line}");
+        }
+        // The link in the email opens the complete list without AWS credentials.
+        if let Some(link) = mail
+            .message
+            .split_whitespace()
+            .find(|w| w.starts_with("http") && w.contains("members.csv"))
+        {
+            match reqwest::get(link).await {
+                Ok(r) => println!(
+                    "  → the email's link to the complete list answers HTTP {} ({} lines of CSV)",
+                    r.status(),
+                    r.text().await.map(|t| t.lines().count()).unwrap_or(0)
+                ),
+                Err(e) => println!("  → the email's link could not be opened: {e}"),
+            }
         }
     }
 
@@ -379,6 +423,47 @@ async fn main() {
         text(&dup["claimed_at"])
     );
     println!("  emails sent in all: {}", world.sim.notifications().len());
+
+    heading("6. monthly-report: last month's credits report");
+    let month = (today.date_naive().with_day(1).unwrap_or(today.date_naive()) - Duration::days(1))
+        .format("%Y-%m")
+        .to_string();
+    let report = world.invoke("monthly-report", &json!({"month": month})).await;
+    if let Some(e) = &report.function_error {
+        eprintln!(
+            "monthly-report failed ({e}): {}\n{}",
+            report.payload,
+            report_fn.output()
+        );
+        std::process::exit(1);
+    }
+    println!(
+        "  {month}: {} credits used, archived as {}",
+        credits(&report.payload["total_credits"]),
+        report.payload["objects"]
+            .as_array()
+            .map(|o| o.iter().map(|v| text(v).to_owned()).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    );
+    if let Some(mail) = world.sim.notifications().last() {
+        println!(
+            "  → email \"{}\" ({} lines)",
+            mail.subject,
+            mail.message.lines().count()
+        );
+        for line in mail.message.lines() {
+            println!("    | {line}");
+        }
+    }
+    let key = format!("reports/{month}/credits.html");
+    if let Some((html, _)) = bucket.object(&key).await {
+        let dir = testkit::lambda::workspace_root().join("target/demo");
+        let path = dir.join(format!("credits-{month}.html"));
+        match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, html)) {
+            Ok(()) => println!("  the rendered report: {} (open it in a browser)", path.display()),
+            Err(e) => println!("  could not copy the report to {}: {e}", path.display()),
+        }
+    }
 
     heading("Requests served by the simulated ArcGIS Online");
     for (endpoint, n) in world.sim.counts() {
