@@ -2,7 +2,7 @@
 # Renders a generated monthly credits report (credits.html) in headless Chromium, with no
 # network, and prints the path of the screenshot (PNG).
 #
-#   scripts/render-report.sh [OUT_DIR] [MEMBERS]      # default target/render-report, 300
+#   scripts/render-report.sh [OUT_DIR] [MEMBERS] [LANGUAGE]   # default target/render-report, 300, en
 #
 # The HTML comes from `cargo run -p shared --example render-report` (a generated org in an
 # in-process simulator, read and rendered exactly as monthly-report does). Chromium is
@@ -15,11 +15,12 @@ cd "$(dirname "$0")/.."
 
 out_dir="${1:-target/render-report}"
 members="${2:-300}"
+lang="${3:-en}"
 mkdir -p "$out_dir"
 html="$(realpath "$out_dir")/credits.html"
 png="$(realpath "$out_dir")/credits.png"
 
-cargo run --quiet -p shared --example render-report -- "$html" "$members" >/dev/null
+cargo run --quiet -p shared --example render-report -- "$html" "$members" "$lang" >/dev/null
 
 chrome=""
 for candidate in chromium chromium-browser; do
