@@ -9,3 +9,6 @@ export AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 export CARGO_TERM_COLOR=never
 export PATH="$HOME/.cargo/bin:$PATH"
+# The Python tools of this checkout (moto_server, cargo-lambda): scripts/install-tools.sh puts
+# them in a virtualenv here, never in the system Python.
+export PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.tools/test/bin:$PATH"

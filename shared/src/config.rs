@@ -548,6 +548,9 @@ mod tests {
             ("ORG_RESERVE_CREDITS", "-1"),
             ("USAGE_BUCKET_LABEL", "middle"),
             ("LANGUAGE", "español"),
+            ("ASYNC_ABOVE_MEMBERS", "0"),
+            ("REPORT_LINKS", "s3"),
+            ("REPORT_LINK_HOURS", "169"),
         ])
         .unwrap_err();
         let vars: Vec<&str> = err.problems.iter().map(|p| p.variable).collect();
@@ -557,12 +560,19 @@ mod tests {
                 "AUTO_TOP_UP_TO",
                 "ORG_RESERVE_CREDITS",
                 "ALLOW_UNAUTHENTICATED",
+                "ASYNC_ABOVE_MEMBERS",
                 "REPORT_SOURCE",
+                "REPORT_LINK_HOURS",
+                "REPORT_LINKS",
                 "USAGE_BUCKET_LABEL",
                 "LANGUAGE"
             ]
         );
         assert!(err.to_string().contains("LANGUAGE: 'español' is not en or fr"), "{err}");
+        assert!(
+            err.to_string().contains("REPORT_LINKS: 's3' is not presigned or none"),
+            "{err}"
+        );
         assert!(
             err.to_string()
                 .contains("USAGE_BUCKET_LABEL: 'middle' is not start or end"),

@@ -231,6 +231,7 @@ mod tests {
             ("NOTIFY_CHANNEL", "builtin"),
             ("USAGE_BUCKET_LABEL", "end"),
             ("LANGUAGE", "fr"),
+            ("REPORT_LINKS", "none"),
         ])
         .unwrap();
         assert_eq!(
@@ -244,6 +245,7 @@ mod tests {
                 notify_channel: shared::arcgis::NotifyChannel::Builtin,
                 bucket_label: shared::credits::usage::BucketLabel::End,
                 language: shared::i18n::Lang::Fr,
+                links: shared::config::ReportLinks::Off,
             }
         );
         let defaults = config_of(&[
@@ -258,6 +260,11 @@ mod tests {
         assert_eq!(settings.top_n, 10);
         assert_eq!(settings.notify_channel, shared::arcgis::NotifyChannel::Email);
         assert_eq!(settings.bucket_label, shared::credits::usage::BucketLabel::Start);
+        assert_eq!(
+            settings.links,
+            shared::config::ReportLinks::Presigned(std::time::Duration::from_secs(24 * 3_600)),
+            "the email links to the report for a day by default"
+        );
     }
 
     /// A store whose endpoint refuses connections: any S3 call would fail loudly.

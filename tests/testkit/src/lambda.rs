@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::net::{free_port, on_path, wait_for_listener};
+use crate::net::{free_port, on_path, path_with_tools, wait_for_listener};
 use crate::proxy::{Delivered, RuntimeProxy};
 
 /// The workspace root (this crate lives in `tests/testkit`).
@@ -99,11 +99,12 @@ impl RuntimeEmulator {
     pub async fn start() -> RuntimeEmulator {
         assert!(
             on_path("cargo-lambda").is_some(),
-            "cargo-lambda is not on PATH: run `scripts/install-tools.sh` (pip install cargo-lambda==1.9.2)"
+            "cargo-lambda is neither in .tools/test/bin nor on PATH: run `scripts/install-tools.sh`"
         );
         let port = free_port();
         let child = Command::new("cargo")
             .current_dir(workspace_root())
+            .env("PATH", path_with_tools())
             .args([
                 "lambda",
                 "watch",

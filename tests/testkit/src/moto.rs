@@ -28,7 +28,7 @@ pub fn moto() -> &'static Moto {
 
 fn start() -> Moto {
     let exe = on_path("moto_server").unwrap_or_else(|| {
-        panic!("moto_server is not on PATH: these tests need it and do not skip; run `scripts/install-tools.sh` (pip install \"moto[server]==5.2.5\")")
+        panic!("moto_server is neither in .tools/test/bin nor on PATH: these tests need it and do not skip; run `scripts/install-tools.sh`")
     });
     let port = free_port();
     let log = std::env::temp_dir().join(format!("testkit-moto-{}-{port}.log", std::process::id()));

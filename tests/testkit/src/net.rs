@@ -23,11 +23,23 @@ pub fn wait_for_listener(addr: SocketAddr, limit: Duration) -> bool {
     false
 }
 
-/// Finds an executable on `PATH`.
+/// The checkout's tool virtualenv (`scripts/install-tools.sh` installs moto_server and
+/// cargo-lambda there, not in the system Python), searched before `PATH`.
+pub fn tools_bin() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/test/bin")
+}
+
+/// `PATH` with [`tools_bin`] first, for child processes that look tools up themselves
+/// (`cargo lambda` finds `cargo-lambda` on `PATH`).
+pub fn path_with_tools() -> std::ffi::OsString {
+    let mut dirs = vec![tools_bin()];
+    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// Finds an executable in [`tools_bin`] or on `PATH`.
 pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(name))
+    std::env::split_paths(&path_with_tools())
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
