@@ -270,7 +270,16 @@ async fn monthly_report_archives_mails_once_and_both_sources_agree() {
     assert_eq!(mails[0].users, contacts);
     assert_eq!(mails[0].channel, "email");
     assert!(mails[0].subject.contains(&month.long_name()), "{}", mails[0].subject);
-    assert!(mails[0].message.contains(&uris[2]), "{}", mails[0].message);
+    // The link opens the HTML report without AWS credentials.
+    let html_key = format!("reports/{}/credits.html", month.key());
+    let link = mails[0]
+        .message
+        .split_whitespace()
+        .find(|w| w.starts_with("http") && w.contains(&html_key))
+        .unwrap_or_else(|| panic!("no link to {html_key}: {}", mails[0].message));
+    let opened = reqwest::get(link).await.expect("the link answers");
+    assert_eq!(opened.status(), 200, "{link}");
+    assert_eq!(opened.text().await.unwrap(), html, "the link opens the stored report");
     assert_eq!(s["email"]["status"], "sent");
     assert_eq!(s["email"]["recipients"], json!(contacts));
 
