@@ -63,7 +63,7 @@ async fn render(out: &std::path::Path, members: usize, lang: Lang) -> Result<(),
         source: SourceKind::Usage,
         org_name: props.name.clone(),
         by_service: &figures.by_service,
-        by_member: &figures.by_member,
+        by_member: figures.by_member.as_ref().unwrap_or(&figures.by_service),
         previous_total: figures.previous_total.map(|t| (t, SourceKind::Usage)),
         balance: BalanceSnapshot {
             available_credits: props.available_credits,

@@ -10,7 +10,7 @@
 //! (and, within a role that reaches it too, by user type), and the parts are proven to add
 //! up to the org.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 use bytes::Bytes;
@@ -269,9 +269,10 @@ struct Part {
 
 /// The pages' records, deduplicated.
 struct Merged {
-    members: BTreeMap<String, Member>,
-    /// Usernames listed without credit fields.
-    lookups: BTreeSet<String>,
+    /// Members listed with credit fields, sorted by username, unique.
+    members: Vec<Member>,
+    /// Usernames listed without credit fields, sorted, unique, none of them in `members`.
+    lookups: Vec<String>,
     problems: Vec<ListingProblem>,
     duplicates_dropped: u64,
     /// Distinct usernames per partition, in the order given.
@@ -284,56 +285,109 @@ impl Merged {
     }
 
     fn contains(&self, username: &str) -> bool {
-        self.members.contains_key(username) || self.lookups.contains(username)
+        self.members
+            .binary_search_by(|m| m.username.as_str().cmp(username))
+            .is_ok()
+            || self.lookups.binary_search_by(|u| u.as_str().cmp(username)).is_ok()
     }
 }
 
-/// Merges the partitions' pages, in partition then `start` order, so which copy of a
-/// duplicate wins (the first partition's, its lowest page's) does not depend on the order
-/// pages arrived in.
+/// A record with a username, and where it was listed: its partition's position, its page's
+/// start and its position on the page, the order in which copies of a duplicate win.
+struct Listed {
+    part: u32,
+    start: u64,
+    at: u32,
+    record: Record,
+}
+
+impl Listed {
+    fn username(&self) -> &str {
+        match &self.record {
+            Record::Complete(m) => &m.username,
+            Record::NeedsLookup(u) => u,
+            Record::Unreadable => "",
+        }
+    }
+}
+
+/// Merges the partitions' pages: of the copies of a member, the first partition's, its lowest
+/// page's wins, whatever order the pages arrived in. The records are moved into one list
+/// that is sorted and deduplicated in place, so the merge holds each member once (not a map
+/// beside the pages, nor a second copy of every username per partition): at 100,000 members
+/// the listing is most of a scan's memory.
 fn merge(parts: Vec<(Partition, Vec<Page>)>) -> Merged {
-    let mut merged = Merged {
-        members: BTreeMap::new(),
-        lookups: BTreeSet::new(),
-        problems: Vec::new(),
-        duplicates_dropped: 0,
-        listed_per_part: Vec::with_capacity(parts.len()),
-    };
-    for (partition, mut pages) in parts {
+    let records = parts.iter().flat_map(|(_, pages)| pages).map(|p| p.records.len()).sum();
+    let mut listed: Vec<Listed> = Vec::with_capacity(records);
+    let mut problems = Vec::new();
+    let mut partitions = Vec::with_capacity(parts.len());
+    for (part, (partition, mut pages)) in (0u32..).zip(parts) {
         pages.sort_by_key(|p| p.start);
-        let mut here: HashSet<String> = HashSet::new();
         for page in pages {
             let start = page.start;
-            for record in page.records {
-                let (username, member) = match record {
-                    Record::Complete(m) => (m.username.clone(), Some(m)),
-                    Record::NeedsLookup(u) => (u, None),
-                    Record::Unreadable => {
-                        merged.problems.push(ListingProblem::Unreadable {
-                            partition: partition.clone(),
-                            start,
-                        });
-                        continue;
-                    }
-                };
-                here.insert(username.clone());
-                if merged.contains(&username) {
-                    merged.duplicates_dropped += 1;
+            for (at, record) in (0u32..).zip(page.records) {
+                if let Record::Unreadable = record {
+                    problems.push(ListingProblem::Unreadable {
+                        partition: partition.clone(),
+                        start,
+                    });
                     continue;
                 }
-                match member {
-                    Some(m) => {
-                        merged.members.insert(username, m);
-                    }
-                    None => {
-                        merged.lookups.insert(username);
-                    }
-                }
+                listed.push(Listed {
+                    part,
+                    start,
+                    at,
+                    record,
+                });
             }
         }
-        merged.listed_per_part.push(here.len() as u64);
+        partitions.push(partition);
     }
-    merged
+    // The keys are unique (one record per partition, page and position), so the order is total.
+    listed.sort_unstable_by(|a, b| {
+        a.username()
+            .cmp(b.username())
+            .then_with(|| (a.part, a.start, a.at).cmp(&(b.part, b.start, b.at)))
+    });
+    let mut listed_per_part = vec![0u64; partitions.len()];
+    let mut duplicates_dropped = 0;
+    let mut last_part = listed.first().map_or(0, |first| first.part);
+    if !listed.is_empty() {
+        listed_per_part[last_part as usize] += 1;
+    }
+    // Within a username the copies come in partition order: a partition not counted for it
+    // yet shows as a change from the copy before.
+    listed.dedup_by(|later, kept| {
+        let same = later.username() == kept.username();
+        if !same || later.part != last_part {
+            listed_per_part[later.part as usize] += 1;
+        }
+        last_part = later.part;
+        duplicates_dropped += u64::from(same);
+        same
+    });
+    let lookups = listed
+        .iter_mut()
+        .filter_map(|l| match &mut l.record {
+            Record::NeedsLookup(username) => Some(std::mem::take(username)),
+            _ => None,
+        })
+        .collect();
+    // Collected in place: the members take over the records' allocation.
+    let members = listed
+        .into_iter()
+        .filter_map(|l| match l.record {
+            Record::Complete(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    Merged {
+        members,
+        lookups,
+        problems,
+        duplicates_dropped,
+        listed_per_part,
+    }
 }
 
 /// A listing record, read as far as possible.
@@ -605,13 +659,18 @@ impl Client {
             );
         }
         let mut failed = Vec::new();
+        let mut found = false;
         for (username, result) in self.members(lookups, self.inner.list_concurrency).await {
             match result {
                 Ok(m) => {
-                    members.insert(username, m);
+                    members.push(m);
+                    found = true;
                 }
                 Err(error) => failed.push(ListingProblem::Lookup { username, error }),
             }
+        }
+        if found {
+            members.sort_unstable_by(|a, b| a.username.cmp(&b.username));
         }
         // Deterministic order for the report, whatever order lookups finished in.
         failed.sort_by(|a, b| problem_key(a).cmp(problem_key(b)));
@@ -621,7 +680,7 @@ impl Client {
         }
         problems.extend(checks);
         MemberList {
-            members: members.into_values().collect(),
+            members,
             reported_total,
             pages,
             duplicates_dropped,
@@ -851,10 +910,8 @@ struct WirePage {
 struct WireUser {
     username: Option<Value>,
     full_name: Option<Value>,
-    email: Option<Value>,
     disabled: Option<Value>,
     user_license_type_id: Option<Value>,
-    role: Option<Value>,
     assigned_credits: Option<Value>,
     available_credits: Option<Value>,
 }
@@ -898,10 +955,8 @@ fn read_record(user: &WireUser) -> Record {
     Record::Complete(Member {
         username,
         full_name: wire::string(user.full_name.as_ref()),
-        email: wire::string(user.email.as_ref()),
         disabled: wire::boolean(user.disabled.as_ref()).unwrap_or(false),
         user_type: wire::string(user.user_license_type_id.as_ref()),
-        role: wire::string(user.role.as_ref()),
         balance: Balance::from_wire(assigned, available),
     })
 }
@@ -981,12 +1036,12 @@ mod tests {
     }
 
     #[test]
-    fn minus_one_is_unlimited_and_empty_email_is_none() {
-        let m = member_from_json(&json!({"username": "u", "email": "", "disabled": true,
+    fn minus_one_is_unlimited_and_empty_full_name_is_none() {
+        let m = member_from_json(&json!({"username": "u", "fullName": "", "disabled": true,
             "assignedCredits": -1, "availableCredits": -1}))
         .unwrap();
         assert_eq!(m.balance, Balance::Unlimited);
-        assert_eq!(m.email, None);
+        assert_eq!(m.full_name, None);
         assert!(m.disabled);
     }
 
@@ -1015,9 +1070,10 @@ mod tests {
             {"username": "c"}, {"fullName": "no username"}, {"username": "c"}]),
         );
         let m = merge(vec![(Partition::default(), vec![p2, p1])]);
-        assert_eq!(m.members.keys().collect::<Vec<_>>(), vec!["a", "b"]);
+        let usernames: Vec<&str> = m.members.iter().map(|m| m.username.as_str()).collect();
+        assert_eq!(usernames, vec!["a", "b"]);
         assert_eq!(
-            m.members["b"].balance,
+            m.members[1].balance,
             Balance::Limited {
                 assigned: Credits::whole(1),
                 available: Credits::whole(1)
@@ -1050,12 +1106,31 @@ mod tests {
         assert_eq!(m.listed_per_part, vec![1, 2], "each partition counts what it held");
         assert_eq!((m.listed(), m.duplicates_dropped), (2, 1));
         assert_eq!(
-            m.members["m"].balance,
+            m.members.iter().find(|m| m.username == "m").unwrap().balance,
             Balance::Limited {
                 assigned: Credits::whole(1),
                 available: Credits::whole(1)
             }
         );
+    }
+
+    #[test]
+    fn merge_counts_a_member_once_per_partition_it_shows_in() {
+        let x = |n: i64| json!({"username": "x", "assignedCredits": n, "availableCredits": n});
+        let m = merge(vec![
+            (Partition::of_role("a"), vec![page(1, json!([x(1)]))]),
+            // Twice in one partition (shifted between its pages), then in a third.
+            (
+                Partition::of_role("b"),
+                vec![page(101, json!([x(3)])), page(1, json!([x(2)]))],
+            ),
+            (Partition::of_role("c"), vec![page(1, json!([x(4), {"username": "y"}]))]),
+        ]);
+        assert_eq!(m.listed_per_part, vec![1, 1, 2]);
+        assert_eq!((m.listed(), m.duplicates_dropped), (2, 3));
+        assert_eq!(m.members[0].balance.consumed(), Some(Credits::ZERO));
+        assert_eq!(m.members[0].balance.headroom(), Some(Credits::whole(1)));
+        assert!(m.contains("x") && m.contains("y") && !m.contains("z"));
     }
 
     #[test]

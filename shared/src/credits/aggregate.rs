@@ -1,4 +1,4 @@
-//! Credits per service type, per member and per member × service type, for reports.
+//! Credits per service type and per member, for reports.
 //!
 //! A per-service total alone hides who spent what, and dropping what cannot be attributed
 //! makes the per-member list disagree with the total. Here usage without a member (series
@@ -77,18 +77,6 @@ pub struct MemberCredits {
     pub credits: Credits,
 }
 
-/// Credits of one member for one service type.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MemberServiceCredits {
-    /// Who.
-    #[serde(flatten)]
-    pub member: Attribution,
-    /// Readable label.
-    pub service: String,
-    /// Credits consumed.
-    pub credits: Credits,
-}
-
 /// The aggregated report. Every list is sorted by credits descending, ties by name.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct CreditSummary {
@@ -98,26 +86,33 @@ pub struct CreditSummary {
     pub by_service: Vec<ServiceCredits>,
     /// Per member; every member seen appears, even at 0.
     pub by_member: Vec<MemberCredits>,
-    /// Per member × service; pairs with no credits are left out to keep reports short.
-    pub by_member_service: Vec<MemberServiceCredits>,
 }
 
-/// Accumulates credits from one or more sources; [`CreditTally::summary`] sorts them.
+/// Accumulates credits from one or more sources; [`CreditTally::summary`] sorts them. No
+/// member × service pairs: no report shows them, and at 100,000 members they cost more memory
+/// than the members themselves.
 #[derive(Debug, Clone, Default)]
 pub struct CreditTally {
     by_service: BTreeMap<String, Credits>,
     by_member: BTreeMap<Attribution, Credits>,
-    by_pair: BTreeMap<(Attribution, String), Credits>,
 }
 
 impl CreditTally {
     /// Counts `credits` for `member` and `service` (a code or a label).
     pub fn add(&mut self, member: Attribution, service: &str, credits: Credits) {
-        let service = service_types::canonical(service).to_owned();
-        *self.by_service.entry(service.clone()).or_default() += credits;
-        *self.by_member.entry(member.clone()).or_default() += credits;
-        if !credits.is_zero() {
-            *self.by_pair.entry((member, service)).or_default() += credits;
+        self.add_service(service, credits);
+        *self.by_member.entry(member).or_default() += credits;
+    }
+
+    /// Counts `credits` for `service` (a code or a label); a service's name is allocated once,
+    /// not once per member.
+    fn add_service(&mut self, service: &str, credits: Credits) {
+        let service = service_types::canonical(service);
+        match self.by_service.get_mut(service) {
+            Some(sum) => *sum += credits,
+            None => {
+                self.by_service.insert(service.to_owned(), credits);
+            }
         }
     }
 
@@ -143,10 +138,12 @@ impl CreditTally {
         }
         for row in &report.rows {
             let member = Attribution::from_username(row.username.as_deref());
-            self.by_member.entry(member.clone()).or_default();
+            let mut row_credits = Credits::ZERO;
             for &(k, credits) in &row.cells {
-                self.add(member.clone(), &report.columns[k].service, credits);
+                self.add_service(&report.columns[k].service, credits);
+                row_credits += credits;
             }
+            *self.by_member.entry(member).or_default() += row_credits;
         }
     }
 
@@ -172,26 +169,10 @@ impl CreditTally {
             .collect();
         by_member.sort_by(|a, b| descending(a.credits, b.credits).then_with(|| a.member.cmp(&b.member)));
 
-        let mut by_member_service: Vec<MemberServiceCredits> = self
-            .by_pair
-            .iter()
-            .map(|((member, service), &credits)| MemberServiceCredits {
-                member: member.clone(),
-                service: service.clone(),
-                credits,
-            })
-            .collect();
-        by_member_service.sort_by(|a, b| {
-            descending(a.credits, b.credits)
-                .then_with(|| a.member.cmp(&b.member))
-                .then_with(|| a.service.cmp(&b.service))
-        });
-
         CreditSummary {
             total: self.by_service.values().sum(),
             by_service,
             by_member,
-            by_member_service,
         }
     }
 }
@@ -302,21 +283,6 @@ mod tests {
                 (member("carl"), 0.0)
             ]
         );
-        let pairs: Vec<(Attribution, &str, f64)> = s
-            .by_member_service
-            .iter()
-            .map(|x| (x.member.clone(), x.service.as_str(), x.credits.to_f64()))
-            .collect();
-        assert_eq!(
-            pairs,
-            [
-                (Attribution::Unattributed, "Tile Generation", 5.0),
-                (member("amy"), "Spatial Analysis", 4.0),
-                (member("amy"), "Geocoding", 3.0),
-                (member("bob"), "Geocoding", 3.0),
-                (Attribution::Unattributed, "newthing", 0.5),
-            ]
-        );
         let member_sum: Credits = s.by_member.iter().map(|m| m.credits).sum();
         assert_eq!(member_sum, s.total);
     }
@@ -405,7 +371,6 @@ mod tests {
                 (member("vera"), 0.0)
             ]
         );
-        assert_eq!(s.by_member_service.len(), 4);
     }
 
     #[test]

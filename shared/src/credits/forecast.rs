@@ -88,7 +88,12 @@ pub fn days_until_empty(available: Credits, credits_per_day: f64) -> Option<f64>
 /// `totals` are the usage series summed over `window`, matched to members by exact username.
 /// Pass series from one `groupby` that includes `username` (e.g. `username,stype`); the org
 /// rate sums every series, so mixing groupings would count the same credits twice.
-pub fn forecast(members: &[Member], org_available: Credits, totals: &[UsageTotal], window: &TimeWindow) -> Forecast {
+pub fn forecast<'a>(
+    members: impl IntoIterator<Item = &'a Member>,
+    org_available: Credits,
+    totals: &[UsageTotal],
+    window: &TimeWindow,
+) -> Forecast {
     let mut per_member: HashMap<&str, Credits> = HashMap::new();
     let mut org_credits = Credits::ZERO;
     for t in totals {
@@ -98,7 +103,7 @@ pub fn forecast(members: &[Member], org_available: Credits, totals: &[UsageTotal
         }
     }
     let mut runways: Vec<MemberRunway> = members
-        .iter()
+        .into_iter()
         .map(|m| {
             let rate = burn_rate(per_member.get(m.username.as_str()).copied().unwrap_or_default(), window);
             let available = match m.balance {
@@ -132,10 +137,8 @@ mod tests {
         Member {
             username: username.into(),
             full_name: None,
-            email: None,
             disabled: false,
             user_type: None,
-            role: None,
             balance,
         }
     }

@@ -57,21 +57,19 @@ impl Balance {
     }
 }
 
-/// One organization member with the fields credit decisions depend on.
+/// One organization member with the fields credit decisions depend on, and no others: a scan
+/// holds every member of the org at once, so each field kept costs memory per member (the
+/// listing's email and role are read by nothing and not kept).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     /// Exact ArcGIS username (case-sensitive).
     pub username: String,
     /// Display name, for messages.
     pub full_name: Option<String>,
-    /// Email address, when the caller may see it and the member has one.
-    pub email: Option<String>,
     /// Disabled members cannot sign in; alerts and top-ups about them are noise.
     pub disabled: bool,
     /// `userLicenseTypeId`, e.g. `creatorUT` or `viewerUT` (viewers cannot spend credits).
     pub user_type: Option<String>,
-    /// Base role (`org_admin`, `org_publisher`, `org_user`).
-    pub role: Option<String>,
     /// The credit position.
     pub balance: Balance,
 }
@@ -168,10 +166,8 @@ mod tests {
         Member {
             username: "jdoe".into(),
             full_name: None,
-            email: None,
             disabled: false,
             user_type: user_type.map(Into::into),
-            role: None,
             balance: Balance::Unlimited,
         }
     }

@@ -239,14 +239,6 @@ struct Seen {
     first_text: Option<(u64, String)>,
 }
 
-/// A member row kept while the columns' kinds are still open: its numbers only, non-zero.
-struct PendingRow {
-    line: u64,
-    username: Option<String>,
-    numbers: Vec<(usize, Credits)>,
-    stated_total: Option<Credits>,
-}
-
 /// Parses the report; see the module documentation for the rules.
 pub fn parse(input: &[u8]) -> Result<CreditsReport, ReportCsvError> {
     read(input)
@@ -327,7 +319,12 @@ pub fn read(input: impl std::io::Read) -> Result<CreditsReport, ReportCsvError> 
 
     let mut seen = vec![Seen::default(); width];
     let mut extra_cell: Option<(u64, String)> = None;
-    let mut rows: Vec<PendingRow> = Vec::new();
+    // Member rows while the columns' kinds are still open: their cells hold the non-zero
+    // numbers by file column, turned into credit columns in place once the kinds are known
+    // (no second list of the rows: at 100,000 members they are most of the report's memory).
+    let mut rows: Vec<ReportRow> = Vec::new();
+    // The rows' `Total` cells, by row.
+    let mut stated_totals: Vec<(usize, Credits)> = Vec::new();
     let mut total_rows: Vec<Record> = Vec::new();
     for record in held_back.into_iter().map(Ok).chain(records) {
         let r = record?;
@@ -371,14 +368,18 @@ pub fn read(input: impl std::io::Read) -> Result<CreditsReport, ReportCsvError> 
                 }
             }
         }
-        rows.push(PendingRow {
+        if let Some(stated) = stated_total {
+            stated_totals.push((rows.len(), stated));
+        }
+        // Kept for every row to the end: no spare capacity.
+        numbers.shrink_to_fit();
+        rows.push(ReportRow {
             line: r.line,
             username: username_col
                 .map(|j| r.cell(j))
                 .filter(|u| !is_blank(u))
                 .map(str::to_owned),
-            numbers,
-            stated_total,
+            cells: numbers,
         });
     }
 
@@ -435,35 +436,30 @@ pub fn read(input: impl std::io::Read) -> Result<CreditsReport, ReportCsvError> 
         .collect();
 
     let mut column_sums = vec![Credits::ZERO; columns.len()];
-    let rows: Vec<ReportRow> = rows
-        .into_iter()
-        .map(|row| {
-            let cells: Vec<(usize, Credits)> = row
-                .numbers
-                .into_iter()
-                .filter_map(|(j, x)| position[j].map(|k| (k, x)))
-                .collect();
-            for &(k, x) in &cells {
-                column_sums[k] += x;
+    for row in &mut rows {
+        row.cells.retain_mut(|(j, _)| match position[*j] {
+            Some(k) => {
+                *j = k;
+                true
             }
-            if let Some(stated) = row.stated_total {
-                let summed: Credits = cells.iter().map(|(_, x)| *x).sum();
-                if !totals_agree(stated, summed, columns.len()) {
-                    warnings.push(ReportWarning::TotalColumnMismatch {
-                        line: row.line,
-                        username: row.username.clone(),
-                        stated,
-                        summed,
-                    });
-                }
-            }
-            ReportRow {
+            None => false,
+        });
+        for &(k, x) in &row.cells {
+            column_sums[k] += x;
+        }
+    }
+    for (i, stated) in stated_totals {
+        let row = &rows[i];
+        let summed: Credits = row.cells.iter().map(|(_, x)| *x).sum();
+        if !totals_agree(stated, summed, columns.len()) {
+            warnings.push(ReportWarning::TotalColumnMismatch {
                 line: row.line,
-                username: row.username,
-                cells,
-            }
-        })
-        .collect();
+                username: row.username.clone(),
+                stated,
+                summed,
+            });
+        }
+    }
 
     for r in &total_rows {
         for (k, (&j, column)) in service_cols.iter().zip(&columns).enumerate() {

@@ -384,12 +384,15 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
         source: source_kind,
         org_name: props.name.clone(),
         by_service: &figures.by_service,
-        by_member: &figures.by_member,
+        by_member: figures.by_member.as_ref().unwrap_or(&figures.by_service),
         previous_total: figures.previous_total.map(|t| (t, SourceKind::Usage)),
         balance: snapshot,
         top_n: settings.top_n,
         notes,
     });
+    // The report holds what it shows: the per-member sums need not outlive it into rendering.
+    let report_item = figures.report_item;
+    drop((figures.by_service, figures.by_member));
 
     // Write (idempotent overwrites).
     let csv = render::csv(&report, lang).map_err(|e| MonthlyError::Render {
@@ -426,7 +429,7 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
         balance_snapshot: snapshot_origin,
         notes: report.notes.clone(),
         objects,
-        report_item: figures.report_item,
+        report_item,
         email: EmailOutcome::NoRecipients,
     };
 

@@ -37,8 +37,10 @@ const GROUPING_TOLERANCE: Credits = Credits::from_micros(100);
 pub struct MonthFigures {
     /// Per operation type (and the total).
     pub by_service: CreditSummary,
-    /// Per member (a separate query for the usage source; the same CSV for the report item).
-    pub by_member: CreditSummary,
+    /// Per member, from a separate query (the usage source); `None` when `by_service` holds
+    /// it too (the report item's CSV gives both, and a copy would double the largest part of
+    /// the report's memory).
+    pub by_member: Option<CreditSummary>,
     /// The previous month's total, when it was read.
     pub previous_total: Option<Credits>,
     /// Caveats for the report's notes.
@@ -111,7 +113,7 @@ pub async fn from_usage(
     }
     Ok(MonthFigures {
         by_service,
-        by_member,
+        by_member: Some(by_member),
         previous_total,
         notes,
         report_item: None,
@@ -162,6 +164,8 @@ pub async fn from_report_item(
     let report = fetched?;
     let mut notes: Vec<String> = report.warnings.iter().map(describe_warning).collect();
     let summary = summarize_report(&report);
+    // Its rows are counted: what remains to do (a usage read, the report) needs none of them.
+    drop(report);
     let previous_total = match previous {
         None => None,
         Some(p) => match client
@@ -180,7 +184,7 @@ pub async fn from_report_item(
         },
     };
     Ok(MonthFigures {
-        by_member: summary.clone(),
+        by_member: None,
         by_service: summary,
         previous_total,
         notes,

@@ -163,9 +163,10 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         current.insert(ORG_ALERT_KEY.to_owned(), Level::Critical);
     }
 
-    let listed: HashSet<&str> = members.iter().map(|m| m.username.as_str()).collect();
+    // The listing is sorted by username: no set of every username beside it.
+    let listed = |key: &str| members.binary_search_by(|m| m.username.as_str().cmp(key)).is_ok();
     let alerts = Crossings::new(&current, recorded, |key| {
-        key == ORG_ALERT_KEY || (budgeting && (listed.contains(key) || listing_complete))
+        key == ORG_ALERT_KEY || (budgeting && (listed(key) || listing_complete))
     });
 
     let top_up = top_up::decide(
@@ -327,12 +328,8 @@ fn forecast_flagged(
         .chain(&classified.warning)
         .map(|m| m.username.as_str())
         .collect();
-    let subjects: Vec<Member> = members
-        .iter()
-        .filter(|m| flagged.contains(m.username.as_str()))
-        .cloned()
-        .collect();
-    let f = forecast::forecast(&subjects, org_available, &series, &window);
+    let subjects = members.iter().filter(|m| flagged.contains(m.username.as_str()));
+    let f = forecast::forecast(subjects, org_available, &series, &window);
     let runways = f.members.into_iter().map(|m| (m.username, m.runway)).collect();
     (
         ForecastStatus::Available {

@@ -8,10 +8,8 @@ fn member(username: &str, balance: Balance) -> Member {
     Member {
         username: username.into(),
         full_name: None,
-        email: None,
         disabled: false,
         user_type: Some("creatorUT".into()),
-        role: Some("org_user".into()),
         balance,
     }
 }
