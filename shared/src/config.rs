@@ -91,6 +91,10 @@ pub struct Config {
     /// `LANGUAGE` (`en` | `fr`, default `en`): the language of the emails and reports people
     /// read; a scheduled run's Input may override it.
     pub language: Lang,
+    /// `FORECAST_DAYS` (default 7, 0–365): scan-credits alerts about a member (or the org)
+    /// whose credits run out within this many days at the recent rate, even above the
+    /// thresholds, because a balance alone misses a fast spender; 0 turns these alerts off.
+    pub forecast_days: u32,
 }
 
 /// The allocation guardrails as configured (see `credits::plan::Guardrails`).
@@ -170,6 +174,7 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("REPORT_TOP_N", &["monthly-report"]),
     ("USAGE_BUCKET_LABEL", &["scan-credits", "monthly-report"]),
     ("LANGUAGE", &["scan-credits", "monthly-report"]),
+    ("FORECAST_DAYS", &["scan-credits"]),
 ];
 
 const ALL: &[&str] = &["scan-credits", "allocate", "allocation-jobs", "monthly-report"];
@@ -286,6 +291,7 @@ impl Config {
                 Lang::default()
             }),
         };
+        let forecast_days = env.number("FORECAST_DAYS", 7u32, 0..=365);
 
         if !env.problems.is_empty() {
             return Err(ConfigError { problems: env.problems });
@@ -319,6 +325,7 @@ impl Config {
             report_top_n,
             usage_bucket_label,
             language,
+            forecast_days,
         })
     }
 
@@ -565,6 +572,7 @@ mod tests {
         assert_eq!(c.secret_ttl, Duration::from_secs(300));
         assert_eq!(c.retry.max_attempts, 5);
         assert_eq!(c.http_timeout, Duration::from_secs(30));
+        assert_eq!(c.forecast_days, 7);
     }
 
     #[test]
@@ -583,6 +591,7 @@ mod tests {
             ("NOTIFY_CHANNEL", "BuiltIn"),
             ("LEDGER_TABLE", "ledger"),
             ("SECRET_TTL_SECS", "0"),
+            ("FORECAST_DAYS", "14"),
         ])
         .unwrap();
         assert_eq!(c.referer, "my-ref");
@@ -595,6 +604,7 @@ mod tests {
         assert_eq!(c.notify_channel, NotifyChannel::Builtin);
         assert_eq!(c.ledger_table.as_deref(), Some("ledger"));
         assert_eq!(c.secret_ttl, Duration::ZERO);
+        assert_eq!(c.forecast_days, 14);
     }
 
     #[test]

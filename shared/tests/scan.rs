@@ -925,6 +925,7 @@ async fn the_metrics_line_carries_the_runs_numbers() {
             ("OrgAvailableCredits", "None"),
             ("MembersCritical", "Count"),
             ("MembersWarning", "Count"),
+            ("MembersRunningOut", "Count"),
             ("MembersScanned", "Count"),
             ("ArcgisRequests", "Count"),
             ("DurationMs", "Milliseconds"),
@@ -937,6 +938,7 @@ async fn the_metrics_line_carries_the_runs_numbers() {
     );
     assert_eq!(line["MembersCritical"], s.critical.len());
     assert_eq!(line["MembersWarning"], s.warning.len());
+    assert_eq!(line["MembersRunningOut"], s.running_out.members.len());
     assert_eq!(line["MembersScanned"], s.members_scanned);
     assert_eq!(s.members_scanned, sim.members().len());
     assert_eq!(line["ArcgisRequests"], sim.total_requests());
@@ -980,4 +982,174 @@ async fn the_once_only_protocol_holds_on_the_dynamodb_ledger() {
     let levels = ledger.alert_levels().await.unwrap();
     assert_eq!(levels.len(), next.critical.len() + next.warning.len());
     assert_eq!(sim.allocation_calls().len(), 1);
+}
+
+/// Midnight UTC of the simulator's day, `days` later (negative: earlier), in epoch ms.
+fn day_ms(days: i64) -> i64 {
+    let day = as_of() + chrono::Duration::days(days);
+    day.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis()
+}
+
+/// The members above both thresholds who run out within `within` days at the rate of the 30
+/// whole days before the run's day (`run_day`, days after the simulator's), computed from the
+/// simulator's own records in exact micro-credits: `available × 30 < within × spent`.
+fn expected_running_out(sim: &SimHandle, run_day: i64, within: i128) -> BTreeSet<String> {
+    let (start, end) = (day_ms(run_day - 30), day_ms(run_day));
+    let mut spent: HashMap<String, i128> = HashMap::new();
+    for r in sim.org().usage {
+        if let (Some(u), true) = (r.username, (start..end).contains(&r.day)) {
+            *spent.entry(u).or_default() += micros(r.credits);
+        }
+    }
+    sim.members()
+        .into_iter()
+        .filter(|m| !m.disabled && !m.user_type.eq_ignore_ascii_case("viewerUT") && m.assigned_credits > 0.0)
+        .filter(|m| {
+            let (assigned, available) = (micros(m.assigned_credits), micros(m.available_credits));
+            let spent = spent.get(&m.username).copied().unwrap_or(0);
+            available * 100 >= 50 * assigned && spent > 0 && available * 30 < within * spent
+        })
+        .map(|m| m.username)
+        .collect()
+}
+
+/// A member with their whole allocation left (a budget period just renewed) who spent ten
+/// allocations' worth in the last days runs out in about three days: alerted although no
+/// threshold is crossed, with the burn rate, once; cleared when topped up for good; alerted
+/// again when it happens again.
+#[tokio::test]
+async fn a_member_running_out_soon_is_alerted_above_the_thresholds_once_per_crossing() {
+    let sim = sim(150).await;
+    let (fast, assigned, _) = healthy_member(&sim);
+    geocode_usage(&sim, &fast, day_ms(-1), 10.0 * assigned);
+    sim.start_budget_period(day_ms(0));
+    let ledger = Ledger::memory();
+    let settings = config(&[]);
+    assert_eq!(settings.forecast_alert_days, Some(7), "on by default");
+
+    let first = run(&sim, &ledger, &settings, &request(0)).await.unwrap();
+    let running_out: BTreeSet<String> = names(&first.running_out.members);
+    assert_eq!(running_out, expected_running_out(&sim, 0, 7));
+    assert!(running_out.contains(&fast), "{running_out:?}");
+    let m = first.running_out.members.iter().find(|m| m.username == fast).unwrap();
+    assert!(m.newly_reported && m.percent_left.is_some_and(|p| p >= 50.0), "{m:?}");
+    let rate = m.credits_per_day.expect("the burn rate that predicts it");
+    assert!(rate >= 10.0 * assigned / 30.0 - 1e-6, "{rate}");
+    assert!(m.days_until_empty.is_some_and(|d| d < 7.0), "{m:?}");
+    assert_eq!(first.running_out.newly_reported, running_out.len());
+    assert_eq!(first.newly_reported, first.critical.len() + first.warning.len());
+    let sent = sim.notifications();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].subject.contains(&format!(
+            "{} running out within 7 days ({} new)",
+            running_out.len(),
+            running_out.len()
+        )),
+        "{}",
+        sent[0].subject
+    );
+    let line = sent[0]
+        .message
+        .lines()
+        .find(|l| l.contains(&format!("({fast}):")))
+        .unwrap_or_else(|| panic!("{fast} not in\n{}", sent[0].message));
+    assert!(line.contains(" credits a day · running out, new"), "{line}");
+    let levels = ledger.alert_levels().await.unwrap();
+    assert!(levels.contains_key(&shared::scan::forecast_key(&fast)));
+    assert!(
+        !levels.contains_key(&fast),
+        "no threshold level for a member above them"
+    );
+
+    // The next day the member still runs out soon: already reported, nothing sent.
+    let second = run(&sim, &ledger, &settings, &request(1)).await.unwrap();
+    assert!(names(&second.running_out.members).contains(&fast));
+    assert_eq!(second.running_out.newly_reported, 0);
+    assert_eq!(sim.notifications().len(), 1, "no repeated alert");
+
+    // Topped up for good: no longer running out, the record goes, silently.
+    let client = admin_client(&sim);
+    let raise = |credits: f64| shared::arcgis::CreditAssignment {
+        username: fast.clone(),
+        credits: Credits::from_f64(credits).unwrap(),
+    };
+    assert!(
+        client
+            .assign_credits(&[raise(1000.0 * assigned)])
+            .await
+            .unwrap()
+            .is_complete()
+    );
+    let third = run_with(&client, &ledger, &settings, &request(2)).await.unwrap();
+    assert!(!names(&third.running_out.members).contains(&fast));
+    assert!(
+        !ledger
+            .alert_levels()
+            .await
+            .unwrap()
+            .contains_key(&shared::scan::forecast_key(&fast))
+    );
+    let quiet = sim.notifications().len();
+
+    // Back to the small allocation: a new crossing, reported once more.
+    assert!(client.assign_credits(&[raise(assigned)]).await.unwrap().is_complete());
+    let fourth = run_with(&client, &ledger, &settings, &request(3)).await.unwrap();
+    let again = fourth.running_out.members.iter().find(|m| m.username == fast).unwrap();
+    assert!(again.newly_reported);
+    assert_eq!(sim.notifications().len(), quiet + 1);
+    assert!(sim.notifications()[quiet].message.contains(&format!("New: {fast}.")));
+
+    // FORECAST_DAYS=0 turns these alerts off, and their records go.
+    let off = config(&[("FORECAST_DAYS", "0")]);
+    let fifth = run_with(&client, &ledger, &off, &request(4)).await.unwrap();
+    assert!(fifth.running_out.members.is_empty() && fifth.running_out.within_days.is_none());
+    let levels = ledger.alert_levels().await.unwrap();
+    assert!(levels.keys().all(|k| !k.starts_with("#forecast/")), "{levels:?}");
+}
+
+/// The org's own credits running out within FORECAST_DAYS is alerted once, with its rate,
+/// even with no member flagged and no floor set.
+#[tokio::test]
+async fn the_org_running_out_soon_is_alerted_once() {
+    let sim = sim(60).await;
+    let ledger = Ledger::memory();
+    let config = config(&[]);
+    let org = sim.org().available_credits;
+    // Usage nobody is charged for: the org's credits drop to a tenth at a rate that
+    // empties the rest in about three days.
+    sim.consume(portal_sim::UsageRecord {
+        day: day_ms(-1),
+        username: None,
+        stype: "storage".into(),
+        etype: "featurestorage".into(),
+        credits: 0.9 * org,
+        num: 1,
+    })
+    .unwrap();
+    let first = run(&sim, &ledger, &config, &request(0)).await.unwrap();
+    let org_out = first.running_out.org.expect("the org runs out soon");
+    assert!(org_out.newly_reported && org_out.days_until_empty < 7.0, "{org_out:?}");
+    assert!(org_out.credits_per_day >= 0.9 * org / 30.0 - 1e-6);
+    let sent = sim.notifications();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]
+            .message
+            .contains("New since the last alert: the organization is expected to run out soon."),
+        "{}",
+        sent[0].message
+    );
+    assert!(
+        sent[0].message.contains("the organization runs out in about "),
+        "{}",
+        sent[0].message
+    );
+    let second = run(&sim, &ledger, &config, &request(1)).await.unwrap();
+    assert!(second.running_out.org.is_some_and(|o| !o.newly_reported));
+    assert_eq!(sim.notifications().len(), 1, "once per crossing");
+    assert_eq!(
+        ledger.alert_levels().await.unwrap().get(shared::scan::ORG_FORECAST_KEY),
+        Some(&Level::Warning)
+    );
 }

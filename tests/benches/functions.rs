@@ -392,7 +392,12 @@ async fn queued_allocation(dir: &std::path::Path, members: usize, size: usize, l
     let out = world.emulator.invoke("allocation-jobs", &queue.event(&messages)).await;
     let work = started.elapsed();
     let failed = queue.settle(&messages, &out).await;
-    assert!(failed.is_empty(), "the worker left the job: {}\n{}", out.payload, worker.output());
+    assert!(
+        failed.is_empty(),
+        "the worker left the job: {}\n{}",
+        out.payload,
+        worker.output()
+    );
     let arcgis = (world.sim.requests().len() - arcgis_before) as u64;
     println!(
         "worker: wall {:>5.0} ms   floor {:>5.0} ms (ArcGIS requests one after the other)   ArcGIS requests {arcgis}   \
@@ -408,7 +413,11 @@ async fn queued_allocation(dir: &std::path::Path, members: usize, size: usize, l
         .await;
     let (_, status) = support::http_reply(&out).unwrap_or((0, out.payload.clone()));
     assert_eq!(status["status"], "done", "{status}");
-    assert_eq!(status["result"]["summary"]["assigned"], size, "{}", status["result"]["summary"]);
+    assert_eq!(
+        status["result"]["summary"]["assigned"], size,
+        "{}",
+        status["result"]["summary"]
+    );
     world.sim.set_faults(Faults::default());
 }
 

@@ -464,3 +464,89 @@ fn group_fr(n: usize) -> String {
     }
     out
 }
+
+/// UTC midnight of `day`, in epoch ms (the simulator's usage days).
+fn midnight_ms(day: chrono::NaiveDate) -> i64 {
+    day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis()
+}
+
+/// A limited, enabled creator with most of a sizeable allocation left.
+fn healthy(members: &[MemberState]) -> MemberState {
+    members
+        .iter()
+        .find(|m| {
+            !m.disabled
+                && m.user_type == "creatorUT"
+                && m.allocation
+                    .is_some_and(|a| a >= 100.0 && m.available_credits >= 0.6 * a)
+        })
+        .cloned()
+        .expect("a healthy member")
+}
+
+/// A member far above the thresholds (a budget period just renewed) who spent ten
+/// allocations' worth yesterday runs out in about three days: the French deployment's email
+/// says so, with the rate, and a redelivery of the run sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_running_out_soon_is_alerted_once_in_french_with_the_rate() {
+    let today = chrono::Utc::now().date_naive();
+    let world = World::new(generate(&GenParams::new(80, 17, today))).await;
+    let fast = healthy(&world.sim.members());
+    let allocation = fast.allocation.unwrap();
+    world
+        .sim
+        .consume(UsageRecord {
+            day: midnight_ms(today - chrono::Days::new(1)),
+            username: Some(fast.username.clone()),
+            stype: "spanalysis".into(),
+            etype: "analysis".into(),
+            credits: 10.0 * allocation,
+            num: 1,
+        })
+        .unwrap();
+    world.sim.start_budget_period(midnight_ms(today));
+    let function = world.start("scan-credits", &[("LANGUAGE", "fr")]);
+    let event = json!({"scheduled_time": format!("{today}T06:00:00Z")});
+
+    let out = world.invoke("scan-credits", &event).await;
+    assert!(out.function_error.is_none(), "{:?}\n{}", out.payload, function.output());
+    let s = &out.payload;
+    assert_eq!(s["running_out"]["within_days"], 7, "{}", s["running_out"]);
+    assert!(
+        names(&s["running_out"], "members").contains(&fast.username),
+        "{}",
+        s["running_out"]
+    );
+    assert_eq!(
+        s["counts"]["running_out"],
+        s["running_out"]["members"].as_array().unwrap().len()
+    );
+    let mails = world.sim.notifications();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].users, world.sim.org().contacts);
+    assert!(
+        mails[0].subject.contains(" à court sous 7 jours ("),
+        "{}",
+        mails[0].subject
+    );
+    let line = mails[0]
+        .message
+        .lines()
+        .find(|l| l.contains(&format!("({}) :", fast.username)))
+        .unwrap_or_else(|| panic!("{} not in\n{}", fast.username, mails[0].message));
+    assert!(
+        line.contains(" crédits par jour · épuisement proche, nouveau"),
+        "{line}"
+    );
+    assert!(
+        mails[0]
+            .message
+            .contains("Au-dessus des seuils mais à court sous 7 jours à leur rythme récent"),
+        "{}",
+        mails[0].message
+    );
+
+    let again = world.invoke("scan-credits", &event).await;
+    assert!(again.payload["duplicate_of"].is_object(), "{}", again.payload);
+    assert_eq!(world.sim.notifications().len(), 1, "a redelivered run sends nothing");
+}

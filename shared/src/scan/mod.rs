@@ -5,7 +5,8 @@
 //!
 //! # Steps, in order
 //!
-//! 1. **Read** ([`observe`]): no side effects, every read at once. A dry run stops here and
+//! 1. **Read** ([`observe`]): no side effects, every read at once, including who runs out
+//!    within `FORECAST_DAYS` at the recent rate (alerted like a crossing, under its own key). A dry run stops here and
 //!    returns what it would send and allocate. A failure fails the invocation *before* the
 //!    run is claimed, so a retry of the same event starts over: nothing was sent yet.
 //! 2. **Claim** the run (`RUN#scan-credits`/run key, a conditional put). A later delivery of
@@ -42,13 +43,13 @@ use crate::arcgis::Client;
 use crate::ledger::{Ledger, RunClaim, RunStatus};
 use crate::schedule::ScanInput;
 
-pub use alerts::{Crossings, ORG_ALERT_KEY};
+pub use alerts::{Crossings, ORG_ALERT_KEY, ORG_FORECAST_KEY, forecast_key};
 pub use error::ScanError;
 pub use lists::{Lists, ScanResult};
 pub use settings::{ScanSettings, TopUpSettings};
 pub use summary::{
-    AppliedAllocation, Budgeting, DuplicateOf, FlaggedMember, ForecastStatus, NotificationOutcome, OrgFloor, RunRecord,
-    ScanSummary, TopUp,
+    AppliedAllocation, Budgeting, DuplicateOf, FlaggedMember, ForecastStatus, NotificationOutcome, OrgFloor,
+    OrgRunningOut, RunRecord, RunningOut, ScanSummary, TopUp,
 };
 
 use alerts::{commit_alert_levels, notify_admins};
@@ -62,7 +63,7 @@ pub const JOB: &str = "scan-credits";
 
 /// The burn rate is measured over this many whole days before the scan day (today's usage is
 /// incomplete and would lower the rate).
-pub const FORECAST_DAYS: u32 = 30;
+pub const BURN_RATE_WINDOW_DAYS: u32 = 30;
 
 /// What [`scan`] works with, borrowed from the Lambda's cold-start state (or a test).
 #[derive(Debug, Clone, Copy)]
@@ -332,8 +333,17 @@ fn mark_duplicate(summary: &mut ScanSummary, first: DuplicateOf) {
     summary.duplicate_of = Some(first);
     summary.notification = NotificationOutcome::Duplicate;
     summary.newly_reported = 0;
-    for m in summary.critical.iter_mut().chain(summary.warning.iter_mut()) {
+    for m in summary
+        .critical
+        .iter_mut()
+        .chain(summary.warning.iter_mut())
+        .chain(summary.running_out.members.iter_mut())
+    {
         m.newly_reported = false;
+    }
+    summary.running_out.newly_reported = 0;
+    if let Some(org) = &mut summary.running_out.org {
+        org.newly_reported = false;
     }
     if let OrgFloor::Below { newly_reported, .. } = &mut summary.org_floor {
         *newly_reported = false;

@@ -45,6 +45,9 @@ pub struct ScanSettings {
     pub lists_bucket: Option<String>,
     /// `LANGUAGE`: the alert email's language, unless the run's Input names another.
     pub language: Lang,
+    /// `FORECAST_DAYS`: alert when a member or the org will run out within this many days at
+    /// the recent rate, even above the thresholds; `None` when set to 0 (off).
+    pub forecast_alert_days: Option<u32>,
 }
 
 impl ScanSettings {
@@ -73,6 +76,7 @@ impl ScanSettings {
             bucket_label: config.usage_bucket_label,
             lists_bucket: config.report_bucket.clone(),
             language: config.language,
+            forecast_alert_days: (config.forecast_days > 0).then_some(config.forecast_days),
         })
     }
 }
@@ -100,6 +104,9 @@ mod tests {
         let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t")])).unwrap();
         assert_eq!(s.top_up, None);
         assert_eq!(s.bucket_label, BucketLabel::Start);
+        assert_eq!(s.forecast_alert_days, Some(7));
+        let off = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t"), ("FORECAST_DAYS", "0")])).unwrap();
+        assert_eq!(off.forecast_alert_days, None, "0 turns the forecast alerts off");
         let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t"), ("USAGE_BUCKET_LABEL", "end")])).unwrap();
         assert_eq!(s.bucket_label, BucketLabel::End);
         let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t"), ("AUTO_TOP_UP_TO", "200")])).unwrap();

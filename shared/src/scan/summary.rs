@@ -102,6 +102,32 @@ pub enum ForecastStatus {
     },
 }
 
+/// Who runs out of credits within `FORECAST_DAYS` at the recent rate while still above the
+/// thresholds: the threshold lists miss them, the forecast does not.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct RunningOut {
+    /// `FORECAST_DAYS`; `None` when these alerts are off (or a dry run's settings turn them off).
+    pub within_days: Option<u32>,
+    /// Members above the thresholds who run out within `within_days`, soonest first, with
+    /// the burn rate that predicts it.
+    pub members: Vec<FlaggedMember>,
+    /// The org, when it runs out within `within_days`.
+    pub org: Option<OrgRunningOut>,
+    /// Members of `members` reported by this run (a new crossing); the org's is in `org`.
+    pub newly_reported: usize,
+}
+
+/// The org running out within `FORECAST_DAYS`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OrgRunningOut {
+    /// The org's mean credits per day over the burn-rate window.
+    pub credits_per_day: f64,
+    /// Days until its credits run out at that rate.
+    pub days_until_empty: f64,
+    /// True when this run reports it (a new crossing).
+    pub newly_reported: bool,
+}
+
 /// The org floor (`ORG_MIN_CREDITS`) and where the org stands against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -285,8 +311,10 @@ pub struct ScanSummary {
     pub forecast: ForecastStatus,
     /// The org floor.
     pub org_floor: OrgFloor,
+    /// Members (and the org) running out within `FORECAST_DAYS`, above the thresholds.
+    pub running_out: RunningOut,
     /// Members reported by this run (new or changed level; in a dry run, those that would
-    /// be); the org floor is in `org_floor`.
+    /// be); the org floor is in `org_floor`, forecast alerts in `running_out`.
     pub newly_reported: usize,
     /// Members still flagged at the level already reported: not repeated.
     pub already_reported: usize,
@@ -346,6 +374,8 @@ pub struct RunRecord {
     pub critical: Sample<String>,
     /// Warning members (usernames).
     pub warning: Sample<String>,
+    /// Members running out within `FORECAST_DAYS` above the thresholds (usernames).
+    pub running_out: Sample<String>,
     /// Members reported by the run.
     pub newly_reported: usize,
     /// Members flagged but already reported.
@@ -375,6 +405,7 @@ impl ScanSummary {
             Metric::new("OrgAvailableCredits", Unit::None, self.org_available_credits.to_f64()),
             Metric::new("MembersCritical", Unit::Count, self.critical.len() as f64),
             Metric::new("MembersWarning", Unit::Count, self.warning.len() as f64),
+            Metric::new("MembersRunningOut", Unit::Count, self.running_out.members.len() as f64),
             Metric::new("MembersScanned", Unit::Count, self.members_scanned as f64),
             Metric::new("ArcgisRequests", Unit::Count, self.arcgis_requests as f64),
             Metric::new("DurationMs", Unit::Milliseconds, self.duration_ms as f64),
@@ -391,6 +422,7 @@ impl ScanSummary {
             members_scanned: self.members_scanned,
             critical: Sample::of(&names(&self.critical)),
             warning: Sample::of(&names(&self.warning)),
+            running_out: Sample::of(&names(&self.running_out.members)),
             newly_reported: self.newly_reported,
             already_reported: self.already_reported,
             cleared: self.cleared,
