@@ -926,6 +926,8 @@ async fn the_metrics_line_carries_the_runs_numbers() {
             ("MembersCritical", "Count"),
             ("MembersWarning", "Count"),
             ("MembersRunningOut", "Count"),
+            ("MemberNoticesSent", "Count"),
+            ("MemberNoticesFailed", "Count"),
             ("MembersScanned", "Count"),
             ("ArcgisRequests", "Count"),
             ("DurationMs", "Milliseconds"),
@@ -1152,4 +1154,160 @@ async fn the_org_running_out_soon_is_alerted_once() {
         ledger.alert_levels().await.unwrap().get(shared::scan::ORG_FORECAST_KEY),
         Some(&Level::Warning)
     );
+}
+
+/// How many notifications `sim` recorded for exactly `username` alone (a member's notice).
+fn notices_to(sim: &SimHandle, username: &str) -> usize {
+    sim.notifications()
+        .iter()
+        .filter(|n| n.users.len() == 1 && n.users[0] == username)
+        .count()
+}
+
+/// With `NOTIFY_MEMBERS=critical`, every critical member gets one notice of their own, with
+/// their balance and who to ask; one notice failing (the second call) fails the run visibly
+/// but keeps what was sent; a redelivery sends nothing; the next run sends exactly the failed
+/// one, and the one after that nothing.
+#[tokio::test]
+async fn each_critical_member_is_told_once_and_a_failed_notice_goes_with_the_next_run() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let settings = config(&[("NOTIFY_MEMBERS", "critical")]);
+    let (critical, warning) = expected(&sim, 10, 50);
+    assert!(critical.len() >= 3 && !warning.is_empty());
+    // The first call is the admin email; the second, the first member's notice, fails before
+    // ArcGIS processes it.
+    sim.set_faults(Faults {
+        http_error: Some(HttpErrorFault {
+            status: 503,
+            retry_after_secs: None,
+            when: Trigger {
+                endpoint: Some(NOTIFY.into()),
+                every_nth: Some(2),
+                times: Some(1),
+                ..Trigger::default()
+            },
+        }),
+        ..Faults::default()
+    });
+    let err = run(&sim, &ledger, &settings, &request(0)).await.unwrap_err();
+    assert_eq!(err.kind(), "MemberNoticesFailed", "{err}");
+    let s = err.summary().expect("the run's summary").clone();
+    assert_eq!(s.member_notices.due, critical.len());
+    assert_eq!(s.member_notices.not_sent.len(), 1, "{:?}", s.member_notices);
+    let failed = s.member_notices.not_sent[0].clone();
+    let sent: BTreeSet<String> = s.member_notices.sent.iter().cloned().collect();
+    assert_eq!(
+        sent,
+        critical
+            .iter()
+            .filter(|u| **u != failed)
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    );
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.contains("member notice(s) could not be sent")),
+        "{:?}",
+        s.problems
+    );
+    // The admin email went out, to the contacts, and is recorded.
+    let mails = sim.notifications();
+    assert_eq!(mails[0].users, sim.org().contacts);
+    assert_eq!(mails.len(), 1 + sent.len(), "one call per member notice");
+    for u in &sent {
+        assert_eq!(notices_to(&sim, u), 1, "{u}");
+    }
+    let member = s.critical.iter().find(|m| sent.contains(&m.username)).unwrap();
+    let notice = mails.iter().find(|n| n.users == [member.username.clone()]).unwrap();
+    assert_eq!(notice.subject, "ArcGIS Online: your credits are almost used up");
+    assert!(notice.message.contains("Hello "), "{}", notice.message);
+    assert!(
+        notice
+            .message
+            .contains("To get more, ask your organization's administrators ("),
+        "{}",
+        notice.message
+    );
+    assert!(
+        !warning.iter().any(|u| notices_to(&sim, u) > 0),
+        "warning members are not told"
+    );
+    sim.clear_faults();
+
+    // A redelivery of the run sends nothing.
+    let again = run(&sim, &ledger, &settings, &request(0)).await.unwrap();
+    assert!(again.duplicate_of.is_some());
+    assert_eq!(sim.notifications().len(), 1 + sent.len());
+
+    // The next run: no admin email (nothing new), exactly the failed notice.
+    let next = run(&sim, &ledger, &settings, &request(1)).await.unwrap();
+    assert_eq!(next.member_notices.sent, [failed.as_str()]);
+    assert_eq!(sim.notifications().len(), 2 + sent.len());
+    assert_eq!(notices_to(&sim, &failed), 1);
+    let levels = ledger.alert_levels().await.unwrap();
+    for u in &critical {
+        assert_eq!(
+            levels.get(&shared::scan::notices::notice_key(u)),
+            Some(&Level::Critical),
+            "{u}"
+        );
+    }
+
+    // And then nothing.
+    let quiet = run(&sim, &ledger, &settings, &request(2)).await.unwrap();
+    assert_eq!((quiet.member_notices.due, quiet.member_notices.sent.len()), (0, 0));
+    assert_eq!(sim.notifications().len(), 2 + sent.len());
+}
+
+/// A member told at `warning` who falls to critical is told again; one back to ok loses the
+/// record, so a later crossing is told again; the configured contact is who to ask.
+#[tokio::test]
+async fn a_member_is_told_per_crossing_with_the_configured_contact() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let settings = config(&[
+        ("NOTIFY_MEMBERS", "warning"),
+        ("NOTIFY_MEMBERS_CONTACT", "the GIS team, gis@example.org"),
+    ]);
+    run(&sim, &ledger, &settings, &request(0)).await.unwrap();
+    let (crosser, assigned, available) = healthy_member(&sim);
+    consume(&sim, &crosser, available - 0.3 * assigned);
+    let second = run(&sim, &ledger, &settings, &request(1)).await.unwrap();
+    assert_eq!(second.member_notices.sent, [crosser.as_str()]);
+    let told = sim
+        .notifications()
+        .into_iter()
+        .rfind(|n| n.users == [crosser.clone()])
+        .unwrap();
+    assert_eq!(told.subject, "ArcGIS Online: your credits are running low");
+    assert!(
+        told.message
+            .contains("To get more, ask the GIS team, gis@example.org.\n"),
+        "{}",
+        told.message
+    );
+    assert!(
+        told.message.contains("credits left of your allocation of "),
+        "{}",
+        told.message
+    );
+
+    consume(&sim, &crosser, 0.25 * assigned);
+    let third = run(&sim, &ledger, &settings, &request(2)).await.unwrap();
+    assert_eq!(third.member_notices.sent, [crosser.as_str()]);
+    assert_eq!(notices_to(&sim, &crosser), 2);
+
+    // Back to ok: the notice record goes with the level.
+    let client = admin_client(&sim);
+    let raise = shared::arcgis::CreditAssignment {
+        username: crosser.clone(),
+        credits: Credits::whole(1_000_000),
+    };
+    assert!(client.assign_credits(&[raise]).await.unwrap().is_complete());
+    run_with(&client, &ledger, &settings, &request(3)).await.unwrap();
+    let levels = ledger.alert_levels().await.unwrap();
+    assert!(!levels.contains_key(&shared::scan::notices::notice_key(&crosser)));
+    assert_eq!(notices_to(&sim, &crosser), 2);
 }

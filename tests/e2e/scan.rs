@@ -550,3 +550,119 @@ async fn a_member_running_out_soon_is_alerted_once_in_french_with_the_rate() {
     assert!(again.payload["duplicate_of"].is_object(), "{}", again.payload);
     assert_eq!(world.sim.notifications().len(), 1, "a redelivered run sends nothing");
 }
+
+/// The notices portal-sim recorded to `username` alone (a member's own notice).
+fn notices_to(world: &World, username: &str) -> Vec<portal_sim::Notification> {
+    world
+        .sim
+        .notifications()
+        .into_iter()
+        .filter(|n| n.users == [username.to_owned()])
+        .collect()
+}
+
+/// `NOTIFY_MEMBERS=warning` in a French deployment: every flagged member gets one notice of
+/// their own (one user per call, their balance), the admin contacts the one email. One notice
+/// failing fails the invocation visibly; the same run delivered again sends nothing; the next
+/// run sends exactly the failed notice, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_told_themselves_once_per_crossing_and_a_failed_notice_goes_next_run() {
+    let today = chrono::Utc::now().date_naive();
+    let world = World::new(generate(&GenParams::new(90, 23, today))).await;
+    let (critical, warning) = alert_rule(&world.sim.members());
+    let flagged: BTreeSet<String> = critical.union(&warning).cloned().collect();
+    assert!(flagged.len() >= 3, "{flagged:?}");
+    let function = world.start("scan-credits", &[("LANGUAGE", "fr"), ("NOTIFY_MEMBERS", "warning")]);
+    // The first call is the admin email; the third, a member's notice, fails before ArcGIS
+    // processes it.
+    world.sim.set_faults(portal_sim::Faults {
+        http_error: Some(portal_sim::HttpErrorFault {
+            status: 503,
+            retry_after_secs: None,
+            when: portal_sim::Trigger {
+                endpoint: Some("portals/self/createNotification".into()),
+                every_nth: Some(3),
+                times: Some(1),
+                ..portal_sim::Trigger::default()
+            },
+        }),
+        ..portal_sim::Faults::default()
+    });
+    let event = json!({"scheduled_time": format!("{today}T06:00:00Z")});
+
+    let first = world.invoke("scan-credits", &event).await;
+    let error = first.function_error.as_deref().unwrap_or_default();
+    assert!(
+        first.payload.to_string().contains("MemberNoticesFailed"),
+        "{error} {:?}\n{}",
+        first.payload,
+        function.output()
+    );
+    world.sim.clear_faults();
+    let mails = world.sim.notifications();
+    assert_eq!(mails[0].users, world.sim.org().contacts, "the admin email first");
+    let told: BTreeSet<String> = mails[1..].iter().map(|n| n.users.join(",")).collect();
+    assert_eq!(mails.len() - 1, told.len(), "one call per member, each told once");
+    let missed: Vec<&String> = flagged.iter().filter(|u| !told.contains(*u)).collect();
+    assert_eq!(missed.len(), 1, "exactly the failed notice is missing: {missed:?}");
+    let failed = missed[0].clone();
+    for n in &mails[1..] {
+        let m = world.sim.member(&n.users[0]).unwrap();
+        let level = if critical.contains(&m.username) {
+            "ArcGIS Online : vos crédits sont presque épuisés"
+        } else {
+            "ArcGIS Online : vos crédits diminuent"
+        };
+        assert_eq!(n.subject, level, "{}", m.username);
+        assert_eq!(n.channel, "email");
+        assert!(n.message.starts_with("Bonjour "), "{}", n.message);
+        assert!(
+            n.message
+                .contains("Pour en obtenir davantage, contactez les administrateurs de votre organisation ("),
+            "{}",
+            n.message
+        );
+        assert!(
+            n.message.contains("Il vous reste ") || n.message.contains("Vous avez consommé "),
+            "{}",
+            n.message
+        );
+        assert!(n.message.lines().count() <= 10, "{}", n.message);
+    }
+
+    // The same scheduled run again: nothing.
+    let retry = world.invoke("scan-credits", &event).await;
+    assert!(retry.payload["duplicate_of"].is_object(), "{}", retry.payload);
+    assert_eq!(
+        world.sim.notifications().len(),
+        mails.len(),
+        "a redelivered run sends nothing"
+    );
+
+    // The next run: exactly the failed notice, once; no admin email (nothing new).
+    let next_event = json!({"scheduled_time": format!("{}T06:00:00Z", today + chrono::Days::new(1))});
+    let next = world.invoke("scan-credits", &next_event).await;
+    assert!(
+        next.function_error.is_none(),
+        "{:?}\n{}",
+        next.payload,
+        function.output()
+    );
+    assert_eq!(
+        next.payload["member_notices"]["sent"],
+        json!([failed.clone()]),
+        "{}",
+        next.payload
+    );
+    assert_eq!(world.sim.notifications().len(), mails.len() + 1);
+    assert_eq!(notices_to(&world, &failed).len(), 1);
+
+    // And then nothing, to anyone.
+    let later = json!({"scheduled_time": format!("{}T06:00:00Z", today + chrono::Days::new(2))});
+    let quiet = world.invoke("scan-credits", &later).await;
+    assert!(quiet.function_error.is_none(), "{:?}", quiet.payload);
+    assert_eq!(world.sim.notifications().len(), mails.len() + 1);
+    for u in &flagged {
+        assert_eq!(notices_to(&world, u).len(), 1, "{u}");
+    }
+}

@@ -631,6 +631,7 @@ mod tests {
             cleared: 0,
             recipients_notified: Vec::new(),
             notification: NotificationOutcome::NothingNew,
+            member_notices: Default::default(),
             top_up: TopUp::Off,
             allocations_applied: Vec::new(),
             notes: Vec::new(),

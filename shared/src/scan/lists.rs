@@ -210,6 +210,8 @@ impl ScanSummary {
         }
         self.member_errors.truncate(n);
         self.recipients_notified.truncate(n);
+        self.member_notices.sent.truncate(n);
+        self.member_notices.not_sent.truncate(n);
         self.allocations_applied.truncate(n);
         if let NotificationOutcome::Sent { recipients, .. } = &mut self.notification {
             recipients.truncate(n);

@@ -16,8 +16,9 @@
 //! 4. **Stage** the alert-state changes (the levels about to be reported, the members back
 //!    to ok): written, but counting for nothing until committed.
 //! 5. **Notify** the admin contacts about the crossings ([`alerts`]).
-//! 6. **Commit** the staged changes (only once the email went out) and keep the org's member
-//!    count for the next run's listing.
+//! 6. **Commit** the staged changes (only once the email went out), then, with
+//!    `NOTIFY_MEMBERS`, tell each member crossing a level themselves ([`notices`]: its own
+//!    stage, send, commit), and keep the org's member count for the next run's listing.
 //! 7. **Finish** the run record with its status and a compact [`summary::RunRecord`].
 //!
 //! Why this order sends at most one email per run and per crossing is set out in
@@ -29,6 +30,7 @@ pub mod alerts;
 pub mod email;
 pub mod error;
 pub mod lists;
+pub mod notices;
 mod observe;
 pub mod settings;
 pub mod summary;
@@ -103,6 +105,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     let Observed {
         mut summary,
         alerts,
+        notices,
         alert_state,
         top_up,
         thresholds,
@@ -221,6 +224,21 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
 
     // 6. Commit what was reported (now that it was sent) and the members back to ok.
     record_problems.extend(commit_alert_levels(deps, req, &staged, &alerts, &mut summary).await);
+    // 6b. The members' own notices, each staged, sent and committed after the admin alert's
+    // commit, so a notice failure never sends the admin email again.
+    let mut notice_failure = None;
+    if record_problems.is_empty() {
+        let lang = email_context.lang;
+        if let Err(reason) = notices::notify_members(deps, req, &notices, lang, &contacts, &mut summary).await {
+            tracing::error!(run_key = %req.run_key, reason = %reason, "member notices incomplete");
+            summary.problems.push(reason.clone());
+            notice_failure = Some(reason);
+        }
+    } else if !notices.report.is_empty() {
+        summary
+            .problems
+            .push("member notices not sent: the admin alert's state was not recorded; the next run sends them".into());
+    }
     // And the org's size, so the next run requests every page at once. Only a speed-up rides
     // on it: failing to record it is reported without failing the run.
     if let Some(count) = org_size
@@ -235,7 +253,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     // 7. Finish the run record.
     summary.problems.extend(record_problems.iter().cloned());
     clock.stop(&mut summary);
-    let status = if record_problems.is_empty() {
+    let status = if record_problems.is_empty() && notice_failure.is_none() {
         RunStatus::Done
     } else {
         RunStatus::Failed
@@ -259,13 +277,16 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         problems = summary.problems.len(),
         "scan finished"
     );
-    if record_problems.is_empty() {
-        Ok(summary)
-    } else {
-        Err(ScanError::RecordsIncomplete {
+    match notice_failure {
+        _ if !record_problems.is_empty() => Err(ScanError::RecordsIncomplete {
             problems: record_problems,
             summary: Box::new(summary),
-        })
+        }),
+        Some(reason) => Err(ScanError::MemberNoticesFailed {
+            reason,
+            summary: Box::new(summary),
+        }),
+        None => Ok(summary),
     }
 }
 
@@ -342,6 +363,7 @@ fn mark_duplicate(summary: &mut ScanSummary, first: DuplicateOf) {
         m.newly_reported = false;
     }
     summary.running_out.newly_reported = 0;
+    summary.member_notices.due = 0;
     if let Some(org) = &mut summary.running_out.org {
         org.newly_reported = false;
     }

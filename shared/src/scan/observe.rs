@@ -14,14 +14,16 @@ use futures_util::future::{Aborted, abortable};
 
 use super::alerts::{Crossings, ORG_ALERT_KEY, ORG_FORECAST_KEY, forecast_key, forecast_member, is_forecast_key};
 use super::error::ScanError;
+use super::notices::{notice_key, notice_member};
 use super::settings::ScanSettings;
 use super::summary::{
-    Budgeting, FlaggedMember, ForecastStatus, NotificationOutcome, OrgFloor, OrgRunningOut, RunningOut, ScanSummary,
-    Skipped, ThresholdsUsed, TopUp,
+    Budgeting, FlaggedMember, ForecastStatus, MemberNoticesOutcome, NotificationOutcome, OrgFloor, OrgRunningOut,
+    RunningOut, ScanSummary, Skipped, ThresholdsUsed, TopUp,
 };
 use super::top_up::{self, TopUpDecision};
 use super::{BURN_RATE_WINDOW_DAYS, ScanDeps, ScanRequest};
 use crate::arcgis::{self, Capability, Client, OrgProperties, UsageQuery};
+use crate::config::MemberNotices;
 use crate::credits::amount::Credits;
 use crate::credits::classify::{ClassifiedOrg, Level, Limit, RatedMember, Thresholds};
 use crate::credits::forecast::{self, Runway};
@@ -34,6 +36,8 @@ use crate::ledger::AlertState;
 pub(super) struct Observed {
     pub(super) summary: ScanSummary,
     pub(super) alerts: Crossings,
+    /// The members' own notices to send (and notice records to delete).
+    pub(super) notices: Crossings,
     /// The alert state the crossings were computed against: the run stages its changes on it.
     pub(super) alert_state: AlertState,
     pub(super) top_up: TopUpDecision,
@@ -198,7 +202,10 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     // stays (unless the alerts are off, when every record of them goes).
     let forecast_known = runways.is_some() || within.is_none();
     let alerts = Crossings::new(&current, recorded, |key| {
-        if key == ORG_ALERT_KEY {
+        if notice_member(key).is_some() {
+            // The members' own notices are recorded by their own phase.
+            false
+        } else if key == ORG_ALERT_KEY {
             true
         } else if key == ORG_FORECAST_KEY {
             forecast_known
@@ -207,6 +214,22 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         } else {
             member_known(key)
         }
+    });
+
+    // The members' own notices: the level each flagged member is to be told about, against
+    // the level they were last told about; a notice record goes with the member's level.
+    let told = settings.member_notices;
+    let mut to_tell: BTreeMap<String, Level> = BTreeMap::new();
+    for (list, level) in [
+        (&classified.critical, Level::Critical),
+        (&classified.warning, Level::Warning),
+    ] {
+        if told.tells(level) {
+            to_tell.extend(list.iter().map(|m| (notice_key(&m.username), level)));
+        }
+    }
+    let notices = Crossings::new(&to_tell, recorded, |key| {
+        notice_member(key).is_some_and(|u| told == MemberNotices::Off || member_known(u))
     });
 
     let top_up = top_up::decide(
@@ -288,6 +311,11 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         cleared: 0,
         recipients_notified: Vec::new(),
         notification: NotificationOutcome::NothingNew,
+        member_notices: MemberNoticesOutcome {
+            notify: told,
+            due: notices.report.len(),
+            ..MemberNoticesOutcome::default()
+        },
         top_up: TopUp::Off,
         allocations_applied: Vec::new(),
         notes,
@@ -299,6 +327,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     Ok(Observed {
         summary,
         alerts,
+        notices,
         alert_state,
         top_up,
         thresholds,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::apply::Applier;
 use crate::arcgis::NotifyChannel;
-use crate::config::Config;
+use crate::config::{Config, MemberNotices};
 use crate::credits::amount::Credits;
 use crate::credits::classify::{Limit, Thresholds};
 use crate::credits::usage::BucketLabel;
@@ -48,6 +48,11 @@ pub struct ScanSettings {
     /// `FORECAST_DAYS`: alert when a member or the org will run out within this many days at
     /// the recent rate, even above the thresholds; `None` when set to 0 (off).
     pub forecast_alert_days: Option<u32>,
+    /// `NOTIFY_MEMBERS`: which crossings members are told about themselves.
+    pub member_notices: MemberNotices,
+    /// `NOTIFY_MEMBERS_CONTACT`: who a member's notice says to ask; `None`: the org's
+    /// administrative contacts.
+    pub member_contact: Option<String>,
 }
 
 impl ScanSettings {
@@ -77,6 +82,8 @@ impl ScanSettings {
             lists_bucket: config.report_bucket.clone(),
             language: config.language,
             forecast_alert_days: (config.forecast_days > 0).then_some(config.forecast_days),
+            member_notices: config.notify_members,
+            member_contact: config.notify_members_contact.clone(),
         })
     }
 }

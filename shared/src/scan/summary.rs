@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::arcgis::NotifyChannel;
+use crate::config::MemberNotices;
 use crate::credits::amount::Credits;
 use crate::credits::classify::{Level, SkipReason};
 use crate::credits::percent::Percent;
@@ -126,6 +127,24 @@ pub struct OrgRunningOut {
     pub days_until_empty: f64,
     /// True when this run reports it (a new crossing).
     pub newly_reported: bool,
+}
+
+/// What became of the members' own notices (`NOTIFY_MEMBERS`): who was told, who is told by
+/// a later run, and why.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct MemberNoticesOutcome {
+    /// The setting: which crossings members are told about.
+    pub notify: MemberNotices,
+    /// Members with a crossing to be told about (in a dry run, those that would be).
+    pub due: usize,
+    /// Members ArcGIS accepted their notice for (recorded: never sent again for this crossing).
+    pub sent: Vec<String>,
+    /// Members whose notice failed: unrecorded, so the next run sends it.
+    pub not_sent: Vec<String>,
+    /// Members left for the next runs (more than one run sends).
+    pub deferred: usize,
+    /// Why notices failed, when some did.
+    pub failure: Option<String>,
 }
 
 /// The org floor (`ORG_MIN_CREDITS`) and where the org stands against it.
@@ -324,6 +343,8 @@ pub struct ScanSummary {
     pub recipients_notified: Vec<String>,
     /// The email's fate.
     pub notification: NotificationOutcome,
+    /// The members' own notices.
+    pub member_notices: MemberNoticesOutcome,
     /// The automatic top-up.
     pub top_up: TopUp,
     /// Allocations changed by the top-up.
@@ -384,6 +405,10 @@ pub struct RunRecord {
     pub cleared: usize,
     /// Who the email reached.
     pub recipients_notified: Sample<String>,
+    /// Members told themselves.
+    pub member_notices_sent: Sample<String>,
+    /// Members whose notice failed (sent by the next run).
+    pub member_notices_not_sent: Sample<String>,
     /// The email's fate (`sent`, `failed`, …).
     pub notification: &'static str,
     /// The top-up's fate (`off`, `applied`, …).
@@ -406,6 +431,12 @@ impl ScanSummary {
             Metric::new("MembersCritical", Unit::Count, self.critical.len() as f64),
             Metric::new("MembersWarning", Unit::Count, self.warning.len() as f64),
             Metric::new("MembersRunningOut", Unit::Count, self.running_out.members.len() as f64),
+            Metric::new("MemberNoticesSent", Unit::Count, self.member_notices.sent.len() as f64),
+            Metric::new(
+                "MemberNoticesFailed",
+                Unit::Count,
+                self.member_notices.not_sent.len() as f64,
+            ),
             Metric::new("MembersScanned", Unit::Count, self.members_scanned as f64),
             Metric::new("ArcgisRequests", Unit::Count, self.arcgis_requests as f64),
             Metric::new("DurationMs", Unit::Milliseconds, self.duration_ms as f64),
@@ -427,6 +458,8 @@ impl ScanSummary {
             already_reported: self.already_reported,
             cleared: self.cleared,
             recipients_notified: Sample::of(&self.recipients_notified),
+            member_notices_sent: Sample::of(&self.member_notices.sent),
+            member_notices_not_sent: Sample::of(&self.member_notices.not_sent),
             notification: match self.notification {
                 NotificationOutcome::Sent { .. } => "sent",
                 NotificationOutcome::NothingNew => "nothing_new",
