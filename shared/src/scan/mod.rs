@@ -314,7 +314,11 @@ fn email_context(
         date: req.as_of.date_naive(),
         org_home,
         lists,
-        back_to_ok: alerts.clear.iter().filter(|k| k.as_str() != ORG_ALERT_KEY).count(),
+        back_to_ok: alerts
+            .clear
+            .iter()
+            .filter(|k| k.as_str() != ORG_ALERT_KEY && !alerts::is_forecast_key(k))
+            .count(),
         top_up_target: settings.top_up.as_ref().map(|t| t.target),
     }
 }
