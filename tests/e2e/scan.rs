@@ -666,3 +666,95 @@ async fn members_are_told_themselves_once_per_crossing_and_a_failed_notice_goes_
         assert_eq!(notices_to(&world, u).len(), 1, "{u}");
     }
 }
+
+/// The English deployment with `NOTIFY_MEMBERS=critical`: critical members get their own
+/// notice in English, warning members none, and a member running out soon is in the admin
+/// email with their rate, not told themselves (they crossed no level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_english_critical_members_are_told_and_the_admins_see_who_runs_out() {
+    let today = chrono::Utc::now().date_naive();
+    let world = World::new(generate(&GenParams::new(70, 31, today))).await;
+    let fast = healthy(&world.sim.members());
+    world
+        .sim
+        .consume(UsageRecord {
+            day: midnight_ms(today - chrono::Days::new(1)),
+            username: Some(fast.username.clone()),
+            stype: "spanalysis".into(),
+            etype: "analysis".into(),
+            credits: 10.0 * fast.allocation.unwrap(),
+            num: 1,
+        })
+        .unwrap();
+    world.sim.start_budget_period(midnight_ms(today));
+    // Two others spend most of their allocation today: critical (today is outside the
+    // forecast's window, so they are not running out by it).
+    let spenders: Vec<MemberState> = world
+        .sim
+        .members()
+        .into_iter()
+        .filter(|m| m.username != fast.username && !m.disabled && m.user_type == "creatorUT")
+        .filter(|m| m.allocation.is_some_and(|a| a >= 100.0))
+        .take(2)
+        .collect();
+    for m in &spenders {
+        world
+            .sim
+            .consume(UsageRecord {
+                day: midnight_ms(today),
+                username: Some(m.username.clone()),
+                stype: "geocode".into(),
+                etype: "geocodecnt".into(),
+                credits: 0.95 * m.allocation.unwrap(),
+                num: 1,
+            })
+            .unwrap();
+    }
+    let (critical, warning) = alert_rule(&world.sim.members());
+    assert!(
+        spenders.len() == 2 && spenders.iter().all(|m| critical.contains(&m.username)),
+        "{critical:?}"
+    );
+    let function = world.start("scan-credits", &[("NOTIFY_MEMBERS", "critical")]);
+    let event = json!({"scheduled_time": format!("{today}T06:00:00Z")});
+
+    let out = world.invoke("scan-credits", &event).await;
+    assert!(out.function_error.is_none(), "{:?}\n{}", out.payload, function.output());
+    let mails = world.sim.notifications();
+    assert_eq!(mails[0].users, world.sim.org().contacts);
+    assert!(
+        mails[0].subject.contains(" running out within 7 days ("),
+        "{}",
+        mails[0].subject
+    );
+    assert!(
+        mails[0].message.contains(&format!("({}):", fast.username))
+            && mails[0].message.contains(" credits a day · running out, new"),
+        "{}",
+        mails[0].message
+    );
+    let told: BTreeSet<String> = mails[1..].iter().map(|n| n.users.join(",")).collect();
+    assert_eq!(told, critical, "exactly the critical members, one call each");
+    assert_eq!(mails.len() - 1, critical.len());
+    assert!(!told.contains(&fast.username) && warning.iter().all(|u| !told.contains(u)));
+    for n in &mails[1..] {
+        assert_eq!(n.subject, "ArcGIS Online: your credits are almost used up");
+        assert!(n.message.starts_with("Hello "), "{}", n.message);
+        assert!(
+            n.message
+                .contains("To get more, ask your organization's administrators ("),
+            "{}",
+            n.message
+        );
+    }
+    assert_eq!(out.payload["member_notices"]["notify"], "critical");
+    assert_eq!(out.payload["member_notices"]["due"], critical.len());
+
+    let again = world.invoke("scan-credits", &event).await;
+    assert!(again.payload["duplicate_of"].is_object(), "{}", again.payload);
+    assert_eq!(
+        world.sim.notifications().len(),
+        mails.len(),
+        "a redelivered run sends nothing"
+    );
+}
