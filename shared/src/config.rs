@@ -94,6 +94,59 @@ pub struct Config {
     /// `LANGUAGE` (`en` | `fr`, default `en`): the language of the emails and reports people
     /// read; a scheduled run's Input may override it.
     pub language: Lang,
+    /// `FORECAST_DAYS` (default 7, 0–365): scan-credits alerts about a member (or the org)
+    /// whose credits run out within this many days at the recent rate, even above the
+    /// thresholds, because a balance alone misses a fast spender; 0 turns these alerts off.
+    pub forecast_days: u32,
+    /// `NOTIFY_MEMBERS` (`off` | `critical` | `warning`, default `off`): whether members are
+    /// told themselves when they cross a level, as ArcGIS Online's own budgeting emails a
+    /// member over their allocation; opt-in, since it writes to people who did not ask.
+    pub notify_members: MemberNotices,
+    /// `NOTIFY_MEMBERS_CONTACT` (optional, at most 200 characters): who a member's notice
+    /// says to ask for more credits ("the GIS team, gis@example.org"); without it, the org's
+    /// administrative contacts.
+    pub notify_members_contact: Option<String>,
+}
+
+/// Which crossings members are told about themselves (`NOTIFY_MEMBERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberNotices {
+    /// Nobody is told but the admin contacts.
+    #[default]
+    Off,
+    /// Members falling below the critical threshold.
+    Critical,
+    /// Members falling below either threshold.
+    Warning,
+}
+
+impl MemberNotices {
+    /// Whether a member at `level` is told.
+    pub fn tells(self, level: crate::credits::classify::Level) -> bool {
+        use crate::credits::classify::Level;
+        match (self, level) {
+            (MemberNotices::Off, _) | (_, Level::Ok) => false,
+            (MemberNotices::Critical, level) => level == Level::Critical,
+            (MemberNotices::Warning, _) => true,
+        }
+    }
+}
+
+impl FromStr for MemberNotices {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(MemberNotices::Off),
+            "critical" => Ok(MemberNotices::Critical),
+            "warning" => Ok(MemberNotices::Warning),
+            other => {
+                let shown: String = other.chars().take(40).collect();
+                Err(format!("'{shown}' is not off, critical or warning"))
+            }
+        }
+    }
 }
 
 /// The allocation guardrails as configured (see `credits::plan::Guardrails`).
@@ -191,6 +244,9 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("REPORT_TOP_N", &["monthly-report"]),
     ("USAGE_BUCKET_LABEL", &["scan-credits", "monthly-report"]),
     ("LANGUAGE", &["scan-credits", "monthly-report"]),
+    ("FORECAST_DAYS", &["scan-credits"]),
+    ("NOTIFY_MEMBERS", &["scan-credits"]),
+    ("NOTIFY_MEMBERS_CONTACT", &["scan-credits"]),
 ];
 
 const ALL: &[&str] = &["scan-credits", "allocate", "allocation-jobs", "monthly-report"];
@@ -317,6 +373,22 @@ impl Config {
                 Lang::default()
             }),
         };
+        let forecast_days = env.number("FORECAST_DAYS", 7u32, 0..=365);
+        let notify_members = match env.get("NOTIFY_MEMBERS") {
+            None => MemberNotices::Off,
+            Some(v) => v.parse().unwrap_or_else(|e| {
+                env.problem("NOTIFY_MEMBERS", e);
+                MemberNotices::Off
+            }),
+        };
+        let notify_members_contact = env.get("NOTIFY_MEMBERS_CONTACT");
+        if let Some(contact) = &notify_members_contact {
+            if contact.chars().count() > 200 {
+                env.problem("NOTIFY_MEMBERS_CONTACT", "must be at most 200 characters".into());
+            } else if contact.chars().any(char::is_control) {
+                env.problem("NOTIFY_MEMBERS_CONTACT", "must be one line".into());
+            }
+        }
 
         if !env.problems.is_empty() {
             return Err(ConfigError { problems: env.problems });
@@ -351,6 +423,9 @@ impl Config {
             report_top_n,
             usage_bucket_label,
             language,
+            forecast_days,
+            notify_members,
+            notify_members_contact,
         })
     }
 
@@ -607,6 +682,7 @@ mod tests {
         assert_eq!(c.secret_ttl, Duration::from_secs(300));
         assert_eq!(c.retry.max_attempts, 5);
         assert_eq!(c.http_timeout, Duration::from_secs(30));
+        assert_eq!(c.forecast_days, 7);
     }
 
     #[test]
@@ -625,6 +701,9 @@ mod tests {
             ("NOTIFY_CHANNEL", "BuiltIn"),
             ("LEDGER_TABLE", "ledger"),
             ("SECRET_TTL_SECS", "0"),
+            ("FORECAST_DAYS", "14"),
+            ("NOTIFY_MEMBERS", "Warning"),
+            ("NOTIFY_MEMBERS_CONTACT", " the GIS team, gis@example.org "),
         ])
         .unwrap();
         assert_eq!(c.referer, "my-ref");
@@ -637,6 +716,34 @@ mod tests {
         assert_eq!(c.notify_channel, NotifyChannel::Builtin);
         assert_eq!(c.ledger_table.as_deref(), Some("ledger"));
         assert_eq!(c.secret_ttl, Duration::ZERO);
+        assert_eq!(c.forecast_days, 14);
+        assert_eq!(c.notify_members, MemberNotices::Warning);
+        assert_eq!(
+            c.notify_members_contact.as_deref(),
+            Some("the GIS team, gis@example.org")
+        );
+    }
+
+    #[test]
+    fn member_notices_are_off_by_default_and_say_which_levels() {
+        use crate::credits::classify::Level;
+        let c = config(&[("ARCGIS_SECRET_ID", "s")]).unwrap();
+        assert_eq!((c.notify_members, c.notify_members_contact), (MemberNotices::Off, None));
+        assert!(!MemberNotices::Off.tells(Level::Critical));
+        assert!(MemberNotices::Critical.tells(Level::Critical) && !MemberNotices::Critical.tells(Level::Warning));
+        assert!(MemberNotices::Warning.tells(Level::Warning) && !MemberNotices::Warning.tells(Level::Ok));
+        let err = config(&[
+            ("ARCGIS_SECRET_ID", "s"),
+            ("NOTIFY_MEMBERS", "everyone"),
+            ("NOTIFY_MEMBERS_CONTACT", "line one\nline two"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("NOTIFY_MEMBERS: 'everyone' is not off, critical or warning"),
+            "{text}"
+        );
+        assert!(text.contains("NOTIFY_MEMBERS_CONTACT: must be one line"), "{text}");
     }
 
     #[test]

@@ -926,6 +926,9 @@ async fn the_metrics_line_carries_the_runs_numbers() {
             ("OrgAvailableCredits", "None"),
             ("MembersCritical", "Count"),
             ("MembersWarning", "Count"),
+            ("MembersRunningOut", "Count"),
+            ("MemberNoticesSent", "Count"),
+            ("MemberNoticesFailed", "Count"),
             ("MembersScanned", "Count"),
             ("ArcgisRequests", "Count"),
             ("DurationMs", "Milliseconds"),
@@ -938,6 +941,7 @@ async fn the_metrics_line_carries_the_runs_numbers() {
     );
     assert_eq!(line["MembersCritical"], s.critical.len());
     assert_eq!(line["MembersWarning"], s.warning.len());
+    assert_eq!(line["MembersRunningOut"], s.running_out.members.len());
     assert_eq!(line["MembersScanned"], s.members_scanned);
     assert_eq!(s.members_scanned, sim.members().len());
     assert_eq!(line["ArcgisRequests"], sim.total_requests());
@@ -981,4 +985,330 @@ async fn the_once_only_protocol_holds_on_the_dynamodb_ledger() {
     let levels = ledger.alert_levels().await.unwrap();
     assert_eq!(levels.len(), next.critical.len() + next.warning.len());
     assert_eq!(sim.allocation_calls().len(), 1);
+}
+
+/// Midnight UTC of the simulator's day, `days` later (negative: earlier), in epoch ms.
+fn day_ms(days: i64) -> i64 {
+    let day = as_of() + chrono::Duration::days(days);
+    day.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis()
+}
+
+/// The members above both thresholds who run out within `within` days at the rate of the 30
+/// whole days before the run's day (`run_day`, days after the simulator's), computed from the
+/// simulator's own records in exact micro-credits: `available × 30 < within × spent`.
+fn expected_running_out(sim: &SimHandle, run_day: i64, within: i128) -> BTreeSet<String> {
+    let (start, end) = (day_ms(run_day - 30), day_ms(run_day));
+    let mut spent: HashMap<String, i128> = HashMap::new();
+    for r in sim.org().usage {
+        if let (Some(u), true) = (r.username, (start..end).contains(&r.day)) {
+            *spent.entry(u).or_default() += micros(r.credits);
+        }
+    }
+    sim.members()
+        .into_iter()
+        .filter(|m| !m.disabled && !m.user_type.eq_ignore_ascii_case("viewerUT") && m.assigned_credits > 0.0)
+        .filter(|m| {
+            let (assigned, available) = (micros(m.assigned_credits), micros(m.available_credits));
+            let spent = spent.get(&m.username).copied().unwrap_or(0);
+            available * 100 >= 50 * assigned && spent > 0 && available * 30 < within * spent
+        })
+        .map(|m| m.username)
+        .collect()
+}
+
+/// A member with their whole allocation left (a budget period just renewed) who spent ten
+/// allocations' worth in the last days runs out in about three days: alerted although no
+/// threshold is crossed, with the burn rate, once; cleared when topped up for good; alerted
+/// again when it happens again.
+#[tokio::test]
+async fn a_member_running_out_soon_is_alerted_above_the_thresholds_once_per_crossing() {
+    let sim = sim(150).await;
+    let (fast, assigned, _) = healthy_member(&sim);
+    geocode_usage(&sim, &fast, day_ms(-1), 10.0 * assigned);
+    sim.start_budget_period(day_ms(0));
+    let ledger = Ledger::memory();
+    let settings = config(&[]);
+    assert_eq!(settings.forecast_alert_days, Some(7), "on by default");
+
+    let first = run(&sim, &ledger, &settings, &request(0)).await.unwrap();
+    let running_out: BTreeSet<String> = names(&first.running_out.members);
+    assert_eq!(running_out, expected_running_out(&sim, 0, 7));
+    assert!(running_out.contains(&fast), "{running_out:?}");
+    let m = first.running_out.members.iter().find(|m| m.username == fast).unwrap();
+    assert!(m.newly_reported && m.percent_left.is_some_and(|p| p >= 50.0), "{m:?}");
+    let rate = m.credits_per_day.expect("the burn rate that predicts it");
+    assert!(rate >= 10.0 * assigned / 30.0 - 1e-6, "{rate}");
+    assert!(m.days_until_empty.is_some_and(|d| d < 7.0), "{m:?}");
+    assert_eq!(first.running_out.newly_reported, running_out.len());
+    assert_eq!(first.newly_reported, first.critical.len() + first.warning.len());
+    let sent = sim.notifications();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].subject.contains(&format!(
+            "{} running out within 7 days ({} new)",
+            running_out.len(),
+            running_out.len()
+        )),
+        "{}",
+        sent[0].subject
+    );
+    let line = sent[0]
+        .message
+        .lines()
+        .find(|l| l.contains(&format!("({fast}):")))
+        .unwrap_or_else(|| panic!("{fast} not in\n{}", sent[0].message));
+    assert!(line.contains(" credits a day · running out, new"), "{line}");
+    let levels = ledger.alert_levels().await.unwrap();
+    assert!(levels.contains_key(&shared::scan::forecast_key(&fast)));
+    assert!(
+        !levels.contains_key(&fast),
+        "no threshold level for a member above them"
+    );
+
+    // The next day the member still runs out soon: already reported, nothing sent.
+    let second = run(&sim, &ledger, &settings, &request(1)).await.unwrap();
+    assert!(names(&second.running_out.members).contains(&fast));
+    assert_eq!(second.running_out.newly_reported, 0);
+    assert_eq!(sim.notifications().len(), 1, "no repeated alert");
+
+    // Topped up for good: no longer running out, the record goes, silently.
+    let client = admin_client(&sim);
+    let raise = |credits: f64| shared::arcgis::CreditAssignment {
+        username: fast.clone(),
+        credits: Credits::from_f64(credits).unwrap(),
+    };
+    assert!(
+        client
+            .assign_credits(&[raise(1000.0 * assigned)])
+            .await
+            .unwrap()
+            .is_complete()
+    );
+    let third = run_with(&client, &ledger, &settings, &request(2)).await.unwrap();
+    assert!(!names(&third.running_out.members).contains(&fast));
+    assert!(
+        !ledger
+            .alert_levels()
+            .await
+            .unwrap()
+            .contains_key(&shared::scan::forecast_key(&fast))
+    );
+    let quiet = sim.notifications().len();
+
+    // Back to the small allocation: a new crossing, reported once more.
+    assert!(client.assign_credits(&[raise(assigned)]).await.unwrap().is_complete());
+    let fourth = run_with(&client, &ledger, &settings, &request(3)).await.unwrap();
+    let again = fourth.running_out.members.iter().find(|m| m.username == fast).unwrap();
+    assert!(again.newly_reported);
+    assert_eq!(sim.notifications().len(), quiet + 1);
+    assert!(sim.notifications()[quiet].message.contains(&format!("New: {fast}.")));
+
+    // FORECAST_DAYS=0 turns these alerts off, and their records go.
+    let off = config(&[("FORECAST_DAYS", "0")]);
+    let fifth = run_with(&client, &ledger, &off, &request(4)).await.unwrap();
+    assert!(fifth.running_out.members.is_empty() && fifth.running_out.within_days.is_none());
+    let levels = ledger.alert_levels().await.unwrap();
+    assert!(levels.keys().all(|k| !k.starts_with("#forecast/")), "{levels:?}");
+}
+
+/// The org's own credits running out within FORECAST_DAYS is alerted once, with its rate,
+/// even with no member flagged and no floor set.
+#[tokio::test]
+async fn the_org_running_out_soon_is_alerted_once() {
+    let sim = sim(60).await;
+    let ledger = Ledger::memory();
+    let config = config(&[]);
+    let org = sim.org().available_credits;
+    // Usage nobody is charged for: the org's credits drop to a tenth at a rate that
+    // empties the rest in about three days.
+    sim.consume(portal_sim::UsageRecord {
+        day: day_ms(-1),
+        username: None,
+        stype: "storage".into(),
+        etype: "featurestorage".into(),
+        credits: 0.9 * org,
+        num: 1,
+    })
+    .unwrap();
+    let first = run(&sim, &ledger, &config, &request(0)).await.unwrap();
+    let org_out = first.running_out.org.expect("the org runs out soon");
+    assert!(org_out.newly_reported && org_out.days_until_empty < 7.0, "{org_out:?}");
+    assert!(org_out.credits_per_day >= 0.9 * org / 30.0 - 1e-6);
+    let sent = sim.notifications();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]
+            .message
+            .contains("New since the last alert: the organization is expected to run out soon."),
+        "{}",
+        sent[0].message
+    );
+    assert!(
+        sent[0].message.contains("the organization runs out in about "),
+        "{}",
+        sent[0].message
+    );
+    let second = run(&sim, &ledger, &config, &request(1)).await.unwrap();
+    assert!(second.running_out.org.is_some_and(|o| !o.newly_reported));
+    assert_eq!(sim.notifications().len(), 1, "once per crossing");
+    assert_eq!(
+        ledger.alert_levels().await.unwrap().get(shared::scan::ORG_FORECAST_KEY),
+        Some(&Level::Warning)
+    );
+}
+
+/// How many notifications `sim` recorded for exactly `username` alone (a member's notice).
+fn notices_to(sim: &SimHandle, username: &str) -> usize {
+    sim.notifications()
+        .iter()
+        .filter(|n| n.users.len() == 1 && n.users[0] == username)
+        .count()
+}
+
+/// With `NOTIFY_MEMBERS=critical`, every critical member gets one notice of their own, with
+/// their balance and who to ask; one notice failing (the second call) fails the run visibly
+/// but keeps what was sent; a redelivery sends nothing; the next run sends exactly the failed
+/// one, and the one after that nothing.
+#[tokio::test]
+async fn each_critical_member_is_told_once_and_a_failed_notice_goes_with_the_next_run() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let settings = config(&[("NOTIFY_MEMBERS", "critical")]);
+    let (critical, warning) = expected(&sim, 10, 50);
+    assert!(critical.len() >= 3 && !warning.is_empty());
+    // The first call is the admin email; the second, the first member's notice, fails before
+    // ArcGIS processes it.
+    sim.set_faults(Faults {
+        http_error: Some(HttpErrorFault {
+            status: 503,
+            retry_after_secs: None,
+            when: Trigger {
+                endpoint: Some(NOTIFY.into()),
+                every_nth: Some(2),
+                times: Some(1),
+                ..Trigger::default()
+            },
+        }),
+        ..Faults::default()
+    });
+    let err = run(&sim, &ledger, &settings, &request(0)).await.unwrap_err();
+    assert_eq!(err.kind(), "MemberNoticesFailed", "{err}");
+    let s = err.summary().expect("the run's summary").clone();
+    assert_eq!(s.member_notices.due, critical.len());
+    assert_eq!(s.member_notices.not_sent.len(), 1, "{:?}", s.member_notices);
+    let failed = s.member_notices.not_sent[0].clone();
+    let sent: BTreeSet<String> = s.member_notices.sent.iter().cloned().collect();
+    assert_eq!(
+        sent,
+        critical
+            .iter()
+            .filter(|u| **u != failed)
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    );
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.contains("member notice(s) could not be sent")),
+        "{:?}",
+        s.problems
+    );
+    // The admin email went out, to the contacts, and is recorded.
+    let mails = sim.notifications();
+    assert_eq!(mails[0].users, sim.org().contacts);
+    assert_eq!(mails.len(), 1 + sent.len(), "one call per member notice");
+    for u in &sent {
+        assert_eq!(notices_to(&sim, u), 1, "{u}");
+    }
+    let member = s.critical.iter().find(|m| sent.contains(&m.username)).unwrap();
+    let notice = mails.iter().find(|n| n.users == [member.username.clone()]).unwrap();
+    assert_eq!(notice.subject, "ArcGIS Online: your credits are almost used up");
+    assert!(notice.message.contains("Hello "), "{}", notice.message);
+    assert!(
+        notice
+            .message
+            .contains("To get more, ask your organization's administrators ("),
+        "{}",
+        notice.message
+    );
+    assert!(
+        !warning.iter().any(|u| notices_to(&sim, u) > 0),
+        "warning members are not told"
+    );
+    sim.clear_faults();
+
+    // A redelivery of the run sends nothing.
+    let again = run(&sim, &ledger, &settings, &request(0)).await.unwrap();
+    assert!(again.duplicate_of.is_some());
+    assert_eq!(sim.notifications().len(), 1 + sent.len());
+
+    // The next run: no admin email (nothing new), exactly the failed notice.
+    let next = run(&sim, &ledger, &settings, &request(1)).await.unwrap();
+    assert_eq!(next.member_notices.sent, [failed.as_str()]);
+    assert_eq!(sim.notifications().len(), 2 + sent.len());
+    assert_eq!(notices_to(&sim, &failed), 1);
+    let levels = ledger.alert_levels().await.unwrap();
+    for u in &critical {
+        assert_eq!(
+            levels.get(&shared::scan::notices::notice_key(u)),
+            Some(&Level::Critical),
+            "{u}"
+        );
+    }
+
+    // And then nothing.
+    let quiet = run(&sim, &ledger, &settings, &request(2)).await.unwrap();
+    assert_eq!((quiet.member_notices.due, quiet.member_notices.sent.len()), (0, 0));
+    assert_eq!(sim.notifications().len(), 2 + sent.len());
+}
+
+/// A member told at `warning` who falls to critical is told again; one back to ok loses the
+/// record, so a later crossing is told again; the configured contact is who to ask.
+#[tokio::test]
+async fn a_member_is_told_per_crossing_with_the_configured_contact() {
+    let sim = sim(150).await;
+    let ledger = Ledger::memory();
+    let settings = config(&[
+        ("NOTIFY_MEMBERS", "warning"),
+        ("NOTIFY_MEMBERS_CONTACT", "the GIS team, gis@example.org"),
+    ]);
+    run(&sim, &ledger, &settings, &request(0)).await.unwrap();
+    let (crosser, assigned, available) = healthy_member(&sim);
+    consume(&sim, &crosser, available - 0.3 * assigned);
+    let second = run(&sim, &ledger, &settings, &request(1)).await.unwrap();
+    assert_eq!(second.member_notices.sent, [crosser.as_str()]);
+    let told = sim
+        .notifications()
+        .into_iter()
+        .rfind(|n| n.users == [crosser.clone()])
+        .unwrap();
+    assert_eq!(told.subject, "ArcGIS Online: your credits are running low");
+    assert!(
+        told.message
+            .contains("To get more, ask the GIS team, gis@example.org.\n"),
+        "{}",
+        told.message
+    );
+    assert!(
+        told.message.contains("credits left of your allocation of "),
+        "{}",
+        told.message
+    );
+
+    consume(&sim, &crosser, 0.25 * assigned);
+    let third = run(&sim, &ledger, &settings, &request(2)).await.unwrap();
+    assert_eq!(third.member_notices.sent, [crosser.as_str()]);
+    assert_eq!(notices_to(&sim, &crosser), 2);
+
+    // Back to ok: the notice record goes with the level.
+    let client = admin_client(&sim);
+    let raise = shared::arcgis::CreditAssignment {
+        username: crosser.clone(),
+        credits: Credits::whole(1_000_000),
+    };
+    assert!(client.assign_credits(&[raise]).await.unwrap().is_complete());
+    run_with(&client, &ledger, &settings, &request(3)).await.unwrap();
+    let levels = ledger.alert_levels().await.unwrap();
+    assert!(!levels.contains_key(&shared::scan::notices::notice_key(&crosser)));
+    assert_eq!(notices_to(&sim, &crosser), 2);
 }

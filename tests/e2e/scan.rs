@@ -476,3 +476,297 @@ fn group_fr(n: usize) -> String {
     }
     out
 }
+
+/// UTC midnight of `day`, in epoch ms (the simulator's usage days).
+fn midnight_ms(day: chrono::NaiveDate) -> i64 {
+    day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis()
+}
+
+/// A limited, enabled creator with most of a sizeable allocation left.
+fn healthy(members: &[MemberState]) -> MemberState {
+    members
+        .iter()
+        .find(|m| {
+            !m.disabled
+                && m.user_type == "creatorUT"
+                && m.allocation
+                    .is_some_and(|a| a >= 100.0 && m.available_credits >= 0.6 * a)
+        })
+        .cloned()
+        .expect("a healthy member")
+}
+
+/// A member far above the thresholds (a budget period just renewed) who spent ten
+/// allocations' worth yesterday runs out in about three days: the French deployment's email
+/// says so, with the rate, and a redelivery of the run sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_running_out_soon_is_alerted_once_in_french_with_the_rate() {
+    let today = chrono::Utc::now().date_naive();
+    let world = World::new(generate(&GenParams::new(80, 17, today))).await;
+    let fast = healthy(&world.sim.members());
+    let allocation = fast.allocation.unwrap();
+    world
+        .sim
+        .consume(UsageRecord {
+            day: midnight_ms(today - chrono::Days::new(1)),
+            username: Some(fast.username.clone()),
+            stype: "spanalysis".into(),
+            etype: "analysis".into(),
+            credits: 10.0 * allocation,
+            num: 1,
+        })
+        .unwrap();
+    world.sim.start_budget_period(midnight_ms(today));
+    let function = world.start("scan-credits", &[("LANGUAGE", "fr")]);
+    let event = json!({"scheduled_time": format!("{today}T06:00:00Z")});
+
+    let out = world.invoke("scan-credits", &event).await;
+    assert!(out.function_error.is_none(), "{:?}\n{}", out.payload, function.output());
+    let s = &out.payload;
+    assert_eq!(s["running_out"]["within_days"], 7, "{}", s["running_out"]);
+    assert!(
+        names(&s["running_out"], "members").contains(&fast.username),
+        "{}",
+        s["running_out"]
+    );
+    assert_eq!(
+        s["counts"]["running_out"],
+        s["running_out"]["members"].as_array().unwrap().len()
+    );
+    let mails = world.sim.notifications();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].users, world.sim.org().contacts);
+    assert!(
+        mails[0].subject.contains(" à court sous 7 jours ("),
+        "{}",
+        mails[0].subject
+    );
+    let line = mails[0]
+        .message
+        .lines()
+        .find(|l| l.contains(&format!("({}) :", fast.username)))
+        .unwrap_or_else(|| panic!("{} not in\n{}", fast.username, mails[0].message));
+    assert!(
+        line.contains(" crédits par jour · épuisement proche, nouveau"),
+        "{line}"
+    );
+    assert!(
+        mails[0]
+            .message
+            .contains("Au-dessus des seuils mais à court sous 7 jours à leur rythme récent"),
+        "{}",
+        mails[0].message
+    );
+
+    let again = world.invoke("scan-credits", &event).await;
+    assert!(again.payload["duplicate_of"].is_object(), "{}", again.payload);
+    assert_eq!(world.sim.notifications().len(), 1, "a redelivered run sends nothing");
+}
+
+/// The notices portal-sim recorded to `username` alone (a member's own notice).
+fn notices_to(world: &World, username: &str) -> Vec<portal_sim::Notification> {
+    world
+        .sim
+        .notifications()
+        .into_iter()
+        .filter(|n| n.users == [username.to_owned()])
+        .collect()
+}
+
+/// `NOTIFY_MEMBERS=warning` in a French deployment: every flagged member gets one notice of
+/// their own (one user per call, their balance), the admin contacts the one email. One notice
+/// failing fails the invocation visibly; the same run delivered again sends nothing; the next
+/// run sends exactly the failed notice, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_told_themselves_once_per_crossing_and_a_failed_notice_goes_next_run() {
+    let today = chrono::Utc::now().date_naive();
+    let world = World::new(generate(&GenParams::new(90, 23, today))).await;
+    let (critical, warning) = alert_rule(&world.sim.members());
+    let flagged: BTreeSet<String> = critical.union(&warning).cloned().collect();
+    assert!(flagged.len() >= 3, "{flagged:?}");
+    let function = world.start("scan-credits", &[("LANGUAGE", "fr"), ("NOTIFY_MEMBERS", "warning")]);
+    // The first call is the admin email; the third, a member's notice, fails before ArcGIS
+    // processes it.
+    world.sim.set_faults(portal_sim::Faults {
+        http_error: Some(portal_sim::HttpErrorFault {
+            status: 503,
+            retry_after_secs: None,
+            when: portal_sim::Trigger {
+                endpoint: Some("portals/self/createNotification".into()),
+                every_nth: Some(3),
+                times: Some(1),
+                ..portal_sim::Trigger::default()
+            },
+        }),
+        ..portal_sim::Faults::default()
+    });
+    let event = json!({"scheduled_time": format!("{today}T06:00:00Z")});
+
+    let first = world.invoke("scan-credits", &event).await;
+    let error = first.function_error.as_deref().unwrap_or_default();
+    assert!(
+        first.payload.to_string().contains("MemberNoticesFailed"),
+        "{error} {:?}\n{}",
+        first.payload,
+        function.output()
+    );
+    world.sim.clear_faults();
+    let mails = world.sim.notifications();
+    assert_eq!(mails[0].users, world.sim.org().contacts, "the admin email first");
+    let told: BTreeSet<String> = mails[1..].iter().map(|n| n.users.join(",")).collect();
+    assert_eq!(mails.len() - 1, told.len(), "one call per member, each told once");
+    let missed: Vec<&String> = flagged.iter().filter(|u| !told.contains(*u)).collect();
+    assert_eq!(missed.len(), 1, "exactly the failed notice is missing: {missed:?}");
+    let failed = missed[0].clone();
+    for n in &mails[1..] {
+        let m = world.sim.member(&n.users[0]).unwrap();
+        let level = if critical.contains(&m.username) {
+            "ArcGIS Online : vos crédits sont presque épuisés"
+        } else {
+            "ArcGIS Online : vos crédits diminuent"
+        };
+        assert_eq!(n.subject, level, "{}", m.username);
+        assert_eq!(n.channel, "email");
+        assert!(n.message.starts_with("Bonjour "), "{}", n.message);
+        assert!(
+            n.message
+                .contains("Pour en obtenir davantage, contactez les administrateurs de votre organisation ("),
+            "{}",
+            n.message
+        );
+        assert!(
+            n.message.contains("Il vous reste ") || n.message.contains("Vous avez consommé "),
+            "{}",
+            n.message
+        );
+        assert!(n.message.lines().count() <= 10, "{}", n.message);
+    }
+
+    // The same scheduled run again: nothing.
+    let retry = world.invoke("scan-credits", &event).await;
+    assert!(retry.payload["duplicate_of"].is_object(), "{}", retry.payload);
+    assert_eq!(
+        world.sim.notifications().len(),
+        mails.len(),
+        "a redelivered run sends nothing"
+    );
+
+    // The next run: exactly the failed notice, once; no admin email (nothing new).
+    let next_event = json!({"scheduled_time": format!("{}T06:00:00Z", today + chrono::Days::new(1))});
+    let next = world.invoke("scan-credits", &next_event).await;
+    assert!(
+        next.function_error.is_none(),
+        "{:?}\n{}",
+        next.payload,
+        function.output()
+    );
+    assert_eq!(
+        next.payload["member_notices"]["sent"],
+        json!([failed.clone()]),
+        "{}",
+        next.payload
+    );
+    assert_eq!(world.sim.notifications().len(), mails.len() + 1);
+    assert_eq!(notices_to(&world, &failed).len(), 1);
+
+    // And then nothing, to anyone.
+    let later = json!({"scheduled_time": format!("{}T06:00:00Z", today + chrono::Days::new(2))});
+    let quiet = world.invoke("scan-credits", &later).await;
+    assert!(quiet.function_error.is_none(), "{:?}", quiet.payload);
+    assert_eq!(world.sim.notifications().len(), mails.len() + 1);
+    for u in &flagged {
+        assert_eq!(notices_to(&world, u).len(), 1, "{u}");
+    }
+}
+
+/// The English deployment with `NOTIFY_MEMBERS=critical`: critical members get their own
+/// notice in English, warning members none, and a member running out soon is in the admin
+/// email with their rate, not told themselves (they crossed no level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_english_critical_members_are_told_and_the_admins_see_who_runs_out() {
+    let today = chrono::Utc::now().date_naive();
+    let world = World::new(generate(&GenParams::new(70, 31, today))).await;
+    let fast = healthy(&world.sim.members());
+    world
+        .sim
+        .consume(UsageRecord {
+            day: midnight_ms(today - chrono::Days::new(1)),
+            username: Some(fast.username.clone()),
+            stype: "spanalysis".into(),
+            etype: "analysis".into(),
+            credits: 10.0 * fast.allocation.unwrap(),
+            num: 1,
+        })
+        .unwrap();
+    world.sim.start_budget_period(midnight_ms(today));
+    // Two others spend most of their allocation today: critical (today is outside the
+    // forecast's window, so they are not running out by it).
+    let spenders: Vec<MemberState> = world
+        .sim
+        .members()
+        .into_iter()
+        .filter(|m| m.username != fast.username && !m.disabled && m.user_type == "creatorUT")
+        .filter(|m| m.allocation.is_some_and(|a| a >= 100.0))
+        .take(2)
+        .collect();
+    for m in &spenders {
+        world
+            .sim
+            .consume(UsageRecord {
+                day: midnight_ms(today),
+                username: Some(m.username.clone()),
+                stype: "geocode".into(),
+                etype: "geocodecnt".into(),
+                credits: 0.95 * m.allocation.unwrap(),
+                num: 1,
+            })
+            .unwrap();
+    }
+    let (critical, warning) = alert_rule(&world.sim.members());
+    assert!(
+        spenders.len() == 2 && spenders.iter().all(|m| critical.contains(&m.username)),
+        "{critical:?}"
+    );
+    let function = world.start("scan-credits", &[("NOTIFY_MEMBERS", "critical")]);
+    let event = json!({"scheduled_time": format!("{today}T06:00:00Z")});
+
+    let out = world.invoke("scan-credits", &event).await;
+    assert!(out.function_error.is_none(), "{:?}\n{}", out.payload, function.output());
+    let mails = world.sim.notifications();
+    assert_eq!(mails[0].users, world.sim.org().contacts);
+    assert!(
+        mails[0].subject.contains(" running out within 7 days ("),
+        "{}",
+        mails[0].subject
+    );
+    assert!(
+        mails[0].message.contains(&format!("({}):", fast.username))
+            && mails[0].message.contains(" credits a day · running out, new"),
+        "{}",
+        mails[0].message
+    );
+    let told: BTreeSet<String> = mails[1..].iter().map(|n| n.users.join(",")).collect();
+    assert_eq!(told, critical, "exactly the critical members, one call each");
+    assert_eq!(mails.len() - 1, critical.len());
+    assert!(!told.contains(&fast.username) && warning.iter().all(|u| !told.contains(u)));
+    for n in &mails[1..] {
+        assert_eq!(n.subject, "ArcGIS Online: your credits are almost used up");
+        assert!(n.message.starts_with("Hello "), "{}", n.message);
+        assert!(
+            n.message
+                .contains("To get more, ask your organization's administrators ("),
+            "{}",
+            n.message
+        );
+    }
+    assert_eq!(out.payload["member_notices"]["notify"], "critical");
+    assert_eq!(out.payload["member_notices"]["due"], critical.len());
+
+    let again = world.invoke("scan-credits", &event).await;
+    assert!(again.payload["duplicate_of"].is_object(), "{}", again.payload);
+    assert_eq!(
+        world.sim.notifications().len(),
+        mails.len(),
+        "a redelivered run sends nothing"
+    );
+}

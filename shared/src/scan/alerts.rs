@@ -20,6 +20,30 @@ use crate::ledger::StagedAlerts;
 /// member can ever have this key.
 pub const ORG_ALERT_KEY: &str = "#org-floor";
 
+/// The alert-state key for the org running out within `FORECAST_DAYS`: apart from the floor,
+/// so each is reported once per its own crossing.
+pub const ORG_FORECAST_KEY: &str = "#org-forecast";
+
+/// Prefix of a member's forecast alert key: kept apart from the member's level, so a member
+/// reported as running out soon is reported again when they also cross a threshold.
+const FORECAST_PREFIX: &str = "#forecast/";
+
+/// The alert-state key recording that `username` was reported as running out soon. `#` cannot
+/// start a username, so it never collides with a member's own key.
+pub fn forecast_key(username: &str) -> String {
+    format!("{FORECAST_PREFIX}{username}")
+}
+
+/// The member a forecast key is about, or `None` for any other key.
+pub fn forecast_member(key: &str) -> Option<&str> {
+    key.strip_prefix(FORECAST_PREFIX)
+}
+
+/// Whether `key` records a forecast alert (a member's or the org's), not a threshold level.
+pub fn is_forecast_key(key: &str) -> bool {
+    key == ORG_FORECAST_KEY || forecast_member(key).is_some()
+}
+
 /// The crossings of a run, and the alert records they change: the pure core of "one alert
 /// per crossing".
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -195,5 +219,21 @@ mod tests {
     fn the_org_key_cannot_be_a_username() {
         // ArcGIS usernames allow letters, digits, `_`, `.`, `@` (and `-` in some orgs).
         assert!(ORG_ALERT_KEY.contains('#'));
+        assert!(ORG_FORECAST_KEY.contains('#'));
+    }
+
+    #[test]
+    fn forecast_keys_are_apart_from_levels_and_name_their_member() {
+        let key = forecast_key("j.doe@acme");
+        assert_eq!(forecast_member(&key), Some("j.doe@acme"));
+        assert!(is_forecast_key(&key) && is_forecast_key(ORG_FORECAST_KEY));
+        assert!(!is_forecast_key("j.doe@acme") && !is_forecast_key(ORG_ALERT_KEY));
+        assert_eq!(forecast_member("j.doe@acme"), None);
+        // A member running out soon, then also below a threshold: two crossings, each once.
+        let recorded: HashMap<String, Level> = [(key.clone(), Level::Warning)].into_iter().collect();
+        let current = levels(&[("j.doe@acme", Level::Warning)]);
+        let crossings = Crossings::new(&current, &recorded, |_| true);
+        assert_eq!(crossings.report, [("j.doe@acme".to_owned(), Level::Warning)]);
+        assert_eq!(crossings.clear, [key]);
     }
 }

@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use super::FORECAST_DAYS;
+use super::BURN_RATE_WINDOW_DAYS;
 use super::summary::{Budgeting, FlaggedMember, ForecastStatus, OrgFloor, ScanSummary, TopUp};
 use crate::arcgis::{Notification, NotifyChannel};
 use crate::credits::amount::Credits;
@@ -25,6 +25,10 @@ use crate::member_text::{EMAIL_MAX_CHARS, safe_one_line};
 /// Members shown in the email, most urgent first (critical, then warning); the complete list
 /// is in the reports bucket.
 pub const EMAIL_MOST_URGENT: usize = 10;
+
+/// Members running out within `FORECAST_DAYS` (above the thresholds) shown in the email,
+/// soonest first; the count covers the rest.
+pub const EMAIL_RUNNING_OUT: usize = 3;
 
 /// Newly flagged usernames named in the "since the last alert" line.
 pub const EMAIL_NEW_NAMES: usize = 5;
@@ -101,11 +105,30 @@ fn subject(s: &ScanSummary, ctx: &EmailContext) -> String {
                 format!("{} {with_new}", lang.p(key, n, &[("count", &count)]))
             }
         };
-        parts.push(format!(
+        let mut levels = format!(
             "{}, {}",
             level("scan.subject.critical", &s.critical),
             level("scan.subject.warning", &s.warning)
-        ));
+        );
+        if let (Some(within), false) = (s.running_out.within_days, s.running_out.members.is_empty()) {
+            let n = s.running_out.members.len();
+            let count = lang.count(n);
+            let within = within.to_string();
+            let _ = write!(
+                levels,
+                ", {}",
+                lang.p("scan.subject.running_out", n, &[("count", &count), ("within", &within)])
+            );
+            let new = s.running_out.newly_reported;
+            if new > 0 {
+                let _ = write!(
+                    levels,
+                    " {}",
+                    lang.p("scan.subject.new", new, &[("new", &lang.count(new))])
+                );
+            }
+        }
+        parts.push(levels);
     }
     let credits = lang.credits_short(s.org_available_credits);
     parts.push(match s.org_floor {
@@ -173,7 +196,7 @@ fn body(s: &ScanSummary, ctx: &EmailContext) -> String {
                     &[
                         ("credits", &credits),
                         ("days", &lang.number(rounded, 0)),
-                        ("window", &FORECAST_DAYS.to_string()),
+                        ("window", &BURN_RATE_WINDOW_DAYS.to_string()),
                     ]
                 )
             );
@@ -192,6 +215,22 @@ fn body(s: &ScanSummary, ctx: &EmailContext) -> String {
             b,
             "{}",
             lang.f("scan.floor_below", &[("min", &lang.credits_short(min_credits))])
+        );
+    }
+    if let (Some(org), Some(within)) = (&s.running_out.org, s.running_out.within_days) {
+        let rounded = org.days_until_empty.round().max(1.0);
+        let _ = writeln!(
+            b,
+            "{}",
+            lang.p(
+                "scan.org_running_out",
+                rounded as usize,
+                &[
+                    ("days", &lang.number(rounded, 0)),
+                    ("within", &within.to_string()),
+                    ("rate", &rate(lang, org.credits_per_day)),
+                ]
+            )
         );
     }
 
@@ -220,10 +259,14 @@ fn body(s: &ScanSummary, ctx: &EmailContext) -> String {
     ) {
         let _ = writeln!(b, "{}", lang.t("scan.changes_floor"));
     }
+    if s.running_out.org.is_some_and(|o| o.newly_reported) {
+        let _ = writeln!(b, "{}", lang.t("scan.changes_org_running_out"));
+    }
     let new: Vec<&FlaggedMember> = s
         .critical
         .iter()
         .chain(&s.warning)
+        .chain(&s.running_out.members)
         .filter(|m| m.newly_reported)
         .collect();
     if !new.is_empty() {
@@ -260,6 +303,31 @@ fn body(s: &ScanSummary, ctx: &EmailContext) -> String {
         );
         for (m, level) in &shown {
             let _ = writeln!(b, "- {}", member_line(lang, m, *level));
+            if let Some(home) = &ctx.org_home {
+                let _ = writeln!(b, "  {}", member_page(home, &m.username));
+            }
+        }
+    }
+
+    // Members above the thresholds who run out soon at their recent rate.
+    if let (Some(within), false) = (s.running_out.within_days, s.running_out.members.is_empty()) {
+        let total = s.running_out.members.len();
+        let shown = total.min(EMAIL_RUNNING_OUT);
+        let _ = writeln!(b);
+        let _ = writeln!(
+            b,
+            "{}",
+            lang.f(
+                "scan.running_out",
+                &[
+                    ("within", &within.to_string()),
+                    ("shown", &lang.count(shown)),
+                    ("total", &lang.count(total)),
+                ]
+            )
+        );
+        for m in s.running_out.members.iter().take(shown) {
+            let _ = writeln!(b, "- {}", running_out_line(lang, m));
             if let Some(home) = &ctx.org_home {
                 let _ = writeln!(b, "  {}", member_page(home, &m.username));
             }
@@ -406,6 +474,34 @@ fn member_line(lang: Lang, m: &FlaggedMember, level: Level) -> String {
     format!("{line} · {status}")
 }
 
+/// "Jane Doe (jdoe): 600 credits left (60%), 150 credits a day, about 4 days left · running
+/// out, new": the rate is what predicts it, so the line says it.
+fn running_out_line(lang: Lang, m: &FlaggedMember) -> String {
+    let mut line = member_line(lang, m, Level::Warning);
+    // The member line ends with its level; a member running out soon has none.
+    if let Some(at) = line.rfind(" · ") {
+        line.truncate(at);
+    }
+    if let Some(per_day) = m.credits_per_day {
+        let _ = write!(
+            line,
+            " {}",
+            lang.f("scan.member_rate", &[("rate", &rate(lang, per_day))])
+        );
+    }
+    let status = lang.t("level.running_out");
+    if m.newly_reported {
+        format!("{line} · {}", lang.f("scan.member_new", &[("level", status)]))
+    } else {
+        format!("{line} · {status}")
+    }
+}
+
+/// Credits per day for reading: one decimal below 10, whole above.
+fn rate(lang: Lang, per_day: f64) -> String {
+    lang.number(per_day, if per_day.abs() < 10.0 { 1 } else { 0 })
+}
+
 fn level_key(level: Level) -> &'static str {
     match level {
         Level::Critical => "level.critical",
@@ -430,7 +526,11 @@ pub fn member_page(home: &str, username: &str) -> String {
 /// The allocations API call that tops the flagged members up, as examples to copy.
 fn what_to_do(b: &mut String, s: &ScanSummary, ctx: &EmailContext) {
     let lang = ctx.lang;
-    let first = s.critical.first().or(s.warning.first());
+    let first = s
+        .critical
+        .first()
+        .or(s.warning.first())
+        .or(s.running_out.members.first());
     let Some(first) = first.filter(|_| s.budgeting == Budgeting::Enabled) else {
         let _ = writeln!(b, "{}", lang.t("scan.todo_org"));
         return;
@@ -492,7 +592,8 @@ mod tests {
     use crate::credits::percent::Percent;
     use crate::i18n::FR_SPACE;
     use crate::scan::summary::{
-        AppliedAllocation, MemberNotTopped, NotificationOutcome, Skipped, SkippedGroup, ThresholdsUsed,
+        AppliedAllocation, MemberNotTopped, NotificationOutcome, OrgRunningOut, RunningOut, Skipped, SkippedGroup,
+        ThresholdsUsed,
     };
 
     fn c(x: f64) -> Credits {
@@ -521,11 +622,16 @@ mod tests {
                 org_days_until_empty: Some(63.2),
             },
             org_floor: OrgFloor::NotConfigured,
+            running_out: RunningOut {
+                within_days: Some(7),
+                ..RunningOut::default()
+            },
             newly_reported: 1,
             already_reported: 0,
             cleared: 0,
             recipients_notified: Vec::new(),
             notification: NotificationOutcome::NothingNew,
+            member_notices: Default::default(),
             top_up: TopUp::Off,
             allocations_applied: Vec::new(),
             notes: Vec::new(),
@@ -731,6 +837,15 @@ mod tests {
                 newly_reported: true,
             };
             s.member_errors = (0..300).map(|i| format!("member{i}: unreadable")).collect();
+            s.running_out.members = (2_000..2_400)
+                .map(|i| running_out(&format!("member{i:04}"), 900.0, 150.0, true))
+                .collect();
+            s.running_out.newly_reported = 400;
+            s.running_out.org = Some(OrgRunningOut {
+                credits_per_day: 9_000.0,
+                days_until_empty: 4.6,
+                newly_reported: true,
+            });
             s.skipped = Skipped {
                 total: 40,
                 by_reason: [
@@ -857,5 +972,119 @@ mod tests {
             n.message
         );
         assert!(!n.message.contains('\u{202E}'));
+    }
+
+    fn running_out(username: &str, available: f64, per_day: f64, newly: bool) -> FlaggedMember {
+        FlaggedMember {
+            credits_per_day: Some(per_day),
+            days_until_empty: Some(available / per_day),
+            ..member(username, 1000.0, available, newly)
+        }
+    }
+
+    /// A member with 60 % left who spends 150 credits a day is empty in 4 days: the email says
+    /// so, with the rate, though no threshold is crossed; the org's own runway too.
+    #[test]
+    fn members_running_out_soon_are_alerted_above_the_thresholds_with_their_rate() {
+        let mut s = summary_with(Vec::new(), vec![member("wendy", 2000.0, 600.0, false)]);
+        s.newly_reported = 0;
+        s.running_out.members = vec![
+            running_out("fast", 600.0, 150.0, true),
+            running_out("steady", 900.0, 150.0, false),
+        ];
+        s.running_out.newly_reported = 1;
+        s.running_out.org = Some(OrgRunningOut {
+            credits_per_day: 8_250.4,
+            days_until_empty: 5.2,
+            newly_reported: true,
+        });
+        let n = compose_email(&s, &context(Lang::En));
+        assert_eq!(
+            n.subject,
+            "ArcGIS Online credits: 0 critical, 1 warning, 2 running out within 7 days (1 new) \
+             · org 41,250 credits left · ~63 days"
+        );
+        assert!(
+            n.message.contains(
+                "At its recent rate of 8,250 credits a day, the organization runs out in about 5 days \
+                 (alert under 7 days): buy credits or reduce usage.\n"
+            ),
+            "{}",
+            n.message
+        );
+        assert!(
+            n.message
+                .contains("New since the last alert: the organization is expected to run out soon.")
+        );
+        assert!(n.message.contains("New: fast."), "{}", n.message);
+        assert!(
+            n.message.contains(
+                "Above the thresholds but running out within 7 days at their recent rate (2 of 2):\n\
+                 - Jane Doe (fast): 600 credits left (60%), about 4 days left at 150 credits a day · running out, new\n  \
+                 https://acme.maps.arcgis.com/home/user.html?user=fast\n\
+                 - Jane Doe (steady): 900 credits left (90%), about 6 days left at 150 credits a day · running out\n"
+            ),
+            "{}",
+            n.message
+        );
+        // With no one critical, the example tops up the first member flagged.
+        assert!(n.message.contains("\"username\": \"wendy\""), "{}", n.message);
+    }
+
+    #[test]
+    fn members_running_out_soon_read_in_french() {
+        let mut s = summary_with(Vec::new(), Vec::new());
+        s.running_out.members = vec![running_out("fast", 600.0, 150.0, true)];
+        s.running_out.newly_reported = 1;
+        s.running_out.org = Some(OrgRunningOut {
+            credits_per_day: 8_250.4,
+            days_until_empty: 1.2,
+            newly_reported: false,
+        });
+        let n = compose_email(&s, &context(Lang::Fr));
+        let sp = FR_SPACE;
+        assert_eq!(
+            n.subject,
+            format!(
+                "Crédits ArcGIS Online : 0 critique, 0 en alerte, 1 à court sous 7 jours (1 nouveau) · \
+                 organisation 41{sp}250 crédits restants · ~63 jours"
+            )
+        );
+        assert!(
+            n.message.contains(&format!(
+                "Au rythme récent de 8{sp}250 crédits par jour, l'organisation sera à court dans environ 1 jour \
+                 (alerte sous 7 jours) : achetez des crédits ou réduisez la consommation.\n"
+            )),
+            "{}",
+            n.message
+        );
+        assert!(
+            n.message.contains(&format!(
+                "Au-dessus des seuils mais à court sous 7 jours à leur rythme récent (1 sur 1) :\n\
+                 - Jane Doe (fast) : 600 crédits restants (60{sp}%), environ 4 jours restants au rythme de \
+                 150 crédits par jour · épuisement proche, nouveau\n"
+            )),
+            "{}",
+            n.message
+        );
+        assert!(
+            !n.message.contains("Nouveau depuis"),
+            "the org's alert is not new: {}",
+            n.message
+        );
+        for english in ["running out", "credits a day", "Above the thresholds"] {
+            assert!(!n.message.contains(english), "'{english}' in\n{}", n.message);
+        }
+    }
+
+    #[test]
+    fn nobody_running_out_adds_nothing() {
+        let s = summary_with(vec![member("amy", 100.0, 5.0, true)], Vec::new());
+        let n = compose_email(&s, &context(Lang::En));
+        assert!(
+            !n.subject.contains("running out") && !n.message.contains("running out within"),
+            "{}",
+            n.message
+        );
     }
 }

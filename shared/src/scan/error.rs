@@ -58,6 +58,19 @@ pub enum ScanError {
         /// Everything the run found and did.
         summary: Box<ScanSummary>,
     },
+    /// The admin alert went out and is recorded, but some members' own notices could not be
+    /// sent (or recorded): those stay unrecorded, so the next scheduled run sends them.
+    #[error(
+        "run {}: member notices incomplete: {reason}. The admin alert went out and is recorded; \
+        the next scheduled run sends the notices that failed",
+        summary.run_key
+    )]
+    MemberNoticesFailed {
+        /// What failed.
+        reason: String,
+        /// Everything the run found and did.
+        summary: Box<ScanSummary>,
+    },
     /// The side effects happened but recording them (alert state, audit trail, run record)
     /// failed: the next run may repeat an alert, and an auditor should look.
     #[error(
@@ -87,6 +100,7 @@ impl ScanError {
             ScanError::TopUpInProgress { .. } => "TopUpInProgress",
             ScanError::NotificationFailed { .. } => "NotificationFailed",
             ScanError::RecordsIncomplete { .. } => "RecordsIncomplete",
+            ScanError::MemberNoticesFailed { .. } => "MemberNoticesFailed",
         }
     }
 
@@ -94,9 +108,9 @@ impl ScanError {
     /// what it found.
     pub fn summary(&self) -> Option<&ScanSummary> {
         match self {
-            ScanError::NotificationFailed { summary, .. } | ScanError::RecordsIncomplete { summary, .. } => {
-                Some(summary)
-            }
+            ScanError::NotificationFailed { summary, .. }
+            | ScanError::RecordsIncomplete { summary, .. }
+            | ScanError::MemberNoticesFailed { summary, .. } => Some(summary),
             _ => None,
         }
     }

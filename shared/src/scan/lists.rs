@@ -167,6 +167,8 @@ pub struct Counts {
     pub critical: usize,
     /// Warning members.
     pub warning: usize,
+    /// Members running out within `FORECAST_DAYS` above the thresholds.
+    pub running_out: usize,
     /// Members not rated.
     pub skipped: usize,
     /// Per-member listing problems.
@@ -195,17 +197,21 @@ impl ScanSummary {
         let counts = Counts {
             critical: self.critical.len(),
             warning: self.warning.len(),
+            running_out: self.running_out.members.len(),
             skipped: self.skipped.total,
             member_errors: self.member_errors.len(),
             allocations_applied: self.allocations_applied.len(),
         };
         self.critical.truncate(n);
         self.warning.truncate(n);
+        self.running_out.members.truncate(n);
         for group in self.skipped.by_reason.values_mut() {
             group.usernames.truncate(n);
         }
         self.member_errors.truncate(n);
         self.recipients_notified.truncate(n);
+        self.member_notices.sent.truncate(n);
+        self.member_notices.not_sent.truncate(n);
         self.allocations_applied.truncate(n);
         if let NotificationOutcome::Sent { recipients, .. } = &mut self.notification {
             recipients.truncate(n);

@@ -5,7 +5,8 @@
 //!
 //! # Steps, in order
 //!
-//! 1. **Read** ([`observe`]): no side effects, every read at once. A dry run stops here and
+//! 1. **Read** ([`observe`]): no side effects, every read at once, including who runs out
+//!    within `FORECAST_DAYS` at the recent rate (alerted like a crossing, under its own key). A dry run stops here and
 //!    returns what it would send and allocate. A failure fails the invocation *before* the
 //!    run is claimed, so a retry of the same event starts over: nothing was sent yet.
 //! 2. **Claim** the run (`RUN#scan-credits`/run key, a conditional put). A later delivery of
@@ -15,8 +16,9 @@
 //! 4. **Stage** the alert-state changes (the levels about to be reported, the members back
 //!    to ok): written, but counting for nothing until committed.
 //! 5. **Notify** the admin contacts about the crossings ([`alerts`]).
-//! 6. **Commit** the staged changes (only once the email went out) and keep the org's member
-//!    count for the next run's listing.
+//! 6. **Commit** the staged changes (only once the email went out), then, with
+//!    `NOTIFY_MEMBERS`, tell each member crossing a level themselves ([`notices`]: its own
+//!    stage, send, commit), and keep the org's member count for the next run's listing.
 //! 7. **Finish** the run record with its status and a compact [`summary::RunRecord`].
 //!
 //! Why this order sends at most one email per run and per crossing is set out in
@@ -28,6 +30,7 @@ pub mod alerts;
 pub mod email;
 pub mod error;
 pub mod lists;
+pub mod notices;
 mod observe;
 pub mod settings;
 pub mod summary;
@@ -44,13 +47,13 @@ use crate::ledger::{Ledger, RunClaim, RunStatus};
 use crate::monthly::store::ReportStore;
 use crate::schedule::ScanInput;
 
-pub use alerts::{Crossings, ORG_ALERT_KEY};
+pub use alerts::{Crossings, ORG_ALERT_KEY, ORG_FORECAST_KEY, forecast_key};
 pub use error::ScanError;
 pub use lists::{Lists, ScanResult};
 pub use settings::{ScanSettings, TopUpSettings};
 pub use summary::{
-    AppliedAllocation, Budgeting, DuplicateOf, FlaggedMember, ForecastStatus, NotificationOutcome, OrgFloor, RunRecord,
-    ScanSummary, TopUp,
+    AppliedAllocation, Budgeting, DuplicateOf, FlaggedMember, ForecastStatus, NotificationOutcome, OrgFloor,
+    OrgRunningOut, RunRecord, RunningOut, ScanSummary, TopUp,
 };
 
 use alerts::{commit_alert_levels, notify_admins};
@@ -64,7 +67,7 @@ pub const JOB: &str = "scan-credits";
 
 /// The burn rate is measured over this many whole days before the scan day (today's usage is
 /// incomplete and would lower the rate).
-pub const FORECAST_DAYS: u32 = 30;
+pub const BURN_RATE_WINDOW_DAYS: u32 = 30;
 
 /// What [`scan`] works with, borrowed from the Lambda's cold-start state (or a test).
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +109,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     let Observed {
         mut summary,
         alerts,
+        notices,
         alert_state,
         top_up,
         thresholds,
@@ -235,6 +239,21 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
 
     // 6. Commit what was reported (now that it was sent) and the members back to ok.
     record_problems.extend(commit_alert_levels(deps, req, &staged, &alerts, &mut summary).await);
+    // 6b. The members' own notices, each staged, sent and committed after the admin alert's
+    // commit, so a notice failure never sends the admin email again.
+    let mut notice_failure = None;
+    if record_problems.is_empty() {
+        let lang = email_context.lang;
+        if let Err(reason) = notices::notify_members(deps, req, &notices, lang, &contacts, &mut summary).await {
+            tracing::error!(run_key = %req.run_key, reason = %reason, "member notices incomplete");
+            summary.problems.push(reason.clone());
+            notice_failure = Some(reason);
+        }
+    } else if !notices.report.is_empty() {
+        summary
+            .problems
+            .push("member notices not sent: the admin alert's state was not recorded; the next run sends them".into());
+    }
     // And the org's size, so the next run requests every page at once. Only a speed-up rides
     // on it: failing to record it is reported without failing the run.
     if let Some(count) = org_size
@@ -249,7 +268,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     // 7. Finish the run record.
     summary.problems.extend(record_problems.iter().cloned());
     clock.stop(&mut summary);
-    let status = if record_problems.is_empty() {
+    let status = if record_problems.is_empty() && notice_failure.is_none() {
         RunStatus::Done
     } else {
         RunStatus::Failed
@@ -273,13 +292,16 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         problems = summary.problems.len(),
         "scan finished"
     );
-    if record_problems.is_empty() {
-        Ok(summary)
-    } else {
-        Err(ScanError::RecordsIncomplete {
+    match notice_failure {
+        _ if !record_problems.is_empty() => Err(ScanError::RecordsIncomplete {
             problems: record_problems,
             summary: Box::new(summary),
-        })
+        }),
+        Some(reason) => Err(ScanError::MemberNoticesFailed {
+            reason,
+            summary: Box::new(summary),
+        }),
+        None => Ok(summary),
     }
 }
 
@@ -307,7 +329,11 @@ fn email_context(
         date: req.as_of.date_naive(),
         org_home,
         lists,
-        back_to_ok: alerts.clear.iter().filter(|k| k.as_str() != ORG_ALERT_KEY).count(),
+        back_to_ok: alerts
+            .clear
+            .iter()
+            .filter(|k| k.as_str() != ORG_ALERT_KEY && !alerts::is_forecast_key(k))
+            .count(),
         top_up_target: settings.top_up.as_ref().map(|t| t.target),
     }
 }
@@ -347,8 +373,18 @@ fn mark_duplicate(summary: &mut ScanSummary, first: DuplicateOf) {
     summary.duplicate_of = Some(first);
     summary.notification = NotificationOutcome::Duplicate;
     summary.newly_reported = 0;
-    for m in summary.critical.iter_mut().chain(summary.warning.iter_mut()) {
+    for m in summary
+        .critical
+        .iter_mut()
+        .chain(summary.warning.iter_mut())
+        .chain(summary.running_out.members.iter_mut())
+    {
         m.newly_reported = false;
+    }
+    summary.running_out.newly_reported = 0;
+    summary.member_notices.due = 0;
+    if let Some(org) = &mut summary.running_out.org {
+        org.newly_reported = false;
     }
     if let OrgFloor::Below { newly_reported, .. } = &mut summary.org_floor {
         *newly_reported = false;

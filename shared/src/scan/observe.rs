@@ -12,16 +12,18 @@ use std::time::Instant;
 use chrono::{DateTime, NaiveTime, Utc};
 use futures_util::future::{Aborted, abortable};
 
-use super::alerts::{Crossings, ORG_ALERT_KEY};
+use super::alerts::{Crossings, ORG_ALERT_KEY, ORG_FORECAST_KEY, forecast_key, forecast_member, is_forecast_key};
 use super::error::ScanError;
+use super::notices::{notice_key, notice_member};
 use super::settings::ScanSettings;
 use super::summary::{
-    Budgeting, FlaggedMember, ForecastStatus, NotificationOutcome, OrgFloor, ScanSummary, Skipped, ThresholdsUsed,
-    TopUp,
+    Budgeting, FlaggedMember, ForecastStatus, MemberNoticesOutcome, NotificationOutcome, OrgFloor, OrgRunningOut,
+    RunningOut, ScanSummary, Skipped, ThresholdsUsed, TopUp,
 };
 use super::top_up::{self, TopUpDecision};
-use super::{FORECAST_DAYS, ScanDeps, ScanRequest};
+use super::{BURN_RATE_WINDOW_DAYS, ScanDeps, ScanRequest};
 use crate::arcgis::{self, Capability, Client, OrgProperties, UsageQuery};
+use crate::config::MemberNotices;
 use crate::credits::amount::Credits;
 use crate::credits::classify::{ClassifiedOrg, Level, Limit, RatedMember, Thresholds};
 use crate::credits::forecast::{self, Runway};
@@ -34,6 +36,8 @@ use crate::ledger::AlertState;
 pub(super) struct Observed {
     pub(super) summary: ScanSummary,
     pub(super) alerts: Crossings,
+    /// The members' own notices to send (and notice records to delete).
+    pub(super) notices: Crossings,
     /// The alert state the crossings were computed against: the run stages its changes on it.
     pub(super) alert_state: AlertState,
     pub(super) top_up: TopUpDecision,
@@ -146,10 +150,32 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     }
     let classified = ClassifiedOrg::from_members(&members, &thresholds);
 
-    let (forecast, runways) = forecast_flagged(usage, &members, &classified, org.available_credits);
+    let within = settings.forecast_alert_days;
+    let (forecast, runways, org_runway) = forecast_members(usage, &members, &classified, org.available_credits, within);
     if let ForecastStatus::Unavailable { reason } = &forecast {
         problems.push(format!("days-until-empty forecasts are unavailable: {reason}"));
     }
+    // Members above the thresholds who run out within FORECAST_DAYS at the recent rate.
+    let soon = |days: Option<f64>| matches!((days, within), (Some(d), Some(w)) if d < f64::from(w));
+    let running_out: Vec<&RatedMember> = match &runways {
+        Some(runways) if within.is_some() => {
+            let mut found: Vec<&RatedMember> = classified
+                .ok
+                .iter()
+                .filter(|m| soon(runways.get(&m.username).and_then(|r| r.days_until_empty)))
+                .collect();
+            let days = |m: &RatedMember| runways.get(&m.username).and_then(|r| r.days_until_empty);
+            found.sort_by(|a, b| {
+                days(a)
+                    .unwrap_or(f64::INFINITY)
+                    .total_cmp(&days(b).unwrap_or(f64::INFINITY))
+                    .then_with(|| a.username.cmp(&b.username))
+            });
+            found
+        }
+        _ => Vec::new(),
+    };
+    let org_running_out = org_runway.filter(|r| soon(r.days_until_empty));
 
     let below_floor = settings.org_min_credits.filter(|min| org.available_credits < *min);
     let mut current: BTreeMap<String, Level> = BTreeMap::new();
@@ -162,11 +188,49 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     if below_floor.is_some() {
         current.insert(ORG_ALERT_KEY.to_owned(), Level::Critical);
     }
+    // A forecast alert is recorded under its own key; its level only says "reported".
+    for m in &running_out {
+        current.insert(forecast_key(&m.username), Level::Warning);
+    }
+    if org_running_out.is_some() {
+        current.insert(ORG_FORECAST_KEY.to_owned(), Level::Warning);
+    }
 
     // The listing is sorted by username: no set of every username beside it.
     let listed = |key: &str| members.binary_search_by(|m| m.username.as_str().cmp(key)).is_ok();
+    let member_known = |key: &str| budgeting && (listed(key) || listing_complete);
+    // Without a forecast this run cannot tell whether a forecast alert still holds: its record
+    // stays (unless the alerts are off, when every record of them goes).
+    let forecast_known = runways.is_some() || within.is_none();
     let alerts = Crossings::new(&current, recorded, |key| {
-        key == ORG_ALERT_KEY || (budgeting && (listed(key) || listing_complete))
+        if notice_member(key).is_some() {
+            // The members' own notices are recorded by their own phase.
+            false
+        } else if key == ORG_ALERT_KEY {
+            true
+        } else if key == ORG_FORECAST_KEY {
+            forecast_known
+        } else if let Some(username) = forecast_member(key) {
+            forecast_known && (within.is_none() || member_known(username))
+        } else {
+            member_known(key)
+        }
+    });
+
+    // The members' own notices: the level each flagged member is to be told about, against
+    // the level they were last told about; a notice record goes with the member's level.
+    let told = settings.member_notices;
+    let mut to_tell: BTreeMap<String, Level> = BTreeMap::new();
+    for (list, level) in [
+        (&classified.critical, Level::Critical),
+        (&classified.warning, Level::Warning),
+    ] {
+        if told.tells(level) {
+            to_tell.extend(list.iter().map(|m| (notice_key(&m.username), level)));
+        }
+    }
+    let notices = Crossings::new(&to_tell, recorded, |key| {
+        notice_member(key).is_some_and(|u| told == MemberNotices::Off || member_known(u))
     });
 
     let top_up = top_up::decide(
@@ -182,6 +246,32 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         list.iter()
             .map(|m| flagged_member(m, recorded, &alerts, runways.as_ref()))
             .collect()
+    };
+    let running_out = RunningOut {
+        within_days: within,
+        members: running_out
+            .iter()
+            .map(|m| {
+                let key = forecast_key(&m.username);
+                FlaggedMember {
+                    previously_reported: None,
+                    newly_reported: alerts.reports(&key),
+                    ..flagged_member(m, recorded, &alerts, runways.as_ref())
+                }
+            })
+            .collect(),
+        org: org_running_out.and_then(|r| {
+            Some(OrgRunningOut {
+                credits_per_day: r.credits_per_day,
+                days_until_empty: r.days_until_empty?,
+                newly_reported: alerts.reports(ORG_FORECAST_KEY),
+            })
+        }),
+        newly_reported: alerts
+            .report
+            .iter()
+            .filter(|(k, _)| forecast_member(k).is_some())
+            .count(),
     };
     let summary = ScanSummary {
         run_key: req.run_key.clone(),
@@ -208,15 +298,25 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
                 newly_reported: alerts.reports(ORG_ALERT_KEY),
             },
         },
-        newly_reported: alerts.report.iter().filter(|(k, _)| k != ORG_ALERT_KEY).count(),
+        running_out,
+        newly_reported: alerts
+            .report
+            .iter()
+            .filter(|(k, _)| k != ORG_ALERT_KEY && !is_forecast_key(k))
+            .count(),
         already_reported: alerts
             .already_reported
             .iter()
-            .filter(|k| k.as_str() != ORG_ALERT_KEY)
+            .filter(|k| k.as_str() != ORG_ALERT_KEY && !is_forecast_key(k))
             .count(),
         cleared: 0,
         recipients_notified: Vec::new(),
         notification: NotificationOutcome::NothingNew,
+        member_notices: MemberNoticesOutcome {
+            notify: told,
+            due: notices.report.len(),
+            ..MemberNoticesOutcome::default()
+        },
         top_up: TopUp::Off,
         allocations_applied: Vec::new(),
         notes,
@@ -228,6 +328,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     Ok(Observed {
         summary,
         alerts,
+        notices,
         alert_state,
         top_up,
         thresholds,
@@ -288,7 +389,7 @@ fn listing_needed(org: &OrgProperties) -> bool {
     org.budgeting_enabled && org.ensure(Capability::ManageCredits).is_ok()
 }
 
-/// One usage series per member over the [`FORECAST_DAYS`] whole UTC days before `as_of`'s
+/// One usage series per member over the [`BURN_RATE_WINDOW_DAYS`] whole UTC days before `as_of`'s
 /// day (its labels read per `label`), or why not. Read concurrently with the member listing,
 /// so it costs no extra round trip.
 async fn usage_for_forecast(
@@ -297,7 +398,7 @@ async fn usage_for_forecast(
     label: BucketLabel,
 ) -> Result<(TimeWindow, Vec<UsageTotal>), String> {
     let day_start = as_of.date_naive().and_time(NaiveTime::MIN).and_utc();
-    let window = TimeWindow::last_days(day_start, FORECAST_DAYS)
+    let window = TimeWindow::last_days(day_start, BURN_RATE_WINDOW_DAYS)
         .map_err(|e| format!("no forecast window before {day_start}: {e}"))?;
     match client
         .usage_totals(&UsageQuery::by_member(window, Buckets::daily(label)))
@@ -311,16 +412,19 @@ async fn usage_for_forecast(
     }
 }
 
-/// Applies the usage rates to the flagged members. A failed usage read is reported, never fatal.
-fn forecast_flagged(
+/// Applies the usage rates to every member and the org. Keeps the runways of the flagged
+/// members and of those running out within `within` days (the only ones reported), and the
+/// org's. A failed usage read is reported, never fatal.
+fn forecast_members(
     usage: Result<(TimeWindow, Vec<UsageTotal>), String>,
     members: &[Member],
     classified: &ClassifiedOrg,
     org_available: Credits,
-) -> (ForecastStatus, Option<HashMap<String, Runway>>) {
+    within: Option<u32>,
+) -> (ForecastStatus, Option<HashMap<String, Runway>>, Option<Runway>) {
     let (window, series) = match usage {
         Ok(found) => found,
-        Err(reason) => return (ForecastStatus::Unavailable { reason }, None),
+        Err(reason) => return (ForecastStatus::Unavailable { reason }, None, None),
     };
     let flagged: HashSet<&str> = classified
         .critical
@@ -328,9 +432,17 @@ fn forecast_flagged(
         .chain(&classified.warning)
         .map(|m| m.username.as_str())
         .collect();
-    let subjects = members.iter().filter(|m| flagged.contains(m.username.as_str()));
-    let f = forecast::forecast(subjects, org_available, &series, &window);
-    let runways = f.members.into_iter().map(|m| (m.username, m.runway)).collect();
+    let f = forecast::forecast(members.iter(), org_available, &series, &window);
+    let kept = |username: &str, runway: &Runway| {
+        flagged.contains(username)
+            || matches!((runway.days_until_empty, within), (Some(d), Some(w)) if d < f64::from(w))
+    };
+    let runways = f
+        .members
+        .into_iter()
+        .filter(|m| kept(&m.username, &m.runway))
+        .map(|m| (m.username, m.runway))
+        .collect();
     (
         ForecastStatus::Available {
             window_days: f.window_days,
@@ -338,6 +450,7 @@ fn forecast_flagged(
             org_days_until_empty: f.org.days_until_empty,
         },
         Some(runways),
+        Some(f.org),
     )
 }
 

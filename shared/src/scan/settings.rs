@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::apply::Applier;
 use crate::arcgis::NotifyChannel;
-use crate::config::{Config, ReportLinks};
+use crate::config::{Config, MemberNotices, ReportLinks};
 use crate::credits::amount::Credits;
 use crate::credits::classify::{Limit, Thresholds};
 use crate::credits::usage::BucketLabel;
@@ -47,6 +47,14 @@ pub struct ScanSettings {
     pub language: Lang,
     /// `REPORT_LINKS`: whether the email links to the complete lists.
     pub links: ReportLinks,
+    /// `FORECAST_DAYS`: alert when a member or the org will run out within this many days at
+    /// the recent rate, even above the thresholds; `None` when set to 0 (off).
+    pub forecast_alert_days: Option<u32>,
+    /// `NOTIFY_MEMBERS`: which crossings members are told about themselves.
+    pub member_notices: MemberNotices,
+    /// `NOTIFY_MEMBERS_CONTACT`: who a member's notice says to ask; `None`: the org's
+    /// administrative contacts.
+    pub member_contact: Option<String>,
 }
 
 impl ScanSettings {
@@ -76,6 +84,9 @@ impl ScanSettings {
             lists_bucket: config.report_bucket.clone(),
             language: config.language,
             links: config.report_links,
+            forecast_alert_days: (config.forecast_days > 0).then_some(config.forecast_days),
+            member_notices: config.notify_members,
+            member_contact: config.notify_members_contact.clone(),
         })
     }
 }
@@ -103,6 +114,9 @@ mod tests {
         let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t")])).unwrap();
         assert_eq!(s.top_up, None);
         assert_eq!(s.bucket_label, BucketLabel::Start);
+        assert_eq!(s.forecast_alert_days, Some(7));
+        let off = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t"), ("FORECAST_DAYS", "0")])).unwrap();
+        assert_eq!(off.forecast_alert_days, None, "0 turns the forecast alerts off");
         let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t"), ("USAGE_BUCKET_LABEL", "end")])).unwrap();
         assert_eq!(s.bucket_label, BucketLabel::End);
         let s = ScanSettings::from_config(&config(&[("LEDGER_TABLE", "t"), ("AUTO_TOP_UP_TO", "200")])).unwrap();

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::arcgis::NotifyChannel;
+use crate::config::MemberNotices;
 use crate::credits::amount::Credits;
 use crate::credits::classify::{Level, SkipReason};
 use crate::credits::percent::Percent;
@@ -100,6 +101,50 @@ pub enum ForecastStatus {
         /// Why.
         reason: String,
     },
+}
+
+/// Who runs out of credits within `FORECAST_DAYS` at the recent rate while still above the
+/// thresholds: the threshold lists miss them, the forecast does not.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct RunningOut {
+    /// `FORECAST_DAYS`; `None` when these alerts are off (or a dry run's settings turn them off).
+    pub within_days: Option<u32>,
+    /// Members above the thresholds who run out within `within_days`, soonest first, with
+    /// the burn rate that predicts it.
+    pub members: Vec<FlaggedMember>,
+    /// The org, when it runs out within `within_days`.
+    pub org: Option<OrgRunningOut>,
+    /// Members of `members` reported by this run (a new crossing); the org's is in `org`.
+    pub newly_reported: usize,
+}
+
+/// The org running out within `FORECAST_DAYS`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OrgRunningOut {
+    /// The org's mean credits per day over the burn-rate window.
+    pub credits_per_day: f64,
+    /// Days until its credits run out at that rate.
+    pub days_until_empty: f64,
+    /// True when this run reports it (a new crossing).
+    pub newly_reported: bool,
+}
+
+/// What became of the members' own notices (`NOTIFY_MEMBERS`): who was told, who is told by
+/// a later run, and why.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct MemberNoticesOutcome {
+    /// The setting: which crossings members are told about.
+    pub notify: MemberNotices,
+    /// Members with a crossing to be told about (in a dry run, those that would be).
+    pub due: usize,
+    /// Members ArcGIS accepted their notice for (recorded: never sent again for this crossing).
+    pub sent: Vec<String>,
+    /// Members whose notice failed: unrecorded, so the next run sends it.
+    pub not_sent: Vec<String>,
+    /// Members left for the next runs (more than one run sends).
+    pub deferred: usize,
+    /// Why notices failed, when some did.
+    pub failure: Option<String>,
 }
 
 /// The org floor (`ORG_MIN_CREDITS`) and where the org stands against it.
@@ -285,8 +330,10 @@ pub struct ScanSummary {
     pub forecast: ForecastStatus,
     /// The org floor.
     pub org_floor: OrgFloor,
+    /// Members (and the org) running out within `FORECAST_DAYS`, above the thresholds.
+    pub running_out: RunningOut,
     /// Members reported by this run (new or changed level; in a dry run, those that would
-    /// be); the org floor is in `org_floor`.
+    /// be); the org floor is in `org_floor`, forecast alerts in `running_out`.
     pub newly_reported: usize,
     /// Members still flagged at the level already reported: not repeated.
     pub already_reported: usize,
@@ -296,6 +343,8 @@ pub struct ScanSummary {
     pub recipients_notified: Vec<String>,
     /// The email's fate.
     pub notification: NotificationOutcome,
+    /// The members' own notices.
+    pub member_notices: MemberNoticesOutcome,
     /// The automatic top-up.
     pub top_up: TopUp,
     /// Allocations changed by the top-up.
@@ -346,6 +395,8 @@ pub struct RunRecord {
     pub critical: Sample<String>,
     /// Warning members (usernames).
     pub warning: Sample<String>,
+    /// Members running out within `FORECAST_DAYS` above the thresholds (usernames).
+    pub running_out: Sample<String>,
     /// Members reported by the run.
     pub newly_reported: usize,
     /// Members flagged but already reported.
@@ -354,6 +405,10 @@ pub struct RunRecord {
     pub cleared: usize,
     /// Who the email reached.
     pub recipients_notified: Sample<String>,
+    /// Members told themselves.
+    pub member_notices_sent: Sample<String>,
+    /// Members whose notice failed (sent by the next run).
+    pub member_notices_not_sent: Sample<String>,
     /// The email's fate (`sent`, `failed`, …).
     pub notification: &'static str,
     /// The top-up's fate (`off`, `applied`, …).
@@ -375,6 +430,13 @@ impl ScanSummary {
             Metric::new("OrgAvailableCredits", Unit::None, self.org_available_credits.to_f64()),
             Metric::new("MembersCritical", Unit::Count, self.critical.len() as f64),
             Metric::new("MembersWarning", Unit::Count, self.warning.len() as f64),
+            Metric::new("MembersRunningOut", Unit::Count, self.running_out.members.len() as f64),
+            Metric::new("MemberNoticesSent", Unit::Count, self.member_notices.sent.len() as f64),
+            Metric::new(
+                "MemberNoticesFailed",
+                Unit::Count,
+                self.member_notices.not_sent.len() as f64,
+            ),
             Metric::new("MembersScanned", Unit::Count, self.members_scanned as f64),
             Metric::new("ArcgisRequests", Unit::Count, self.arcgis_requests as f64),
             Metric::new("DurationMs", Unit::Milliseconds, self.duration_ms as f64),
@@ -391,10 +453,13 @@ impl ScanSummary {
             members_scanned: self.members_scanned,
             critical: Sample::of(&names(&self.critical)),
             warning: Sample::of(&names(&self.warning)),
+            running_out: Sample::of(&names(&self.running_out.members)),
             newly_reported: self.newly_reported,
             already_reported: self.already_reported,
             cleared: self.cleared,
             recipients_notified: Sample::of(&self.recipients_notified),
+            member_notices_sent: Sample::of(&self.member_notices.sent),
+            member_notices_not_sent: Sample::of(&self.member_notices.not_sent),
             notification: match self.notification {
                 NotificationOutcome::Sent { .. } => "sent",
                 NotificationOutcome::NothingNew => "nothing_new",

@@ -974,6 +974,15 @@ impl SimHandle {
         self.sim.world().consume(rec)
     }
 
+    /// Starts a new budget period on `day_ms` (midnight UTC): usage before it stops counting
+    /// against allocations but stays in the usage history, as when allocations renew. What
+    /// lets a member be far above the thresholds yet spending fast.
+    pub fn start_budget_period(&self, day_ms: i64) {
+        let mut w = self.sim.world();
+        w.org.budget_period_start = day_ms;
+        w.reindex();
+    }
+
     /// Back to the fixture (holds stay).
     pub fn reset(&self) {
         self.sim.reset();
