@@ -25,7 +25,7 @@ use super::{BURN_RATE_WINDOW_DAYS, ScanDeps, ScanRequest};
 use crate::arcgis::{self, Capability, Client, OrgProperties, UsageQuery};
 use crate::config::MemberNotices;
 use crate::credits::amount::Credits;
-use crate::credits::classify::{ClassifiedOrg, Level, Limit, RatedMember, Thresholds};
+use crate::credits::classify::{Classification, ClassifiedOrg, Level, Limit, RatedMember, Thresholds, classify};
 use crate::credits::forecast::{self, Runway};
 use crate::credits::member::Member;
 use crate::credits::usage::{BucketLabel, Buckets, TimeWindow, UsageTotal};
@@ -157,18 +157,30 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     }
     // Members above the thresholds who run out within FORECAST_DAYS at the recent rate.
     let soon = |days: Option<f64>| matches!((days, within), (Some(d), Some(w)) if d < f64::from(w));
-    let running_out: Vec<&RatedMember> = match &runways {
+    let running_out: Vec<RatedMember> = match &runways {
         Some(runways) if within.is_some() => {
-            let mut found: Vec<&RatedMember> = classified
-                .ok
+            let days = |username: &str| runways.get(username).and_then(|r| r.days_until_empty);
+            // Members above the thresholds are counted, not listed: only the few the forecast
+            // says run out soon are rated again here.
+            let mut found: Vec<RatedMember> = members
                 .iter()
-                .filter(|m| soon(runways.get(&m.username).and_then(|r| r.days_until_empty)))
+                .filter(|m| soon(days(&m.username)))
+                .filter_map(|m| match classify(m, &thresholds) {
+                    Classification::Rated {
+                        level: Level::Ok,
+                        figures,
+                    } => Some(RatedMember {
+                        username: m.username.clone(),
+                        full_name: m.full_name.clone(),
+                        figures,
+                    }),
+                    _ => None,
+                })
                 .collect();
-            let days = |m: &RatedMember| runways.get(&m.username).and_then(|r| r.days_until_empty);
             found.sort_by(|a, b| {
-                days(a)
+                days(&a.username)
                     .unwrap_or(f64::INFINITY)
-                    .total_cmp(&days(b).unwrap_or(f64::INFINITY))
+                    .total_cmp(&days(&b.username).unwrap_or(f64::INFINITY))
                     .then_with(|| a.username.cmp(&b.username))
             });
             found
