@@ -208,6 +208,20 @@ fn ledger_requests(output: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The members an `add` can go to (limited with a positive allocation, enabled, not
+/// viewers), sorted by username.
+fn allocatable(world: &support::World) -> Vec<String> {
+    let mut chosen: Vec<String> = world
+        .sim
+        .members()
+        .into_iter()
+        .filter(|m| m.allocation.is_some_and(|a| a > 0.0) && !m.disabled && m.user_type != "viewerUT")
+        .map(|m| m.username)
+        .collect();
+    chosen.sort();
+    chosen
+}
+
 /// `runs` real allocate requests of `size` members each (`add: 1`, a fresh Idempotency-Key
 /// each) against an org of `members`, every ArcGIS request delayed by `latency` ms, through
 /// one warm function process (the first request also pays the secret read and the sign-in).
@@ -228,14 +242,7 @@ async fn allocations(
         "--allocate-size is 1..=2000 (MAX_MEMBERS_PER_REQUEST's range)"
     );
     let world = support::World::new(generate(&GenParams::new(members, 11, chrono::Utc::now().date_naive()))).await;
-    let mut chosen: Vec<String> = world
-        .sim
-        .members()
-        .into_iter()
-        .filter(|m| m.allocation.is_some_and(|a| a > 0.0) && !m.disabled && m.user_type != "viewerUT")
-        .map(|m| m.username)
-        .collect();
-    chosen.sort();
+    let mut chosen = allocatable(&world);
     assert!(
         chosen.len() >= size,
         "the org has {} limited members, fewer than {size}",
@@ -335,14 +342,7 @@ async fn queued_allocation(dir: &std::path::Path, members: usize, size: usize, l
     );
     let world = support::World::new(generate(&GenParams::new(members, 11, chrono::Utc::now().date_naive()))).await;
     let queue = support::Queue::create().await;
-    let mut chosen: Vec<String> = world
-        .sim
-        .members()
-        .into_iter()
-        .filter(|m| m.allocation.is_some_and(|a| a > 0.0) && !m.disabled && m.user_type != "viewerUT")
-        .map(|m| m.username)
-        .collect();
-    chosen.sort();
+    let mut chosen = allocatable(&world);
     chosen.truncate(size);
     assert_eq!(chosen.len(), size, "the org has too few limited members");
     let cap = size.to_string();
