@@ -3,6 +3,7 @@
 //! Assertions read the simulator's records and the ledger table, not just the output.
 
 mod allocate;
+mod cli;
 mod monthly;
 mod scan;
 mod support;

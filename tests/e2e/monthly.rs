@@ -14,20 +14,20 @@ const FUNCTION: &str = "monthly-report";
 
 /// A calendar month, with its own arithmetic (independent of the shared crate's `Month`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ym {
+pub(crate) struct Ym {
     year: i32,
     month: u32,
 }
 
 impl Ym {
-    fn containing(day: NaiveDate) -> Ym {
+    pub(crate) fn containing(day: NaiveDate) -> Ym {
         Ym {
             year: day.year(),
             month: day.month(),
         }
     }
 
-    fn previous(self) -> Ym {
+    pub(crate) fn previous(self) -> Ym {
         match self.month {
             1 => Ym {
                 year: self.year - 1,
@@ -63,7 +63,7 @@ impl Ym {
         (ms(self.first_day()), ms(self.next().first_day()))
     }
 
-    fn key(self) -> String {
+    pub(crate) fn key(self) -> String {
         format!("{:04}-{:02}", self.year, self.month)
     }
 
@@ -74,7 +74,7 @@ impl Ym {
 }
 
 /// The simulator's "today" (its generated usage ends there).
-fn sim_today(sim: &SimHandle) -> NaiveDate {
+pub(crate) fn sim_today(sim: &SimHandle) -> NaiveDate {
     DateTime::<Utc>::from_timestamp_millis(sim.org().as_of)
         .unwrap()
         .date_naive()
@@ -190,7 +190,7 @@ fn succeeded(out: &testkit::lambda::Invocation, logs: &str) -> Value {
 }
 
 /// Checks a stored report against the simulator's records; returns its per-code micro-credits.
-fn check_against_records(report: &Value, csv: &str, sim: &SimHandle, month: Ym) -> BTreeMap<String, i64> {
+pub(crate) fn check_against_records(report: &Value, csv: &str, sim: &SimHandle, month: Ym) -> BTreeMap<String, i64> {
     let expected = independent_by_stype(sim, month);
     assert!(expected.len() > 2, "the generated org used credits in {}", month.key());
     let got = report_by_code(report);

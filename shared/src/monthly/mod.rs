@@ -352,47 +352,13 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
     }
 
     // Compute.
-    let props = deps
-        .client
-        .org_properties()
-        .await
-        .map_err(MonthlyError::arcgis("reading the org's properties"))?;
-    let previous = Some(month.previous()).filter(|p| month::within_retention(*p, now));
-    let source_kind = SourceKind::from(settings.source);
-    let figures = match settings.source {
-        ReportSource::Usage => source::from_usage(deps.client, month, previous, settings.bucket_label).await?,
-        ReportSource::ReportItem => {
-            props.ensure(Capability::CreateReports).map_err(MonthlyError::arcgis(
-                "checking the privilege to create the credits report",
-            ))?;
-            let owner = props.username().ok_or(MonthlyError::ReportItemNeedsUser)?;
-            let keep = settings.keep_report_items;
-            source::from_report_item(deps.client, owner, month, previous, keep, settings.bucket_label).await?
-        }
-    };
     let keys = ReportKeys::for_month(month);
-    let (snapshot, snapshot_origin) = balance_snapshot(deps.store, &keys, month, props.available_credits, now).await;
-    let mut notes = figures.notes;
-    if previous.is_none() {
-        notes.push(format!(
-            "No month-over-month change: {} is past ArcGIS Online's usage retention.",
-            month.previous()
-        ));
-    }
-    let report = MonthlyReport::build(ReportInputs {
-        month,
-        source: source_kind,
-        org_name: props.name.clone(),
-        by_service: &figures.by_service,
-        by_member: figures.by_member.as_ref().unwrap_or(&figures.by_service),
-        previous_total: figures.previous_total.map(|t| (t, SourceKind::Usage)),
-        balance: snapshot,
-        top_n: settings.top_n,
-        notes,
-    });
-    // The report holds what it shows: the per-member sums need not outlive it into rendering.
-    let report_item = figures.report_item;
-    drop((figures.by_service, figures.by_member));
+    let Computed {
+        props,
+        report,
+        report_item,
+        snapshot_origin,
+    } = compute(deps.client, settings, month, Some(deps.store), now).await?;
 
     // Write (idempotent overwrites).
     let csv = render::csv(&report, lang).map_err(|e| MonthlyError::Render {
@@ -418,7 +384,7 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
         month_from: resolved.from,
         scheduled_time: resolved.scheduled_time,
         warning,
-        source: source_kind,
+        source: report.source,
         total_credits: report.total_credits,
         previous: report.previous.clone(),
         operation_types: report.operation_types.clone(),
@@ -472,6 +438,92 @@ pub async fn execute(resolved: ResolvedMonth, deps: Deps<'_>, now: DateTime<Utc>
             }
         }
     }
+}
+
+/// A month's report, computed: nothing written or mailed yet.
+#[derive(Debug)]
+pub struct Computed {
+    /// The org's properties, read now (contacts, credits, who is signed in).
+    pub props: crate::arcgis::OrgProperties,
+    /// The report.
+    pub report: MonthlyReport,
+    /// The report item, for the `report-item` source.
+    pub report_item: Option<ReportItemOutcome>,
+    /// Whether the balance was read now or reused from the month's first run.
+    pub snapshot_origin: SnapshotOrigin,
+}
+
+/// Reads the month's figures and builds its report, writing nothing (the CLI's `report`
+/// stops here). The balance is the one the month's first run stored in `store`, when there
+/// is a store and it holds one, else the org's credits now.
+pub async fn compute(
+    client: &Client,
+    settings: &ReportSettings,
+    month: Month,
+    store: Option<&ReportStore>,
+    now: DateTime<Utc>,
+) -> Result<Computed, MonthlyError> {
+    let props = client
+        .org_properties()
+        .await
+        .map_err(MonthlyError::arcgis("reading the org's properties"))?;
+    let previous = Some(month.previous()).filter(|p| month::within_retention(*p, now));
+    let source_kind = SourceKind::from(settings.source);
+    let figures = match settings.source {
+        ReportSource::Usage => source::from_usage(client, month, previous, settings.bucket_label).await?,
+        ReportSource::ReportItem => {
+            props.ensure(Capability::CreateReports).map_err(MonthlyError::arcgis(
+                "checking the privilege to create the credits report",
+            ))?;
+            let owner = props.username().ok_or(MonthlyError::ReportItemNeedsUser)?;
+            let keep = settings.keep_report_items;
+            source::from_report_item(client, owner, month, previous, keep, settings.bucket_label).await?
+        }
+    };
+    let (snapshot, snapshot_origin) = match store {
+        Some(store) => {
+            balance_snapshot(
+                store,
+                &ReportKeys::for_month(month),
+                month,
+                props.available_credits,
+                now,
+            )
+            .await
+        }
+        None => (
+            BalanceSnapshot {
+                available_credits: props.available_credits,
+                as_of: now,
+            },
+            SnapshotOrigin::Fresh,
+        ),
+    };
+    let mut notes = figures.notes;
+    if previous.is_none() {
+        notes.push(format!(
+            "No month-over-month change: {} is past ArcGIS Online's usage retention.",
+            month.previous()
+        ));
+    }
+    let report = MonthlyReport::build(ReportInputs {
+        month,
+        source: source_kind,
+        org_name: props.name.clone(),
+        by_service: &figures.by_service,
+        by_member: figures.by_member.as_ref().unwrap_or(&figures.by_service),
+        previous_total: figures.previous_total.map(|t| (t, SourceKind::Usage)),
+        balance: snapshot,
+        top_n: settings.top_n,
+        notes,
+    });
+    // The per-member sums are dropped on return, before rendering: the report holds what it shows.
+    Ok(Computed {
+        props,
+        report,
+        report_item: figures.report_item,
+        snapshot_origin,
+    })
 }
 
 /// The balance to report: the one stored by the month's first run when there is one (so a

@@ -1,5 +1,7 @@
 //! testkit: the real local servers credit-steward's tests, benchmarks and demo run against.
 //!
+//! - [`apigw`]: an HTTP API in front of the allocate function that checks SigV4 signatures,
+//!   as API Gateway's IAM authorizer does.
 //! - [`arcgis`]: a generated org in portal-sim and an administrator's client for it.
 //! - [`moto`]: one `moto_server` per process (Secrets Manager, DynamoDB, S3 emulator).
 //! - [`lambda`]: the Lambda Runtime API emulator (`cargo lambda watch --only-lambda-apis`)
@@ -13,6 +15,7 @@
 //! Everything binds 127.0.0.1 on free ports and is stopped when its handle drops (or, for the
 //! per-process moto, when the test process exits).
 
+pub mod apigw;
 pub mod arcgis;
 pub mod env;
 pub mod fixtures;
