@@ -10,6 +10,7 @@ use anyhow::anyhow;
 use chrono::Utc;
 use serde::Serialize;
 use shared::apply::Deadline;
+use shared::credits::amount::Credits;
 use shared::credits::classify::Level;
 use shared::i18n::Lang;
 use shared::ledger::Ledger;
@@ -162,7 +163,11 @@ pub async fn members(ctx: &Context, args: &MembersArgs, json: bool) -> anyhow::R
             lang.credits_short(m.available),
             lang.credits_short(m.assigned),
             m.percent_left.map_or_else(|| "–".to_owned(), |p| lang.percent(p)),
-            m.days_until_empty.map_or_else(|| "–".to_owned(), |d| lang.number(d, 0)),
+            if m.available.is_negative() || m.available == Credits::ZERO {
+                "empty".to_owned()
+            } else {
+                m.days_until_empty.map_or_else(|| "–".to_owned(), |d| lang.number(d, 0))
+            },
         ]);
     }
     print!("{}", table.render());

@@ -8,7 +8,8 @@
 //! started when it ends. Before the first scan it shows the same scan as a French deployment
 //! would mail it (a dry run with `"language": "fr"`); after the scans, monthly-report archives
 //! last month's report and mails its link, and the rendered HTML is copied to
-//! `target/demo/`.
+//! `target/demo/`. It opens with the administrators' command line: `credit-steward check`
+//! and `credit-steward members`.
 //!
 //! `MEMBERS` and `SEED` choose the org (defaults 2000 and 7).
 
@@ -212,6 +213,26 @@ fn members_table(reply: &Value, limit: usize) {
     }
 }
 
+/// Runs the `credit-steward` CLI against the demo's world and prints what it says.
+async fn cli(world: &World, args: &[&str]) {
+    let binary = testkit::lambda::function_binaries().join("credit-steward");
+    let out = tokio::process::Command::new(&binary)
+        .args(["--secret-id", &world.secret_id])
+        .args(args)
+        .envs(testkit::env::aws_local(&testkit::moto::moto().endpoint))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{} could not run: {e}", binary.display()));
+    println!("  $ credit-steward {}", args.join(" "));
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        println!("    {line}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let members = env_or("MEMBERS", 2000) as usize;
@@ -252,7 +273,12 @@ async fn main() {
     let alloc_fn = world.start("allocate", &guardrails);
     let report_fn = world.start("monthly-report", &with_bucket);
 
-    heading("0. The alert a French deployment would send (LANGUAGE=fr; a dry run sends and records nothing)");
+    heading("0. credit-steward check: is the set-up right? (the administrators' command line)");
+    cli(&world, &["--table", &world.table, "--bucket", &bucket.name, "check"]).await;
+    println!("  and the ten members closest to empty:");
+    cli(&world, &["members", "--sort", "days-left", "--limit", "10"]).await;
+
+    heading("0b. The alert a French deployment would send (LANGUAGE=fr; a dry run sends and records nothing)");
     let french = world
         .invoke(
             "scan-credits",
