@@ -99,6 +99,55 @@ async fn check_is_all_green_on_a_proper_account_and_its_deployment() {
     }
     assert!(world.sim.writes().is_empty(), "check changes nothing in ArcGIS");
     assert!(world.ledger().await.is_empty(), "check writes nothing to the ledger");
+
+    // The same from the deployed stack alone: its secret parameter and its outputs.
+    let stack = deploy_stack(&world, &bucket).await;
+    let out = run(&["--stack", &stack, "--json", "check"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let findings = json_out(&out);
+    assert!(
+        finding(&findings, "ledger table")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&world.table)
+    );
+    assert!(
+        finding(&findings, "secret")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&world.secret_id)
+    );
+    let out = run(&["--stack", "no-such-stack", "check"], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("could not read stack 'no-such-stack'"), "{}", text(&out));
+}
+
+/// A CloudFormation stack in moto with what the CLI reads of a deployed one: the secret
+/// parameter and the table and bucket outputs.
+async fn deploy_stack(world: &World, bucket: &Bucket) -> String {
+    let template = json!({
+        "Parameters": {"ArcgisSecretArn": {"Type": "String"}},
+        "Resources": {"Placeholder": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {
+            "LedgerTableName": {"Value": world.table},
+            "ReportsBucketName": {"Value": bucket.name},
+        },
+    });
+    let name = format!("credit-steward-{}", bucket.name);
+    aws_sdk_cloudformation::Client::new(&aws().await)
+        .create_stack()
+        .stack_name(&name)
+        .template_body(template.to_string())
+        .parameters(
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key("ArcgisSecretArn")
+                .parameter_value(&world.secret_id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("stack created in moto");
+    name
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
