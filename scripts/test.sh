@@ -15,6 +15,7 @@ MACHETE_VERSION=0.9.2
 cargo machete
 echo "== build"; cargo build --workspace --bins --locked
 echo "== infra"; scripts/infra-check.sh
+echo "== release packaging"; scripts/test-release.sh
 echo "== install script on an externally managed Python"; scripts/test-install-tools.sh
 echo "== build tests"; cargo test --workspace --locked --no-run
 echo "== tests"; cargo test --workspace --locked
