@@ -17,36 +17,15 @@ use serde_json::{Value, json};
 use shared::allocate::{self, AllocateSettings, Incoming, JobQueue, Reply, body};
 use shared::apply::Deadline;
 use shared::arcgis::Client;
-use shared::config::Config;
 use shared::credits::amount::Credits;
 use shared::ledger::{Caller, CallerKind, Claim, Ledger, Scope};
-use shared::startup::Platform;
 
-use crate::support::{admin_client, as_of, audit_recent, c, capture_logs, client_as, kill_at, sim};
+use crate::support::{
+    ALICE_ARN, admin_client, alice, allocate_settings, as_of, audit_recent, bob, c, capture_logs, client_as, kill_at,
+    sim,
+};
 
-const CALLER_ARN: &str = "arn:aws:sts::111122223333:assumed-role/CreditAdmins/alice";
-
-/// Alice, as API Gateway's IAM authorizer reports her.
-fn alice() -> Caller {
-    Caller {
-        kind: CallerKind::Iam,
-        principal_id: "AROAEXAMPLEROLEID:alice".into(),
-        account: Some("111122223333".into()),
-        arn: Some(CALLER_ARN.into()),
-        issuer: None,
-    }
-}
-
-/// Another caller of the same account.
-fn bob() -> Caller {
-    Caller {
-        kind: CallerKind::Iam,
-        principal_id: "AROAEXAMPLEROLEID:bob".into(),
-        account: Some("111122223333".into()),
-        arn: Some("arn:aws:sts::111122223333:assumed-role/CreditAdmins/bob".into()),
-        issuer: None,
-    }
-}
+const CALLER_ARN: &str = ALICE_ARN;
 
 fn caller_named(principal: &str) -> Caller {
     Caller {
@@ -57,15 +36,7 @@ fn caller_named(principal: &str) -> Caller {
 }
 
 fn settings(vars: &[(&str, &str)]) -> AllocateSettings {
-    let config = Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-            .or_else(|| (name == "ARCGIS_SECRET_ID").then(|| "arcgis/test".to_owned()))
-            .or_else(|| (name == "LEDGER_TABLE").then(|| "ledger".to_owned()))
-    })
-    .expect("valid test config");
-    AllocateSettings::from_config(&config, Platform::Local).expect("valid settings")
+    allocate_settings(vars, &[])
 }
 
 /// A fresh Idempotency-Key.

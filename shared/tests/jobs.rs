@@ -12,45 +12,13 @@ use shared::allocate::jobs::{self, Worked};
 use shared::allocate::{self, AllocateSettings, Incoming, JobQueue, Reply};
 use shared::apply::Deadline;
 use shared::arcgis::Client;
-use shared::config::Config;
-use shared::ledger::{Caller, CallerKind, Ledger};
-use shared::startup::Platform;
+use shared::ledger::{Caller, Ledger};
 
-use crate::support::{admin_client, moto_aws, sim};
-
-fn alice() -> Caller {
-    Caller {
-        kind: CallerKind::Iam,
-        principal_id: "AROAEXAMPLEROLEID:alice".into(),
-        account: Some("111122223333".into()),
-        arn: Some("arn:aws:sts::111122223333:assumed-role/CreditAdmins/alice".into()),
-        issuer: None,
-    }
-}
-
-fn bob() -> Caller {
-    Caller {
-        principal_id: "AROAEXAMPLEROLEID:bob".into(),
-        arn: Some("arn:aws:sts::111122223333:assumed-role/CreditAdmins/bob".into()),
-        ..alice()
-    }
-}
+use crate::support::{admin_client, alice, allocate_settings, bob, moto_aws, sim};
 
 /// Settings where requests naming more than two members go to the queue.
 fn settings(vars: &[(&str, &str)]) -> AllocateSettings {
-    let config = Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-            .or_else(|| match name {
-                "ARCGIS_SECRET_ID" => Some("arcgis/test".to_owned()),
-                "LEDGER_TABLE" => Some("ledger".to_owned()),
-                "ASYNC_ABOVE_MEMBERS" => Some("2".to_owned()),
-                _ => None,
-            })
-    })
-    .expect("valid test config");
-    AllocateSettings::from_config(&config, Platform::Local).expect("valid settings")
+    allocate_settings(vars, &[("ASYNC_ABOVE_MEMBERS", "2")])
 }
 
 const THREE: &str = r#"{"allocations":[{"username":"jdoe","add":10},{"username":"jdoe2","add":20},

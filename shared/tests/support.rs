@@ -148,3 +148,40 @@ where
     assert!(matches!(status, HoldStatus::Abandoned { .. }), "{status:?}");
     hold.release();
 }
+
+/// The ARN API Gateway's IAM authorizer reports for Alice.
+pub const ALICE_ARN: &str = "arn:aws:sts::111122223333:assumed-role/CreditAdmins/alice";
+
+/// Alice, as API Gateway's IAM authorizer reports her.
+pub fn alice() -> shared::ledger::Caller {
+    shared::ledger::Caller {
+        kind: shared::ledger::CallerKind::Iam,
+        principal_id: "AROAEXAMPLEROLEID:alice".into(),
+        account: Some("111122223333".into()),
+        arn: Some(ALICE_ARN.into()),
+        issuer: None,
+    }
+}
+
+/// Another caller of the same account.
+pub fn bob() -> shared::ledger::Caller {
+    shared::ledger::Caller {
+        principal_id: "AROAEXAMPLEROLEID:bob".into(),
+        arn: Some("arn:aws:sts::111122223333:assumed-role/CreditAdmins/bob".into()),
+        ..alice()
+    }
+}
+
+/// allocate's settings from `vars`, over a test secret id and ledger table (and `defaults`
+/// for what `vars` does not set).
+pub fn allocate_settings(vars: &[(&str, &str)], defaults: &[(&str, &str)]) -> shared::allocate::AllocateSettings {
+    let config = shared::config::Config::from_lookup(|name| {
+        vars.iter()
+            .chain(defaults)
+            .chain(&[("ARCGIS_SECRET_ID", "arcgis/test"), ("LEDGER_TABLE", "ledger")])
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .expect("valid test config");
+    shared::allocate::AllocateSettings::from_config(&config, shared::startup::Platform::Local).expect("valid settings")
+}

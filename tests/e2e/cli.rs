@@ -119,7 +119,11 @@ async fn check_is_all_green_on_a_proper_account_and_its_deployment() {
     );
     let out = run(&["--stack", "no-such-stack", "check"], &[]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("could not read stack 'no-such-stack'"), "{}", text(&out));
+    assert!(
+        text(&out).contains("could not read stack 'no-such-stack'"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A CloudFormation stack in moto with what the CLI reads of a deployed one: the secret
