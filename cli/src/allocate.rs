@@ -36,7 +36,7 @@ pub async fn allocate(ctx: &Context, args: &AllocateArgs, json: bool) -> anyhow:
         .await?
         .ok_or_else(|| anyhow!("no API to call: give --api URL or --stack NAME (its ApiUrl output)"))?;
     let api = Api::new(ctx, &api, args.region.as_deref()).await?;
-    let lang = Lang::default();
+    let lang = ctx.lang();
 
     let mut dry = body.clone();
     dry["dry_run"] = json!(true);
@@ -52,12 +52,12 @@ pub async fn allocate(ctx: &Context, args: &AllocateArgs, json: bool) -> anyhow:
         if json {
             println!("{}", serde_json::to_string_pretty(&preview)?);
         } else if changes == 0 {
-            println!("Nothing to change.");
+            println!("{}", lang.t("cli.allocate.nothing"));
         }
         return Ok(());
     }
-    if !args.yes && !confirm(changes)? {
-        println!("Nothing applied.");
+    if !args.yes && !confirm(changes, lang)? {
+        println!("{}", lang.t("cli.allocate.not_applied"));
         return Ok(());
     }
 
@@ -73,7 +73,7 @@ pub async fn allocate(ctx: &Context, args: &AllocateArgs, json: bool) -> anyhow:
         tokio::time::sleep(POLL_EVERY).await;
     };
     if status == 202 {
-        answer = wait_for_job(&api, &answer, Duration::from_secs(args.wait)).await?;
+        answer = wait_for_job(&api, &answer, Duration::from_secs(args.wait), lang).await?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -83,8 +83,9 @@ pub async fn allocate(ctx: &Context, args: &AllocateArgs, json: bool) -> anyhow:
     match status {
         200 | 202 => Ok(()),
         _ => bail!(
-            "the allocation finished with status {status}; rerun the same command with --plan and the key \
-             {key} is not needed: nothing already applied is applied twice"
+            "the allocation ended with status {status}: see each member's status above. Members marked \
+             assigned are done; running the command again retries the others (a --set or --top-up-to \
+             already met is skipped, while an \"add\" in a plan adds again)"
         ),
     }
 }
@@ -136,11 +137,14 @@ fn member_credits(pair: &str) -> anyhow::Result<(String, Value)> {
 }
 
 /// Asks on the terminal; refuses to guess when nobody is there.
-fn confirm(changes: u64) -> anyhow::Result<bool> {
+fn confirm(changes: u64, lang: Lang) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("not applied: confirm on a terminal, or pass --yes to apply without asking");
     }
-    eprint!("Apply {changes} change(s)? [y/N] ");
+    eprint!(
+        "{} ",
+        lang.f("cli.allocate.confirm", &[("changes", &changes.to_string())])
+    );
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
@@ -155,7 +159,7 @@ fn idempotency_key() -> String {
     format!("cli-{:016x}{:016x}", random(), random())
 }
 
-async fn wait_for_job(api: &Api, accepted: &Value, wait: Duration) -> anyhow::Result<Value> {
+async fn wait_for_job(api: &Api, accepted: &Value, wait: Duration, lang: Lang) -> anyhow::Result<Value> {
     let path = accepted["status_url"]
         .as_str()
         .ok_or_else(|| anyhow!("the API answered 202 without a status_url"))?
@@ -176,10 +180,11 @@ async fn wait_for_job(api: &Api, accepted: &Value, wait: Duration) -> anyhow::Re
                 return Ok(job.get("result").cloned().filter(|r| !r.is_null()).unwrap_or(job));
             }
             _ if tokio::time::Instant::now() >= until => {
+                let status = job["status"].as_str().unwrap_or("running");
+                let secs = wait.as_secs().to_string();
                 println!(
-                    "Still {} after {}s; check later with the job id above.",
-                    job["status"].as_str().unwrap_or("running"),
-                    wait.as_secs()
+                    "{}",
+                    lang.f("cli.allocate.still", &[("status", status), ("secs", &secs)])
                 );
                 return Ok(job);
             }
@@ -201,7 +206,14 @@ fn credits(v: &Value, lang: Lang) -> String {
 }
 
 fn print_plan(preview: &Value, lang: Lang) {
-    let mut table = Table::new(&["member", "allocation now", "after", "available after", "status"]);
+    let col = |c: &str| lang.t(&format!("cli.col.{c}"));
+    let mut table = Table::new(&[
+        col("member"),
+        col("allocation_now"),
+        col("after"),
+        col("available_after"),
+        col("status"),
+    ]);
     for m in preview["members"].as_array().into_iter().flatten() {
         table.row(vec![
             m["username"].as_str().unwrap_or("?").to_owned(),
@@ -212,20 +224,27 @@ fn print_plan(preview: &Value, lang: Lang) {
         ]);
     }
     print!("{}", table.render());
-    println!(
-        "Dry run: {} change(s), +{} credits allocated; org {} left, {} unpromised after.",
-        preview["summary"]["would_assign"],
-        credits(&preview["summary"]["total_increase"], lang),
-        credits(&preview["org"]["available_before"], lang),
-        credits(&preview["org"]["unpromised_after"], lang),
+    let summary = lang.f(
+        "cli.allocate.dry_run",
+        &[
+            ("changes", &preview["summary"]["would_assign"].to_string()),
+            ("credits", &credits(&preview["summary"]["total_increase"], lang)),
+            ("left", &credits(&preview["org"]["available_before"], lang)),
+            ("unpromised", &credits(&preview["org"]["unpromised_after"], lang)),
+        ],
     );
+    println!("{summary}");
     for w in preview["warnings"].as_array().into_iter().flatten() {
-        println!("warning: {}", w.as_str().unwrap_or_default());
+        println!(
+            "{}",
+            lang.f("cli.allocate.warning", &[("warning", w.as_str().unwrap_or_default())])
+        );
     }
 }
 
 fn print_result(answer: &Value, lang: Lang) {
-    let mut table = Table::new(&["member", "allocation", "available", "status"]);
+    let col = |c: &str| lang.t(&format!("cli.col.{c}"));
+    let mut table = Table::new(&[col("member"), col("allocation"), col("available"), col("status")]);
     for m in answer["members"].as_array().into_iter().flatten() {
         table.row(vec![
             m["username"].as_str().unwrap_or("?").to_owned(),
@@ -236,14 +255,19 @@ fn print_result(answer: &Value, lang: Lang) {
     }
     print!("{}", table.render());
     let s = &answer["summary"];
-    println!(
-        "Applied: {} assigned, {} failed or refused; audited under {}.",
-        s["assigned"],
-        s["failed"].as_u64().unwrap_or(0)
-            + s["not_assigned"].as_u64().unwrap_or(0)
-            + s["conflict"].as_u64().unwrap_or(0),
-        answer["caller"].as_str().unwrap_or("you")
+    let failed = ["failed", "not_assigned", "conflict"]
+        .iter()
+        .map(|k| s[*k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    let line = lang.f(
+        "cli.allocate.applied",
+        &[
+            ("assigned", &s["assigned"].to_string()),
+            ("failed", &failed.to_string()),
+            ("caller", answer["caller"].as_str().unwrap_or("?")),
+        ],
     );
+    println!("{line}");
 }
 
 /// The deployed API, signed for.

@@ -3,6 +3,26 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use shared::i18n::Lang;
+
+fn parse_lang(text: &str) -> Result<Lang, String> {
+    text.parse()
+}
+
+impl Cli {
+    /// The language chosen, or the one the locale suggests (`LANGUAGE`, then `LANG`:
+    /// `fr`, `fr_FR.UTF-8`, `fr_CA:en`… read as French).
+    pub fn language(&self) -> Lang {
+        self.lang.unwrap_or_else(|| {
+            let french = ["LANGUAGE", "LANG"]
+                .iter()
+                .filter_map(|v| std::env::var(v).ok())
+                .find(|v| !v.trim().is_empty())
+                .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("fr"));
+            if french { Lang::Fr } else { Lang::En }
+        })
+    }
+}
 
 /// credit-steward for people: check the set-up, see balances, run a scan or a report by
 /// hand, allocate credits through the deployed API, read the audit trail.
@@ -15,6 +35,10 @@ pub struct Cli {
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The language of what is printed and of reports: en or fr (default: fr when LANGUAGE
+    /// or LANG starts with fr, else en).
+    #[arg(long, global = true, env = "CREDIT_STEWARD_LANGUAGE", value_parser = parse_lang)]
+    pub lang: Option<Lang>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

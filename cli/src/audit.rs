@@ -36,16 +36,24 @@ pub async fn audit(ctx: &Context, args: &AuditArgs, json: bool) -> anyhow::Resul
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
     }
-    let lang = Lang::default();
-    let mut out = Table::new(&["when (UTC)", "member", "before", "after", "by", "reason"]);
+    let lang = ctx.lang();
+    let col = |c: &str| lang.t(&format!("cli.col.{c}"));
+    let mut out = Table::new(&[
+        col("when"),
+        col("member"),
+        col("before"),
+        col("after"),
+        col("by"),
+        col("reason"),
+    ]);
     for e in &entries {
         let after = if e.matches_plan {
             balance(lang, &e.observed)
         } else {
-            format!(
-                "{} (planned {})",
-                balance(lang, &e.observed),
-                lang.credits_short(e.planned)
+            let observed = balance(lang, &e.observed);
+            lang.f(
+                "cli.audit.planned",
+                &[("observed", &observed), ("planned", &lang.credits_short(e.planned))],
             )
         };
         out.row(vec![
@@ -58,7 +66,11 @@ pub async fn audit(ctx: &Context, args: &AuditArgs, json: bool) -> anyhow::Resul
         ]);
     }
     print!("{}", out.render());
-    println!("{} change(s) since {since}", entries.len());
+    let total = lang.f(
+        "cli.audit.total",
+        &[("n", &entries.len().to_string()), ("since", &lang.date(since))],
+    );
+    println!("{total}");
     Ok(())
 }
 

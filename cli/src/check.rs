@@ -2,13 +2,15 @@
 //!
 //! Each finding is independent: a missing privilege does not hide a missing contact, and an
 //! unreachable table does not hide a refused sign-in. Only a failure that makes the next
-//! checks meaningless (no secret, no sign-in) skips them, and says so.
+//! checks meaningless (no secret, no sign-in) skips them, and says so. The `check` field is
+//! a stable English id for scripts; what people read is in the deployment's language.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use shared::arcgis::portal::{CREATE_REPORTS, MANAGE_CREDITS, VIEW_USERS};
 use shared::arcgis::{OrgProperties, SignedIn};
 use shared::config::ReportSource;
+use shared::i18n::Lang;
 use shared::secrets::ArcgisSecret;
 
 use crate::context::Context;
@@ -27,13 +29,27 @@ pub enum Status {
     Skipped,
 }
 
+impl Status {
+    /// Its label for people.
+    pub fn label(self, lang: Lang) -> &'static str {
+        lang.t(match self {
+            Status::Ok => "cli.status.ok",
+            Status::Blocker => "cli.status.blocker",
+            Status::Warning => "cli.status.warning",
+            Status::Skipped => "cli.status.skipped",
+        })
+    }
+}
+
 /// One line of the doctor's answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    /// What was checked (`secret`, `sign-in`, `privilege portal:admin:manageCredits`…).
+    /// What was checked, as a stable id (`secret`, `sign-in`, `privilege portal:admin:…`).
     pub check: String,
     /// Its outcome.
     pub status: Status,
+    /// What was checked, for people.
+    pub title: String,
     /// What was found.
     pub detail: String,
     /// What to do, when something is to be done.
@@ -41,28 +57,83 @@ pub struct Finding {
     pub fix: Option<String>,
 }
 
-impl Finding {
-    fn new(check: impl Into<String>, status: Status, detail: impl Into<String>, fix: Option<&str>) -> Finding {
-        Finding {
-            check: check.into(),
-            status,
-            detail: detail.into(),
-            fix: fix.map(str::to_owned),
+/// What a check is, by id and title key.
+#[derive(Clone, Copy)]
+enum Check {
+    Secret,
+    SignIn,
+    Budgeting,
+    Privilege(&'static str),
+    Contacts,
+    Table,
+    Bucket,
+}
+
+impl Check {
+    fn id(self) -> String {
+        match self {
+            Check::Secret => "secret".into(),
+            Check::SignIn => "sign-in".into(),
+            Check::Budgeting => "budgeting".into(),
+            Check::Privilege(p) => format!("privilege {p}"),
+            Check::Contacts => "admin contacts".into(),
+            Check::Table => "ledger table".into(),
+            Check::Bucket => "reports bucket".into(),
+        }
+    }
+
+    fn title(self, lang: Lang) -> String {
+        match self {
+            Check::Secret => lang.t("cli.check.secret").into(),
+            Check::SignIn => lang.t("cli.check.sign_in").into(),
+            Check::Budgeting => lang.t("cli.check.budgeting").into(),
+            Check::Privilege(p) => lang.f("cli.check.privilege", &[("privilege", p)]),
+            Check::Contacts => lang.t("cli.check.contacts").into(),
+            Check::Table => lang.t("cli.check.table").into(),
+            Check::Bucket => lang.t("cli.check.bucket").into(),
         }
     }
 }
 
-/// How to grant a missing privilege.
-const ROLE_FIX: &str =
-    "give the account a role with this privilege (Organization > Member roles; a custom role is enough)";
+/// The findings being gathered, in one language.
+struct Findings {
+    lang: Lang,
+    list: Vec<Finding>,
+}
+
+impl Findings {
+    fn push(&mut self, check: Check, status: Status, detail: impl Into<String>, fix: Option<&str>) {
+        self.list.push(Finding {
+            check: check.id(),
+            status,
+            title: check.title(self.lang),
+            detail: detail.into(),
+            fix: fix.map(|key| self.lang.t(key).to_owned()),
+        });
+    }
+
+    fn skip(&mut self, checks: &[Check], why_key: &str) {
+        let detail = self.lang.f("cli.check.not_checked", &[("why", self.lang.t(why_key))]);
+        for check in checks {
+            self.push(*check, Status::Skipped, detail.clone(), None);
+        }
+    }
+}
+
+/// The privileges checked, with what each lets the account do.
+const PRIVILEGES: [(&str, &str); 3] = [
+    (VIEW_USERS, "cli.check.what_view"),
+    (MANAGE_CREDITS, "cli.check.what_manage"),
+    (CREATE_REPORTS, "cli.check.what_reports"),
+];
 
 /// Runs every check.
-pub async fn run(ctx: &Context) -> Vec<Finding> {
-    let mut findings = Vec::new();
+pub async fn run(ctx: &Context, lang: Lang) -> Vec<Finding> {
+    let mut findings = Findings { lang, list: Vec::new() };
     arcgis(ctx, &mut findings).await;
     ledger(ctx, &mut findings).await;
     bucket(ctx, &mut findings).await;
-    findings
+    findings.list
 }
 
 /// True when a finding blocks the functions.
@@ -70,257 +141,222 @@ pub fn has_blocker(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.status == Status::Blocker)
 }
 
-async fn arcgis(ctx: &Context, findings: &mut Vec<Finding>) {
-    let skip_rest = |findings: &mut Vec<Finding>, why: &str| {
-        for check in ["sign-in", "budgeting", "privileges", "admin contacts"] {
-            findings.push(Finding::new(
-                check,
-                Status::Skipped,
-                format!("not checked: {why}"),
-                None,
-            ));
-        }
-    };
+async fn arcgis(ctx: &Context, findings: &mut Findings) {
+    let lang = findings.lang;
+    let all_privileges = PRIVILEGES.map(|(p, _)| Check::Privilege(p));
+    let rest = [
+        &[Check::SignIn, Check::Budgeting][..],
+        &all_privileges[..],
+        &[Check::Contacts][..],
+    ]
+    .concat();
     let (secret, origin) = match ctx.secret().await {
         Ok(found) => found,
         Err(e) => {
-            findings.push(Finding::new(
-                "secret",
+            findings.push(
+                Check::Secret,
                 Status::Blocker,
                 format!("{e:#}"),
-                Some(
-                    "store the credentials as JSON with portal_url and username + password (or client_id + \
-                     client_secret, or api_key); see infra/README.md",
-                ),
-            ));
-            return skip_rest(findings, "no usable secret");
+                Some("cli.check.secret_fix"),
+            );
+            return findings.skip(&rest, "cli.check.why_no_secret");
         }
     };
-    findings.push(Finding::new(
-        "secret",
-        Status::Ok,
-        format!("{} for {} from {origin}", describe(&secret), secret_host(&secret)),
-        None,
-    ));
+    let detail = lang.f(
+        "cli.check.secret_ok",
+        &[
+            ("shape", describe(&secret)),
+            ("host", &shared::arcgis::redact_url(&secret.portal_url)),
+            ("origin", &origin.to_string()),
+        ],
+    );
+    findings.push(Check::Secret, Status::Ok, detail, None);
     let (client, config) = match ctx.client().await {
         Ok(found) => found,
         Err(e) => {
-            findings.push(Finding::new("sign-in", Status::Blocker, format!("{e:#}"), None));
-            return skip_rest(findings, "no ArcGIS client");
+            findings.push(Check::SignIn, Status::Blocker, format!("{e:#}"), None);
+            return findings.skip(&rest[1..], "cli.check.why_no_client");
         }
     };
     let props = match client.org_properties().await {
         Ok(props) => props,
         // Signed in, but the account's view of the org hides its credits: name what it lacks.
         Err(shared::arcgis::Error::MissingPrivileges { account, missing, .. }) => {
-            findings.push(Finding::new(
-                "sign-in",
-                Status::Ok,
-                format!("signed in as {account}"),
-                None,
-            ));
+            let signed_in = lang.f("cli.check.sign_in_as", &[("account", &account)]);
+            findings.push(Check::SignIn, Status::Ok, signed_in, None);
             for privilege in [VIEW_USERS, MANAGE_CREDITS] {
-                let check = format!("privilege {privilege}");
-                findings.push(if missing.iter().any(|m| m == privilege) {
-                    Finding::new(
-                        check,
+                let args = [("account", account.as_str()), ("privilege", privilege)];
+                if missing.iter().any(|m| m == privilege) {
+                    let detail = lang.f("cli.check.privilege_lacks", &args);
+                    findings.push(
+                        Check::Privilege(privilege),
                         Status::Blocker,
-                        format!("{account} lacks {privilege}"),
-                        Some(ROLE_FIX),
-                    )
+                        detail,
+                        Some("cli.check.privilege_fix"),
+                    );
                 } else {
-                    Finding::new(check, Status::Ok, format!("{account} has it"), None)
-                });
+                    let detail = lang.f("cli.check.privilege_held", &args);
+                    findings.push(Check::Privilege(privilege), Status::Ok, detail, None);
+                }
             }
-            for check in ["budgeting", "admin contacts"] {
-                findings.push(Finding::new(
-                    check,
-                    Status::Skipped,
-                    "not checked: the account cannot see the org's credit settings",
-                    None,
-                ));
-            }
-            return;
+            return findings.skip(&[Check::Budgeting, Check::Contacts], "cli.check.why_hidden");
         }
         Err(e) => {
-            findings.push(Finding::new(
-                "sign-in",
+            findings.push(
+                Check::SignIn,
                 Status::Blocker,
                 e.to_string(),
-                Some("check the secret's portal_url and credentials by signing in to the org with them in a browser"),
-            ));
-            for check in ["budgeting", "privileges", "admin contacts"] {
-                findings.push(Finding::new(
-                    check,
-                    Status::Skipped,
-                    "not checked: sign-in failed",
-                    None,
-                ));
-            }
-            return;
+                Some("cli.check.sign_in_fix"),
+            );
+            return findings.skip(&rest[1..], "cli.check.why_sign_in");
         }
     };
-    findings.push(Finding::new("sign-in", Status::Ok, signed_in(&props), None));
-    findings.push(if props.budgeting_enabled {
-        Finding::new("budgeting", Status::Ok, "credit budgeting is on", None)
+    findings.push(Check::SignIn, Status::Ok, signed_in(&props, lang), None);
+    if props.budgeting_enabled {
+        findings.push(Check::Budgeting, Status::Ok, lang.t("cli.check.budgeting_on"), None);
     } else {
-        Finding::new(
-            "budgeting",
+        findings.push(
+            Check::Budgeting,
             Status::Blocker,
-            "credit budgeting is off: members have no allocations to watch or set",
-            Some("in ArcGIS Online: Organization > Settings > Credits > Enable credit budgeting"),
-        )
-    });
+            lang.t("cli.check.budgeting_off"),
+            Some("cli.check.budgeting_fix"),
+        );
+    }
     privileges(&props, config.report_source, findings);
-    findings.push(if props.admin_contacts.is_empty() {
-        Finding::new(
-            "admin contacts",
+    if props.admin_contacts.is_empty() {
+        findings.push(
+            Check::Contacts,
             Status::Blocker,
-            "the org has no administrative contacts: no alert or report email would go out",
-            Some("in ArcGIS Online: Organization > Settings > General > Administrative contacts"),
-        )
+            lang.t("cli.check.contacts_none"),
+            Some("cli.check.contacts_fix"),
+        );
     } else {
-        Finding::new(
-            "admin contacts",
-            Status::Ok,
-            format!("alerts and reports go to {}", props.admin_contacts.join(", ")),
-            None,
-        )
-    });
-}
-
-fn privileges(props: &OrgProperties, source: ReportSource, findings: &mut Vec<Finding>) {
-    let (held, who): (&[String], String) = match &props.signed_in {
-        SignedIn::User(u) => (&u.privileges, format!("user '{}'", u.username)),
-        SignedIn::App { app_id, privileges } => (privileges, format!("app '{}'", app_id.as_deref().unwrap_or("?"))),
-    };
-    let needed = [
-        (VIEW_USERS, "read every member's credits", true),
-        (MANAGE_CREDITS, "set allocations", true),
-        (
-            CREATE_REPORTS,
-            "create the credits report item",
-            source == ReportSource::ReportItem,
-        ),
-    ];
-    for (privilege, what, required) in needed {
-        let check = format!("privilege {privilege}");
-        let has = held.iter().any(|p| p == privilege);
-        findings.push(match (has, required) {
-            (true, _) => Finding::new(check, Status::Ok, format!("{who} may {what}"), None),
-            (false, true) => Finding::new(
-                check,
-                Status::Blocker,
-                format!("{who} lacks {privilege}: it cannot {what}"),
-                Some(ROLE_FIX),
-            ),
-            (false, false) => Finding::new(
-                check,
-                Status::Warning,
-                format!("{who} lacks it: not needed while REPORT_SOURCE is usage, needed for report-item"),
-                None,
-            ),
-        });
+        let detail = lang.f("cli.check.contacts_ok", &[("names", &props.admin_contacts.join(", "))]);
+        findings.push(Check::Contacts, Status::Ok, detail, None);
     }
 }
 
-async fn ledger(ctx: &Context, findings: &mut Vec<Finding>) {
+fn privileges(props: &OrgProperties, source: ReportSource, findings: &mut Findings) {
+    let lang = findings.lang;
+    let (held, account): (&[String], String) = match &props.signed_in {
+        SignedIn::User(u) => (&u.privileges, format!("'{}'", u.username)),
+        SignedIn::App { app_id, privileges } => (privileges, format!("app '{}'", app_id.as_deref().unwrap_or("?"))),
+    };
+    for (privilege, what) in PRIVILEGES {
+        let required = privilege != CREATE_REPORTS || source == ReportSource::ReportItem;
+        let args = [
+            ("account", account.as_str()),
+            ("privilege", privilege),
+            ("what", lang.t(what)),
+        ];
+        let check = Check::Privilege(privilege);
+        match (held.iter().any(|p| p == privilege), required) {
+            (true, _) => findings.push(check, Status::Ok, lang.f("cli.check.privilege_ok", &args), None),
+            (false, true) => findings.push(
+                check,
+                Status::Blocker,
+                lang.f("cli.check.privilege_missing", &args),
+                Some("cli.check.privilege_fix"),
+            ),
+            (false, false) => findings.push(
+                check,
+                Status::Warning,
+                lang.f("cli.check.privilege_optional", &args),
+                None,
+            ),
+        }
+    }
+}
+
+async fn ledger(ctx: &Context, findings: &mut Findings) {
+    let lang = findings.lang;
     let table = match ctx.table().await {
         Ok(Some(table)) => table,
-        Ok(None) => {
-            return findings.push(Finding::new(
-                "ledger table",
-                Status::Skipped,
-                "not checked: give --table or --stack",
-                None,
-            ));
-        }
-        Err(e) => return findings.push(Finding::new("ledger table", Status::Blocker, format!("{e:#}"), None)),
+        Ok(None) => return findings.skip(&[Check::Table], "cli.check.why_table"),
+        Err(e) => return findings.push(Check::Table, Status::Blocker, format!("{e:#}"), None),
     };
     let client = aws_sdk_dynamodb::Client::new(ctx.aws().await);
-    let described = client.describe_table().table_name(&table).send().await;
-    let finding = match described {
-        Err(e) => Finding::new(
-            "ledger table",
-            Status::Blocker,
-            format!(
-                "table '{table}' cannot be described: {}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-            ),
-            Some("check the table name and region, and that your credentials may read it"),
-        ),
+    let error = |e: &dyn std::fmt::Display| e.to_string();
+    match client.describe_table().table_name(&table).send().await {
+        Err(e) => {
+            let e = aws_sdk_dynamodb::error::DisplayErrorContext(&e);
+            let detail = lang.f("cli.check.table_missing", &[("table", &table), ("error", &error(&e))]);
+            findings.push(
+                Check::Table,
+                Status::Blocker,
+                detail,
+                Some("cli.check.table_missing_fix"),
+            );
+        }
         Ok(out) => {
             let keys: Vec<String> = out
                 .table()
                 .map(|t| t.key_schema().iter().map(|k| k.attribute_name().to_owned()).collect())
                 .unwrap_or_default();
             if keys != ["pk", "sk"] {
-                Finding::new(
-                    "ledger table",
-                    Status::Blocker,
-                    format!("table '{table}' has the key {keys:?}, not (pk, sk): it is not a credit-steward ledger"),
-                    Some("point LEDGER_TABLE at the stack's LedgerTableName output"),
-                )
-            } else {
-                // A read the functions make at every run, proving access beyond the description.
-                let read = client
-                    .query()
-                    .table_name(&table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", AttributeValue::S("RUN#scan-credits".into()))
-                    .limit(1)
-                    .send()
-                    .await;
-                match read {
-                    Ok(_) => Finding::new("ledger table", Status::Ok, format!("table '{table}' is readable"), None),
-                    Err(e) => Finding::new(
-                        "ledger table",
+                let detail = lang.f(
+                    "cli.check.table_wrong",
+                    &[("table", &table), ("keys", &format!("{keys:?}"))],
+                );
+                findings.push(Check::Table, Status::Blocker, detail, Some("cli.check.table_wrong_fix"));
+                return;
+            }
+            // A read the functions make at every run, proving access beyond the description.
+            let read = client
+                .query()
+                .table_name(&table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S("RUN#scan-credits".into()))
+                .limit(1)
+                .send()
+                .await;
+            match read {
+                Ok(_) => findings.push(
+                    Check::Table,
+                    Status::Ok,
+                    lang.f("cli.check.table_ok", &[("table", &table)]),
+                    None,
+                ),
+                Err(e) => {
+                    let e = aws_sdk_dynamodb::error::DisplayErrorContext(&e);
+                    let detail = lang.f(
+                        "cli.check.table_unreadable",
+                        &[("table", &table), ("error", &error(&e))],
+                    );
+                    findings.push(
+                        Check::Table,
                         Status::Blocker,
-                        format!(
-                            "table '{table}' cannot be read: {}",
-                            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                        ),
-                        Some("check your credentials' dynamodb:Query permission on it"),
-                    ),
+                        detail,
+                        Some("cli.check.table_unreadable_fix"),
+                    );
                 }
             }
         }
-    };
-    findings.push(finding);
+    }
 }
 
-async fn bucket(ctx: &Context, findings: &mut Vec<Finding>) {
+async fn bucket(ctx: &Context, findings: &mut Findings) {
+    let lang = findings.lang;
     let bucket = match ctx.bucket().await {
         Ok(Some(bucket)) => bucket,
-        Ok(None) => {
-            return findings.push(Finding::new(
-                "reports bucket",
-                Status::Skipped,
-                "not checked: give --bucket or --stack",
-                None,
-            ));
-        }
-        Err(e) => return findings.push(Finding::new("reports bucket", Status::Blocker, format!("{e:#}"), None)),
+        Ok(None) => return findings.skip(&[Check::Bucket], "cli.check.why_bucket"),
+        Err(e) => return findings.push(Check::Bucket, Status::Blocker, format!("{e:#}"), None),
     };
     let sdk = ctx.aws().await;
     let client = aws_sdk_s3::Client::from_conf(shared::monthly::store::s3_config(sdk, endpoint_override()));
-    findings.push(match client.head_bucket().bucket(&bucket).send().await {
-        Ok(_) => Finding::new(
-            "reports bucket",
+    match client.head_bucket().bucket(&bucket).send().await {
+        Ok(_) => findings.push(
+            Check::Bucket,
             Status::Ok,
-            format!("bucket '{bucket}' is reachable"),
+            lang.f("cli.check.bucket_ok", &[("bucket", &bucket)]),
             None,
         ),
-        Err(e) => Finding::new(
-            "reports bucket",
-            Status::Blocker,
-            format!(
-                "bucket '{bucket}' is not reachable: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&e)
-            ),
-            Some("check the bucket name (the stack's ReportsBucketName output) and your credentials"),
-        ),
-    });
+        Err(e) => {
+            let e = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+            let detail = lang.f("cli.check.bucket_missing", &[("bucket", &bucket), ("error", &e)]);
+            findings.push(Check::Bucket, Status::Blocker, detail, Some("cli.check.bucket_fix"));
+        }
+    }
 }
 
 /// Whether an endpoint override is set (emulators want path-style S3 addressing).
@@ -339,19 +375,15 @@ fn describe(secret: &ArcgisSecret) -> &'static str {
     }
 }
 
-/// The secret's org, by host only (a URL could carry more than it should).
-fn secret_host(secret: &ArcgisSecret) -> String {
-    shared::arcgis::redact_url(&secret.portal_url)
-}
-
-fn signed_in(props: &OrgProperties) -> String {
-    let org = props.name.as_deref().unwrap_or("the org");
-    let id = props.id.as_deref().unwrap_or("unknown id");
-    match &props.signed_in {
-        SignedIn::User(u) => format!("signed in as '{}' to {org} ({id})", u.username),
-        SignedIn::App { app_id, .. } => format!(
-            "signed in as app '{}' to {org} ({id})",
-            app_id.as_deref().unwrap_or("?")
-        ),
-    }
+fn signed_in(props: &OrgProperties, lang: Lang) -> String {
+    let org = props.name.as_deref().unwrap_or("?");
+    let id = props.id.as_deref().unwrap_or("?");
+    let account = match &props.signed_in {
+        SignedIn::User(u) => format!("'{}'", u.username),
+        SignedIn::App { app_id, .. } => format!("app '{}'", app_id.as_deref().unwrap_or("?")),
+    };
+    lang.f(
+        "cli.check.sign_in_ok",
+        &[("account", &account), ("org", org), ("id", id)],
+    )
 }

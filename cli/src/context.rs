@@ -11,6 +11,7 @@ use anyhow::{Context as _, anyhow, bail};
 use aws_config::SdkConfig;
 use shared::arcgis::Client;
 use shared::config::Config;
+use shared::i18n::Lang;
 use shared::secrets::{ArcgisSecret, SecretCache};
 use tokio::sync::OnceCell;
 
@@ -54,15 +55,17 @@ impl std::fmt::Display for SecretOrigin {
 /// The command's context.
 pub struct Context {
     args: SourceArgs,
+    lang: Lang,
     aws: OnceCell<SdkConfig>,
     stack: OnceCell<Option<Stack>>,
 }
 
 impl Context {
     /// A context over the parsed source arguments.
-    pub fn new(args: SourceArgs) -> Context {
+    pub fn new(args: SourceArgs, lang: Lang) -> Context {
         Context {
             args,
+            lang,
             aws: OnceCell::new(),
             stack: OnceCell::new(),
         }
@@ -133,11 +136,18 @@ impl Context {
         Ok(self.stack().await?.and_then(|s| s.outputs.get(output).cloned()))
     }
 
+    /// The language people read the command's output in.
+    pub fn lang(&self) -> Lang {
+        self.lang
+    }
+
     /// The settings the functions would use, from the same variables (`CRITICAL_PERCENT`,
-    /// `LANGUAGE`…), with this command's ledger table.
+    /// `REPORT_SOURCE`…), with this command's ledger table and language.
     pub fn config(&self, secret_id: &str, table: Option<&str>) -> anyhow::Result<Config> {
         Config::from_lookup(|name| match name {
             "ARCGIS_SECRET_ID" => Some(secret_id.to_owned()),
+            // The command's language, not the locale's `LANGUAGE` (often `en_US:en`).
+            "LANGUAGE" => Some(self.lang.code().to_owned()),
             "LEDGER_TABLE" => table.map(str::to_owned).or_else(|| std::env::var(name).ok()),
             _ => std::env::var(name).ok(),
         })
@@ -180,8 +190,7 @@ impl Context {
     /// An ArcGIS client signed in (lazily) with the secret, and the settings it was built with.
     pub async fn client(&self) -> anyhow::Result<(Client, Config)> {
         let (secret, origin) = self.secret().await?;
-        let table = self.table().await.unwrap_or(None);
-        let config = self.config(&origin.to_string(), table.as_deref())?;
+        let config = self.config(&origin.to_string(), None)?;
         let client =
             Client::new(config.client_config(&secret)).map_err(|e| anyhow!("cannot use the secret's settings: {e}"))?;
         Ok((client, config))

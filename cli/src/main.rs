@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
-    let ctx = Context::new(cli.source.clone());
+    let ctx = Context::new(cli.source.clone(), cli.language());
     let result = match &cli.command {
         Command::Check => return check(&ctx, cli.json).await,
         Command::Members(a) => scan::members(&ctx, a, cli.json).await,
@@ -65,28 +65,35 @@ fn explain(e: &anyhow::Error) -> String {
 }
 
 async fn check(ctx: &Context, json: bool) -> ExitCode {
-    let findings = check::run(ctx).await;
+    let lang = ctx.lang();
+    let findings = check::run(ctx, lang).await;
     if json {
         match serde_json::to_string_pretty(&findings) {
             Ok(text) => println!("{text}"),
             Err(e) => eprintln!("error: {e}"),
         }
     } else {
+        let width = [Status::Ok, Status::Blocker, Status::Warning, Status::Skipped]
+            .iter()
+            .map(|s| s.label(lang).chars().count())
+            .max()
+            .unwrap_or(0);
         for f in &findings {
-            let mark = match f.status {
-                Status::Ok => "ok     ",
-                Status::Blocker => "BLOCKER",
-                Status::Warning => "warning",
-                Status::Skipped => "skipped",
-            };
-            let fix = f.fix.as_deref().map(|x| format!(" → {x}")).unwrap_or_default();
-            println!("{mark}  {}: {}{fix}", f.check, f.detail);
+            let fix = f
+                .fix
+                .as_deref()
+                .map(|x| format!(" → {}: {x}", lang.t("cli.check.fix")))
+                .unwrap_or_default();
+            println!("{:width$}  {}: {}{fix}", f.status.label(lang), f.title, f.detail);
         }
         let blockers = findings.iter().filter(|f| f.status == Status::Blocker).count();
         if blockers == 0 {
-            println!("Nothing blocks credit-steward.");
+            println!("{}", lang.t("cli.check.none_block"));
         } else {
-            println!("{blockers} blocker(s): the functions cannot do their job until they are fixed.");
+            println!(
+                "{}",
+                lang.p("cli.check.blockers", blockers, &[("n", &blockers.to_string())])
+            );
         }
     }
     if check::has_blocker(&findings) {

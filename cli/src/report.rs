@@ -57,13 +57,18 @@ pub async fn report(ctx: &Context, args: &ReportArgs, json: bool) -> anyhow::Res
         println!("{}", serde_json::to_string_pretty(&Printed { report: &report, files })?);
         return Ok(());
     }
-    println!(
-        "{}: {} credits used · org {} credits left",
-        lang.month_year(report.month.year(), report.month.month()),
-        lang.credits(report.total_credits, 2),
-        lang.credits_short(report.balance.available_credits)
+    let month = lang.month_year(report.month.year(), report.month.month());
+    let headline = lang.f(
+        "cli.report.headline",
+        &[
+            ("month", &month),
+            ("total", &lang.credits(report.total_credits, 2)),
+            ("left", &lang.credits_short(report.balance.available_credits)),
+        ],
     );
-    let mut types = Table::new(&["operation type", "credits", "share"]);
+    println!("{headline}");
+    let col = |c: &str| lang.t(&format!("cli.col.{c}"));
+    let mut types = Table::new(&[col("operation_type"), col("credits"), col("share")]);
     for t in &report.operation_types {
         types.row(vec![
             t.label.clone(),
@@ -73,7 +78,7 @@ pub async fn report(ctx: &Context, args: &ReportArgs, json: bool) -> anyhow::Res
     }
     print!("\n{}", types.render());
     if !report.top_members.is_empty() {
-        let mut top = Table::new(&["member", "credits", "share"]);
+        let mut top = Table::new(&[col("member"), col("credits"), col("share")]);
         for m in &report.top_members {
             top.row(vec![
                 m.username.clone(),
@@ -84,14 +89,17 @@ pub async fn report(ctx: &Context, args: &ReportArgs, json: bool) -> anyhow::Res
         print!("\n{}", top.render());
     }
     for note in &report.notes {
-        println!("note: {note}");
+        println!("{}", lang.f("cli.report.note", &[("note", note)]));
     }
     match files.as_slice() {
-        [] => println!("\nNothing written (--out DIR writes the CSV, HTML and JSON)."),
+        [] => println!("\n{}", lang.t("cli.report.nothing_written")),
         written => {
             println!();
             for path in written {
-                println!("wrote {}", path.display());
+                println!(
+                    "{}",
+                    lang.f("cli.report.wrote", &[("path", &path.display().to_string())])
+                );
             }
         }
     }

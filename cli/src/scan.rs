@@ -79,23 +79,31 @@ pub async fn scan(ctx: &Context, args: &ScanArgs, json: bool) -> anyhow::Result<
         return Ok(());
     }
     println!(
-        "{} members scanned · org {} credits left",
-        lang.count(summary.members_scanned),
-        lang.credits_short(summary.org_available_credits)
+        "{}",
+        lang.f(
+            "cli.scan.scanned",
+            &[
+                ("members", &lang.count(summary.members_scanned)),
+                ("credits", &lang.credits_short(summary.org_available_credits)),
+            ]
+        )
     );
     println!(
-        "{} critical, {} warning; {} would be reported now, {} already were",
-        lang.count(summary.critical.len()),
-        lang.count(summary.warning.len()),
-        lang.count(summary.newly_reported),
-        lang.count(summary.already_reported)
+        "{}",
+        lang.f(
+            "cli.scan.levels",
+            &[
+                ("critical", &lang.count(summary.critical.len())),
+                ("warning", &lang.count(summary.warning.len())),
+                ("new", &lang.count(summary.newly_reported)),
+                ("old", &lang.count(summary.already_reported)),
+            ]
+        )
     );
     if !summary.running_out.members.is_empty() {
-        println!(
-            "{} more run out within {} days at their current rate",
-            lang.count(summary.running_out.members.len()),
-            summary.running_out.within_days.unwrap_or_default()
-        );
+        let days = summary.running_out.within_days.unwrap_or_default().to_string();
+        let n = lang.count(summary.running_out.members.len());
+        println!("{}", lang.f("cli.scan.running_out", &[("n", &n), ("days", &days)]));
     }
     if let NotificationOutcome::DryRun {
         would_send,
@@ -105,18 +113,22 @@ pub async fn scan(ctx: &Context, args: &ScanArgs, json: bool) -> anyhow::Result<
     } = &summary.notification
     {
         match (would_send, subject) {
-            (true, Some(subject)) => println!("Would email {}: {subject}", recipients.join(", ")),
-            (false, Some(_)) => println!("Would email nobody: the org has no administrative contacts"),
-            _ => println!("Nothing new to email"),
+            (true, Some(subject)) => {
+                let args = [("recipients", recipients.join(", ")), ("subject", subject.clone())];
+                let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                println!("{}", lang.f("cli.scan.would_email", &args));
+            }
+            (false, Some(_)) => println!("{}", lang.t("cli.scan.nobody")),
+            _ => println!("{}", lang.t("cli.scan.nothing_new")),
         }
         if let (true, Some(message)) = (args.show_email, message) {
             println!("\n{message}");
         }
     }
     for problem in &summary.problems {
-        println!("problem: {problem}");
+        println!("{}", lang.f("cli.scan.problem", &[("problem", problem)]));
     }
-    println!("Nothing was sent, allocated or recorded (dry run).");
+    println!("{}", lang.t("cli.scan.dry_run"));
     Ok(())
 }
 
@@ -154,17 +166,19 @@ pub async fn members(ctx: &Context, args: &MembersArgs, json: bool) -> anyhow::R
         println!("{}", serde_json::to_string_pretty(&lines)?);
         return Ok(());
     }
-    let mut table = Table::new(&["member", "level", "left", "allocation", "% left", "days until empty"]);
+    let headers =
+        ["member", "level", "left", "allocation", "percent_left", "days_left"].map(|c| lang.t(&format!("cli.col.{c}")));
+    let mut table = Table::new(&headers);
     for line in &lines {
         let m = line.member;
         table.row(vec![
             m.username.clone(),
-            level_name(line.level).to_owned(),
+            level_name(line.level, lang).to_owned(),
             lang.credits_short(m.available),
             lang.credits_short(m.assigned),
             m.percent_left.map_or_else(|| "–".to_owned(), |p| lang.percent(p)),
             if m.available.is_negative() || m.available == Credits::ZERO {
-                "empty".to_owned()
+                lang.t("cli.empty").to_owned()
             } else {
                 m.days_until_empty.map_or_else(|| "–".to_owned(), |d| lang.number(d, 0))
             },
@@ -172,16 +186,20 @@ pub async fn members(ctx: &Context, args: &MembersArgs, json: bool) -> anyhow::R
     }
     print!("{}", table.render());
     let shown = if lines.len() < total {
-        format!(" (first {} shown; --limit 0 for all)", lines.len())
+        format!(" {}", lang.f("cli.members.shown", &[("n", &lines.len().to_string())]))
     } else {
         String::new()
     };
-    println!(
-        "{} of {} members{shown} · org {} credits left",
-        lang.count(total),
-        lang.count(summary.members_scanned),
-        lang.credits_short(summary.org_available_credits)
+    let line = lang.f(
+        "cli.members.total",
+        &[
+            ("n", &lang.count(total)),
+            ("members", &lang.count(summary.members_scanned)),
+            ("shown", &shown),
+            ("credits", &lang.credits_short(summary.org_available_credits)),
+        ],
     );
+    println!("{line}");
     Ok(())
 }
 
@@ -200,10 +218,10 @@ fn sort(lines: &mut [MemberLine<'_>], by: SortBy) {
     }
 }
 
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Critical => "critical",
-        Level::Warning => "warning",
-        Level::Ok => "ok",
-    }
+fn level_name(level: Level, lang: Lang) -> &'static str {
+    lang.t(match level {
+        Level::Critical => "cli.level.critical",
+        Level::Warning => "cli.level.warning",
+        Level::Ok => "cli.level.ok",
+    })
 }

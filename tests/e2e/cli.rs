@@ -195,6 +195,23 @@ async fn check_names_each_blocker_with_its_fix_and_fails() {
         assert_eq!(f["status"], "blocker", "{f}");
         assert!(f["fix"].as_str().unwrap().contains(fix), "{f}");
     }
+    // In French, for a French-speaking administrator; the JSON ids stay the same.
+    let out = run(&["--secret-file", &auditor, "--lang", "fr", "check"], &[]).await;
+    let human = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{human}");
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("BLOQUANT") && l.contains("Rôles des membres")),
+        "{human}"
+    );
+    assert!(human.contains("1 point bloquant"), "{human}");
+    let findings = json_out(&run(&["--secret-file", &auditor, "--lang", "fr", "--json", "check"], &[]).await);
+    assert_eq!(
+        finding(&findings, "privilege portal:admin:manageCredits")["status"],
+        "blocker"
+    );
+
     // The other privileges of the auditor are reported as held.
     let findings = json_out(&run(&["--secret-file", &auditor, "--json", "check"], &[]).await);
     assert_eq!(finding(&findings, "privilege portal:admin:viewUsers")["status"], "ok");
