@@ -345,6 +345,9 @@ pub struct ScanSummary {
     pub notification: NotificationOutcome,
     /// The members' own notices.
     pub member_notices: MemberNoticesOutcome,
+    /// The other alert channels (SNS, Slack, Teams, webhook), one entry per channel that had
+    /// something to deliver.
+    pub channels: Vec<super::channels::ChannelOutcome>,
     /// The automatic top-up.
     pub top_up: TopUp,
     /// Allocations changed by the top-up.

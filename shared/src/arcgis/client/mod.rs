@@ -813,7 +813,7 @@ fn transport_error(what: &str, e: reqwest::Error, cut_short: bool) -> Error {
 /// Installs rustls' ring provider as the process default, once: reqwest is built with
 /// `rustls-no-provider` so aws-lc-sys (a slow C build the functions do not need) never enters
 /// the build.
-fn install_ring_provider() {
+pub(crate) fn install_ring_provider() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         // Err means another provider is already installed, which reqwest will use.
