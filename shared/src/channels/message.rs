@@ -226,7 +226,9 @@ impl AlertMessage {
         self.as_of.date_naive()
     }
 
-    /// The SNS subject: one line, under 100 characters (cut with an ellipsis).
+    /// The SNS subject: one line, under 100 characters. A longer subject (the totals at
+    /// every level often are) loses its last ` · ` parts, then, if still too long, is cut;
+    /// an ellipsis says so. The message repeats the whole subject's figures.
     pub fn sns_subject(&self) -> String {
         let one_line: String = self
             .subject
@@ -236,9 +238,23 @@ impl AlertMessage {
         if one_line.chars().count() <= SNS_SUBJECT_MAX {
             return one_line;
         }
-        let mut cut: String = one_line.chars().take(SNS_SUBJECT_MAX - 1).collect();
-        cut.push('…');
-        cut
+        let room = SNS_SUBJECT_MAX - 2;
+        let mut kept = String::new();
+        for part in one_line.split(" · ") {
+            let next = if kept.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{kept} · {part}")
+            };
+            if next.chars().count() > room {
+                break;
+            }
+            kept = next;
+        }
+        if kept.is_empty() {
+            kept = one_line.chars().take(room).collect();
+        }
+        format!("{kept} …")
     }
 
     /// Slack's incoming-webhook body: `{"text": …}` with the subject in bold. Slack reads
@@ -339,8 +355,15 @@ mod tests {
         let long = format!("a\nb {}", "é".repeat(200));
         let subject = message(&long).sns_subject();
         assert!(subject.chars().count() < 100, "{}", subject.chars().count());
-        assert!(!subject.contains('\n') && subject.ends_with('…'));
+        assert!(!subject.contains('\n') && subject.ends_with(" …"));
         assert_eq!(message("short").sns_subject(), "short");
+        // Whole ` · ` parts are dropped before anything is cut.
+        let totals = "Crédits ArcGIS Online : 11 critiques (11 nouveaux), 12 en alerte (12 nouveaux) \
+                      · organisation 160 501 crédits restants · ~847 jours";
+        assert_eq!(
+            message(totals).sns_subject(),
+            "Crédits ArcGIS Online : 11 critiques (11 nouveaux), 12 en alerte (12 nouveaux) …"
+        );
     }
 
     #[test]
