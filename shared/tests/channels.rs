@@ -153,7 +153,7 @@ async fn every_channel_gets_the_alert_once_signed_and_a_rerun_sends_nothing() {
     assert!(
         s.channels
             .iter()
-            .all(|c| c.delivered == [s.run_key.clone()] && c.owed.is_empty())
+            .all(|c| c.delivered == std::slice::from_ref(&s.run_key) && c.owed.is_empty())
     );
     let requests = receiver.received().len();
     assert_eq!(requests, 3);
@@ -216,7 +216,7 @@ async fn a_failing_channel_blocks_nothing_and_delivers_once_on_the_next_run_in_f
         "{slack}"
     );
     let webhook = s.channels.iter().find(|c| c.channel.as_str() == "webhook").unwrap();
-    assert_eq!(webhook.owed, [s.run_key.clone()]);
+    assert_eq!(webhook.owed, std::slice::from_ref(&s.run_key));
     assert!(
         s.problems
             .iter()
@@ -277,10 +277,10 @@ async fn a_late_chat_message_says_so_and_a_refused_one_is_dropped() {
     assert_eq!(err.kind(), "ChannelFailed");
     let s = err.summary().unwrap();
     let outcome = |name: &str| s.channels.iter().find(|c| c.channel.as_str() == name).unwrap().clone();
-    assert_eq!(outcome("slack").owed, [s.run_key.clone()], "5xx: retried");
+    assert_eq!(outcome("slack").owed, std::slice::from_ref(&s.run_key), "5xx: retried");
     assert_eq!(
         outcome("teams").dropped,
-        [s.run_key.clone()],
+        std::slice::from_ref(&s.run_key),
         "400: refused, not retried"
     );
     assert_eq!(receiver.accepted("/hook").len(), 1);

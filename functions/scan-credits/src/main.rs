@@ -265,6 +265,7 @@ mod tests {
             arcgis: ArcgisSource::Fixed(client),
             ledger: Ledger::memory(),
             lists: None,
+            sns: None,
             settings: ScanSettings::from_config(&config).unwrap(),
             config,
         };
