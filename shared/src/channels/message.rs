@@ -17,7 +17,7 @@ use crate::i18n::Lang;
 use crate::scan::alerts::{Crossings, ORG_ALERT_KEY, ORG_FORECAST_KEY, forecast_member};
 use crate::scan::summary::{FlaggedMember, ForecastStatus, OrgFloor, ScanSummary};
 
-/// The version of the webhook payload, its first field.
+/// The version of the webhook payload, its first field (`schema`).
 pub const SCHEMA: &str = "credit-steward.alert.v1";
 
 /// The most crossings one message lists (a first run in a large org can have thousands):
@@ -51,6 +51,9 @@ pub struct AlertMessage {
     pub crossings_total: usize,
     /// A link to the run's complete lists (CSV), when the run wrote them and could sign one.
     pub lists_link: Option<String>,
+    /// Set on delivery: a later run delivers it, because the channel failed when it was due.
+    #[serde(default)]
+    pub late: bool,
 }
 
 /// The totals of a run.
@@ -206,6 +209,7 @@ impl AlertMessage {
             crossings,
             crossings_total,
             lists_link,
+            late: false,
         }
     }
 
@@ -310,13 +314,12 @@ impl AlertMessage {
         })
     }
 
-    /// The generic webhook's body: this message as JSON, plus `late`.
+    /// The generic webhook's body: this message as JSON (fields in declaration order,
+    /// `schema` first), with `late` set.
     pub fn webhook_body(&self, late: bool) -> Vec<u8> {
-        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut value {
-            map.insert("late".into(), Value::Bool(late));
-        }
-        serde_json::to_vec(&value).unwrap_or_default()
+        let mut body = self.clone();
+        body.late = late;
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 }
 
@@ -347,6 +350,7 @@ mod tests {
             crossings: Vec::new(),
             crossings_total: 0,
             lists_link: None,
+            late: false,
         }
     }
 
@@ -392,11 +396,12 @@ mod tests {
     #[test]
     fn the_webhook_body_round_trips_and_names_its_schema() {
         let m = message("s");
-        let body: Value = serde_json::from_slice(&m.webhook_body(true)).unwrap();
-        assert_eq!(body["schema"], SCHEMA);
+        let bytes = m.webhook_body(true);
+        assert!(bytes.starts_with(br#"{"schema":"credit-steward.alert.v1","#));
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body["late"], true);
         assert_eq!(body["totals"]["org_available_credits"], json!(100));
         let back: AlertMessage = serde_json::from_value(body).unwrap();
-        assert_eq!(back, m);
+        assert_eq!(back, AlertMessage { late: true, ..m });
     }
 }
