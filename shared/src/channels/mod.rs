@@ -207,7 +207,7 @@ pub struct Channels {
     slack: Option<Secret>,
     teams: Option<Secret>,
     webhook: Option<(Secret, Secret)>,
-    http: reqwest::Client,
+    http: Result<reqwest::Client, String>,
 }
 
 impl fmt::Debug for Channels {
@@ -234,7 +234,8 @@ impl Channels {
             .connect_timeout(DELIVERY_TIMEOUT / 2)
             .user_agent(concat!("credit-steward/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
+            // Fails only when TLS cannot start: each webhook delivery then fails with why.
+            .map_err(|e| format!("the HTTP client could not start ({})", e.without_url()));
         Channels {
             sns,
             slack: secrets.slack_webhook_url.clone(),
@@ -293,8 +294,8 @@ impl Channels {
                         .unwrap_or_default()
                         .to_string();
                     let signature = sign(key.expose().as_bytes(), &timestamp, &body);
-                    let request = self
-                        .http
+                    let http = self.http.as_ref().map_err(|e| fail(Failure::Retry(e.clone())))?;
+                    let request = http
                         .post(url.expose().trim())
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
                         .header(TIMESTAMP_HEADER, &timestamp)
@@ -308,7 +309,8 @@ impl Channels {
     }
 
     async fn post_json(&self, url: &Secret, body: &serde_json::Value) -> Result<(), Failure> {
-        deliver(self.http.post(url.expose().trim()).json(body)).await
+        let http = self.http.as_ref().map_err(|e| Failure::Retry(e.clone()))?;
+        deliver(http.post(url.expose().trim()).json(body)).await
     }
 }
 

@@ -32,14 +32,16 @@ pub struct ChannelOutcome {
     pub failure: Option<String>,
 }
 
-/// The outbox entries of this run's message, one per configured channel (none when there is
-/// no channel or nothing to report).
-pub(super) fn entries(deps: &ScanDeps<'_>, message: &AlertMessage, now: DateTime<Utc>) -> Vec<OutboxEntry> {
-    let text = match serde_json::to_string(message) {
-        Ok(text) => text,
-        Err(_) => return Vec::new(),
-    };
-    deps.channels
+/// The outbox entries of this run's message, one per configured channel.
+pub(super) fn entries(
+    deps: &ScanDeps<'_>,
+    message: &AlertMessage,
+    now: DateTime<Utc>,
+) -> Result<Vec<OutboxEntry>, String> {
+    let text = serde_json::to_string(message)
+        .map_err(|e| format!("the alert channels' message could not be written as JSON ({e}), so none was sent"))?;
+    Ok(deps
+        .channels
         .configured()
         .into_iter()
         .map(|kind| OutboxEntry {
@@ -48,7 +50,7 @@ pub(super) fn entries(deps: &ScanDeps<'_>, message: &AlertMessage, now: DateTime
             created_at: now,
             message: text.clone(),
         })
-        .collect()
+        .collect())
 }
 
 /// Writes this run's outbox entries (before anything is sent).

@@ -230,7 +230,11 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             &email.message,
             link,
         );
-        channels::entries(deps, &message, req.now)
+        channels::entries(deps, &message, req.now).unwrap_or_else(|problem| {
+            tracing::error!(run_key = %req.run_key, problem = %problem, "alert channels skipped");
+            summary.problems.push(problem);
+            Vec::new()
+        })
     } else {
         Vec::new()
     };
