@@ -106,6 +106,9 @@ pub struct Config {
     /// says to ask for more credits ("the GIS team, gis@example.org"); without it, the org's
     /// administrative contacts.
     pub notify_members_contact: Option<String>,
+    /// `ALERT_TOPIC_ARN` (optional): an SNS topic scan-credits also publishes each alert to,
+    /// once per run that reports crossings (e-mail, SMS, on-call tools subscribe to it).
+    pub alert_topic_arn: Option<String>,
 }
 
 /// Which crossings members are told about themselves (`NOTIFY_MEMBERS`).
@@ -247,6 +250,7 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("FORECAST_DAYS", &["scan-credits"]),
     ("NOTIFY_MEMBERS", &["scan-credits"]),
     ("NOTIFY_MEMBERS_CONTACT", &["scan-credits"]),
+    ("ALERT_TOPIC_ARN", &["scan-credits"]),
 ];
 
 const ALL: &[&str] = &["scan-credits", "allocate", "allocation-jobs", "monthly-report"];
@@ -389,6 +393,15 @@ impl Config {
                 env.problem("NOTIFY_MEMBERS_CONTACT", "must be one line".into());
             }
         }
+        let alert_topic_arn = env.get("ALERT_TOPIC_ARN");
+        if let Some(arn) = &alert_topic_arn
+            && !(arn.starts_with("arn:") && arn.split(':').nth(2) == Some("sns") && arn.split(':').count() == 6)
+        {
+            env.problem(
+                "ALERT_TOPIC_ARN",
+                "must be an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)".into(),
+            );
+        }
 
         if !env.problems.is_empty() {
             return Err(ConfigError { problems: env.problems });
@@ -426,6 +439,7 @@ impl Config {
             forecast_days,
             notify_members,
             notify_members_contact,
+            alert_topic_arn,
         })
     }
 
@@ -704,6 +718,7 @@ mod tests {
             ("FORECAST_DAYS", "14"),
             ("NOTIFY_MEMBERS", "Warning"),
             ("NOTIFY_MEMBERS_CONTACT", " the GIS team, gis@example.org "),
+            ("ALERT_TOPIC_ARN", "arn:aws:sns:eu-west-3:123456789012:credit-alerts"),
         ])
         .unwrap();
         assert_eq!(c.referer, "my-ref");
@@ -721,6 +736,15 @@ mod tests {
         assert_eq!(
             c.notify_members_contact.as_deref(),
             Some("the GIS team, gis@example.org")
+        );
+        assert_eq!(
+            c.alert_topic_arn.as_deref(),
+            Some("arn:aws:sns:eu-west-3:123456789012:credit-alerts")
+        );
+        let err = config(&[("ARCGIS_SECRET_ID", "s"), ("ALERT_TOPIC_ARN", "credit-alerts")]).unwrap_err();
+        assert!(
+            err.to_string().contains("ALERT_TOPIC_ARN: must be an SNS topic ARN"),
+            "{err}"
         );
     }
 

@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::arcgis::{self, Client};
+use crate::channels::ChannelSecrets;
 use crate::config::Config;
 use crate::secrets::{ArcgisSecret, SecretCache, SecretError};
 
@@ -86,6 +87,19 @@ impl ArcgisSource {
                 Ok(client)
             }
             ArcgisSource::Fixed(client) => Ok(client.clone()),
+        }
+    }
+
+    /// The alert channels' webhooks of the secret the last [`ArcgisSource::client`] call read
+    /// (none for a fixed client): read with the credentials, so a changed webhook is picked up
+    /// within the cache's TTL like a rotated password.
+    pub fn channel_secrets(&self) -> ChannelSecrets {
+        match self {
+            ArcgisSource::Secret { current, .. } => lock(current)
+                .as_ref()
+                .map(|(secret, _)| secret.channels.clone())
+                .unwrap_or_default(),
+            ArcgisSource::Fixed(_) => ChannelSecrets::default(),
         }
     }
 

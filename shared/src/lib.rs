@@ -16,6 +16,8 @@
 //! - [`monthly`]: the monthly credits report: pick the month, read it, write CSV/JSON/HTML to
 //!   S3, mail the admin contacts once per month.
 //! - [`scan`]: scan-credits' workflow: classify, alert once per crossing, optional top-up.
+//! - [`channels`]: the alert channels beside ArcGIS notifications (SNS, Slack, Teams, a
+//!   signed webhook), each delivering a run's alert once.
 //! - [`startup`]: why a function refuses to start, said once and readably.
 //! - [`i18n`]: the message catalogue (English, French) and local number and date formats.
 //! - [`member_text`]: text members wrote themselves (full names), made safe to show.
@@ -24,6 +26,7 @@
 pub mod allocate;
 pub mod apply;
 pub mod arcgis;
+pub mod channels;
 pub mod config;
 pub mod connect;
 pub mod credits;

@@ -2,7 +2,9 @@
 //!
 //! The secret (named by `ARCGIS_SECRET_ID`) is JSON in one of three shapes, each with
 //! `portal_url` and an optional `referer`:
-//! `{"username","password"}`, `{"client_id","client_secret"}` or `{"api_key"}`.
+//! `{"username","password"}`, `{"client_id","client_secret"}` or `{"api_key"}`. It may also
+//! hold the alert channels' webhooks (`slack_webhook_url`, `teams_webhook_url`, `webhook_url`
+//! with `webhook_hmac_key`): whoever has such a URL can post, so they are secrets too.
 //! Validation errors name keys, never values; the portal URL is shown as scheme and host only,
 //! since it could carry a password or a token. The AWS client is ring-only (aws-lc-sys is a
 //! slow C build the functions do not need), and the standard `AWS_ENDPOINT_URL*` variables
@@ -21,9 +23,10 @@ use aws_smithy_http_client::tls;
 use serde_json::{Map, Value};
 
 use crate::arcgis::{Credentials, Secret, redact_url};
+use crate::channels::ChannelSecrets;
 
 /// Keys a secret may hold.
-const KNOWN_KEYS: [&str; 7] = [
+const KNOWN_KEYS: [&str; 11] = [
     "portal_url",
     "referer",
     "username",
@@ -31,6 +34,10 @@ const KNOWN_KEYS: [&str; 7] = [
     "client_id",
     "client_secret",
     "api_key",
+    "slack_webhook_url",
+    "teams_webhook_url",
+    "webhook_url",
+    "webhook_hmac_key",
 ];
 
 /// The parsed ArcGIS secret.
@@ -42,6 +49,8 @@ pub struct ArcgisSecret {
     pub referer: Option<String>,
     /// How to sign in.
     pub credentials: Credentials,
+    /// The alert channels' webhooks, when set (their `Debug` says which, never the URLs).
+    pub channels: ChannelSecrets,
 }
 
 impl fmt::Debug for ArcgisSecret {
@@ -51,6 +60,7 @@ impl fmt::Debug for ArcgisSecret {
             .field("portal", &redact_url(&self.portal_url))
             .field("referer", &self.referer)
             .field("credentials", &self.credentials)
+            .field("channels", &self.channels)
             .finish()
     }
 }
@@ -85,6 +95,13 @@ impl ArcgisSecret {
         let client_id = get("client_id", &mut problems);
         let client_secret = get("client_secret", &mut problems);
         let api_key = get("api_key", &mut problems);
+        let channels = ChannelSecrets {
+            slack_webhook_url: get("slack_webhook_url", &mut problems).map(Secret::new),
+            teams_webhook_url: get("teams_webhook_url", &mut problems).map(Secret::new),
+            webhook_url: get("webhook_url", &mut problems).map(Secret::new),
+            webhook_hmac_key: get("webhook_hmac_key", &mut problems).map(Secret::new),
+        };
+        problems.extend(channels.check());
 
         if !map.contains_key("portal_url") {
             problems.push("missing key: portal_url".to_owned());
@@ -145,6 +162,7 @@ impl ArcgisSecret {
             portal_url: portal_url.unwrap_or_default(),
             referer,
             credentials,
+            channels,
         })
     }
 }
@@ -417,5 +435,34 @@ mod tests {
             problems: problems(r#"{"api_key":"AAPK-key-value","x":1}"#),
         };
         assert!(!e.to_string().contains("AAPK-key-value"));
+    }
+
+    #[test]
+    fn channel_webhooks_are_read_checked_and_never_shown() {
+        let hook = "https://hooks.slack.com/services/T0/B0/slack-token-value";
+        let s = ArcgisSecret::parse(&format!(
+            r#"{{"portal_url":"https://org.example.com","api_key":"k","slack_webhook_url":"{hook}",
+            "webhook_url":"https://hooks.example.org/in/webhook-token","webhook_hmac_key":"0123456789abcdef-key"}}"#
+        ))
+        .unwrap();
+        assert_eq!(s.channels.slack_webhook_url.as_ref().map(Secret::expose), Some(hook));
+        assert!(s.channels.teams_webhook_url.is_none());
+        let dbg = format!("{s:?}");
+        assert!(
+            !dbg.contains("slack-token-value") && !dbg.contains("webhook-token") && !dbg.contains("abcdef-key"),
+            "{dbg}"
+        );
+        let problems = problems(
+            r#"{"portal_url":"https://org.example.com","api_key":"k","teams_webhook_url":"http://teams.example.com/x-token",
+            "webhook_url":"https://hooks.example.org/in/webhook-token"}"#,
+        );
+        assert_eq!(
+            problems,
+            [
+                "teams_webhook_url must be an https:// URL",
+                "missing key: webhook_hmac_key (it goes with webhook_url: receivers verify with it)"
+            ]
+        );
+        assert!(!problems.join(" ").contains("x-token"));
     }
 }

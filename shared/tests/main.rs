@@ -7,6 +7,7 @@ mod support;
 
 mod allocate;
 mod auth;
+mod channels;
 mod faults;
 mod jobs;
 mod ledger;

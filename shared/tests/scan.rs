@@ -30,7 +30,7 @@ use crate::support::{admin_client, as_of, audit_recent, client_as, geocode_usage
 const NOTIFY: &str = "portals/self/createNotification";
 
 /// scan-credits' settings for `vars` (plus a secret id and a ledger table).
-fn config(vars: &[(&str, &str)]) -> ScanSettings {
+pub(crate) fn config(vars: &[(&str, &str)]) -> ScanSettings {
     let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     map.entry("ARCGIS_SECRET_ID".into())
         .or_insert_with(|| "test/arcgis".into());
@@ -44,7 +44,7 @@ fn at(hour: u32) -> DateTime<Utc> {
 }
 
 /// The daily run scheduled on the simulator's day, `days` later.
-fn request(days: u64) -> ScanRequest {
+pub(crate) fn request(days: u64) -> ScanRequest {
     let when = at(6) + chrono::Days::new(days);
     let key = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     ScanRequest {
@@ -73,11 +73,13 @@ async fn run_with(
     settings: &ScanSettings,
     req: &ScanRequest,
 ) -> Result<ScanSummary, ScanError> {
+    let none = shared::channels::Channels::none();
     let deps = ScanDeps {
         client,
         ledger,
         settings,
         lists: None,
+        channels: &none,
     };
     scan(&deps, req).await
 }
@@ -149,7 +151,7 @@ fn envelope_fault(endpoint: &str) -> Faults {
 }
 
 /// A limited, enabled creator with more than half of a sizeable allocation left.
-fn healthy_member(sim: &SimHandle) -> (String, f64, f64) {
+pub(crate) fn healthy_member(sim: &SimHandle) -> (String, f64, f64) {
     sim.members()
         .into_iter()
         .filter(|m| !m.disabled && m.user_type == "creatorUT" && m.assigned_credits >= 100.0)
@@ -158,7 +160,7 @@ fn healthy_member(sim: &SimHandle) -> (String, f64, f64) {
         .expect("the generated org has a healthy member")
 }
 
-fn consume(sim: &SimHandle, username: &str, credits: f64) {
+pub(crate) fn consume(sim: &SimHandle, username: &str, credits: f64) {
     let midnight = as_of().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     geocode_usage(sim, username, midnight.timestamp_millis(), credits);
 }

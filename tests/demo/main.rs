@@ -8,8 +8,10 @@
 //! started when it ends. Before the first scan it shows the same scan as a French deployment
 //! would mail it (a dry run with `"language": "fr"`); after the scans, monthly-report archives
 //! last month's report and mails its link, and the rendered HTML is copied to
-//! `target/demo/`. It opens with the administrators' command line: `credit-steward check`
-//! and `credit-steward members`.
+//! `target/demo/`. It opens with the administrators' command line (`credit-steward check`
+//! and `credit-steward members`). The first scan also shows what people receive besides the
+//! admin email: the members' own notices (`NOTIFY_MEMBERS=critical`) and the alert on a Slack
+//! webhook and a signed generic webhook, both a loopback receiver standing in for the real ones.
 //!
 //! `MEMBERS` and `SEED` choose the org (defaults 2000 and 7).
 
@@ -41,6 +43,71 @@ fn count(v: &Value) -> String {
 
 fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("—")
+}
+
+/// The demo's webhook key (a real one lives in the secret only).
+const DEMO_HMAC_KEY: &str = "demo-hmac-key-not-a-secret";
+
+/// What the first scan sent besides the admin email: the members' own notices, and the alert
+/// on Slack and on the signed webhook (its payload, shortened, and its signature checked).
+fn channels_report(world: &World, receiver: &testkit::receiver::Receiver) {
+    heading("1b. What members and the other channels received");
+    let notices = world.sim.notifications();
+    let notices = notices.get(1..).unwrap_or_default();
+    println!(
+        "  member notices (NOTIFY_MEMBERS=critical): {} members told, one call each",
+        notices.len()
+    );
+    if let Some(n) = notices.first() {
+        println!("  → to {:?}: \"{}\"", n.users, n.subject);
+        for line in n.message.lines() {
+            println!("    | {line}");
+        }
+    }
+    if let Some(slack) = receiver.accepted("/slack").first() {
+        let body = slack.json();
+        let text = body["text"].as_str().unwrap_or_default();
+        println!("  → Slack: {{\"text\": …}}, {} lines; it begins:", text.lines().count());
+        for line in text.lines().take(4) {
+            println!("    | {line}");
+        }
+    }
+    if let Some(hook) = receiver.accepted("/webhook").first() {
+        let timestamp = hook
+            .headers
+            .get("x-credit-steward-timestamp")
+            .cloned()
+            .unwrap_or_default();
+        let signature = hook
+            .headers
+            .get("x-credit-steward-signature")
+            .cloned()
+            .unwrap_or_default();
+        let expected = shared::channels::sign(DEMO_HMAC_KEY.as_bytes(), &timestamp, &hook.body);
+        println!(
+            "  → webhook: POST with X-Credit-Steward-Timestamp: {timestamp}, X-Credit-Steward-Signature: {}… ({})",
+            signature.chars().take(23).collect::<String>(),
+            if signature == expected {
+                "verifies with the key"
+            } else {
+                "DOES NOT VERIFY"
+            }
+        );
+        let mut body = hook.json();
+        // The payload lists every crossing (up to 500); three show its shape.
+        if let Some(all) = body["crossings"].as_array_mut() {
+            all.truncate(3);
+        }
+        body["text"] = json!("(the email's text)");
+        let shown = serde_json::to_string_pretty(&body).unwrap_or_default();
+        for line in shown.lines() {
+            println!("    | {line}");
+        }
+        println!(
+            "    (crossings shortened to 3 of {} for the demo)",
+            hook.json()["crossings_total"]
+        );
+    }
 }
 
 fn heading(text: &str) {
@@ -269,7 +336,26 @@ async fn main() {
         .chain([("REPORT_BUCKET", bucket.name.as_str())])
         .collect();
     println!("  reports bucket {}", bucket.name);
-    let scan_fn = world.start("scan-credits", &with_bucket);
+    // The other alert channels: a Slack webhook and a signed webhook, set in the secret as an
+    // administrator would, received here by a loopback receiver.
+    let receiver = testkit::receiver::Receiver::start();
+    world
+        .add_to_secret(json!({
+            "slack_webhook_url": receiver.url("/slack"),
+            "webhook_url": receiver.url("/webhook"),
+            "webhook_hmac_key": DEMO_HMAC_KEY,
+        }))
+        .await;
+    println!(
+        "  alert channels: Slack and a signed webhook, received on {}",
+        receiver.url("/")
+    );
+    let with_notices: Vec<(&str, &str)> = with_bucket
+        .iter()
+        .copied()
+        .chain([("NOTIFY_MEMBERS", "critical")])
+        .collect();
+    let scan_fn = world.start("scan-credits", &with_notices);
     let alloc_fn = world.start("allocate", &guardrails);
     let report_fn = world.start("monthly-report", &with_bucket);
 
@@ -333,6 +419,8 @@ async fn main() {
             }
         }
     }
+
+    channels_report(&world, &receiver);
 
     heading("2. allocate: top every critical member up to 200 available — dry run");
     let policy =

@@ -24,7 +24,7 @@ pub async fn aws() -> aws_config::SdkConfig {
         .await
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
@@ -97,6 +97,31 @@ impl World {
             secret_id,
             dynamo,
         }
+    }
+
+    /// Adds `keys` (a JSON object) to this world's secret, as an administrator setting up a
+    /// channel's webhook would.
+    pub async fn add_to_secret(&self, keys: Value) {
+        let secrets = aws_sdk_secretsmanager::Client::new(&aws().await);
+        let current = secrets
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .expect("the world's secret")
+            .secret_string
+            .expect("a string secret");
+        let mut value: Value = serde_json::from_str(&current).expect("JSON secret");
+        for (k, v) in keys.as_object().expect("an object of keys") {
+            value[k] = v.clone();
+        }
+        secrets
+            .put_secret_value()
+            .secret_id(&self.secret_id)
+            .secret_string(value.to_string())
+            .send()
+            .await
+            .expect("secret updated in moto");
     }
 
     /// The environment a function gets: loopback AWS, this world's secret and table, `extra`.

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
 use serde_json::{Map, Value, json};
 use shared::apply::Deadline;
+use shared::channels::{Channels, SnsTopic};
 use shared::config::Config;
 use shared::connect::{ArcgisSource, ConnectError};
 use shared::ledger::Ledger;
@@ -30,12 +31,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 }
 
 /// Built once per container: the scan's validated settings, the ArcGIS credentials source
-/// (its secret cached between invocations), the ledger that keeps runs and alerts, and the
-/// bucket the complete member lists go to.
+/// (its secret cached between invocations), the ledger that keeps runs and alerts, the
+/// bucket the complete member lists go to, and the SNS topic alerts are published to.
 struct State {
     arcgis: ArcgisSource,
     ledger: Ledger,
     lists: Option<ReportStore>,
+    sns: Option<SnsTopic>,
     config: Config,
     settings: ScanSettings,
 }
@@ -49,6 +51,10 @@ impl State {
             ledger: Ledger::dynamo_from_env(settings.ledger_table.clone()).await,
             lists: match &settings.lists_bucket {
                 Some(bucket) => Some(ReportStore::from_env(bucket.clone()).await),
+                None => None,
+            },
+            sns: match &settings.alert_topic_arn {
+                Some(arn) => Some(SnsTopic::from_env(arn.clone()).await),
                 None => None,
             },
             config,
@@ -105,11 +111,14 @@ async fn handle(state: &State, event: LambdaEvent<Value>, metrics_out: &mut impl
         "scan-credits starting"
     );
     let client = state.arcgis.client(&state.config).await?.until(deadline.work_until());
+    // The webhooks come with the secret just read (checked when it was parsed).
+    let channels = Channels::new(state.sns.clone(), &state.arcgis.channel_secrets());
     let deps = ScanDeps {
         client: &client,
         ledger: &state.ledger,
         settings: &state.settings,
         lists: state.lists.as_ref(),
+        channels: &channels,
     };
     let result = scan::scan(&deps, &request).await;
     let summary = match &result {
@@ -256,6 +265,7 @@ mod tests {
             arcgis: ArcgisSource::Fixed(client),
             ledger: Ledger::memory(),
             lists: None,
+            sns: None,
             settings: ScanSettings::from_config(&config).unwrap(),
             config,
         };

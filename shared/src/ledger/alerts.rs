@@ -21,6 +21,33 @@
 //!
 //! Items written before shards existed (one per member, `ALERT`/username) are read until the
 //! first commit writes every shard, and deleted after it.
+//!
+//! # The channels' outbox
+//!
+//! Alert channels beside the ArcGIS notification (SNS, Slack, Teams, a webhook) each owe a
+//! run's message once its crossings are committed. Each owed message is one item
+//! `ALERT`/`OUTBOX#<channel>#<run>`, written with the staging (before anything is sent) and
+//! counting, like a staged shard, only once its run's marker exists. After the commit a
+//! channel sends what it owes, oldest first, and deletes each item it delivered; an item
+//! whose delivery failed stays, and the next run delivers it. So:
+//!
+//! - a run with crossings writes one item per configured channel and deletes it once sent:
+//!   the ledger work grows with channels and failures, never with members (a channel's
+//!   message is one per run, whatever the number of crossings), and a run with no crossing
+//!   writes nothing;
+//! - the items live in the partition the run reads anyway, so finding what is owed costs
+//!   no request;
+//! - a run that dies after its marker but before sending leaves its items owed: the next run
+//!   sends them; a run that dies after sending but before deleting leaves them too, and the
+//!   next run sends that message again (the same window as the marker after the email);
+//! - a run that never commits (its ArcGIS alert failed) leaves items that never count: the
+//!   next run reports the crossings again, on every channel, once;
+//! - an owed item expires with the markers ([`crate::ledger::COMMIT_RETENTION`]): a channel
+//!   down for a month loses that month's messages, not the next ones.
+//!
+//! Per-channel alert state (a level per member per channel) was the alternative: it makes
+//! every channel a copy of the shards, written on every crossing even when every channel
+//! works. The outbox is written only for runs that report something.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -35,6 +62,27 @@ pub const SHARDS: u16 = 64;
 pub(super) const SHARD_PREFIX: &str = "SHARD#";
 /// Sort-key prefix of the commit markers.
 pub(super) const COMMIT_PREFIX: &str = "COMMIT#";
+/// Sort-key prefix of the channels' owed messages.
+pub(super) const OUTBOX_PREFIX: &str = "OUTBOX#";
+
+/// The sort key of the message `channel` owes for run `run_key`.
+pub(super) fn outbox_sk(channel: &str, run_key: &str) -> String {
+    format!("{OUTBOX_PREFIX}{channel}#{run_key}")
+}
+
+/// A message a channel owes: written with a run's staging, counting once the run committed,
+/// deleted once delivered (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The channel's name (`sns`, `slack`, `teams`, `webhook`).
+    pub channel: String,
+    /// The run whose message it is.
+    pub run_key: String,
+    /// When the run staged it: delivery goes oldest first.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The message, as the channel module serialized it.
+    pub message: String,
+}
 
 /// The shard `key` belongs to: FNV-1a over its bytes, stable across versions and platforms
 /// (the standard library's hasher is neither).
@@ -92,6 +140,8 @@ pub struct AlertState {
     shards: BTreeMap<u16, ShardRead>,
     /// Keys of the per-member items written before shards, while they still count.
     legacy: Vec<String>,
+    /// The channels' owed messages whose run committed, oldest first.
+    owed: Vec<OutboxEntry>,
 }
 
 impl AlertState {
@@ -142,6 +192,21 @@ impl AlertState {
             .flat_map(|s| s.levels.iter().map(|(k, l)| (k.clone(), *l)))
             .collect();
         state
+    }
+
+    /// Adds the outbox items read with the shards: those whose run committed count (owed),
+    /// the others were staged by a run that never sent its alert and are ignored until they
+    /// expire.
+    pub(super) fn with_outbox(mut self, outbox: Vec<OutboxEntry>, committed: &HashSet<String>) -> AlertState {
+        self.owed = outbox.into_iter().filter(|e| committed.contains(&e.run_key)).collect();
+        self.owed
+            .sort_by(|a, b| (a.created_at, &a.run_key).cmp(&(b.created_at, &b.run_key)));
+        self
+    }
+
+    /// The messages channels still owe from earlier runs, oldest first.
+    pub fn owed(&self) -> &[OutboxEntry] {
+        &self.owed
     }
 
     /// The level last reported per key; keys absent were not reported (or are back to ok).

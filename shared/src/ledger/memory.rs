@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
-use super::alerts::{self, AlertState, StagedAlerts, StoredShard};
+use super::alerts::{self, AlertState, OutboxEntry, StagedAlerts, StoredShard};
 use super::requests::{Claim, REQUEST_RETENTION, grant_sort_key, page_sort_key, window_start_key};
 use super::{
     ALERT_PK, Appended, AuditEntry, AuditIntent, BUDGET_PK, COMMIT_RETENTION, HEAD_SK, HeadUpdate, JOB_SK, LOCK_PK,
@@ -26,6 +26,10 @@ const TABLE: &str = "(memory)";
 enum Record {
     Shard(StoredShard),
     Commit {
+        expires_at: DateTime<Utc>,
+    },
+    Outbox {
+        entry: OutboxEntry,
         expires_at: DateTime<Utc>,
     },
     Run {
@@ -81,6 +85,7 @@ impl MemoryLedger {
         let items = self.lock();
         let mut shards = BTreeMap::new();
         let mut committed = HashSet::new();
+        let mut outbox = Vec::new();
         for ((pk, sk), record) in items.range((ALERT_PK.to_owned(), String::new())..) {
             if pk != ALERT_PK {
                 break;
@@ -96,10 +101,31 @@ impl MemoryLedger {
                         committed.insert(run.to_owned());
                     }
                 }
+                Record::Outbox { entry, expires_at } if *expires_at > now => outbox.push(entry.clone()),
                 _ => {}
             }
         }
-        Ok(AlertState::resolve(shards, &committed, HashMap::new()))
+        Ok(AlertState::resolve(shards, &committed, HashMap::new()).with_outbox(outbox, &committed))
+    }
+
+    pub(super) fn stage_outbox(&self, entries: &[OutboxEntry]) -> Result<(), LedgerError> {
+        let mut items = self.lock();
+        for entry in entries {
+            items.insert(
+                (ALERT_PK.to_owned(), alerts::outbox_sk(&entry.channel, &entry.run_key)),
+                Record::Outbox {
+                    entry: entry.clone(),
+                    expires_at: entry.created_at + COMMIT_RETENTION,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn settle_outbox(&self, channel: &str, run_key: &str) -> Result<(), LedgerError> {
+        self.lock()
+            .remove(&(ALERT_PK.to_owned(), alerts::outbox_sk(channel, run_key)));
+        Ok(())
     }
 
     pub(super) fn stage_alerts(&self, staged: &StagedAlerts) -> Result<(), LedgerError> {

@@ -8,6 +8,7 @@
 //! | `pk` | `sk` | what | written by |
 //! |---|---|---|---|
 //! | `ALERT` | `SHARD#nn`, `COMMIT#<run>` | the level last reported per member, in 64 shards, so scan-credits alerts once per crossing ([`alerts`]) | scan-credits |
+//! | `ALERT` | `OUTBOX#<channel>#<run>` | a run's message an alert channel (SNS, Slack, Teams, webhook) still owes ([`alerts`], "The channels' outbox") | scan-credits |
 //! | `ORG` | `MEMBERS` | the member count of the last complete listing (a speed hint, never trusted for completeness) | scan-credits |
 //! | `RUN#<job>` | run key | run claims, taken *before* any side effect, so a redelivered schedule does nothing twice | scan-credits, monthly-report |
 //! | `REQ#<scope>` | `HEAD`, `PAGE#n` | an allocation request: claim, lease, write-ahead journal, reply ([`requests`]) | allocate, scan-credits |
@@ -41,7 +42,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use alerts::{AlertState, StagedAlerts};
+pub use alerts::{AlertState, OutboxEntry, StagedAlerts};
 pub use audit::{Appended, AuditEntry, AuditIntent, Caller, CallerKind, IntendedChange};
 pub use requests::{
     Claim, HeadUpdate, LockAttempt, LockHolder, RequestClaim, RequestHead, RequestStatus, Scope, StoredRequest,
@@ -313,6 +314,27 @@ impl Ledger {
         match self {
             Ledger::Dynamo(d) => d.commit_alerts(staged, now).await,
             Ledger::Memory(m) => m.commit_alerts(staged, now),
+        }
+    }
+
+    /// Writes the messages the alert channels will owe for a run, with its staging (before
+    /// anything is sent): they count once the run's commit marker exists, and are read back
+    /// with the alert state ([`AlertState::owed`]).
+    pub async fn stage_outbox(&self, entries: &[OutboxEntry]) -> Result<(), LedgerError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Ledger::Dynamo(d) => d.stage_outbox(entries).await,
+            Ledger::Memory(m) => m.stage_outbox(entries),
+        }
+    }
+
+    /// Deletes a message a channel delivered (or gave up on), so no run sends it again.
+    pub async fn settle_outbox(&self, channel: &str, run_key: &str) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Dynamo(d) => d.settle_outbox(channel, run_key).await,
+            Ledger::Memory(m) => m.settle_outbox(channel, run_key),
         }
     }
 

@@ -99,6 +99,7 @@ pub(super) async fn notify_admins(
     summary: &mut ScanSummary,
     alerts: &Crossings,
     contacts: &[String],
+    other_channels: bool,
 ) -> Result<bool, String> {
     if alerts.report.is_empty() {
         summary.notification = NotificationOutcome::NothingNew;
@@ -106,11 +107,19 @@ pub(super) async fn notify_admins(
     }
     if contacts.is_empty() {
         summary.notification = NotificationOutcome::NoContacts;
-        summary.problems.push(format!(
-            "{} crossing(s) to report but the org has no administrative contacts: nobody was told. \
-             Add contacts in the org settings; the alerts are sent by the first run after that",
-            alerts.report.len()
-        ));
+        summary.problems.push(if other_channels {
+            format!(
+                "{} crossing(s) to report but the org has no administrative contacts: they went to the \
+                 other alert channels only. Add contacts in the org settings",
+                alerts.report.len()
+            )
+        } else {
+            format!(
+                "{} crossing(s) to report but the org has no administrative contacts: nobody was told. \
+                 Add contacts in the org settings; the alerts are sent by the first run after that",
+                alerts.report.len()
+            )
+        });
         return Ok(false);
     }
     let email = compose_email(summary, email_context);

@@ -632,6 +632,7 @@ mod tests {
             recipients_notified: Vec::new(),
             notification: NotificationOutcome::NothingNew,
             member_notices: Default::default(),
+            channels: Vec::new(),
             top_up: TopUp::Off,
             allocations_applied: Vec::new(),
             notes: Vec::new(),

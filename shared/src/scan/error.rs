@@ -71,6 +71,20 @@ pub enum ScanError {
         /// Everything the run found and did.
         summary: Box<ScanSummary>,
     },
+    /// The alert went out and is recorded, but one or more of the other channels (SNS,
+    /// Slack, Teams, webhook) could not deliver: what they owe is kept, and the next
+    /// scheduled run delivers it.
+    #[error(
+        "run {}: alert channels incomplete: {reason}. The ArcGIS alert and the other channels \
+        went out and are recorded",
+        summary.run_key
+    )]
+    ChannelsFailed {
+        /// Each channel's failure (named by channel, never by URL).
+        reason: String,
+        /// Everything the run found and did.
+        summary: Box<ScanSummary>,
+    },
     /// The side effects happened but recording them (alert state, audit trail, run record)
     /// failed: the next run may repeat an alert, and an auditor should look.
     #[error(
@@ -101,6 +115,7 @@ impl ScanError {
             ScanError::NotificationFailed { .. } => "NotificationFailed",
             ScanError::RecordsIncomplete { .. } => "RecordsIncomplete",
             ScanError::MemberNoticesFailed { .. } => "MemberNoticesFailed",
+            ScanError::ChannelsFailed { .. } => "ChannelFailed",
         }
     }
 
@@ -110,7 +125,8 @@ impl ScanError {
         match self {
             ScanError::NotificationFailed { summary, .. }
             | ScanError::RecordsIncomplete { summary, .. }
-            | ScanError::MemberNoticesFailed { summary, .. } => Some(summary),
+            | ScanError::MemberNoticesFailed { summary, .. }
+            | ScanError::ChannelsFailed { summary, .. } => Some(summary),
             _ => None,
         }
     }

@@ -18,7 +18,9 @@
 //! 5. **Notify** the admin contacts about the crossings ([`alerts`]).
 //! 6. **Commit** the staged changes (only once the email went out), then, with
 //!    `NOTIFY_MEMBERS`, tell each member crossing a level themselves ([`notices`]: its own
-//!    stage, send, commit), and keep the org's member count for the next run's listing.
+//!    stage, send, commit), deliver the alert on the other channels ([`channels`]: staged
+//!    with step 4 in the ledger's outbox, each channel on its own), and keep the org's
+//!    member count for the next run's listing.
 //! 7. **Finish** the run record with its status and a compact [`summary::RunRecord`].
 //!
 //! Why this order sends at most one email per run and per crossing is set out in
@@ -27,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+pub mod channels;
 pub mod email;
 pub mod error;
 pub mod lists;
@@ -42,6 +45,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::apply::Deadline;
 use crate::arcgis::Client;
+use crate::channels::{AlertMessage, Channels};
 use crate::config::ReportLinks;
 use crate::ledger::{Ledger, RunClaim, RunStatus};
 use crate::monthly::store::ReportStore;
@@ -80,6 +84,9 @@ pub struct ScanDeps<'a> {
     pub settings: &'a ScanSettings,
     /// The bucket of the complete lists, when configured: the email links to them.
     pub lists: Option<&'a ReportStore>,
+    /// The other alert channels (SNS, Slack, Teams, webhook); [`Channels::none`] for the
+    /// ArcGIS notification only.
+    pub channels: &'a Channels,
 }
 
 /// One invocation's parameters, decoded from the schedule's event by the handler.
@@ -206,13 +213,39 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     }
 
     // 4. Stage what the run will record: the crossings it reports (when there is someone to
-    // tell) and the members back to ok. Staged levels count for nothing until committed.
-    let sending = !alerts.report.is_empty() && !contacts.is_empty();
+    // tell: the admin contacts or another channel) and the members back to ok, and what each
+    // other channel will owe. Staged levels and messages count for nothing until committed.
+    let has_channels = deps.channels.any();
+    let sending = !alerts.report.is_empty() && (!contacts.is_empty() || has_channels);
     let staged = alert_state.stage(&alerts::changes(&alerts, sending), &req.run_key);
-    let notified = match deps.ledger.stage_alerts(&staged).await {
+    let outbox = if sending && has_channels {
+        let email = compose_email(&summary, &email_context);
+        let link = email_context.lists.as_ref().and_then(|l| l.link.clone());
+        let message = AlertMessage::new(
+            &summary,
+            &alerts,
+            email_context.lang,
+            req.as_of,
+            &email.subject,
+            &email.message,
+            link,
+        );
+        channels::entries(deps, &message, req.now).unwrap_or_else(|problem| {
+            tracing::error!(run_key = %req.run_key, problem = %problem, "alert channels skipped");
+            summary.problems.push(problem);
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
+    let staged_all = match deps.ledger.stage_alerts(&staged).await {
+        Ok(()) => channels::stage(deps, &outbox).await,
+        Err(e) => Err(e),
+    };
+    let notified = match staged_all {
         Err(e) => Err(format!("the alert state could not be staged, so nothing was sent: {e}")),
         // 5. Notify about the crossings.
-        Ok(()) => notify_admins(deps, &email_context, &mut summary, &alerts, &contacts)
+        Ok(()) => notify_admins(deps, &email_context, &mut summary, &alerts, &contacts, has_channels)
             .await
             .map_err(|reason| format!("the alert email failed: {reason}")),
     };
@@ -254,6 +287,16 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             .problems
             .push("member notices not sent: the admin alert's state was not recorded; the next run sends them".into());
     }
+    // 6c. The other channels: what earlier runs' failures left owed, then this run's message.
+    let mut channel_problems = Vec::new();
+    if record_problems.is_empty() {
+        channel_problems = channels::deliver(deps, req, alert_state.owed(), &outbox, &mut summary).await;
+        summary.problems.extend(channel_problems.iter().cloned());
+    } else if !outbox.is_empty() {
+        summary
+            .problems
+            .push("alert channels not sent: the alert state was not recorded; the next run sends them".into());
+    }
     // And the org's size, so the next run requests every page at once. Only a speed-up rides
     // on it: failing to record it is reported without failing the run.
     if let Some(count) = org_size
@@ -268,7 +311,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     // 7. Finish the run record.
     summary.problems.extend(record_problems.iter().cloned());
     clock.stop(&mut summary);
-    let status = if record_problems.is_empty() && notice_failure.is_none() {
+    let status = if record_problems.is_empty() && notice_failure.is_none() && channel_problems.is_empty() {
         RunStatus::Done
     } else {
         RunStatus::Failed
@@ -299,6 +342,10 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         }),
         Some(reason) => Err(ScanError::MemberNoticesFailed {
             reason,
+            summary: Box::new(summary),
+        }),
+        None if !channel_problems.is_empty() => Err(ScanError::ChannelsFailed {
+            reason: channel_problems.join("; "),
             summary: Box::new(summary),
         }),
         None => Ok(summary),

@@ -324,6 +324,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         cleared: 0,
         recipients_notified: Vec::new(),
         notification: NotificationOutcome::NothingNew,
+        channels: Vec::new(),
         member_notices: MemberNoticesOutcome {
             notify: told,
             due: notices.report.len(),

@@ -55,6 +55,8 @@ pub struct ScanSettings {
     /// `NOTIFY_MEMBERS_CONTACT`: who a member's notice says to ask; `None`: the org's
     /// administrative contacts.
     pub member_contact: Option<String>,
+    /// `ALERT_TOPIC_ARN`: the SNS topic alerts are also published to.
+    pub alert_topic_arn: Option<String>,
 }
 
 impl ScanSettings {
@@ -87,6 +89,7 @@ impl ScanSettings {
             forecast_alert_days: (config.forecast_days > 0).then_some(config.forecast_days),
             member_notices: config.notify_members,
             member_contact: config.notify_members_contact.clone(),
+            alert_topic_arn: config.alert_topic_arn.clone(),
         })
     }
 }

@@ -182,8 +182,9 @@ pub enum NotificationOutcome {
     },
     /// No crossing: nothing to say.
     NothingNew,
-    /// Crossings, but the org has no administrative contacts: nobody to tell (and the
-    /// crossings stay unrecorded, so they are sent once contacts exist).
+    /// Crossings, but the org has no administrative contacts: no email. Without another
+    /// alert channel the crossings stay unrecorded, so they are sent once contacts exist;
+    /// with one, that channel carried them and they are recorded.
     NoContacts,
     /// Dry run: what would have been sent.
     DryRun {
@@ -345,6 +346,9 @@ pub struct ScanSummary {
     pub notification: NotificationOutcome,
     /// The members' own notices.
     pub member_notices: MemberNoticesOutcome,
+    /// The other alert channels (SNS, Slack, Teams, webhook), one entry per channel that had
+    /// something to deliver.
+    pub channels: Vec<super::channels::ChannelOutcome>,
     /// The automatic top-up.
     pub top_up: TopUp,
     /// Allocations changed by the top-up.

@@ -9,6 +9,7 @@
 //! - [`proxy`]: a Runtime API proxy that gives a function process's invocations a real
 //!   deadline (`lambda-runtime-deadline-ms` = now + its timeout), as Lambda does.
 //! - [`latency`]: a forwarding proxy adding a fixed delay per request (DynamoDB in benchmarks).
+//! - [`receiver`]: a webhook receiver recording what the alert channels send.
 //! - [`fixtures`]: the AWS-shaped events in `tests/fixtures/`.
 //! - [`env`]: the loopback-only AWS environment every child process gets.
 //!
@@ -25,3 +26,4 @@ pub mod latency;
 pub mod moto;
 pub mod net;
 pub mod proxy;
+pub mod receiver;

@@ -14,7 +14,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::{DynamoLedger, Item, n, rfc3339, s};
 use crate::credits::classify::Level;
-use crate::ledger::alerts::{self, AlertState, StagedAlerts, StoredShard};
+use crate::ledger::alerts::{self, AlertState, OutboxEntry, StagedAlerts, StoredShard};
 use crate::ledger::{ALERT_PK, COMMIT_RETENTION, LedgerError, level_str, parse_level};
 
 /// Deletions of per-member items from before shards in flight at once (done once per org).
@@ -32,12 +32,22 @@ impl DynamoLedger {
         let mut shards = BTreeMap::new();
         let mut committed = HashSet::new();
         let mut legacy = HashMap::new();
+        let mut outbox = Vec::new();
         for item in &items {
             let r = self.reader(item, operation);
             let sk = r.string("sk")?;
             if let Some(run) = sk.strip_prefix(alerts::COMMIT_PREFIX) {
                 if !r.expired(now)? {
                     committed.insert(run.to_owned());
+                }
+            } else if sk.starts_with(alerts::OUTBOX_PREFIX) {
+                if !r.expired(now)? {
+                    outbox.push(OutboxEntry {
+                        channel: r.string("channel")?.to_owned(),
+                        run_key: r.string("run_key")?.to_owned(),
+                        created_at: r.time("created_at")?,
+                        message: r.string("message")?.to_owned(),
+                    });
                 }
             } else if sk.starts_with(alerts::SHARD_PREFIX) {
                 let n = alerts::shard_number(sk).ok_or_else(|| r.malformed("not a shard of this version".into()))?;
@@ -50,7 +60,41 @@ impl DynamoLedger {
                 legacy.insert(sk.to_owned(), level);
             }
         }
-        Ok(AlertState::resolve(shards, &committed, legacy))
+        Ok(AlertState::resolve(shards, &committed, legacy).with_outbox(outbox, &committed))
+    }
+
+    pub(in crate::ledger) async fn stage_outbox(&self, entries: &[OutboxEntry]) -> Result<(), LedgerError> {
+        // A handful of items (one per channel): one put each, all at once.
+        futures_util::future::try_join_all(entries.iter().map(|entry| async move {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(ALERT_PK))
+                .item("sk", s(alerts::outbox_sk(&entry.channel, &entry.run_key)))
+                .item("channel", s(&entry.channel))
+                .item("run_key", s(&entry.run_key))
+                .item("created_at", rfc3339(entry.created_at))
+                .item("message", s(&entry.message))
+                .item("expires_at", n((entry.created_at + COMMIT_RETENTION).timestamp()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.sdk_error("stage_outbox", &e))
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    pub(in crate::ledger) async fn settle_outbox(&self, channel: &str, run_key: &str) -> Result<(), LedgerError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(ALERT_PK))
+            .key("sk", s(alerts::outbox_sk(channel, run_key)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.sdk_error("settle_outbox", &e))
     }
 
     fn read_shard(&self, item: &Item, operation: &'static str) -> Result<StoredShard, LedgerError> {

@@ -154,7 +154,7 @@ impl Reader<'_> {
 fn action_of(operation: &str) -> &'static str {
     match operation {
         "alert_levels" | "changes_on" | "intents_on" | "load_request" | "granted_since" => "Query",
-        "commit_alerts(legacy)" | "abandon_request" | "release_lock" => "DeleteItem",
+        "commit_alerts(legacy)" | "abandon_request" | "release_lock" | "settle_outbox" => "DeleteItem",
         "finish_run"
         | "update_request"
         | "claim_request(takeover)"
