@@ -10,6 +10,7 @@ use anyhow::anyhow;
 use chrono::Utc;
 use serde::Serialize;
 use shared::apply::Deadline;
+use shared::channels::Channels;
 use shared::credits::amount::Credits;
 use shared::credits::classify::Level;
 use shared::i18n::Lang;
@@ -57,6 +58,8 @@ pub async fn dry_scan(ctx: &Context, json: bool) -> anyhow::Result<(ScanSummary,
         ledger: &ledger,
         settings: &settings,
         lists: None,
+        // A dry run sends nothing, on any channel.
+        channels: &Channels::none(),
     };
     let spinner = Spinner::start(!json, "Reading the org's members and usage");
     let summary = scan::scan(&deps, &request).await;
