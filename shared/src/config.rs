@@ -663,10 +663,11 @@ impl Config {
         }
 
         let stack_name = env.get("STACK_NAME");
-        if let Some(stack) = &stack_name {
-            if stack.chars().count() > 255 || stack.chars().any(|c| c.is_control()) {
-                env.problem("STACK_NAME", "must be at most 255 characters on one line".into());
-            }
+        if stack_name
+            .as_deref()
+            .is_some_and(|stack| stack.chars().count() > 255 || stack.chars().any(char::is_control))
+        {
+            env.problem("STACK_NAME", "must be at most 255 characters on one line".into());
         }
         let log_level = match env.get("AWS_LAMBDA_LOG_LEVEL") {
             None => LogLevel::default(),
