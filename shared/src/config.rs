@@ -353,7 +353,7 @@ pub enum Accepts {
         /// The upper bound in whole units, and whether it is accepted; `None`: unbounded.
         max: Option<(u64, bool)>,
     },
-    /// One of these words (any case; the template uses this spelling).
+    /// One of these words, spelled as the template spells them (some variables take any case).
     OneOf(&'static [&'static str]),
 }
 
