@@ -8,8 +8,12 @@
 #   3. checkov on the template, and on its SAM translation: 0 failed checks; accepted
 #      exceptions are skipped in the template with a reason (Metadata: checkov: skip)
 #   4. the drift test (scripts/infra-drift.py) on a hand-written manifest, a negative one,
-#      and the shared crate's real manifest when its example exists
+#      and the shared crate's real manifest when its example exists: variables, schedule
+#      inputs, parameter constraints against the values the code accepts, and the metrics
+#      the alarms and the dashboard read
 #   5. the mutation test (infra/tests/mutation_test.py)
+#   6. the variants test (infra/tests/variants_test.py): the template resolved for each
+#      optional feature off and on (alarm topic, VPC, permissions boundary, JWT API)
 #
 # Prints one line per check and ends with `infra-check: N passed, M failed`.
 set -uo pipefail
@@ -61,7 +65,12 @@ expect_drift() {
                 "env AUTO_TOP_UP_CREDITS is read by the function" \
                 "Input key 'dry_run' is not accepted" \
                 "Input key 'scheduled_time' is a string" \
-                "notify: in the manifest but the template has no function"; do
+                "notify: in the manifest but the template has no function" \
+                "parameter MaxMembersPerRequest (MAX_MEMBERS_PER_REQUEST) refuses '2001', which the code accepts" \
+                "parameter MaxMembersPerRequest (MAX_MEMBERS_PER_REQUEST) accepts '5', which the code refuses" \
+                "parameter LogLevel (AWS_LAMBDA_LOG_LEVEL) allows 'TRACE', which is not a value the code accepts" \
+                "alarm MembersCriticalAlarm: CreditSteward/MembersCritical is not a metric the functions publish" \
+                "dashboard Dashboard: CreditSteward/ArcgisRequests is not a metric the functions publish"; do
         grep -qF "$want" <<<"$out" || { echo "not reported: $want"; missing=1; }
     done
     return $missing
@@ -85,6 +94,7 @@ else
     echo "== infra: drift against the shared crate's manifest skipped (shared/examples/manifest.rs does not exist yet)"
 fi
 check "mutation test" "$PY" infra/tests/mutation_test.py --checkov "$CHECKOV"
+check "variants test" "$PY" infra/tests/variants_test.py --checkov "$CHECKOV"
 
 if [ "$failed" -gt 0 ]; then
     printf 'infra-check: failed: %s\n' "${failures[@]}"

@@ -8,7 +8,12 @@ The manifest is what the code declares, one entry per function package:
 
     {"scan-credits": {"env": ["ARCGIS_SECRET_ID", ...],        # every variable the function reads
                       "input_keys": ["dry_run", ...],          # keys its scheduled Input accepts
-                      "input_examples": [{"dry_run": false}]}, # optional: value types to match
+                      "input_examples": [{"dry_run": false}],  # optional: value types to match
+                      "limits": {"CRITICAL_PERCENT": [         # optional: values tried on the code
+                          {"value": "0", "accepted": false, "bound": true}, ...]},
+                      "metrics": {"namespace": "CreditSteward", # optional: what it publishes
+                                  "names": ["MembersCritical", ...],
+                                  "dimensions": {"Stack": "STACK_NAME"}}},
      "allocate": {...}, "monthly-report": {...}}
 
 The template sets some of those variables and names the rest, the ones it leaves at the code's
@@ -22,7 +27,18 @@ Fails, listing every difference, when:
   - the function reads a variable the template neither sets nor lists as left unset (new in
     the code), or the template lists as left unset one it does not read, or one it sets;
   - a ScheduleV2 Input is not a JSON object, uses a key outside "input_keys", or gives a key a
-    JSON type that no input example has for it.
+    JSON type that no input example has for it;
+  - a parameter that sets a variable with "limits" accepts a value the code refuses (the deploy
+    would succeed and every invocation fail), or refuses a bound the code accepts ("bound":
+    the smallest or largest value accepted, or the nearest one outside), or lists in
+    AllowedValues a value that is not among the probes the code accepts;
+  - an alarm or the dashboard reads a metric of the namespace the function does not publish,
+    or not under exactly its dimensions with this stack's values (a dimension's value is the
+    template's value of the variable the manifest names: it must be AWS::StackName), so that
+    two stacks in one account and region never read each other's metrics.
+
+AWS_LAMBDA_LOG_LEVEL counts as set when the function has LoggingConfig.ApplicationLogLevel:
+Lambda sets it from there.
 
 Reads the template with cfn-lint's own decoder, so it runs with infra/.tools/sam/bin/python
 (scripts/infra-tools.sh makes it); started with another Python it re-runs itself with that one.
@@ -33,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -63,6 +80,148 @@ def schedule_inputs(props: dict):
             yield name, (event.get("Properties") or {}).get("Input")
 
 
+LOG_LEVEL_VARIABLE = "AWS_LAMBDA_LOG_LEVEL"
+
+
+def parameter_accepts(param: dict, value: str) -> bool:
+    """Whether CloudFormation accepts `value` for a parameter with these constraints."""
+    kind = param.get("Type", "String")
+    if kind == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return False
+        if "MinValue" in param and number < float(param["MinValue"]):
+            return False
+        if "MaxValue" in param and number > float(param["MaxValue"]):
+            return False
+        if "AllowedValues" in param and not any(float(v) == number for v in param["AllowedValues"]):
+            return False
+        return True
+    if "AllowedValues" in param and value not in [str(v) for v in param["AllowedValues"]]:
+        return False
+    if "AllowedPattern" in param and not re.fullmatch(param["AllowedPattern"], value):
+        return False
+    if "MinLength" in param and len(value) < int(param["MinLength"]):
+        return False
+    if "MaxLength" in param and len(value) > int(param["MaxLength"]):
+        return False
+    return True
+
+
+def check_limits(template: dict, functions: dict, manifest: dict, problems: list[str]) -> None:
+    """Each parameter feeding a variable with limits, against the code's answers."""
+    params = template.get("Parameters", {})
+    seen: set[tuple[str, str]] = set()
+    for name in sorted(set(functions) & set(manifest)):
+        logical_id, props = functions[name]
+        entry = manifest[name] if isinstance(manifest[name], dict) else {}
+        values = dict(props["Environment"]["Variables"])
+        level = (props.get("LoggingConfig") or {}).get("ApplicationLogLevel")
+        if level is not None:
+            values[LOG_LEVEL_VARIABLE] = level
+        for var, probes in sorted((entry.get("limits") or {}).items()):
+            ref = values.get(var)
+            if not (isinstance(ref, dict) and list(ref) == ["Ref"] and ref["Ref"] in params):
+                continue  # unset (the code's default) or not from a parameter
+            param_name = ref["Ref"]
+            if (param_name, var) in seen:
+                continue
+            seen.add((param_name, var))
+            param = params[param_name]
+            if param.get("Type", "String") not in ("String", "Number"):
+                problems.append(f"parameter {param_name} ({var}): type {param.get('Type')} cannot be checked; use String or Number")
+                continue
+            # A listed value must be one the code is known to accept (Lambda's FATAL is not).
+            accepted = {str(p["value"]) for p in probes if p["accepted"]}
+            for allowed in param.get("AllowedValues", []):
+                if str(allowed) not in accepted:
+                    problems.append(f"parameter {param_name} ({var}) allows {str(allowed)!r}, "
+                                    "which is not a value the code accepts")
+            for probe in probes:
+                value, code = str(probe["value"]), bool(probe["accepted"])
+                ours = parameter_accepts(param, value)
+                if ours and not code:
+                    problems.append(f"parameter {param_name} ({var}) accepts {value!r}, which the code refuses: "
+                                    "the deploy would succeed and every invocation fail")
+                elif probe.get("bound") and code and not ours:
+                    problems.append(f"parameter {param_name} ({var}) refuses {value!r}, which the code accepts "
+                                    "(the code's range ends there)")
+
+
+def _dashboard_metrics(body, stack_token: str) -> list[list]:
+    """The metric arrays of every metric widget of a DashboardBody (a JSON string or Fn::Sub)."""
+    if isinstance(body, dict) and "Fn::Sub" in body:
+        sub = body["Fn::Sub"]
+        body = sub[0] if isinstance(sub, list) else sub
+    if not isinstance(body, str):
+        raise ValueError("DashboardBody must be a JSON string or an Fn::Sub of one")
+    text = body.replace("${AWS::StackName}", stack_token)
+    text = re.sub(r"\$\{[^}]*\}", "<substituted>", text)
+    doc = json.loads(text)
+    out = []
+    for widget in doc.get("widgets", []):
+        for metric in (widget.get("properties") or {}).get("metrics", []) or []:
+            out.append(metric)
+    return out
+
+
+def check_metrics(template: dict, functions: dict, manifest: dict, problems: list[str]) -> None:
+    """Alarms and dashboards read only what the functions publish, under this stack's dimensions."""
+    stack_ref = {"Ref": "AWS::StackName"}
+    published: dict[str, tuple[set[str], set[str]]] = {}  # namespace: (names, dimension names)
+    for name in sorted(set(functions) & set(manifest)):
+        entry = manifest[name] if isinstance(manifest[name], dict) else {}
+        metrics = entry.get("metrics")
+        if not metrics:
+            continue
+        logical_id, props = functions[name]
+        variables = props["Environment"]["Variables"]
+        for dimension, var in sorted(metrics.get("dimensions", {}).items()):
+            if variables.get(var) != stack_ref:
+                problems.append(f"{name} ({logical_id}): env {var} (the {dimension} dimension of its metrics) "
+                                "must be !Ref AWS::StackName, so each stack's metrics are its own")
+        names, dims = published.setdefault(metrics["namespace"], (set(), set()))
+        names.update(metrics.get("names", []))
+        dims.update(metrics.get("dimensions", {}))
+
+    resources = template.get("Resources", {})
+    for logical_id, resource in sorted(resources.items()):
+        props = resource.get("Properties", {}) or {}
+        if resource.get("Type") == "AWS::CloudWatch::Alarm" and props.get("Namespace") in published:
+            names, dims = published[props["Namespace"]]
+            at = f"alarm {logical_id}"
+            if props.get("MetricName") not in names:
+                problems.append(f"{at}: {props['Namespace']}/{props.get('MetricName')} is not a metric the functions publish")
+            given = {d.get("Name"): d.get("Value") for d in props.get("Dimensions", []) or [] if isinstance(d, dict)}
+            if set(given) != dims or any(v != stack_ref for v in given.values()):
+                problems.append(f"{at}: must filter on dimensions {sorted(dims)} set to !Ref AWS::StackName "
+                                f"(has {sorted(given)}): it would read no data, or another stack's")
+        elif resource.get("Type") == "AWS::CloudWatch::Dashboard":
+            token = "<this-stack>"
+            try:
+                metrics = _dashboard_metrics(props.get("DashboardBody"), token)
+            except ValueError as e:
+                problems.append(f"dashboard {logical_id}: cannot read its body ({e})")
+                continue
+            for metric in metrics:
+                if not (isinstance(metric, list) and metric and isinstance(metric[0], str)):
+                    problems.append(f"dashboard {logical_id}: metric {metric!r} is not [namespace, name, dimension, value, ...]")
+                    continue
+                if metric[0] not in published:
+                    continue
+                names, dims = published[metric[0]]
+                parts = [m for m in metric if not isinstance(m, dict)]
+                if len(parts) < 2 or parts[1] not in names:
+                    problems.append(f"dashboard {logical_id}: {metric[0]}/{parts[1] if len(parts) > 1 else '?'} "
+                                    "is not a metric the functions publish")
+                    continue
+                pairs = dict(zip(parts[2::2], parts[3::2]))
+                if set(pairs) != dims or any(v != token for v in pairs.values()):
+                    problems.append(f"dashboard {logical_id}: {metric[0]}/{parts[1]} must be read under dimensions "
+                                    f"{sorted(dims)} set to ${{AWS::StackName}} (has {pairs})")
+
+
 def check(template: dict, manifest: dict) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     notes: list[str] = []
@@ -83,10 +242,12 @@ def check(template: dict, manifest: dict) -> tuple[list[str], list[str]]:
 
         reads = set(entry.get("env", []))
         sets = set(props["Environment"]["Variables"])
+        # Lambda sets the log level variable from LoggingConfig; whether the code reads it or not.
+        by_lambda = {LOG_LEVEL_VARIABLE} if (props.get("LoggingConfig") or {}).get("ApplicationLogLevel") else set()
         unset = set(left_unset.get("all", [])) | set(left_unset.get(name, []))
         for var in sorted(sets - reads):
             problems.append(f"{where}: env {var} is set by the template but the function does not read it")
-        for var in sorted(reads - sets - unset):
+        for var in sorted(reads - sets - unset - by_lambda):
             problems.append(f"{where}: env {var} is read by the function but the template neither sets it "
                             "nor lists it in Metadata.CreditSteward.EnvLeftUnset")
         for var in sorted(unset - reads):
@@ -128,6 +289,8 @@ def check(template: dict, manifest: dict) -> tuple[list[str], list[str]]:
                 if key in types and json_type(value[key]) not in types[key]:
                     problems.append(
                         f"{at}: Input key {key!r} is a {json_type(value[key])}, the examples have {sorted(types[key])}")
+    check_limits(template, functions, manifest, problems)
+    check_metrics(template, functions, manifest, problems)
     return problems, notes
 
 

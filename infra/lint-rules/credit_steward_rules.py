@@ -8,10 +8,13 @@ translated template is covered by `sam validate` and by checkov in scripts/infra
 E9001  IAM: explicit execution roles; Allow statements name actions and resources exactly
 E9002  Schedules: ScheduleV2 only, with Input, OmitName, RetryPolicy and a dead-letter queue
 E9003  Environment: every function gets ARCGIS_SECRET_ID; ALLOW_UNAUTHENTICATED never
-E9004  API: IAM authorization on every HTTP route, no unauthenticated function URL
+E9004  API: IAM authorization on every SAM HTTP route, JWT or IAM on every raw HTTP API route,
+       no unauthenticated function URL
 E9005  Data: bucket/table/queue protection (public access, TLS, versioning, PITR, encryption, Retain)
 E9006  Alarms: an Errors alarm per function and a backlog alarm per dead-letter queue
 E9007  Ledger: DynamoDB access by item kind (dynamodb:LeadingKeys); audit items append-only
+E9008  Alarms read this stack's metrics only: credit-steward's by the Stack dimension, AWS's by
+       a dimension naming a resource of the template
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from cfnlint.rules import CloudFormationLintRule, RuleMatch
 
 SOURCE = "infra/lint-rules/credit_steward_rules.py"
 IAM_POLICY_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+# What Lambda needs to put a function in a VPC (AWSLambdaVPCAccessExecutionRole's actions):
+# EC2 supports no resource for them, so they alone may name Resource '*'.
+VPC_INTERFACE_ACTIONS = frozenset({
+    "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses",
+})
+# The namespace and dimension of the metrics the functions publish (shared/src/telemetry.rs).
+METRICS_NAMESPACE = "CreditSteward"
+STACK_DIMENSION = "Stack"
 
 
 def _truthy(value: Any) -> bool:
@@ -131,6 +143,9 @@ class IamLeastPrivilege(CloudFormationLintRule):
             for action in _as_list(statement.get("Action", [])):
                 if isinstance(action, str) and "*" in action:
                     matches.append(RuleMatch(spath + ["Action"], f"wildcard action {action!r}: list the exact actions"))
+            actions = {a for a in _as_list(statement.get("Action", [])) if isinstance(a, str)}
+            if actions and actions <= VPC_INTERFACE_ACTIONS:
+                continue
             for resource in _as_list(statement.get("Resource", [])):
                 if resource == "*":
                     matches.append(RuleMatch(spath + ["Resource"], "Resource '*': name the exact resource ARN"))
@@ -254,8 +269,35 @@ class ApiAuthorization(CloudFormationLintRule):
             path = ["Resources", name, "Properties"]
             if not (isinstance(auth, dict) and _truthy(auth.get("EnableIamAuthorizer")) and auth.get("DefaultAuthorizer") == "AWS_IAM"):
                 matches.append(RuleMatch(path, "HttpApi must set Auth: {EnableIamAuthorizer: true, DefaultAuthorizer: AWS_IAM}"))
-        for name, resource in _resources(cfn, "AWS::Serverless::Api", "AWS::ApiGatewayV2::Api", "AWS::ApiGateway::RestApi"):
-            matches.append(RuleMatch(["Resources", name], "only the IAM-authorized AWS::Serverless::HttpApi is allowed"))
+        for name, resource in _resources(cfn, "AWS::Serverless::Api", "AWS::ApiGateway::RestApi"):
+            matches.append(RuleMatch(["Resources", name], "only HTTP APIs (IAM, or JWT on raw AWS::ApiGatewayV2 routes) are allowed"))
+        # Raw HTTP APIs (the optional JWT API): HTTP only, no Quick Create target, and every
+        # route authorized by IAM or by a JWT authorizer with an issuer and an audience.
+        authorizers = dict(_resources(cfn, "AWS::ApiGatewayV2::Authorizer"))
+        routes = list(_resources(cfn, "AWS::ApiGatewayV2::Route"))
+        for name, resource in _resources(cfn, "AWS::ApiGatewayV2::Api"):
+            props = _props(resource)
+            path = ["Resources", name, "Properties"]
+            if props.get("ProtocolType") != "HTTP":
+                matches.append(RuleMatch(path, "only HTTP APIs are allowed"))
+            if "Target" in props or "Body" in props or "BodyS3Location" in props:
+                matches.append(RuleMatch(path, "routes must be AWS::ApiGatewayV2::Route resources this rule can check"))
+            if not any(_refers_to(_props(r).get("ApiId"), name) for _, r in routes):
+                matches.append(RuleMatch(["Resources", name], "HTTP API without routes"))
+        for name, resource in routes:
+            props = _props(resource)
+            path = ["Resources", name, "Properties"]
+            kind = props.get("AuthorizationType")
+            if kind == "AWS_IAM":
+                continue
+            if kind != "JWT":
+                matches.append(RuleMatch(path, f"route AuthorizationType is {kind!r}: use AWS_IAM or JWT"))
+                continue
+            target = next((a for a_name, a in authorizers.items() if _refers_to(props.get("AuthorizerId"), a_name)), None)
+            config = _props(target).get("JwtConfiguration", {}) if target else {}
+            if not (target and _props(target).get("AuthorizerType") == "JWT" and isinstance(config, dict)
+                    and config.get("Issuer") and config.get("Audience")):
+                matches.append(RuleMatch(path, "JWT route must name a JWT authorizer of the template with an Issuer and an Audience"))
         for name, resource in _functions(cfn):
             props = _props(resource)
             url = props.get("FunctionUrlConfig")
@@ -568,4 +610,39 @@ class LedgerItemAccess(CloudFormationLintRule):
                     matches.append(RuleMatch(["Resources", role, "Properties", "Policies"],
                                              f"{role} (role of {name}) has no Deny of {', '.join(self.REWRITE_ACTIONS)} with "
                                              f"{self.DENY_OPERATOR} dynamodb:LeadingKeys {self.AUDIT_PREFIX}* on the ledger"))
+        return matches
+
+
+class AlarmsOnOwnStack(CloudFormationLintRule):
+    id = "E9008"
+    shortdesc = "Alarms read this stack's metrics only"
+    description = (
+        "Two stacks in one account and region must not trip each other's alarms: an alarm on "
+        "a credit-steward metric filters on the Stack dimension set to AWS::StackName; an "
+        "alarm on an AWS metric names, in a dimension, a resource of this template."
+    )
+    source_url = SOURCE
+    tags = ["credit-steward", "alarms"]
+
+    def match(self, cfn) -> list[RuleMatch]:
+        matches: list[RuleMatch] = []
+        logical_ids = set(cfn.template.get("Resources", {}))
+        for name, resource in _resources(cfn, "AWS::CloudWatch::Alarm"):
+            props = _props(resource)
+            path = ["Resources", name, "Properties"]
+            if "Metrics" in props:
+                matches.append(RuleMatch(path + ["Metrics"], "metric-math alarms are not checked: alarm on one metric with Dimensions"))
+                continue
+            dims = [d for d in _as_list(props.get("Dimensions", [])) if isinstance(d, dict)]
+            if props.get("Namespace") == METRICS_NAMESPACE:
+                stack = [d for d in dims if d.get("Name") == STACK_DIMENSION]
+                if not (len(stack) == 1 and stack[0].get("Value") == {"Ref": "AWS::StackName"}):
+                    matches.append(RuleMatch(path, f"{METRICS_NAMESPACE} alarm must filter on Dimensions "
+                                                   f"[{{Name: {STACK_DIMENSION}, Value: !Ref AWS::StackName}}]"))
+                if len(dims) != len(stack):
+                    matches.append(RuleMatch(path, f"the functions publish {METRICS_NAMESPACE} metrics under "
+                                                   f"{STACK_DIMENSION} alone: another dimension matches no data"))
+            elif not any(any(_refers_to(d.get("Value"), r) for r in logical_ids) for d in dims):
+                matches.append(RuleMatch(path, "alarm on an AWS metric must name a resource of this stack in a dimension "
+                                               "(a fixed name would read another stack's metric)"))
         return matches

@@ -5,7 +5,8 @@ Python (cfn-lint and aws-sam-cli are importable there); only the standard librar
   (it understands !Ref/!Sub/!GetAtt tags and YAML anchors).
 - translate(template): the SAM transform, offline: the code path of `sam validate`, with a
   managed-policy loader that refuses to call IAM (the template uses no managed policy by name).
-- functions(template): {package name: (logical id, merged properties)} from CodeUri.
+- functions(template): {package name: (logical id, merged properties)} from CodeUri, with
+  Globals' Environment.Variables and LoggingConfig merged in.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ def functions(template: dict) -> dict[str, tuple[str, dict]]:
         env = dict(glob.get("Environment", {}).get("Variables", {}))
         env.update(props.get("Environment", {}).get("Variables", {}))
         props["Environment"] = {"Variables": env}
+        logging = dict(glob.get("LoggingConfig", {}))
+        logging.update(props.get("LoggingConfig", {}))
+        if logging:
+            props["LoggingConfig"] = logging
         code_uri = props.get("CodeUri")
         if not isinstance(code_uri, str):
             raise SystemExit(f"{logical_id}: CodeUri must be a local path like ../functions/<name>")

@@ -134,6 +134,32 @@ MUTATIONS: list[Mutation] = [
 ]
 
 E9007 = ("cfn-lint", "E9007")
+E9004 = ("cfn-lint", "E9004")
+E9001 = ("cfn-lint", "E9001")
+E9008 = ("cfn-lint", "E9008")
+
+
+def vpc_statement(t: dict, role: str) -> dict:
+    """The VPC network-interface statement of a role (inside its Fn::If on InVpc)."""
+    for s in props(t, role)["Policies"][0]["PolicyDocument"]["Statement"]:
+        branch = s.get("Fn::If", [None, None])[1] if isinstance(s, dict) else None
+        if isinstance(branch, dict) and branch.get("Sid") == "VpcNetworkInterfaces":
+            return branch
+    raise KeyError(f"{role} has no VpcNetworkInterfaces statement")
+
+
+# Each stack's alarms read its own metrics only; the JWT API authorizes every route; the
+# VPC exception to "no Resource '*'" stays limited to the network-interface actions.
+OWN_STACK_MUTATIONS: list[RequiredMutation] = [
+    ("alarm: credit-steward metric without the Stack dimension", lambda t: delete(props(t, "OrgCreditsLowAlarm"), "Dimensions"), E9008),
+    ("alarm: credit-steward metric on a fixed stack name", lambda t: props(t, "MembersCriticalAlarm").update(
+        Dimensions=[{"Name": "Stack", "Value": "credit-steward"}]), E9008),
+    ("alarm: AWS metric on a fixed function name", lambda t: props(t, "AllocateErrorsAlarm").update(
+        Dimensions=[{"Name": "FunctionName", "Value": "credit-steward-allocate"}]), E9008),
+    ("api: JWT route without authorization", lambda t: props(t, "AllocationsJwtPostRoute").update(AuthorizationType="NONE"), E9004),
+    ("api: JWT authorizer without an audience", lambda t: delete(props(t, "AllocationsJwtAuthorizer")["JwtConfiguration"], "Audience"), E9004),
+    ("iam: VPC statement widened to other actions on *", lambda t: add_actions(vpc_statement(t, "ScanCreditsRole"), "s3:GetObject"), E9001),
+]
 
 # The ledger's item-level IAM: each must be reported by lint rule E9007 itself.
 LEDGER_MUTATIONS: list[RequiredMutation] = [
@@ -225,6 +251,7 @@ def main() -> int:
         ("baseline (unmutated)", lambda t: None, None),
         *((name, mutate, None) for name, mutate in MUTATIONS),
         *LEDGER_MUTATIONS,
+        *OWN_STACK_MUTATIONS,
     ]
     mutants: dict[str, dict] = {}
     files: list[str] = []

@@ -109,6 +109,76 @@ pub struct Config {
     /// `ALERT_TOPIC_ARN` (optional): an SNS topic scan-credits also publishes each alert to,
     /// once per run that reports crossings (e-mail, SMS, on-call tools subscribe to it).
     pub alert_topic_arn: Option<String>,
+    /// `STACK_NAME` (optional, at most 255 printable characters): the `Stack` dimension of
+    /// every metric (see [`crate::telemetry`]), so two stacks in one account and region
+    /// publish separate metrics and each stack's alarms read only its own. The template sets
+    /// it to the CloudFormation stack's name; local runs leave it unset (no dimension).
+    pub stack_name: Option<String>,
+    /// `AWS_LAMBDA_LOG_LEVEL` (`TRACE` … `ERROR`, default `INFO`): set by Lambda from the
+    /// function's application log level, and read by the log subscriber, which silently
+    /// falls back to INFO on a value it cannot parse; refused here instead.
+    pub log_level: LogLevel,
+}
+
+/// The log levels the tracing subscriber understands (`AWS_LAMBDA_LOG_LEVEL`). Lambda's
+/// advanced logging controls also offer `FATAL`, which tracing has no level for: it is
+/// refused rather than quietly read as INFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// Everything, including per-request detail.
+    Trace,
+    /// Diagnostic detail.
+    Debug,
+    /// Normal operation (the default).
+    #[default]
+    Info,
+    /// Problems that did not stop the work.
+    Warn,
+    /// Failures only.
+    Error,
+}
+
+impl LogLevel {
+    /// Every level, in the spelling Lambda's `ApplicationLogLevel` and the template use.
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+    ];
+
+    /// The level's name, upper case (`INFO`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim();
+        if let Some(level) = LogLevel::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(wanted))
+        {
+            return Ok(level);
+        }
+        let shown: String = wanted.chars().take(40).collect();
+        let hint = if wanted.eq_ignore_ascii_case("fatal") {
+            " (the log subscriber has no FATAL level: use ERROR)"
+        } else {
+            ""
+        };
+        Err(format!("'{shown}' is not TRACE, DEBUG, INFO, WARN or ERROR{hint}"))
+    }
 }
 
 /// Which crossings members are told about themselves (`NOTIFY_MEMBERS`).
@@ -251,6 +321,8 @@ pub const VARIABLES: &[(&str, &[&str])] = &[
     ("NOTIFY_MEMBERS", &["scan-credits"]),
     ("NOTIFY_MEMBERS_CONTACT", &["scan-credits"]),
     ("ALERT_TOPIC_ARN", &["scan-credits"]),
+    ("STACK_NAME", &["scan-credits"]),
+    ("AWS_LAMBDA_LOG_LEVEL", ALL),
 ];
 
 const ALL: &[&str] = &["scan-credits", "allocate", "allocation-jobs", "monthly-report"];
@@ -258,6 +330,206 @@ const ALL: &[&str] = &["scan-credits", "allocate", "allocation-jobs", "monthly-r
 /// The largest `MAX_MEMBERS_PER_REQUEST`: a reply naming more members would not fit under its
 /// idempotency key (DynamoDB items are at most 400 KB each) nor read well.
 pub const MAX_MEMBERS_CAP: usize = 2_000;
+
+/// What one variable accepts, stated once so the SAM template's parameter constraints can be
+/// checked against it: `cargo run -p shared --example manifest` prints each variable's
+/// [`Accepts::probes`] with the answer [`accepts`] gives, and `scripts/infra-drift.py`
+/// requires the template's parameter to agree. A unit test holds this table to what
+/// [`Config::from_lookup`] does, so neither can drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    /// A whole number from `min` to `max` (no decimal point).
+    Whole {
+        /// The smallest accepted.
+        min: u64,
+        /// The largest accepted.
+        max: u64,
+    },
+    /// A decimal number with at most `places` decimals, above `min` (or equal to it when
+    /// `min_included`), and below `max` (or equal when `max_included`) when bounded.
+    Decimal {
+        /// The most decimals.
+        places: u32,
+        /// The lower bound, in whole units.
+        min: u64,
+        /// Whether `min` itself is accepted.
+        min_included: bool,
+        /// The upper bound in whole units, and whether it is accepted; `None`: unbounded.
+        max: Option<(u64, bool)>,
+    },
+    /// One of these words, spelled as the template spells them (some variables take any case).
+    OneOf(&'static [&'static str]),
+}
+
+/// A value to try on a variable ([`Accepts::probes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The text to set the variable to.
+    pub value: String,
+    /// `Some(answer)` for a bound (the smallest or largest accepted, or just outside): the
+    /// code answers this and the template must answer the same. `None` for other shapes
+    /// (too many decimals, a negative number): the template must not accept what the code
+    /// refuses, and may refuse more.
+    pub bound: Option<bool>,
+}
+
+impl Accepts {
+    /// The values that tell whether a parameter constraint matches this one: each bound,
+    /// the nearest values outside it, and shapes the code refuses.
+    pub fn probes(&self) -> Vec<Probe> {
+        let mut out = Vec::new();
+        let mut push = |value: String, bound: Option<bool>| out.push(Probe { value, bound });
+        match *self {
+            Accepts::Whole { min, max } => {
+                push(min.to_string(), Some(true));
+                push(max.to_string(), Some(true));
+                if min > 0 {
+                    push((min - 1).to_string(), Some(false));
+                }
+                push((max + 1).to_string(), Some(false));
+                push(min.saturating_add(1).min(max).to_string(), None);
+                push(format!("{}.5", min + (max - min) / 2), None);
+                push("-1".into(), None);
+            }
+            Accepts::Decimal {
+                places,
+                min,
+                min_included,
+                max,
+            } => {
+                let step = |whole: u64| format!("{whole}.{:0>width$}", 1, width = places as usize);
+                let below = |whole: u64| format!("{}.{}", whole - 1, "9".repeat(places as usize));
+                if min_included {
+                    push(min.to_string(), Some(true));
+                    if min > 0 {
+                        push(below(min), Some(false));
+                    } else {
+                        push(format!("-{}", step(0)), Some(false));
+                    }
+                } else {
+                    push(min.to_string(), Some(false));
+                    push(step(min), Some(true));
+                    push(format!("{min}.0"), None);
+                }
+                if let Some((max, included)) = max {
+                    if included {
+                        push(max.to_string(), Some(true));
+                        push(step(max), Some(false));
+                    } else {
+                        push(max.to_string(), Some(false));
+                        push(below(max), Some(true));
+                    }
+                }
+                push(format!("1.{:0>width$}", 1, width = places as usize + 1), None);
+                push("-1".into(), None);
+                push("1.5".into(), None);
+            }
+            Accepts::OneOf(words) => {
+                for word in words {
+                    push((*word).to_owned(), Some(true));
+                }
+                push("something-else".into(), Some(false));
+            }
+        }
+        out
+    }
+}
+
+/// What each variable with a constrained value accepts; see [`Accepts`].
+pub const LIMITS: &[(&str, Accepts)] = &[
+    ("ARCGIS_TOKEN_MINUTES", Accepts::Whole { min: 1, max: 20_160 }),
+    ("HTTP_TIMEOUT_SECS", Accepts::Whole { min: 1, max: 300 }),
+    ("RETRY_MAX_ATTEMPTS", Accepts::Whole { min: 1, max: 10 }),
+    ("RETRY_DEADLINE_SECS", Accepts::Whole { min: 1, max: 900 }),
+    ("LIST_CONCURRENCY", Accepts::Whole { min: 1, max: 32 }),
+    // Below WARNING_PERCENT, which is at most 100: 100 itself can never be valid.
+    ("CRITICAL_PERCENT", PERCENT_BELOW_100),
+    ("WARNING_PERCENT", PERCENT),
+    ("ORG_MIN_CREDITS", CREDITS_AT_LEAST_0),
+    ("NOTIFY_CHANNEL", Accepts::OneOf(&["email", "builtin"])),
+    ("SECRET_TTL_SECS", Accepts::Whole { min: 0, max: 3_600 }),
+    ("AUTO_TOP_UP_TO", CREDITS_ABOVE_0),
+    ("MAX_CREDITS_PER_MEMBER", CREDITS_ABOVE_0),
+    ("MAX_CREDITS_PER_PLAN", CREDITS_ABOVE_0),
+    ("MAX_CREDITS_PER_DAY", CREDITS_ABOVE_0),
+    ("ORG_RESERVE_CREDITS", CREDITS_AT_LEAST_0),
+    (
+        "MAX_MEMBERS_PER_REQUEST",
+        Accepts::Whole {
+            min: 1,
+            max: MAX_MEMBERS_CAP as u64,
+        },
+    ),
+    ("ALLOW_UNAUTHENTICATED", BOOLEAN),
+    (
+        "ASYNC_ABOVE_MEMBERS",
+        Accepts::Whole {
+            min: 1,
+            max: MAX_MEMBERS_CAP as u64,
+        },
+    ),
+    ("REPORT_SOURCE", Accepts::OneOf(&["usage", "report-item"])),
+    ("REPORT_LINKS", Accepts::OneOf(&["presigned", "none"])),
+    (
+        "REPORT_LINK_HOURS",
+        Accepts::Whole {
+            min: 1,
+            max: MAX_LINK_HOURS,
+        },
+    ),
+    ("KEEP_REPORT_ITEMS", BOOLEAN),
+    ("REPORT_TOP_N", Accepts::Whole { min: 1, max: 1_000 }),
+    ("USAGE_BUCKET_LABEL", Accepts::OneOf(&["start", "end"])),
+    ("LANGUAGE", Accepts::OneOf(&["en", "fr"])),
+    ("FORECAST_DAYS", Accepts::Whole { min: 0, max: 365 }),
+    ("NOTIFY_MEMBERS", Accepts::OneOf(&["off", "critical", "warning"])),
+    (
+        "AWS_LAMBDA_LOG_LEVEL",
+        Accepts::OneOf(&["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]),
+    ),
+];
+
+const PERCENT: Accepts = Accepts::Decimal {
+    places: 2,
+    min: 0,
+    min_included: false,
+    max: Some((100, true)),
+};
+const PERCENT_BELOW_100: Accepts = Accepts::Decimal {
+    places: 2,
+    min: 0,
+    min_included: false,
+    max: Some((100, false)),
+};
+const CREDITS_ABOVE_0: Accepts = Accepts::Decimal {
+    places: 6,
+    min: 0,
+    min_included: false,
+    max: None,
+};
+const CREDITS_AT_LEAST_0: Accepts = Accepts::Decimal {
+    places: 6,
+    min: 0,
+    min_included: true,
+    max: None,
+};
+const BOOLEAN: Accepts = Accepts::OneOf(&["true", "false"]);
+
+/// Whether the functions start with `variable` set to `value`: no problem names `variable`.
+/// The other variables are set to what lets it take its widest range (`WARNING_PERCENT` at
+/// 100 when `CRITICAL_PERCENT` is tried, which must stay below it).
+pub fn accepts(variable: &str, value: &str) -> bool {
+    let lookup = |name: &str| match name {
+        _ if name == variable => Some(value.to_owned()),
+        "ARCGIS_SECRET_ID" => Some("probe".to_owned()),
+        "WARNING_PERCENT" => Some("100".to_owned()),
+        _ => None,
+    };
+    match Config::from_lookup(lookup) {
+        Ok(_) => true,
+        Err(e) => !e.problems.iter().any(|p| p.variable == variable),
+    }
+}
 
 /// One invalid or missing variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,6 +675,21 @@ impl Config {
             );
         }
 
+        let stack_name = env.get("STACK_NAME");
+        if stack_name
+            .as_deref()
+            .is_some_and(|stack| stack.chars().count() > 255 || stack.chars().any(char::is_control))
+        {
+            env.problem("STACK_NAME", "must be at most 255 characters on one line".into());
+        }
+        let log_level = match env.get("AWS_LAMBDA_LOG_LEVEL") {
+            None => LogLevel::default(),
+            Some(v) => v.parse().unwrap_or_else(|e| {
+                env.problem("AWS_LAMBDA_LOG_LEVEL", e);
+                LogLevel::default()
+            }),
+        };
+
         if !env.problems.is_empty() {
             return Err(ConfigError { problems: env.problems });
         }
@@ -440,6 +727,8 @@ impl Config {
             notify_members,
             notify_members_contact,
             alert_topic_arn,
+            stack_name,
+            log_level,
         })
     }
 
@@ -679,6 +968,88 @@ mod tests {
                 "{name} listed but never read"
             );
         }
+    }
+
+    #[test]
+    fn every_limit_holds_at_its_bounds() {
+        // The table the template's parameters are checked against says what the code does:
+        // each bound accepted, each value just outside refused.
+        for (variable, spec) in LIMITS {
+            assert!(
+                VARIABLES.iter().any(|(name, _)| name == variable),
+                "{variable} has limits but is not read"
+            );
+            let probes = spec.probes();
+            assert!(probes.iter().any(|p| p.bound == Some(true)), "{variable}");
+            assert!(probes.iter().any(|p| p.bound == Some(false)), "{variable}");
+            for probe in probes {
+                if let Some(expected) = probe.bound {
+                    assert_eq!(
+                        accepts(variable, &probe.value),
+                        expected,
+                        "{variable}={} should be {}",
+                        probe.value,
+                        if expected { "accepted" } else { "refused" }
+                    );
+                }
+            }
+        }
+        // The values the template used to let through.
+        assert!(!accepts("CRITICAL_PERCENT", "0"));
+        assert!(!accepts("AUTO_TOP_UP_TO", "0"));
+        assert!(!accepts("FORECAST_DAYS", "7.5"));
+        assert!(!accepts("WARNING_PERCENT", "12.345"));
+    }
+
+    #[test]
+    fn log_levels_are_the_ones_the_subscriber_parses() {
+        use tracing::level_filters::LevelFilter;
+        let expected = [
+            LevelFilter::TRACE,
+            LevelFilter::DEBUG,
+            LevelFilter::INFO,
+            LevelFilter::WARN,
+            LevelFilter::ERROR,
+        ];
+        for (level, filter) in LogLevel::ALL.into_iter().zip(expected) {
+            assert_eq!(level.as_str().parse::<LevelFilter>().ok(), Some(filter), "{level:?}");
+            let c = config(&[("ARCGIS_SECRET_ID", "s"), ("AWS_LAMBDA_LOG_LEVEL", level.as_str())]).unwrap();
+            assert_eq!(c.log_level, level);
+        }
+        assert_eq!(config(&[("ARCGIS_SECRET_ID", "s")]).unwrap().log_level, LogLevel::Info);
+        assert_eq!(
+            config(&[("ARCGIS_SECRET_ID", "s"), ("AWS_LAMBDA_LOG_LEVEL", "warn")])
+                .unwrap()
+                .log_level,
+            LogLevel::Warn
+        );
+        // What Lambda offers beyond tracing: the subscriber would read it as INFO without a
+        // word, so the functions refuse to start, saying what to use.
+        assert!("FATAL".parse::<LevelFilter>().is_err());
+        for (value, said) in [
+            (
+                "FATAL",
+                "AWS_LAMBDA_LOG_LEVEL: 'FATAL' is not TRACE, DEBUG, INFO, WARN or ERROR (the log subscriber has no FATAL level: use ERROR)",
+            ),
+            (
+                "WARNING",
+                "AWS_LAMBDA_LOG_LEVEL: 'WARNING' is not TRACE, DEBUG, INFO, WARN or ERROR",
+            ),
+        ] {
+            let err = config(&[("ARCGIS_SECRET_ID", "s"), ("AWS_LAMBDA_LOG_LEVEL", value)]).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{err}");
+            assert!(err.to_string().ends_with(said), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_stack_name_is_read_and_kept_to_one_line() {
+        let c = config(&[("ARCGIS_SECRET_ID", "s"), ("STACK_NAME", "credit-steward-prod")]).unwrap();
+        assert_eq!(c.stack_name.as_deref(), Some("credit-steward-prod"));
+        assert_eq!(config(&[("ARCGIS_SECRET_ID", "s")]).unwrap().stack_name, None);
+        let long = "s".repeat(256);
+        let err = config(&[("ARCGIS_SECRET_ID", "s"), ("STACK_NAME", &long)]).unwrap_err();
+        assert_eq!(err.problems[0].variable, "STACK_NAME");
     }
 
     #[test]

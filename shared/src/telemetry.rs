@@ -12,12 +12,16 @@
 //!
 //! ```json
 //! {"_aws":{"Timestamp":1795672800000,"CloudWatchMetrics":[{"Namespace":"CreditSteward",
-//!   "Dimensions":[[]],"Metrics":[{"Name":"MembersCritical","Unit":"Count"}]}]},
-//!  "MembersCritical":3,"function":"scan-credits"}
+//!   "Dimensions":[["Stack"]],"Metrics":[{"Name":"MembersCritical","Unit":"Count"}]}]},
+//!  "Stack":"credit-steward","MembersCritical":3,"function":"scan-credits"}
 //! ```
 //!
-//! `Dimensions: [[]]` is one empty dimension set: each metric is published once, org-wide,
-//! which is what an alarm on "critical members > 0" or "ArcGIS requests per run" needs.
+//! One dimension set, `Stack` (the CloudFormation stack's name, `STACK_NAME`): two stacks in
+//! one account and region publish separate metrics, and each stack's alarms and dashboard
+//! filter on their own stack. A stack serves one org, so the stack already tells orgs apart;
+//! the org id rides along as a property, not as a second dimension set, which CloudWatch
+//! would bill as a second copy of every metric. Without a stack name (local runs) the set is
+//! empty (`[[]]`): each metric published once, undimensioned.
 //! Extra members (such as `function` or `run_key`) are not metrics; CloudWatch Logs Insights
 //! can still query them next to the numbers.
 //!
@@ -32,6 +36,35 @@ use serde_json::{Map, Value, json};
 
 /// The CloudWatch namespace every credit-steward metric is published under.
 pub const NAMESPACE: &str = "CreditSteward";
+
+/// The dimension that names the stack a metric comes from.
+pub const STACK_DIMENSION: &str = "Stack";
+
+/// The dimensions every metric of a run is published with: the stack's name when the
+/// function runs in a stack (`STACK_NAME`), none otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dimensions {
+    stack: Option<String>,
+}
+
+impl Dimensions {
+    /// No dimension (local runs and tests).
+    pub fn none() -> Self {
+        Dimensions::default()
+    }
+
+    /// The `Stack` dimension set to `stack`, when there is one.
+    pub fn stack(stack: Option<&str>) -> Self {
+        Dimensions {
+            stack: stack.map(str::to_owned),
+        }
+    }
+
+    /// (name, value) of each dimension, in the order of the EMF dimension set.
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        self.stack.iter().map(|s| (STACK_DIMENSION, s.as_str())).collect()
+    }
+}
 
 /// The EMF units credit-steward uses (a subset of CloudWatch's `StandardUnit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +107,15 @@ impl Metric {
     }
 }
 
-/// Builds the EMF document for `metrics` at `timestamp`, with `properties` as extra
-/// (non-metric) members. Metric values win over a property of the same name, and the
-/// reserved `_aws` member cannot be overridden.
-pub fn emf_document(timestamp: DateTime<Utc>, metrics: &[Metric], properties: &Map<String, Value>) -> Value {
+/// Builds the EMF document for `metrics` at `timestamp`, published under `dimensions`, with
+/// `properties` as extra (non-metric) members. Dimension values win over properties, metric
+/// values over both, and the reserved `_aws` member cannot be overridden.
+pub fn emf_document(
+    timestamp: DateTime<Utc>,
+    dimensions: &Dimensions,
+    metrics: &[Metric],
+    properties: &Map<String, Value>,
+) -> Value {
     let published: Vec<&Metric> = metrics.iter().filter(|m| m.value.is_finite()).collect();
     let mut root = Map::new();
     for (key, value) in properties {
@@ -85,9 +123,14 @@ pub fn emf_document(timestamp: DateTime<Utc>, metrics: &[Metric], properties: &M
             root.insert(key.clone(), value.clone());
         }
     }
+    let pairs = dimensions.pairs();
+    for (name, value) in &pairs {
+        root.insert((*name).to_owned(), json!(value));
+    }
     for m in &published {
         root.insert(m.name.to_owned(), number(m.value));
     }
+    let names: Vec<&str> = pairs.iter().map(|(name, _)| *name).collect();
     let definitions: Vec<Value> = published
         .iter()
         .map(|m| json!({"Name": m.name, "Unit": m.unit.as_str()}))
@@ -98,7 +141,7 @@ pub fn emf_document(timestamp: DateTime<Utc>, metrics: &[Metric], properties: &M
             "Timestamp": timestamp.timestamp_millis(),
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [[]],
+                "Dimensions": [names],
                 "Metrics": definitions,
             }],
         }),
@@ -121,10 +164,11 @@ fn number(value: f64) -> Value {
 pub fn write_emf(
     out: &mut impl Write,
     timestamp: DateTime<Utc>,
+    dimensions: &Dimensions,
     metrics: &[Metric],
     properties: &Map<String, Value>,
 ) -> io::Result<()> {
-    let mut line = serde_json::to_vec(&emf_document(timestamp, metrics, properties))?;
+    let mut line = serde_json::to_vec(&emf_document(timestamp, dimensions, metrics, properties))?;
     line.push(b'\n');
     out.write_all(&line)?;
     out.flush()
@@ -148,7 +192,7 @@ mod tests {
             Metric::new("Broken", Unit::None, f64::NAN),
         ];
         let mut out = Vec::new();
-        write_emf(&mut out, at, &metrics, &props).unwrap();
+        write_emf(&mut out, at, &Dimensions::none(), &metrics, &props).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches('\n').count(), 1);
         assert!(text.ends_with('\n'));
@@ -163,9 +207,43 @@ mod tests {
         );
         assert_eq!(doc["MembersCritical"], 3);
         assert_eq!(doc["DurationMs"], 1234);
-        let fractional = emf_document(at, &[Metric::new("OrgAvailableCredits", Unit::None, 12.5)], &Map::new());
+        let fractional = emf_document(
+            at,
+            &Dimensions::none(),
+            &[Metric::new("OrgAvailableCredits", Unit::None, 12.5)],
+            &Map::new(),
+        );
         assert_eq!(fractional["OrgAvailableCredits"], 12.5);
         assert!(doc.get("Broken").is_none());
         assert_eq!(doc["function"], "scan-credits");
+    }
+
+    #[test]
+    fn two_stacks_publish_under_their_own_stack_dimension() {
+        let at = DateTime::parse_from_rfc3339("2026-11-26T06:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let metrics = [Metric::new("MembersCritical", Unit::Count, 3.0)];
+        let mut props = Map::new();
+        props.insert("Stack".into(), json!("a property cannot pose as the dimension"));
+        let lines: Vec<Value> = ["credit-steward-prod", "credit-steward-test"]
+            .into_iter()
+            .map(|stack| {
+                let mut out = Vec::new();
+                write_emf(&mut out, at, &Dimensions::stack(Some(stack)), &metrics, &props).unwrap();
+                serde_json::from_slice(&out).unwrap()
+            })
+            .collect();
+        for (doc, stack) in lines.iter().zip(["credit-steward-prod", "credit-steward-test"]) {
+            let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+            // Every dimension set names Stack, and the member it names holds this stack.
+            assert_eq!(directive["Dimensions"], json!([["Stack"]]));
+            assert_eq!(doc["Stack"], stack);
+            assert_eq!(doc["MembersCritical"], 3);
+        }
+        assert_ne!(lines[0]["Stack"], lines[1]["Stack"]);
+        let local = emf_document(at, &Dimensions::stack(None), &metrics, &Map::new());
+        assert_eq!(local["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
+        assert!(local.get("Stack").is_none());
     }
 }

@@ -908,7 +908,14 @@ async fn the_metrics_line_carries_the_runs_numbers() {
     let req = request(0);
     let s = run(&sim, &Ledger::memory(), &config(&[]), &req).await.unwrap();
     let mut out = Vec::new();
-    telemetry::write_emf(&mut out, req.now, &s.metrics(), &serde_json::Map::new()).unwrap();
+    telemetry::write_emf(
+        &mut out,
+        req.now,
+        &telemetry::Dimensions::none(),
+        &s.metrics(),
+        &serde_json::Map::new(),
+    )
+    .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(text.lines().count(), 1);
     let line: Value = serde_json::from_str(&text).unwrap();
@@ -922,21 +929,28 @@ async fn the_metrics_line_carries_the_runs_numbers() {
         .iter()
         .map(|m| (m["Name"].as_str().unwrap(), m["Unit"].as_str().unwrap()))
         .collect();
-    assert_eq!(
-        units,
-        HashMap::from([
-            ("OrgAvailableCredits", "None"),
-            ("MembersCritical", "Count"),
-            ("MembersWarning", "Count"),
-            ("MembersRunningOut", "Count"),
-            ("MemberNoticesSent", "Count"),
-            ("MemberNoticesFailed", "Count"),
-            ("MembersScanned", "Count"),
-            ("ArcgisRequests", "Count"),
-            ("DurationMs", "Milliseconds"),
-            ("ArcgisReadMs", "Milliseconds"),
-        ])
-    );
+    let org_days = match s.forecast {
+        ForecastStatus::Available {
+            org_days_until_empty, ..
+        } => org_days_until_empty,
+        ForecastStatus::Unavailable { .. } => None,
+    };
+    let mut expected = HashMap::from([
+        ("OrgAvailableCredits", "None"),
+        ("MembersCritical", "Count"),
+        ("MembersWarning", "Count"),
+        ("MembersRunningOut", "Count"),
+        ("MemberNoticesSent", "Count"),
+        ("MemberNoticesFailed", "Count"),
+        ("MembersScanned", "Count"),
+        ("ArcgisRequests", "Count"),
+        ("DurationMs", "Milliseconds"),
+        ("ArcgisReadMs", "Milliseconds"),
+    ]);
+    if org_days.is_some() {
+        expected.insert("OrgDaysUntilEmpty", "None");
+    }
+    assert_eq!(units, expected);
     assert_eq!(
         line["OrgAvailableCredits"].as_f64(),
         Some(s.org_available_credits.to_f64())
@@ -949,6 +963,14 @@ async fn the_metrics_line_carries_the_runs_numbers() {
     assert_eq!(line["ArcgisRequests"], sim.total_requests());
     assert_eq!(line["DurationMs"], s.duration_ms);
     assert_eq!(line["ArcgisReadMs"], s.arcgis_read_ms);
+    // The names the template's alarms and dashboard are checked against are the ones written.
+    for name in units.keys() {
+        assert!(
+            shared::scan::summary::METRIC_NAMES.contains(name),
+            "{name} is not in METRIC_NAMES"
+        );
+    }
+    assert_eq!(line["OrgDaysUntilEmpty"].as_f64(), org_days);
 }
 
 #[tokio::test]

@@ -53,7 +53,10 @@ fn names(summary: &Value, list: &str) -> BTreeSet<String> {
 async fn scan_flags_the_critical_and_warning_sets_and_alerts_once_per_crossing() {
     let world = World::new(generate(&GenParams::new(400, 11, chrono::Utc::now().date_naive()))).await;
     let bucket = Bucket::create().await;
-    let function = world.start("scan-credits", &[("REPORT_BUCKET", &bucket.name)]);
+    let function = world.start(
+        "scan-credits",
+        &[("REPORT_BUCKET", &bucket.name), ("STACK_NAME", "credit-steward-e2e")],
+    );
     let event = fixture("scheduler-input.json");
 
     let first = world.invoke("scan-credits", &event).await;
@@ -208,15 +211,23 @@ async fn scan_flags_the_critical_and_warning_sets_and_alerts_once_per_crossing()
     );
     assert!(mails[1].message.contains("\nNew: jdoe.\n"), "{}", mails[1].message);
 
-    // One EMF metrics line per run.
+    // One EMF metrics line per run, published under this stack's Stack dimension (what the
+    // template's alarms filter on).
     let out = function.output();
-    assert_eq!(
-        out.lines()
-            .filter(|l| l.contains("\"_aws\"") && l.contains("CreditSteward"))
-            .count(),
-        4,
-        "{out}"
-    );
+    let emf: Vec<Value> = out
+        .lines()
+        .filter(|l| l.contains("\"_aws\"") && l.contains("CreditSteward"))
+        .map(|l| serde_json::from_str(l).expect("an EMF line is one JSON object"))
+        .collect();
+    assert_eq!(emf.len(), 4, "{out}");
+    for line in &emf {
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Stack"]]),
+            "{line}"
+        );
+        assert_eq!(line["Stack"], "credit-steward-e2e", "{line}");
+    }
     assert!(
         !out.contains(portal_sim::generate::ADMIN_PASSWORD),
         "the password reached the logs"

@@ -587,6 +587,51 @@ mod tests {
         assert_eq!(ledger.intents_on(day).await.unwrap().len(), 1);
     }
 
+    /// The JWT fixture's subject and issuer, as API Gateway's JWT authorizer passes them.
+    const JWT_SUBJECT: &str = "5f0c4b1e-8d2a-4c3b-9e7f-1a2b3c4d5e6f";
+    const JWT_ISSUER: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_EXAMPLE";
+
+    #[tokio::test]
+    async fn a_jwt_authorized_allocation_is_audited_under_the_tokens_subject() {
+        // What the optional JWT API delivers: no IAM identity, the verified token's claims.
+        let sim = sim().await;
+        let ledger = Ledger::memory();
+        let allocator = allocator(&[]);
+        let body = r#"{"allocations":[{"username":"jdoe","top_up_to":700}],"reason":"Power Automate flow 12"}"#;
+        let req = with_key(with_body(request(JWT), body), KEY);
+        let reply = respond(&allocator, &ledger, None, &req, async {
+            Ok::<_, ConnectError>(client(&sim))
+        })
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["caller"], JWT_SUBJECT);
+        assert_eq!(reply.body["caller_identity"]["kind"], "jwt");
+        assert_eq!(sim.allocation_calls().len(), 1, "the change was sent");
+
+        let subject = Caller {
+            kind: CallerKind::Jwt,
+            principal_id: JWT_SUBJECT.into(),
+            account: None,
+            arn: None,
+            issuer: Some(JWT_ISSUER.into()),
+        };
+        let day = Utc::now().date_naive();
+        let audit = ledger.changes_on(day).await.expect("memory ledger");
+        assert_eq!(audit.len(), 1);
+        assert_eq!(
+            audit[0].caller, subject,
+            "the audit trail names the token's subject and issuer"
+        );
+        assert_eq!(audit[0].username, "jdoe");
+        assert_eq!(audit[0].reason.as_deref(), Some("Power Automate flow 12"));
+        assert_eq!(
+            audit[0].scope,
+            Scope::of_key(Some(JWT_ISSUER), JWT_SUBJECT, KEY).as_str()
+        );
+        let intents = ledger.intents_on(day).await.expect("memory ledger");
+        assert_eq!(intents[0].caller, subject);
+    }
+
     #[tokio::test]
     async fn an_anonymous_fixture_is_refused_before_anything_is_read() {
         let sim = sim().await;

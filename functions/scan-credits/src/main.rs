@@ -127,7 +127,8 @@ async fn handle(state: &State, event: LambdaEvent<Value>, metrics_out: &mut impl
     };
     if let Some(s) = summary {
         let outcome = result.as_ref().err().map_or("ok", ScanError::kind);
-        if let Err(e) = emit_metrics(metrics_out, s, &request, outcome) {
+        let dimensions = telemetry::Dimensions::stack(state.config.stack_name.as_deref());
+        if let Err(e) = emit_metrics(metrics_out, &dimensions, s, &request, outcome) {
             tracing::warn!(error = %e, "could not write the metrics line");
         }
     }
@@ -170,11 +171,12 @@ fn decode(
     })
 }
 
-/// One EMF line with the run's numbers, and properties to find it by in Logs Insights. Every
-/// invocation that got as far as a summary writes one, duplicate deliveries included (they
-/// did read ArcGIS; `duplicate: true` tells them apart).
+/// One EMF line with the run's numbers under the stack's dimension, and properties to find
+/// it by in Logs Insights. Every invocation that got as far as a summary writes one,
+/// duplicate deliveries included (they did read ArcGIS; `duplicate: true` tells them apart).
 fn emit_metrics(
     out: &mut impl Write,
+    dimensions: &telemetry::Dimensions,
     summary: &ScanSummary,
     request: &ScanRequest,
     outcome: &str,
@@ -185,7 +187,7 @@ fn emit_metrics(
     properties.insert("dry_run".into(), json!(summary.dry_run));
     properties.insert("duplicate".into(), json!(summary.duplicate_of.is_some()));
     properties.insert("outcome".into(), json!(outcome));
-    telemetry::write_emf(out, request.now, &summary.metrics(), &properties)
+    telemetry::write_emf(out, request.now, dimensions, &summary.metrics(), &properties)
 }
 
 #[cfg(test)]
@@ -285,7 +287,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_handler_scans_once_per_run_key_and_writes_one_metrics_line() {
-        let (sim, state) = setup(&[]).await;
+        let (sim, state) = setup(&[("STACK_NAME", "credit-steward-test")]).await;
 
         let mut metrics = Vec::new();
         let first = handle(&state, event("req-1"), &mut metrics).await.unwrap();
@@ -295,6 +297,9 @@ mod tests {
         let line: Value = serde_json::from_slice(&metrics).unwrap();
         assert_eq!(line["MembersScanned"], first["members_scanned"]);
         assert_eq!(line["outcome"], "ok");
+        // Published under the stack the function runs in, so its alarms see only it.
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Stack"]]));
+        assert_eq!(line["Stack"], "credit-steward-test");
         // The org's credits to the micro-credit; no top-up without AUTO_TOP_UP_TO.
         assert_eq!(
             credits(&first["org_available_credits"]),

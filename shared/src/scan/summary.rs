@@ -427,10 +427,36 @@ pub struct RunRecord {
     pub duration_ms: u64,
 }
 
+/// Every metric a scan publishes, in namespace [`crate::telemetry::NAMESPACE`]: the SAM
+/// template's alarms and dashboard may name only these (the infra drift test reads this list
+/// through the manifest example).
+pub const METRIC_NAMES: &[&str] = &[
+    "OrgDaysUntilEmpty",
+    "OrgAvailableCredits",
+    "MembersCritical",
+    "MembersWarning",
+    "MembersRunningOut",
+    "MemberNoticesSent",
+    "MemberNoticesFailed",
+    "MembersScanned",
+    "ArcgisRequests",
+    "DurationMs",
+    "ArcgisReadMs",
+];
+
 impl ScanSummary {
-    /// The CloudWatch metrics of this run (see [`crate::telemetry`]).
+    /// The CloudWatch metrics of this run (see [`crate::telemetry`]), named as in
+    /// [`METRIC_NAMES`]. `OrgDaysUntilEmpty` is left out when the org is not running out or
+    /// the forecast could not be made.
     pub fn metrics(&self) -> Vec<Metric> {
+        let org_days = match self.forecast {
+            ForecastStatus::Available {
+                org_days_until_empty, ..
+            } => org_days_until_empty,
+            ForecastStatus::Unavailable { .. } => None,
+        };
         vec![
+            Metric::new("OrgDaysUntilEmpty", Unit::None, org_days.unwrap_or(f64::NAN)),
             Metric::new("OrgAvailableCredits", Unit::None, self.org_available_credits.to_f64()),
             Metric::new("MembersCritical", Unit::Count, self.critical.len() as f64),
             Metric::new("MembersWarning", Unit::Count, self.warning.len() as f64),
