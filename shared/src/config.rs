@@ -148,6 +148,17 @@ impl LogLevel {
         LogLevel::Error,
     ];
 
+    /// The `tracing` level it lets through (and everything more severe).
+    pub fn tracing_level(self) -> tracing::Level {
+        match self {
+            LogLevel::Trace => tracing::Level::TRACE,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Error => tracing::Level::ERROR,
+        }
+    }
+
     /// The level's name, upper case (`INFO`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -21,6 +21,7 @@
 //! - [`startup`]: why a function refuses to start, said once and readably.
 //! - [`i18n`]: the message catalogue (English, French) and local number and date formats.
 //! - [`member_text`]: text members wrote themselves (full names), made safe to show.
+//! - [`logging`]: the functions' log lines, at the level and in the format Lambda asks for.
 //! - [`telemetry`]: one CloudWatch Embedded Metric Format line per run.
 
 pub mod allocate;
@@ -32,6 +33,7 @@ pub mod connect;
 pub mod credits;
 pub mod i18n;
 pub mod ledger;
+pub mod logging;
 pub mod member_text;
 pub mod monthly;
 pub mod scan;

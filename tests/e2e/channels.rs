@@ -106,7 +106,11 @@ async fn sns_and_a_signed_webhook_get_each_alert_once_and_a_failed_webhook_deliv
     let function = world.start(
         "scan-credits",
         // Every log level, the AWS SDK's and the HTTP clients' included: no secret at any.
-        &[("ALERT_TOPIC_ARN", topic.arn.as_str()), ("LANGUAGE", "fr"), ("RUST_LOG", "trace")],
+        &[
+            ("ALERT_TOPIC_ARN", topic.arn.as_str()),
+            ("LANGUAGE", "fr"),
+            ("RUST_LOG", "trace"),
+        ],
     );
     let event = json!({"scheduled_time": format!("{today}T06:00:00Z")});
 

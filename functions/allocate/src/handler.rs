@@ -14,7 +14,7 @@ use chrono::Utc;
 use lambda_http::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use lambda_http::http::{HeaderMap, StatusCode};
 use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response, tracing};
+use lambda_http::{Body, Request, RequestExt, Response};
 use shared::allocate::jobs::RESPOND_ASYNC;
 use shared::allocate::settings::{FALLBACK_TIMEOUT, LedgerTarget};
 use shared::allocate::{self, AllocateSettings, Incoming, JobQueue, Reply};

@@ -6,12 +6,12 @@
 
 mod handler;
 
-use lambda_http::{Error, run, service_fn, tracing};
+use lambda_http::{Error, run, service_fn};
 use shared::startup;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    shared::logging::init_logging();
     let state = handler::State::from_env()
         .await
         .map_err(|e| startup::refuse("allocate", e))?;

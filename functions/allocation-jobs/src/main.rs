@@ -8,7 +8,7 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::Utc;
-use lambda_runtime::{Error, LambdaEvent, service_fn, tracing};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use shared::allocate::AllocateSettings;
 use shared::allocate::jobs::{self, Worked};
 use shared::allocate::settings::LedgerTarget;
@@ -56,7 +56,7 @@ impl State {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    shared::logging::init_logging();
     let state = State::from_env().await.map_err(|e| startup::refuse(FUNCTION, e))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| handle(&state, event))).await
 }

@@ -8,7 +8,7 @@
 //! ArcGIS, AWS or anything else.
 
 use chrono::Utc;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
 use shared::config::Config;
 use shared::connect::{ArcgisSource, ConnectError};
@@ -18,7 +18,7 @@ use shared::startup::{self, StartupError};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing::init_default_subscriber();
+    shared::logging::init_logging();
     let state = State::from_env().await.map_err(|e| startup::refuse(monthly::JOB, e))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&state, event))).await
 }

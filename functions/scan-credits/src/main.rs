@@ -9,7 +9,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tracing};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::{Map, Value, json};
 use shared::apply::Deadline;
 use shared::channels::{Channels, SnsTopic};
@@ -25,7 +25,7 @@ use shared::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing::init_default_subscriber();
+    shared::logging::init_logging();
     let state = State::from_env().await.map_err(|e| startup::refuse(scan::JOB, e))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&state, event))).await
 }
