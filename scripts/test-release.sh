@@ -15,10 +15,10 @@ scripts/release-check.sh --template-only "$work/template-only"
 
 # A release of the x86_64 debug binaries: packaged like the real one, refused by the checker.
 declare -A ids=([ScanCreditsFunction]=scan-credits [AllocateFunction]=allocate [AllocationJobsFunction]=allocation-jobs [MonthlyReportFunction]=monthly-report)
-target=${CARGO_TARGET_DIR:-target}
+target=$(realpath "${CARGO_TARGET_DIR:-target}")
 for id in "${!ids[@]}"; do
     mkdir -p "$work/build/$id"
-    ln -s "$PWD/$target/debug/${ids[$id]}" "$work/build/$id/bootstrap"
+    ln -s "$target/debug/${ids[$id]}" "$work/build/$id/bootstrap"
 done
 "$PY" scripts/release-package.py "$work/build" "$work/x86"
 if out=$(scripts/release-check.sh --zips-only "$work/x86" 2>&1); then
