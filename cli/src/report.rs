@@ -31,17 +31,7 @@ pub async fn report(ctx: &Context, args: &ReportArgs, json: bool) -> anyhow::Res
     };
     let resolved = monthly::resolve_month(event, now).map_err(|e| anyhow!("{e}"))?;
     let (client, config) = ctx.client().await?;
-    let settings = ReportSettings {
-        bucket: String::new(),
-        ledger_table: String::new(),
-        source: config.report_source,
-        keep_report_items: config.keep_report_items,
-        top_n: config.report_top_n,
-        notify_channel: config.notify_channel,
-        bucket_label: config.usage_bucket_label,
-        language: config.language,
-        links: config.report_links,
-    };
+    let settings = ReportSettings::for_compute_only(&config);
     let lang = settings.language;
     let spinner = Spinner::start(!json, &format!("Reading {}'s usage", resolved.month));
     let computed = monthly::compute(&client, &settings, resolved.month, None, now).await;

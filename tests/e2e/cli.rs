@@ -325,19 +325,23 @@ async fn report_computes_the_month_from_the_records_and_writes_only_where_asked(
     assert!(text(&out).contains("Nothing written"), "{}", text(&out));
     assert!(!out_dir.exists());
 
-    let out = run(
-        &[
-            "--secret-file",
-            &secret,
-            "report",
-            "--month",
-            &month.key(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    // `report --month` of that month into `dir`, with `env`.
+    let report_into = |dir: PathBuf, env: &'static [(&'static str, &'static str)]| {
+        let (secret, month) = (secret.clone(), month.key());
+        async move {
+            let args = [
+                "--secret-file",
+                &secret,
+                "report",
+                "--month",
+                &month,
+                "--out",
+                dir.to_str().unwrap(),
+            ];
+            run(&args, env).await
+        }
+    };
+    let out = report_into(out_dir.clone(), &[]).await;
     assert!(out.status.success(), "{}", text(&out));
     let report: Value = serde_json::from_slice(&std::fs::read(out_dir.join("credits.json")).unwrap()).unwrap();
     let csv = std::fs::read_to_string(out_dir.join("credits.csv")).unwrap();
@@ -347,19 +351,7 @@ async fn report_computes_the_month_from_the_records_and_writes_only_where_asked(
 
     // French when the deployment's language is French.
     let fr = dir.join("fr");
-    let out = run(
-        &[
-            "--secret-file",
-            &secret,
-            "report",
-            "--month",
-            &month.key(),
-            "--out",
-            fr.to_str().unwrap(),
-        ],
-        &[("LANGUAGE", "fr")],
-    )
-    .await;
+    let out = report_into(fr.clone(), &[("LANGUAGE", "fr")]).await;
     assert!(out.status.success(), "{}", text(&out));
     let html = std::fs::read_to_string(fr.join("credits.html")).unwrap();
     assert!(html.contains("<html lang=\"fr\""));

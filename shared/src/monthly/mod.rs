@@ -94,6 +94,17 @@ impl ReportSettings {
         Ok(ReportSettings {
             bucket,
             ledger_table,
+            ..ReportSettings::for_compute_only(config)
+        })
+    }
+
+    /// The settings [`compute`] reads, for a run that stores and mails nothing (the command
+    /// line's `report`): bucket and ledger table are left empty, and such a run never calls
+    /// [`execute`], the only reader of either.
+    pub fn for_compute_only(config: &Config) -> ReportSettings {
+        ReportSettings {
+            bucket: String::new(),
+            ledger_table: String::new(),
             source: config.report_source,
             keep_report_items: config.keep_report_items,
             top_n: config.report_top_n,
@@ -101,7 +112,7 @@ impl ReportSettings {
             bucket_label: config.usage_bucket_label,
             language: config.language,
             links: config.report_links,
-        })
+        }
     }
 }
 
