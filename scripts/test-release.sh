@@ -33,4 +33,7 @@ grep -q "^ok   SHA256SUMS" <<<"$out" || { echo "$out"; echo "test-release: the c
 echo tampered >> "$work/x86/allocate.zip"
 out=$(scripts/release-check.sh --zips-only "$work/x86" 2>&1) || true
 grep -q "^FAIL SHA256SUMS" <<<"$out" || { echo "$out"; echo "test-release: a changed zip passed SHA256SUMS"; exit 1; }
-echo "test-release: the packaged template validates; x86_64 bootstraps and a changed zip are refused"
+# A bootstrap over the deployable size is refused (the limit lowered to the debug binary's).
+out=$(MAX_BOOTSTRAP_BYTES=1000 scripts/release-check.sh --zips-only "$work/x86" 2>&1) || true
+grep -q "over what Lambda deploys" <<<"$out" || { echo "$out"; echo "test-release: an oversized bootstrap passed"; exit 1; }
+echo "test-release: the packaged template validates; x86_64 bootstraps, an oversized one and a changed zip are refused"
