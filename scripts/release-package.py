@@ -2,6 +2,7 @@
 
     release-package.py BUILD_DIR OUT_DIR          # zips + SHA256SUMS + template.yaml + samconfig.toml
     release-package.py --template-only OUT_DIR    # the packaged template only (what CI validates)
+    release-package.py --functions                # "LogicalId package" per function, for scripts
 
 BUILD_DIR is `sam build`'s output (one folder per function's logical id, each with its
 `bootstrap`). The packaged template is infra/template.yaml with each function's CodeUri
@@ -59,6 +60,10 @@ def zip_bootstrap(bootstrap, target):
 
 
 def main(argv):
+    if argv[1:] == ["--functions"]:
+        for logical_id, package in FUNCTIONS.items():
+            print(logical_id, package)
+        return
     if len(argv) == 3 and argv[1] == "--template-only":
         out = argv[2]
         os.makedirs(out, exist_ok=True)

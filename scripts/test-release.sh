@@ -14,7 +14,9 @@ trap 'rm -rf "$work"' EXIT
 scripts/release-check.sh --template-only "$work/template-only"
 
 # A release of the x86_64 debug binaries: packaged like the real one, refused by the checker.
-declare -A ids=([ScanCreditsFunction]=scan-credits [AllocateFunction]=allocate [AllocationJobsFunction]=allocation-jobs [MonthlyReportFunction]=monthly-report)
+declare -A ids=()
+while read -r id package; do ids[$id]=$package; done < <("$PY" scripts/release-package.py --functions)
+[ "${#ids[@]}" -gt 0 ] || { echo "test-release: no functions listed"; exit 1; }
 target=$(realpath "${CARGO_TARGET_DIR:-target}")
 for id in "${!ids[@]}"; do
     mkdir -p "$work/build/$id"

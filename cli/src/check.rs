@@ -11,7 +11,6 @@ use shared::arcgis::portal::{CREATE_REPORTS, MANAGE_CREDITS, VIEW_USERS};
 use shared::arcgis::{OrgProperties, SignedIn};
 use shared::config::ReportSource;
 use shared::i18n::Lang;
-use shared::secrets::ArcgisSecret;
 
 use crate::context::Context;
 
@@ -165,13 +164,13 @@ async fn arcgis(ctx: &Context, findings: &mut Findings) {
     let detail = lang.f(
         "cli.check.secret_ok",
         &[
-            ("shape", describe(&secret)),
+            ("account", &secret.credentials.describe()),
             ("host", &shared::arcgis::redact_url(&secret.portal_url)),
             ("origin", &origin.to_string()),
         ],
     );
     findings.push(Check::Secret, Status::Ok, detail, None);
-    let (client, config) = match ctx.client().await {
+    let (client, config) = match ctx.client_for(&secret, &origin) {
         Ok(found) => found,
         Err(e) => {
             findings.push(Check::SignIn, Status::Blocker, format!("{e:#}"), None);
@@ -276,11 +275,13 @@ async fn ledger(ctx: &Context, findings: &mut Findings) {
         Err(e) => return findings.push(Check::Table, Status::Blocker, format!("{e:#}"), None),
     };
     let client = aws_sdk_dynamodb::Client::new(ctx.aws().await);
-    let error = |e: &dyn std::fmt::Display| e.to_string();
     match client.describe_table().table_name(&table).send().await {
         Err(e) => {
             let e = aws_sdk_dynamodb::error::DisplayErrorContext(&e);
-            let detail = lang.f("cli.check.table_missing", &[("table", &table), ("error", &error(&e))]);
+            let detail = lang.f(
+                "cli.check.table_missing",
+                &[("table", &table), ("error", &e.to_string())],
+            );
             findings.push(
                 Check::Table,
                 Status::Blocker,
@@ -321,7 +322,7 @@ async fn ledger(ctx: &Context, findings: &mut Findings) {
                     let e = aws_sdk_dynamodb::error::DisplayErrorContext(&e);
                     let detail = lang.f(
                         "cli.check.table_unreadable",
-                        &[("table", &table), ("error", &error(&e))],
+                        &[("table", &table), ("error", &e.to_string())],
                     );
                     findings.push(
                         Check::Table,
@@ -343,7 +344,10 @@ async fn bucket(ctx: &Context, findings: &mut Findings) {
         Err(e) => return findings.push(Check::Bucket, Status::Blocker, format!("{e:#}"), None),
     };
     let sdk = ctx.aws().await;
-    let client = aws_sdk_s3::Client::from_conf(shared::monthly::store::s3_config(sdk, endpoint_override()));
+    let client = aws_sdk_s3::Client::from_conf(shared::monthly::store::s3_config(
+        sdk,
+        shared::monthly::store::endpoint_override_set(),
+    ));
     match client.head_bucket().bucket(&bucket).send().await {
         Ok(_) => findings.push(
             Check::Bucket,
@@ -356,22 +360,6 @@ async fn bucket(ctx: &Context, findings: &mut Findings) {
             let detail = lang.f("cli.check.bucket_missing", &[("bucket", &bucket), ("error", &e)]);
             findings.push(Check::Bucket, Status::Blocker, detail, Some("cli.check.bucket_fix"));
         }
-    }
-}
-
-/// Whether an endpoint override is set (emulators want path-style S3 addressing).
-pub fn endpoint_override() -> bool {
-    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
-}
-
-fn describe(secret: &ArcgisSecret) -> &'static str {
-    use shared::arcgis::Credentials;
-    match secret.credentials {
-        Credentials::UserPassword { .. } => "username + password",
-        Credentials::OAuthApp { .. } => "client_id + client_secret",
-        Credentials::ApiKey(_) => "api_key",
     }
 }
 

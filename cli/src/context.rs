@@ -190,9 +190,15 @@ impl Context {
     /// An ArcGIS client signed in (lazily) with the secret, and the settings it was built with.
     pub async fn client(&self) -> anyhow::Result<(Client, Config)> {
         let (secret, origin) = self.secret().await?;
+        self.client_for(&secret, &origin)
+    }
+
+    /// An ArcGIS client for a secret already read (`check` reports the secret on its own
+    /// line first, and reads it once).
+    pub fn client_for(&self, secret: &ArcgisSecret, origin: &SecretOrigin) -> anyhow::Result<(Client, Config)> {
         let config = self.config(&origin.to_string(), None)?;
         let client =
-            Client::new(config.client_config(&secret)).map_err(|e| anyhow!("cannot use the secret's settings: {e}"))?;
+            Client::new(config.client_config(secret)).map_err(|e| anyhow!("cannot use the secret's settings: {e}"))?;
         Ok((client, config))
     }
 }

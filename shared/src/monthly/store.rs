@@ -83,10 +83,10 @@ impl ReportStore {
     /// A store with the AWS config from the environment, on the ring-only HTTP client.
     pub async fn from_env(bucket: impl Into<String>) -> ReportStore {
         let sdk = crate::secrets::load_aws_config().await;
-        let override_set = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-            .iter()
-            .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()));
-        ReportStore::new(aws_sdk_s3::Client::from_conf(s3_config(&sdk, override_set)), bucket)
+        ReportStore::new(
+            aws_sdk_s3::Client::from_conf(s3_config(&sdk, endpoint_override_set())),
+            bucket,
+        )
     }
 
     /// The bucket's name.
@@ -160,6 +160,14 @@ impl ReportStore {
             Err(e) => Err(err(DisplayErrorContext(&e).to_string())),
         }
     }
+}
+
+/// Whether `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` is set (an emulator such as moto),
+/// for [`s3_config`]'s addressing.
+pub fn endpoint_override_set() -> bool {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
 }
 
 /// The S3 client configuration for `sdk`: path-style addressing when an endpoint override is
