@@ -73,7 +73,7 @@ impl Context {
 
     /// The AWS configuration: the usual chain (profiles, SSO, `AWS_ENDPOINT_URL`).
     pub async fn aws(&self) -> &SdkConfig {
-        self.aws.get_or_init(shared::secrets::load_aws_config).await
+        self.aws.get_or_init(shared::aws::default_chain_config).await
     }
 
     /// The stack named by `--stack`, read once; `None` without `--stack`.

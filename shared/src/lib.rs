@@ -4,6 +4,8 @@
 //! - [`arcgis`]: the ArcGIS Online REST client (auth, error envelope, retries, paging, batching).
 //! - [`credits`]: pure credit domain logic (balances, classification, report aggregation,
 //!   allocation planning, forecasting). No I/O.
+//! - [`aws`]: the AWS SDK's configuration on Lambda (the environment only) and on an
+//!   operator's machine (the full credential chain).
 //! - [`secrets`]: ArcGIS credentials read from AWS Secrets Manager, cached, never printed.
 //! - [`connect`]: the ArcGIS client a warm container keeps, rebuilt when the secret changes.
 //! - [`config`]: environment variables parsed once into a validated [`config::Config`].
@@ -27,6 +29,7 @@
 pub mod allocate;
 pub mod apply;
 pub mod arcgis;
+pub mod aws;
 pub mod channels;
 pub mod config;
 pub mod connect;

@@ -6,9 +6,8 @@
 //! hold the alert channels' webhooks (`slack_webhook_url`, `teams_webhook_url`, `webhook_url`
 //! with `webhook_hmac_key`): whoever has such a URL can post, so they are secrets too.
 //! Validation errors name keys, never values; the portal URL is shown as scheme and host only,
-//! since it could carry a password or a token. The AWS client is ring-only (aws-lc-sys is a
-//! slow C build the functions do not need), and the standard `AWS_ENDPOINT_URL*` variables
-//! point it at a local emulator in tests.
+//! since it could carry a password or a token. The AWS client is configured as
+//! [`crate::aws`] says (ring-only, `AWS_ENDPOINT_URL*` pointing it at a local emulator in tests).
 
 #![warn(missing_docs)]
 
@@ -17,9 +16,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
-use aws_smithy_http_client::tls;
 use serde_json::{Map, Value};
 
 use crate::arcgis::{Credentials, Secret, redact_url};
@@ -226,23 +223,6 @@ pub enum SecretError {
     },
 }
 
-/// An HTTP client for the AWS SDK on rustls with the ring provider, so aws-lc-sys (a ~2 min C
-/// build) stays out of the dependency tree.
-pub fn ring_http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https()
-}
-
-/// The AWS configuration from the environment (region, credentials, `AWS_ENDPOINT_URL*`),
-/// on the ring-only HTTP client.
-pub async fn load_aws_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(ring_http_client())
-        .load()
-        .await
-}
-
 /// The ArcGIS secret, fetched once and kept for a TTL (Lambda containers live for hours;
 /// a rotated password is picked up within one TTL, or at once after [`SecretCache::invalidate`]).
 pub struct SecretCache {
@@ -269,9 +249,10 @@ impl SecretCache {
         }
     }
 
-    /// A cache over a client built from [`load_aws_config`].
+    /// A cache over a client configured from the Lambda environment
+    /// ([`crate::aws::lambda_config`]).
     pub async fn from_env(ttl: Duration) -> Self {
-        let config = load_aws_config().await;
+        let config = crate::aws::lambda_config();
         Self::new(aws_sdk_secretsmanager::Client::new(&config), ttl)
     }
 

@@ -9,9 +9,9 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials as AwsCredentials, R
 use chrono::Utc;
 use portal_sim::{Hold, HoldStatus, SimHandle};
 use shared::arcgis::{Client, ClientConfig};
+use shared::aws::ring_http_client;
 use shared::credits::amount::Credits;
 use shared::ledger::{AuditEntry, Ledger};
-use shared::secrets::ring_http_client;
 
 pub use testkit::arcgis::{REFERER, admin, admin_client, as_of, client_as, config_with, fast_retry};
 

@@ -275,7 +275,7 @@ mod tests {
             .credentials_provider(aws_sdk_s3::config::Credentials::new("t", "t", None, None, "tests"))
             .endpoint_url("http://127.0.0.1:1")
             .force_path_style(true)
-            .http_client(shared::secrets::ring_http_client())
+            .http_client(shared::aws::ring_http_client())
             .build();
         ReportStore::new(aws_sdk_s3::Client::from_conf(config), "reports")
     }

@@ -128,7 +128,7 @@ impl JobQueue {
     /// The queue at `url`, with the AWS configuration of the environment (an
     /// `AWS_ENDPOINT_URL_SQS` or `AWS_ENDPOINT_URL` points it at an emulator).
     pub async fn sqs_from_env(url: String) -> JobQueue {
-        let config = crate::secrets::load_aws_config().await;
+        let config = crate::aws::lambda_config();
         JobQueue::Sqs {
             client: aws_sdk_sqs::Client::new(&config),
             url,

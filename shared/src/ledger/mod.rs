@@ -264,7 +264,7 @@ impl Ledger {
     /// A ledger over `table` with the AWS config from the environment, on the ring-only HTTP
     /// client; `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL` point it at an emulator.
     pub async fn dynamo_from_env(table: impl Into<String>) -> Ledger {
-        let config = crate::secrets::load_aws_config().await;
+        let config = crate::aws::lambda_config();
         Ledger::dynamo(aws_sdk_dynamodb::Client::new(&config), table)
     }
 

@@ -82,7 +82,7 @@ impl ReportStore {
 
     /// A store with the AWS config from the environment, on the ring-only HTTP client.
     pub async fn from_env(bucket: impl Into<String>) -> ReportStore {
-        let sdk = crate::secrets::load_aws_config().await;
+        let sdk = crate::aws::lambda_config();
         ReportStore::new(
             aws_sdk_s3::Client::from_conf(s3_config(&sdk, endpoint_override_set())),
             bucket,
