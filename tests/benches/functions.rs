@@ -549,8 +549,8 @@ async fn monthly_reports(dir: &std::path::Path, members: usize, latency: u64, le
     println!(
         "\n## monthly-report: {members} members, {latency} ms per ArcGIS request, {ledger_latency} ms per DynamoDB \
          call (release monthly-report)\n\n\
-         | source | month | wall | floor | ArcGIS requests | DynamoDB requests | S3 objects | peak RSS |\n\
-         |---|---|---|---|---|---|---|---|"
+         | source | month | wall | floor | ArcGIS requests | DynamoDB requests | S3 objects | peak RSS | function CPU |\n\
+         |---|---|---|---|---|---|---|---|---|"
     );
     let today = chrono::Utc::now().date_naive();
     let last_month = today.with_day(1).unwrap() - chrono::Days::new(1);
@@ -572,6 +572,7 @@ async fn monthly_reports(dir: &std::path::Path, members: usize, latency: u64, le
         let out = emulator.invoke("monthly-report", &json!({ "month": key })).await;
         let wall = started.elapsed();
         let rss = function.peak_rss_bytes().unwrap_or(0);
+        let cpu = function.cpu_time().unwrap_or_default();
         assert!(
             out.function_error.is_none(),
             "monthly-report ({source}) failed: {}\n{}",
@@ -579,17 +580,25 @@ async fn monthly_reports(dir: &std::path::Path, members: usize, latency: u64, le
             function.output()
         );
         println!(
-            "| {source} | {key} | {:.0} ms | {} ms | {} | {} | {} | {:.0} MB |",
+            "| {source} | {key} | {:.0} ms | {} ms | {} | {} | {} | {:.0} MB | {:.0} ms |",
             wall.as_secs_f64() * 1e3,
             round_trips * latency + extra_ms,
             world.sim.total_requests() - arcgis_before,
             ledger.requests() - dynamo_before,
             out.payload["objects"].as_array().map_or(0, Vec::len),
-            rss as f64 / 1e6
+            rss as f64 / 1e6,
+            cpu.as_secs_f64() * 1e3
         );
     }
+    println!("\n{CPU_NOTE}");
     world.sim.set_faults(Faults::default());
 }
+
+/// How to read the "function CPU" column: the process's user + system time, cold start
+/// included, which this machine's load does not change.
+const CPU_NOTE: &str = "function CPU: the function process's CPU time (all threads, cold start included). Lambda gives \
+     a function one vCPU per 1,769 MB of memory, so at 256 MB (0.145 vCPU) a run needs at least CPU / 0.145 of \
+     wall time, at 512 MB CPU / 0.289.";
 
 /// What production runs: real scans (alerts recorded, emails sent), each a fresh function
 /// process, every ArcGIS request delayed `latency` ms and every DynamoDB call `ledger_latency`
@@ -620,8 +629,8 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
     );
     println!(
         "paging floor {floor_ms:.0} ms (ceil({pages} pages / {concurrency}) × {latency} ms)\n\n\
-         | run | wall | floor | ArcGIS reads | scan | moto's own time | ArcGIS requests | DynamoDB requests | flagged (new) | result | peak RSS |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|"
+         | run | wall | floor | ArcGIS reads | scan | moto's own time | ArcGIS requests | DynamoDB requests | flagged (new) | result | peak RSS | function CPU |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let mut endpoints = Vec::new();
     for run in [
@@ -698,6 +707,7 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
         let out = emulator.invoke("scan-credits", &json!({})).await;
         let wall = started.elapsed();
         let rss = function.peak_rss_bytes().unwrap_or(0);
+        let cpu = function.cpu_time().unwrap_or_default();
         let summary = &out.payload;
         assert!(
             out.function_error.is_none(),
@@ -707,7 +717,7 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
         let flagged =
             summary["counts"]["critical"].as_u64().unwrap_or(0) + summary["counts"]["warning"].as_u64().unwrap_or(0);
         println!(
-            "| {run} | {:.0} ms | {floor_ms:.0} ms | {} ms | {} ms | {:.0} ms | {} | {} | {flagged} ({}) | {:.1} KB | {:.0} MB |",
+            "| {run} | {:.0} ms | {floor_ms:.0} ms | {} ms | {} ms | {:.0} ms | {} | {} | {flagged} ({}) | {:.1} KB | {:.0} MB | {:.0} ms |",
             wall.as_secs_f64() * 1e3,
             summary["arcgis_read_ms"],
             summary["duration_ms"],
@@ -716,7 +726,8 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
             ledger.requests() - dynamo_before,
             summary["newly_reported"],
             summary.to_string().len() as f64 / 1e3,
-            rss as f64 / 1e6
+            rss as f64 / 1e6,
+            cpu.as_secs_f64() * 1e3
         );
         let mut by_endpoint = world.sim.counts();
         for (endpoint, n) in &mut by_endpoint {
@@ -726,6 +737,7 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
         let answered_429 = throttled() - throttled_before;
         endpoints.push(format!("{run}: {by_endpoint:?}, of which answered 429: {answered_429}"));
     }
+    println!("\n{CPU_NOTE}");
     println!("\nArcGIS requests by endpoint:");
     for line in endpoints {
         println!("- {line}");

@@ -275,6 +275,20 @@ impl FunctionProcess {
         FunctionProcess { child, log, proxy }
     }
 
+    /// The CPU time the process (all its threads) has used so far, user plus system (Linux
+    /// `/proc/<pid>/stat`, in clock ticks of 10 ms: `USER_HZ` is 100 on Linux). What a run
+    /// costs on a Lambda whose memory size buys a fraction of a vCPU, whatever this machine's
+    /// load did to the wall time.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.child.id()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces: count fields after its closing ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+
     /// The process's peak resident memory so far, in bytes (Linux `VmHWM`), while it runs.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         let pid = self.child.id()?;
