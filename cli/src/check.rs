@@ -344,11 +344,7 @@ async fn bucket(ctx: &Context, findings: &mut Findings) {
         Err(e) => return findings.push(Check::Bucket, Status::Blocker, format!("{e:#}"), None),
     };
     let sdk = ctx.aws().await;
-    let client = aws_sdk_s3::Client::from_conf(shared::monthly::store::s3_config(
-        sdk,
-        shared::monthly::store::endpoint_override_set(),
-    ));
-    match client.head_bucket().bucket(&bucket).send().await {
+    match shared::s3::S3Client::new(sdk).head_bucket(&bucket).await {
         Ok(_) => findings.push(
             Check::Bucket,
             Status::Ok,
@@ -356,7 +352,7 @@ async fn bucket(ctx: &Context, findings: &mut Findings) {
             None,
         ),
         Err(e) => {
-            let e = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+            let e = e.to_string();
             let detail = lang.f("cli.check.bucket_missing", &[("bucket", &bucket), ("error", &e)]);
             findings.push(Check::Bucket, Status::Blocker, detail, Some("cli.check.bucket_fix"));
         }

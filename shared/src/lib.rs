@@ -6,6 +6,8 @@
 //!   allocation planning, forecasting). No I/O.
 //! - [`aws`]: the AWS SDK's configuration on Lambda (the environment only) and on an
 //!   operator's machine (the full credential chain).
+//! - [`s3`]: the four S3 calls made (put, get, a pre-signed link, a bucket check), signed
+//!   with `aws-sigv4`.
 //! - [`secrets`]: ArcGIS credentials read from AWS Secrets Manager, cached, never printed.
 //! - [`connect`]: the ArcGIS client a warm container keeps, rebuilt when the secret changes.
 //! - [`config`]: environment variables parsed once into a validated [`config::Config`].
@@ -39,6 +41,7 @@ pub mod ledger;
 pub mod logging;
 pub mod member_text;
 pub mod monthly;
+pub mod s3;
 pub mod scan;
 pub mod schedule;
 pub mod secrets;

@@ -57,7 +57,7 @@ async fn bucket(s3: &aws_sdk_s3::Client) -> ReportStore {
         .send()
         .await
         .expect("bucket created in moto");
-    ReportStore::new(s3.clone(), name)
+    ReportStore::new(shared::s3::S3Client::new(&crate::support::moto_aws()), name)
 }
 
 async fn object(s3: &aws_sdk_s3::Client, store: &ReportStore, key: &str) -> (Vec<u8>, Option<String>) {

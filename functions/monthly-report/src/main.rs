@@ -269,15 +269,16 @@ mod tests {
 
     /// A store whose endpoint refuses connections: any S3 call would fail loudly.
     fn unreachable_store() -> ReportStore {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("t", "t", None, None, "tests"))
+        use aws_credential_types::Credentials;
+        use aws_credential_types::provider::SharedCredentialsProvider;
+        let config = aws_types::SdkConfig::builder()
+            .region(aws_types::region::Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "t", "t", None, None, "tests",
+            )))
             .endpoint_url("http://127.0.0.1:1")
-            .force_path_style(true)
-            .http_client(shared::aws::ring_http_client())
             .build();
-        ReportStore::new(aws_sdk_s3::Client::from_conf(config), "reports")
+        ReportStore::new(shared::s3::S3Client::new(&config), "reports")
     }
 
     #[tokio::test]
