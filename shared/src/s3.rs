@@ -94,7 +94,8 @@ impl S3Error {
 /// An S3 client for one account and region.
 #[derive(Clone)]
 pub struct S3Client {
-    http: reqwest::Client,
+    /// The HTTP client, or why it could not start (TLS): each call then fails with that.
+    http: Result<reqwest::Client, String>,
     credentials: Option<SharedCredentialsProvider>,
     region: Option<String>,
     /// The endpoint override (path-style addressing), if any.
@@ -134,7 +135,7 @@ impl S3Client {
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("credit-steward/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| format!("the HTTP client for S3 could not start ({})", e.without_url()));
         S3Client {
             http,
             credentials: sdk.credentials_provider(),
@@ -248,12 +249,15 @@ impl S3Client {
         body: Vec<u8>,
     ) -> Result<Vec<u8>, S3Error> {
         let region = self.region()?.to_owned();
+        let http = self.http.as_ref().map_err(|e| S3Error::Setup(e.clone()))?;
+        // Shared, not copied, by each attempt: a complete member list is megabytes.
+        let body = bytes::Bytes::from(body);
         let mut delay = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             let credentials = self.credentials().await?;
             let signed = sign_headers(&method, &url, headers, &body, &credentials, &region, SystemTime::now())?;
-            let mut request = self.http.request(method.clone(), url.clone()).body(body.clone());
+            let mut request = http.request(method.clone(), url.clone()).body(body.clone());
             for (name, value) in headers
                 .iter()
                 .copied()
