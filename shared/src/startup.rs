@@ -85,6 +85,42 @@ pub fn refuse(function: &str, error: StartupError) -> StartupError {
     error
 }
 
+/// Runs a function's `main` on the multi-threaded runtime, as `#[tokio::main]` would, once the
+/// memory allocator is bounded ([`bound_allocator`]): that has to happen before any thread
+/// exists, so it cannot be done from inside the runtime.
+pub fn block_on<F: std::future::Future>(main: F) -> std::io::Result<F::Output> {
+    bound_allocator();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    Ok(runtime.block_on(main))
+}
+
+/// Malloc arenas of the functions' processes (see [`bound_allocator`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: libc::c_int = 1;
+
+/// Allocations from this size up get their own mapping, returned to the system when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+
+/// Bounds glibc's allocator for a process that must fit a small Lambda. By default glibc gives
+/// threads their own arenas (up to 8 per core) and memory freed in one arena is reused only
+/// there: the runtime's workers and the blocking threads that decode the large answers would
+/// each keep their own high-water mark. One arena serves every thread instead (the work
+/// waits on the network, not on the allocator's lock). glibc also raises its mmap threshold each time a
+/// large block is freed, after which large buffers come from the heap, where freed memory
+/// stays mapped; fixed at [`MMAP_THRESHOLD`], every large buffer (the member list, the lists
+/// serialized for S3, the ledger's request bodies) is mapped on its own, grows with `mremap`
+/// instead of a copy, and goes back to the system as soon as it is dropped.
+fn bound_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets allocator parameters; it is called before the runtime starts
+    // any thread. A refused setting (return value 0) leaves glibc's default, which works.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

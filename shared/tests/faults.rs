@@ -8,6 +8,7 @@ use shared::arcgis::usage::{BucketLabel, Buckets};
 use shared::arcgis::{
     ClientConfig, Error, MAX_RETRY_AFTER, Notification, NotifyChannel, RetryPolicy, TransportKind, UsageQuery,
 };
+use shared::credits::amount::Credits;
 use shared::credits::usage::TimeWindow;
 
 use crate::support::{admin, admin_client, client, config_with, sim};
@@ -504,6 +505,29 @@ fn usage_by_member() -> UsageQuery {
         .and_utc();
     let window = TimeWindow::last_days(today, 30).expect("a window");
     UsageQuery::by_member(window, Buckets::daily(BucketLabel::Start))
+}
+
+#[tokio::test]
+async fn usage_spent_keeps_each_members_sum_and_the_orgs() {
+    let sim = sim(300).await;
+    let client = admin_client(&sim);
+    let query = usage_by_member();
+    let totals = client.usage_totals(&query).await.expect("the series");
+    let spent = client.usage_spent(&query).await.expect("the sums");
+    let mut per_member: std::collections::HashMap<&str, Credits> = std::collections::HashMap::new();
+    for t in &totals {
+        if let Some(username) = t.username.as_deref() {
+            *per_member.entry(username).or_default() += t.credits;
+        }
+    }
+    assert!(per_member.len() > 100, "members with usage: {}", per_member.len());
+    for (username, credits) in &per_member {
+        assert_eq!(spent.by(username), *credits, "{username}");
+    }
+    assert_eq!(spent.by("nobody-listed"), Credits::ZERO);
+    let org: Credits = totals.iter().map(|t| t.credits).sum();
+    assert!(org.is_positive());
+    assert_eq!(spent.org, org, "every series counts for the org, attributed or not");
 }
 
 #[tokio::test]

@@ -9,8 +9,12 @@ mod handler;
 use lambda_http::{Error, run, service_fn};
 use shared::startup;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+/// The allocator is bounded before the runtime's threads exist ([`shared::startup::block_on`]).
+fn main() -> Result<(), Error> {
+    shared::startup::block_on(serve())?
+}
+
+async fn serve() -> Result<(), Error> {
     shared::logging::init_logging();
     let state = handler::State::from_env()
         .await

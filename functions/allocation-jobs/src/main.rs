@@ -54,8 +54,12 @@ impl State {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+/// The allocator is bounded before the runtime's threads exist ([`shared::startup::block_on`]).
+fn main() -> Result<(), Error> {
+    shared::startup::block_on(serve())?
+}
+
+async fn serve() -> Result<(), Error> {
     shared::logging::init_logging();
     let state = State::from_env().await.map_err(|e| startup::refuse(FUNCTION, e))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| handle(&state, event))).await

@@ -16,8 +16,12 @@ use shared::ledger::Ledger;
 use shared::monthly::{self, Deps, MonthlyError, ReportSettings, ReportStore, RunSummary};
 use shared::startup::{self, StartupError};
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+/// The allocator is bounded before the runtime's threads exist ([`shared::startup::block_on`]).
+fn main() -> Result<(), lambda_runtime::Error> {
+    shared::startup::block_on(serve())?
+}
+
+async fn serve() -> Result<(), lambda_runtime::Error> {
     shared::logging::init_logging();
     let state = State::from_env().await.map_err(|e| startup::refuse(monthly::JOB, e))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&state, event))).await

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::credits::forecast::Spent;
 pub use crate::credits::usage::{BucketLabel, Buckets, UsagePeriod, UsageTotal};
 use crate::credits::usage::{TimeWindow, UsageError, UsageSeries};
 
@@ -280,6 +281,16 @@ impl Client {
         self.read_usage_into(query, |all: &mut Vec<UsageSeries>, mut s, window| {
             s.points.retain(|p| window.covers(&p.bucket));
             all.push(s);
+        })
+        .await
+    }
+
+    /// Reads credit usage summed per member and for the whole org over the query's window
+    /// ([`Spent`]), as the answer arrives: what a forecast needs, without a record per series.
+    pub async fn usage_spent(&self, query: &UsageQuery) -> Result<Spent, Error> {
+        self.read_usage_into(query, |spent: &mut Spent, s, window| {
+            let credits = s.credits_in(window);
+            spent.add(s.username, credits);
         })
         .await
     }

@@ -94,26 +94,12 @@ pub fn forecast<'a>(
     totals: &[UsageTotal],
     window: &TimeWindow,
 ) -> Forecast {
-    let mut per_member: HashMap<&str, Credits> = HashMap::new();
-    let mut org_credits = Credits::ZERO;
-    for t in totals {
-        org_credits += t.credits;
-        if let Some(username) = t.username.as_deref() {
-            *per_member.entry(username).or_default() += t.credits;
-        }
-    }
+    let spent = Spent::of_totals(totals);
     let mut runways: Vec<MemberRunway> = members
         .into_iter()
-        .map(|m| {
-            let rate = burn_rate(per_member.get(m.username.as_str()).copied().unwrap_or_default(), window);
-            let available = match m.balance {
-                Balance::Unlimited => None,
-                Balance::Limited { available, .. } => Some(available),
-            };
-            MemberRunway {
-                username: m.username.clone(),
-                runway: Runway::new(available, rate),
-            }
+        .map(|m| MemberRunway {
+            username: m.username.clone(),
+            runway: spent.runway(m, window),
         })
         .collect();
     runways.sort_by(|a, b| {
@@ -123,8 +109,57 @@ pub fn forecast<'a>(
     Forecast {
         window: *window,
         window_days: window.days(),
-        org: Runway::new(Some(org_available), burn_rate(org_credits, window)),
+        org: spent.org_runway(org_available, window),
         members: runways,
+    }
+}
+
+/// Credits spent over a window by each member and by the whole org: all a forecast reads of
+/// the usage answer, a few dozen bytes a member. A scan keeps this while the member listing
+/// runs, then rates only the members it reports, instead of a runway for every member.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// Every series, attributed or not.
+    pub org: Credits,
+    per_member: HashMap<Box<str>, Credits>,
+}
+
+impl Spent {
+    /// Adds one series' credits: to the org, and to `username`'s sum when the series is
+    /// attributed. Series from one `groupby` that includes `username` (as for [`forecast`]).
+    pub fn add(&mut self, username: Option<String>, credits: Credits) {
+        self.org += credits;
+        if let Some(username) = username {
+            *self.per_member.entry(username.into_boxed_str()).or_default() += credits;
+        }
+    }
+
+    /// The sums of `totals`.
+    pub fn of_totals(totals: &[UsageTotal]) -> Spent {
+        let mut spent = Spent::default();
+        for t in totals {
+            spent.add(t.username.clone(), t.credits);
+        }
+        spent
+    }
+
+    /// What `username` (exact) spent; zero when no series names them.
+    pub fn by(&self, username: &str) -> Credits {
+        self.per_member.get(username).copied().unwrap_or_default()
+    }
+
+    /// `member`'s runway at the rate they spent over `window`.
+    pub fn runway(&self, member: &Member, window: &TimeWindow) -> Runway {
+        let available = match member.balance {
+            Balance::Unlimited => None,
+            Balance::Limited { available, .. } => Some(available),
+        };
+        Runway::new(available, burn_rate(self.by(&member.username), window))
+    }
+
+    /// The org's runway: `available` at the rate the whole org spent over `window`.
+    pub fn org_runway(&self, available: Credits, window: &TimeWindow) -> Runway {
+        Runway::new(Some(available), burn_rate(self.org, window))
     }
 }
 

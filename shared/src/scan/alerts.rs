@@ -48,7 +48,7 @@ pub fn is_forecast_key(key: &str) -> bool {
 /// per crossing".
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Crossings {
-    /// Keys whose level differs from the recorded one: report, then record.
+    /// Keys whose level differs from the recorded one: report, then record. Sorted by key.
     pub report: Vec<(String, Level)>,
     /// Keys flagged at the level already recorded: stay silent.
     pub already_reported: Vec<String>,
@@ -84,9 +84,10 @@ impl Crossings {
         crossings
     }
 
-    /// Whether `key` is reported by this run.
+    /// Whether `key` is reported by this run. A search, not a scan: it is asked for every
+    /// flagged member, and a first run reports them all.
     pub fn reports(&self, key: &str) -> bool {
-        self.report.iter().any(|(k, _)| k == key)
+        self.report.binary_search_by(|(k, _)| k.as_str().cmp(key)).is_ok()
     }
 }
 

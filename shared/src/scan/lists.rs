@@ -102,6 +102,12 @@ struct CsvRow<'a> {
 pub async fn publish(store: &ReportStore, summary: &mut ScanSummary, as_of: DateTime<Utc>) -> Lists {
     let keys = ListKeys::for_run(as_of, &summary.run_key);
     let written = async {
+        // One document in memory at a time: each is serialized once the other was sent.
+        let csv = csv_lines(summary).map_err(|e| format!("the member lists could not be written as CSV: {e}"))?;
+        store
+            .put(&keys.csv, csv, CSV_CONTENT_TYPE)
+            .await
+            .map_err(|e| e.to_string())?;
         let json = serde_json::to_vec(&Document {
             run_key: &summary.run_key,
             as_of,
@@ -112,11 +118,6 @@ pub async fn publish(store: &ReportStore, summary: &mut ScanSummary, as_of: Date
             member_errors: &summary.member_errors,
         })
         .map_err(|e| format!("the member lists could not be serialized: {e}"))?;
-        let csv = csv_lines(summary).map_err(|e| format!("the member lists could not be written as CSV: {e}"))?;
-        store
-            .put(&keys.csv, csv, CSV_CONTENT_TYPE)
-            .await
-            .map_err(|e| e.to_string())?;
         store
             .put(&keys.json, json, JSON_CONTENT_TYPE)
             .await

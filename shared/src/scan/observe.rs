@@ -26,9 +26,9 @@ use crate::arcgis::{self, Capability, Client, OrgProperties, UsageQuery};
 use crate::config::MemberNotices;
 use crate::credits::amount::Credits;
 use crate::credits::classify::{Classification, ClassifiedOrg, Level, Limit, RatedMember, Thresholds, classify};
-use crate::credits::forecast::{self, Runway};
+use crate::credits::forecast::{Runway, Spent};
 use crate::credits::member::Member;
-use crate::credits::usage::{BucketLabel, Buckets, TimeWindow, UsageTotal};
+use crate::credits::usage::{BucketLabel, Buckets, TimeWindow};
 use crate::ledger::AlertState;
 
 /// What the read phase found: the summary so far, the crossings, the top-up decision and who
@@ -409,15 +409,15 @@ async fn usage_for_forecast(
     client: Client,
     as_of: DateTime<Utc>,
     label: BucketLabel,
-) -> Result<(TimeWindow, Vec<UsageTotal>), String> {
+) -> Result<(TimeWindow, Spent), String> {
     let day_start = as_of.date_naive().and_time(NaiveTime::MIN).and_utc();
     let window = TimeWindow::last_days(day_start, BURN_RATE_WINDOW_DAYS)
         .map_err(|e| format!("no forecast window before {day_start}: {e}"))?;
     match client
-        .usage_totals(&UsageQuery::by_member(window, Buckets::daily(label)))
+        .usage_spent(&UsageQuery::by_member(window, Buckets::daily(label)))
         .await
     {
-        Ok(series) => Ok((window, series)),
+        Ok(spent) => Ok((window, spent)),
         Err(e) => {
             tracing::warn!(error = %e, "usage unavailable: no forecasts this run");
             Err(e.to_string())
@@ -427,15 +427,16 @@ async fn usage_for_forecast(
 
 /// Applies the usage rates to every member and the org. Keeps the runways of the flagged
 /// members and of those running out within `within` days (the only ones reported), and the
-/// org's. A failed usage read is reported, never fatal.
+/// org's; the others are computed one at a time and dropped, never held for every member.
+/// A failed usage read is reported, never fatal.
 fn forecast_members(
-    usage: Result<(TimeWindow, Vec<UsageTotal>), String>,
+    usage: Result<(TimeWindow, Spent), String>,
     members: &[Member],
     classified: &ClassifiedOrg,
     org_available: Credits,
     within: Option<u32>,
 ) -> (ForecastStatus, Option<HashMap<String, Runway>>, Option<Runway>) {
-    let (window, series) = match usage {
+    let (window, spent) = match usage {
         Ok(found) => found,
         Err(reason) => return (ForecastStatus::Unavailable { reason }, None, None),
     };
@@ -445,25 +446,26 @@ fn forecast_members(
         .chain(&classified.warning)
         .map(|m| m.username.as_str())
         .collect();
-    let f = forecast::forecast(members.iter(), org_available, &series, &window);
     let kept = |username: &str, runway: &Runway| {
         flagged.contains(username)
             || matches!((runway.days_until_empty, within), (Some(d), Some(w)) if d < f64::from(w))
     };
-    let runways = f
-        .members
-        .into_iter()
-        .filter(|m| kept(&m.username, &m.runway))
-        .map(|m| (m.username, m.runway))
+    let runways = members
+        .iter()
+        .filter_map(|m| {
+            let runway = spent.runway(m, &window);
+            kept(&m.username, &runway).then(|| (m.username.clone(), runway))
+        })
         .collect();
+    let org = spent.org_runway(org_available, &window);
     (
         ForecastStatus::Available {
-            window_days: f.window_days,
-            org_credits_per_day: f.org.credits_per_day,
-            org_days_until_empty: f.org.days_until_empty,
+            window_days: window.days(),
+            org_credits_per_day: org.credits_per_day,
+            org_days_until_empty: org.days_until_empty,
         },
         Some(runways),
-        Some(f.org),
+        Some(org),
     )
 }
 
