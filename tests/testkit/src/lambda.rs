@@ -57,12 +57,22 @@ pub fn binaries(profile: Profile) -> &'static Path {
         let root = workspace_root();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        // `--workspace --bins` as scripts/test.sh builds them, so CI finds them fresh and the
-        // feature resolution matches (no rebuild of shared dependencies).
-        cmd.current_dir(&root)
-            .args(["build", "--quiet", "--workspace", "--bins"]);
-        if profile == Profile::Release {
-            cmd.arg("--release");
+        cmd.current_dir(&root).args(["build", "--quiet"]);
+        match profile {
+            // `--workspace --bins` as scripts/test.sh builds them, so CI finds them fresh and
+            // the feature resolution matches (no rebuild of shared dependencies).
+            Profile::Debug => {
+                cmd.args(["--workspace", "--bins"]);
+            }
+            // Benchmarks: the four functions only, so their features are not unified with the
+            // CLI's and the test tools' (closer to `sam build`, which builds each alone), and
+            // the release profile links four binaries, not every tool of the workspace.
+            Profile::Release => {
+                cmd.arg("--release");
+                for function in FUNCTIONS {
+                    cmd.args(["-p", function]);
+                }
+            }
         }
         let status = cmd.status().expect("cargo runs");
         assert!(status.success(), "building the function binaries failed ({status})");
