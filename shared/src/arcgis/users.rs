@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::credits::amount::Credits;
-use crate::credits::member::{Balance, Member};
+use crate::credits::member::{Balance, Member, UserTypes};
 
 use super::client::{Client, DecodeError};
 use super::endpoint::{ORG_USERS, ROLES, USER};
@@ -828,7 +828,8 @@ impl Client {
             });
         };
         let next_start = page.next_start.as_ref().and_then(wire::count).unwrap_or(-1);
-        let records = users.iter().map(read_record).collect();
+        let mut types = UserTypes::default();
+        let records = users.iter().map(|u| read_record(u, &mut types)).collect();
         let user_types = users
             .iter()
             .filter_map(|u| wire::string(u.user_license_type_id.as_ref()))
@@ -943,7 +944,7 @@ fn problem_key(p: &ListingProblem) -> &str {
 }
 
 /// Reads a wire user record into a domain [`Member`].
-fn read_record(user: &WireUser) -> Record {
+fn read_record(user: &WireUser, types: &mut UserTypes) -> Record {
     let Some(username) = wire::string(user.username.as_ref()) else {
         return Record::Unreadable;
     };
@@ -956,7 +957,13 @@ fn read_record(user: &WireUser) -> Record {
         username,
         full_name: wire::string(user.full_name.as_ref()),
         disabled: wire::boolean(user.disabled.as_ref()).unwrap_or(false),
-        user_type: wire::string(user.user_license_type_id.as_ref()),
+        user_type: user
+            .user_license_type_id
+            .as_ref()
+            .and_then(|t| t.as_str())
+            // As `wire::string` reads it: a non-blank string.
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| types.get(t)),
         balance: Balance::from_wire(assigned, available),
     })
 }
@@ -999,7 +1006,7 @@ pub(crate) fn read_lookup(body: &Value, username: &str, org_id: Option<&str>) ->
 
 /// Reads a JSON user object; a non-object reads as a record without a username.
 fn read_value(user: &Value) -> Record {
-    read_record(&WireUser::deserialize(user).unwrap_or_default())
+    read_record(&WireUser::deserialize(user).unwrap_or_default(), &mut UserTypes::default())
 }
 
 /// Converts one ArcGIS user object (listing entry or `community/users/<u>`) into a
