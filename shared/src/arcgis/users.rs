@@ -1006,7 +1006,10 @@ pub(crate) fn read_lookup(body: &Value, username: &str, org_id: Option<&str>) ->
 
 /// Reads a JSON user object; a non-object reads as a record without a username.
 fn read_value(user: &Value) -> Record {
-    read_record(&WireUser::deserialize(user).unwrap_or_default(), &mut UserTypes::default())
+    read_record(
+        &WireUser::deserialize(user).unwrap_or_default(),
+        &mut UserTypes::default(),
+    )
 }
 
 /// Converts one ArcGIS user object (listing entry or `community/users/<u>`) into a

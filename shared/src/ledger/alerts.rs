@@ -121,12 +121,12 @@ pub(super) struct StoredShard {
     pub pending: Option<(String, BTreeMap<String, Level>)>,
 }
 
-/// A shard as read: what counts now, and the version a staging must expect.
+/// A shard as read: the version a staging must expect. Its content is the keys of
+/// [`AlertState::levels`] that hash to it: held once, not once per shard and once per key.
 #[derive(Debug, Clone, PartialEq)]
 struct ShardRead {
     /// `None`: no item yet.
     version: Option<u64>,
-    levels: BTreeMap<String, Level>,
     /// Its content comes from a committed run that did not get to promote it (it died
     /// after its marker): the next run promotes it, before the marker expires.
     unpromoted: bool,
@@ -154,44 +154,36 @@ impl AlertState {
         legacy: HashMap<String, Level>,
     ) -> AlertState {
         let mut shards = BTreeMap::new();
+        let mut levels = HashMap::new();
         let mut sharded = false;
         for (n, shard) in stored {
-            let (levels, unpromoted) = match shard.pending {
+            let (content, unpromoted) = match shard.pending {
                 Some((run, pending)) if committed.contains(&run) => (Some(pending), true),
                 _ => (shard.levels, false),
             };
-            sharded |= levels.is_some();
+            sharded |= content.is_some();
+            // Moved, not copied: a shard's keys live in `levels` only.
+            levels.extend(content.unwrap_or_default());
             shards.insert(
                 n,
                 ShardRead {
                     version: Some(shard.version),
-                    levels: levels.unwrap_or_default(),
                     unpromoted,
                 },
             );
         }
-        let mut state = AlertState {
-            shards,
-            ..AlertState::default()
-        };
+        let mut legacy_keys = Vec::new();
         if !sharded {
-            state.legacy = legacy.keys().cloned().collect();
-            state.legacy.sort();
-            for (key, level) in legacy {
-                state
-                    .shards
-                    .entry(shard_of(&key))
-                    .or_insert_with(empty)
-                    .levels
-                    .insert(key, level);
-            }
+            legacy_keys = legacy.keys().cloned().collect();
+            legacy_keys.sort();
+            levels.extend(legacy);
         }
-        state.levels = state
-            .shards
-            .values()
-            .flat_map(|s| s.levels.iter().map(|(k, l)| (k.clone(), *l)))
-            .collect();
-        state
+        AlertState {
+            levels,
+            shards,
+            legacy: legacy_keys,
+            owed: Vec::new(),
+        }
     }
 
     /// Adds the outbox items read with the shards: those whose run committed count (owed),
@@ -223,34 +215,50 @@ impl AlertState {
     /// the new content of every shard that changes, or of every shard while per-member items
     /// from before shards still count (so the first commit makes the shards complete).
     pub fn stage(&self, changes: &[(String, Option<Level>)], run_key: &str) -> StagedAlerts {
+        let migrating = !self.legacy.is_empty();
+        // The shards whose content this staging needs: those a change falls in, and those
+        // carried whole (all while migrating, and any a committed run left unpromoted).
+        let carried = |n: u16| migrating || self.shards.get(&n).is_some_and(|s| s.unpromoted);
+        let mut wanted = [false; SHARDS as usize];
+        for (key, _) in changes {
+            wanted[usize::from(shard_of(key))] = true;
+        }
+        for n in 0..SHARDS {
+            wanted[usize::from(n)] |= carried(n);
+        }
+        // Their current content, in one pass over the levels.
+        let mut before: BTreeMap<u16, BTreeMap<String, Level>> = BTreeMap::new();
+        for (key, level) in &self.levels {
+            let n = shard_of(key);
+            if wanted[usize::from(n)] {
+                before.entry(n).or_default().insert(key.clone(), *level);
+            }
+        }
         let mut next: BTreeMap<u16, BTreeMap<String, Level>> = BTreeMap::new();
         for (key, level) in changes {
             let n = shard_of(key);
             let content = next
                 .entry(n)
-                .or_insert_with(|| self.shards.get(&n).map(|s| s.levels.clone()).unwrap_or_default());
+                .or_insert_with(|| before.get(&n).cloned().unwrap_or_default());
             match level.filter(|l| *l != Level::Ok) {
                 Some(level) => content.insert(key.clone(), level),
                 None => content.remove(key),
             };
         }
-        let migrating = !self.legacy.is_empty();
         let shards = (0..SHARDS)
             .filter_map(|n| {
                 let read = self.shards.get(&n);
-                let before = read.map(|s| &s.levels);
-                let carry = migrating || read.is_some_and(|s| s.unpromoted);
-                let after = next
-                    .remove(&n)
-                    .or_else(|| carry.then(|| before.cloned().unwrap_or_default()))?;
-                let changed = carry || before.map_or(!after.is_empty(), |b| *b != after);
+                let current = before.remove(&n).unwrap_or_default();
+                let carry = carried(n);
+                let after = next.remove(&n).or_else(|| carry.then(|| current.clone()))?;
+                let changed = carry || current != after;
                 changed.then(|| StagedShard {
                     shard: n,
                     expected_version: read.and_then(|s| s.version),
                     levels: after,
                     // The committed content this staging replaces as pending becomes the
                     // promoted one, so it survives even if this run never commits.
-                    promote: read.filter(|s| s.unpromoted).map(|s| s.levels.clone()),
+                    promote: read.filter(|s| s.unpromoted).map(|_| current),
                 })
             })
             .collect();
@@ -259,14 +267,6 @@ impl AlertState {
             shards,
             legacy: self.legacy.clone(),
         }
-    }
-}
-
-fn empty() -> ShardRead {
-    ShardRead {
-        version: None,
-        levels: BTreeMap::new(),
-        unpromoted: false,
     }
 }
 
