@@ -330,6 +330,44 @@ fn s3_settings() -> SigningSettings {
     settings
 }
 
+/// What one signing is made of: the request as signed, and where the signature goes.
+struct Signing<'a> {
+    method: &'a str,
+    url: &'a Url,
+    headers: &'a [(&'a str, &'a str)],
+    body: SignableBody<'a>,
+    settings: SigningSettings,
+}
+
+/// Signs `request` as `credentials` in `region` at `time`: the headers or query parameters to
+/// add, as its settings say.
+fn signing_instructions(
+    request: Signing<'_>,
+    credentials: &Credentials,
+    region: &str,
+    time: SystemTime,
+) -> Result<aws_sigv4::http_request::SigningInstructions, S3Error> {
+    let failed = |e: &dyn std::fmt::Display| S3Error::Setup(format!("could not sign the S3 request: {e}"));
+    let identity = credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("s3")
+        .time(time)
+        .settings(request.settings)
+        .build()
+        .map_err(|e| failed(&e))?
+        .into();
+    let signable = SignableRequest::new(
+        request.method,
+        request.url.as_str(),
+        request.headers.iter().copied(),
+        request.body,
+    )
+    .map_err(|e| failed(&e))?;
+    Ok(sign(signable, &params).map_err(|e| failed(&e))?.into_parts().0)
+}
+
 /// The headers that sign a request (`authorization`, `x-amz-date`, `x-amz-content-sha256`,
 /// `x-amz-security-token`) sent at `time` with `headers` and `body`.
 fn sign_headers(
@@ -341,27 +379,14 @@ fn sign_headers(
     region: &str,
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, S3Error> {
-    let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("s3")
-        .time(time)
-        .settings(s3_settings())
-        .build()
-        .map_err(|e| S3Error::Setup(format!("could not sign the S3 request: {e}")))?
-        .into();
-    let signable = SignableRequest::new(
-        method.as_str(),
-        url.as_str(),
-        headers.iter().copied(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| S3Error::Setup(format!("could not sign the S3 request: {e}")))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| S3Error::Setup(format!("could not sign the S3 request: {e}")))?
-        .into_parts();
-    Ok(instructions
+    let request = Signing {
+        method: method.as_str(),
+        url,
+        headers,
+        body: SignableBody::Bytes(body),
+        settings: s3_settings(),
+    };
+    Ok(signing_instructions(request, credentials, region, time)?
         .headers()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect())
@@ -379,21 +404,14 @@ fn presign(
     settings.signature_location = SignatureLocation::QueryParams;
     settings.expires_in = Some(lifetime);
     settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
-    let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("s3")
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| S3Error::Setup(format!("could not sign the S3 link: {e}")))?
-        .into();
-    let signable = SignableRequest::new("GET", url.as_str(), std::iter::empty(), SignableBody::UnsignedPayload)
-        .map_err(|e| S3Error::Setup(format!("could not sign the S3 link: {e}")))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| S3Error::Setup(format!("could not sign the S3 link: {e}")))?
-        .into_parts();
+    let request = Signing {
+        method: "GET",
+        url: &url,
+        headers: &[],
+        body: SignableBody::UnsignedPayload,
+        settings,
+    };
+    let instructions = signing_instructions(request, credentials, region, time)?;
     {
         let mut query = url.query_pairs_mut();
         for (name, value) in instructions.params() {
@@ -442,20 +460,25 @@ mod tests {
             .unwrap_or_else(|| panic!("no {name} in {signed:?}"))
     }
 
-    #[test]
-    fn a_get_is_signed_as_the_s3_documentation_signs_it() {
-        // "Example: GET Object" (Authenticating Requests: Using the Authorization Header).
-        let url = Url::parse("https://examplebucket.s3.amazonaws.com/test.txt").unwrap();
-        let signed = sign_headers(
-            &Method::GET,
-            &url,
-            &[("range", "bytes=0-9")],
-            b"",
+    /// The headers signing a request with the documentation's credentials, region and time.
+    fn signed_example(method: Method, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Vec<(String, String)> {
+        sign_headers(
+            &method,
+            url,
+            headers,
+            body,
             &example_credentials(),
             "us-east-1",
             example_time(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_get_is_signed_as_the_s3_documentation_signs_it() {
+        // "Example: GET Object" (Authenticating Requests: Using the Authorization Header).
+        let url = Url::parse("https://examplebucket.s3.amazonaws.com/test.txt").unwrap();
+        let signed = signed_example(Method::GET, &url, &[("range", "bytes=0-9")], b"");
         assert_eq!(
             header(&signed, "authorization"),
             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
@@ -475,19 +498,11 @@ mod tests {
         let mut url = s3.object_url("examplebucket", "test$file.text").unwrap();
         assert_eq!(url.path(), "/examplebucket/test%24file.text");
         url.set_path("/test%24file.text");
-        let signed = sign_headers(
-            &Method::PUT,
-            &url,
-            &[
-                ("date", "Fri, 24 May 2013 00:00:00 GMT"),
-                ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
-            ],
-            b"Welcome to Amazon S3.",
-            &example_credentials(),
-            "us-east-1",
-            example_time(),
-        )
-        .unwrap();
+        let headers = [
+            ("date", "Fri, 24 May 2013 00:00:00 GMT"),
+            ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+        ];
+        let signed = signed_example(Method::PUT, &url, &headers, b"Welcome to Amazon S3.");
         assert_eq!(
             header(&signed, "authorization"),
             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
