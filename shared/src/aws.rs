@@ -14,6 +14,8 @@
 
 #![warn(missing_docs)]
 
+use std::sync::OnceLock;
+
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
@@ -38,8 +40,13 @@ pub fn ring_http_client() -> SharedHttpClient {
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, the region from
 /// `AWS_REGION` (or `AWS_DEFAULT_REGION`), endpoints from `AWS_ENDPOINT_URL*`. Retries,
 /// timeouts and the clock are each client's defaults, as with the default chain.
+///
+/// Built once per process (Lambda sets these variables before it starts) and shared by every
+/// client made from it, so a cold start builds one HTTP client and its TLS roots, not one
+/// per AWS service.
 pub fn lambda_config() -> SdkConfig {
-    lambda_config_from(Env::real())
+    static CONFIG: OnceLock<SdkConfig> = OnceLock::new();
+    CONFIG.get_or_init(|| lambda_config_from(Env::real())).clone()
 }
 
 fn lambda_config_from(env: Env) -> SdkConfig {
