@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials as AwsCredentials, R
 use chrono::Utc;
 use portal_sim::{Hold, HoldStatus, SimHandle};
 use shared::arcgis::{Client, ClientConfig};
-use shared::aws::ring_http_client;
+use shared::aws::http::http_client;
 use shared::credits::amount::Credits;
 use shared::ledger::{AuditEntry, Ledger};
 
@@ -31,7 +31,7 @@ pub fn moto_aws() -> aws_config::SdkConfig {
             "testing", "testing", None, None, "tests",
         )))
         .endpoint_url(&crate::moto::moto().endpoint)
-        .http_client(ring_http_client())
+        .http_client(http_client())
         .build()
 }
 

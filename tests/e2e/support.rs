@@ -19,7 +19,7 @@ pub async fn aws() -> aws_config::SdkConfig {
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "testing", "testing", None, None, "e2e",
         ))
-        .http_client(shared::aws::ring_http_client())
+        .http_client(shared::aws::http::http_client())
         .load()
         .await
 }

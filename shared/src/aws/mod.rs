@@ -8,11 +8,13 @@
 //! - **An operator's machine** ([`default_chain_config`], the CLI): the full chain, with
 //!   profiles and SSO.
 //!
-//! Both use the ring-only HTTP client ([`ring_http_client`]) and honour the standard
+//! Both send their requests with reqwest ([`http::http_client`]) and honour the standard
 //! `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` variables, which point the clients at
 //! a local emulator in tests and benchmarks.
 
 #![warn(missing_docs)]
+
+pub mod http;
 
 use std::sync::OnceLock;
 
@@ -20,21 +22,11 @@ use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_runtime::env_config::EnvConfigValue;
-use aws_smithy_http_client::tls;
 use aws_types::os_shim_internal::Env;
-use aws_types::sdk_config::SharedHttpClient;
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 
 /// The global endpoint override, also read per service as `AWS_ENDPOINT_URL_<SERVICE>`.
 const ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
-
-/// An HTTP client for the AWS SDK on rustls with the ring provider, so aws-lc-sys (a ~2 min C
-/// build) stays out of the dependency tree.
-pub fn ring_http_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https()
-}
 
 /// The configuration of a Lambda function's environment: credentials from
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, the region from
@@ -62,17 +54,17 @@ fn lambda_config_from(env: Env) -> SdkConfig {
         .credentials_provider(SharedCredentialsProvider::new(
             EnvironmentVariableCredentialsProvider::new(),
         ))
-        .http_client(ring_http_client())
+        .http_client(http::http_client())
         .service_config(EnvEndpoints { env });
     builder.set_endpoint_url(endpoint_url);
     builder.build()
 }
 
 /// The usual chain (environment, profiles, SSO, web identity, instance metadata), on the
-/// ring-only HTTP client: for the CLI, which runs where people keep their credentials.
+/// same HTTP client: for the CLI, which runs where people keep their credentials.
 pub async fn default_chain_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(ring_http_client())
+        .http_client(http::http_client())
         .load()
         .await
 }

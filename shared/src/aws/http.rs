@@ -1,0 +1,281 @@
+//! The AWS SDK's HTTP client, on reqwest.
+//!
+//! The ArcGIS client, S3 and the alert channels already send their requests with reqwest.
+//! The SDK's own client (`aws-smithy-http-client`) is a second stack on the same hyper: its
+//! connector, pool and TLS set-up, and a second copy of hyper's and h2's generic code
+//! instantiated for its connection type, in every function. Handing the SDK the stack the
+//! function already has makes each bootstrap about 350 KB smaller (docs/aws.md, "Release
+//! build").
+//!
+//! What the SDK expects of a client, and how it is kept:
+//! - **Timeouts**: the connect and read timeouts the SDK asks for become the reqwest client's
+//!   (one client per distinct pair, built once, as the SDK's own client caches its
+//!   connectors); operation and attempt timeouts stay with the SDK.
+//! - **Retries**: the SDK retries only what the connector classifies as transient. An error
+//!   with an I/O error or a closed or incomplete connection in its chain is `io`, a timeout is
+//!   `timeout`, an invalid request is `user`: the same classes as the SDK's client.
+//! - **No redirect followed** and no default headers: the SDK signs every header it sends.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::retry::ErrorKind;
+
+/// The SDK's connect timeout when none is configured (the SDK's own default).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_100);
+
+/// An HTTP client for the AWS SDK that sends its requests with reqwest, on rustls with the
+/// ring provider (see the module documentation).
+pub fn http_client() -> SharedHttpClient {
+    SharedHttpClient::new(ReqwestClient::default())
+}
+
+/// The timeouts a connector is built for: the SDK asks for a connector per request attempt.
+type Timeouts = (Option<Duration>, Option<Duration>);
+
+#[derive(Debug, Default)]
+struct ReqwestClient {
+    connectors: RwLock<HashMap<Timeouts, SharedHttpConnector>>,
+}
+
+impl HttpClient for ReqwestClient {
+    fn http_connector(&self, settings: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+        let key = (settings.connect_timeout(), settings.read_timeout());
+        // A poisoned lock only means another thread panicked while inserting: the map is
+        // still a valid cache.
+        if let Some(connector) = self.connectors.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return connector.clone();
+        }
+        let mut connectors = self.connectors.write().unwrap_or_else(|e| e.into_inner());
+        connectors
+            .entry(key)
+            .or_insert_with(|| SharedHttpConnector::new(Connector::new(key)))
+            .clone()
+    }
+}
+
+#[derive(Debug)]
+struct Connector {
+    /// `Err`: TLS could not start; every request then fails with why.
+    http: Result<reqwest::Client, String>,
+}
+
+impl Connector {
+    fn new((connect, read): Timeouts) -> Connector {
+        crate::arcgis::client::install_ring_provider();
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+        if let Some(read) = read {
+            builder = builder.read_timeout(read);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("the HTTP client for AWS could not start ({e})"));
+        Connector { http }
+    }
+}
+
+impl HttpConnector for Connector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let http = match &self.http {
+            Ok(http) => http.clone(),
+            Err(why) => return HttpConnectorFuture::ready(Err(ConnectorError::other(why.clone().into(), None))),
+        };
+        let request = match request
+            .try_into_http1x()
+            .map_err(|e| ConnectorError::user(e.into()))
+            .and_then(|r| reqwest::Request::try_from(r.map(body)).map_err(|e| ConnectorError::user(e.into())))
+        {
+            Ok(request) => request,
+            Err(e) => return HttpConnectorFuture::ready(Err(e)),
+        };
+        HttpConnectorFuture::new(async move {
+            let response = http.execute(request).await.map_err(classify)?;
+            let response = http::Response::from(response).map(SdkBody::from_body_1_x);
+            HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
+}
+
+/// The request body: in memory for every call these functions make, streamed otherwise.
+fn body(body: SdkBody) -> reqwest::Body {
+    match body.bytes() {
+        Some(bytes) => reqwest::Body::from(bytes.to_vec()),
+        None => reqwest::Body::wrap(body),
+    }
+}
+
+/// The SDK's class of a failed exchange, which decides whether it retries.
+fn classify(error: reqwest::Error) -> ConnectorError {
+    if error.is_timeout() {
+        return ConnectorError::timeout(error.into());
+    }
+    if error.is_builder() {
+        return ConnectorError::user(error.into());
+    }
+    if error.is_connect() || chain(&error).any(|e| e.is::<std::io::Error>()) {
+        return ConnectorError::io(error.into());
+    }
+    let hyper = chain(&error).find_map(|e| e.downcast_ref::<hyper::Error>());
+    let closed = hyper.is_some_and(|h| h.is_closed() || h.is_canceled());
+    // A connection closed mid-answer: AWS endpoints do this under load; worth a retry.
+    let incomplete = hyper.is_some_and(|h| h.is_incomplete_message());
+    if closed {
+        ConnectorError::io(error.into())
+    } else if incomplete {
+        ConnectorError::other(error.into(), Some(ErrorKind::TransientError))
+    } else {
+        ConnectorError::other(error.into(), None)
+    }
+}
+
+/// `error` and its sources.
+fn chain<'a>(error: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&e: &&'a (dyn StdError + 'static)| e.source())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn components() -> RuntimeComponents {
+        aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder::for_tests()
+            .build()
+            .expect("test components")
+    }
+
+    fn connector(settings: HttpConnectorSettings) -> SharedHttpConnector {
+        http_client().http_connector(&settings, &components())
+    }
+
+    fn request(url: &str, body: &'static [u8]) -> HttpRequest {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(url)
+            .header("x-amz-target", "DynamoDB_20120810.GetItem")
+            .body(SdkBody::from(body))
+            .unwrap();
+        HttpRequest::try_from(request).unwrap()
+    }
+
+    /// Accepts one connection, reads one request, answers `answer` (or nothing, when `None`,
+    /// keeping the connection open until the test ends). Returns the request's bytes.
+    async fn server(answer: Option<&'static str>) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") || !seen.ends_with(b"{}") {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            match answer {
+                Some(answer) => socket.write_all(answer.as_bytes()).await.unwrap(),
+                None => {
+                    // Hold the connection open without answering until the client gives up.
+                    let _ = socket.read(&mut buf).await;
+                }
+            }
+            seen
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_out_with_its_headers_and_body_and_the_answer_comes_back() {
+        let (url, server) = server(Some(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: 16\r\n\r\n{\"__type\":\"Bad\"}",
+        ))
+        .await;
+        let response = connector(HttpConnectorSettings::builder().build())
+            .call(request(&url, b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+        assert_eq!(
+            response.headers().get("content-type"),
+            Some("application/x-amz-json-1.0")
+        );
+        let body = aws_smithy_types::byte_stream::ByteStream::new(response.into_body())
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert_eq!(&body[..], b"{\"__type\":\"Bad\"}");
+        let sent = String::from_utf8(server.await.unwrap()).unwrap().to_ascii_lowercase();
+        assert!(sent.starts_with("post / http/1.1\r\n"), "{sent}");
+        assert!(sent.contains("x-amz-target: dynamodb_20120810.getitem\r\n"), "{sent}");
+        assert!(sent.contains("content-length: 2\r\n"), "{sent}");
+        assert!(sent.ends_with("\r\n\r\n{}"), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn a_read_timeout_is_a_timeout_the_sdk_retries() {
+        let (url, _server) = server(None).await;
+        let settings = HttpConnectorSettings::builder()
+            .read_timeout(Duration::from_millis(200))
+            .build();
+        let error = connector(settings).call(request(&url, b"{}")).await.unwrap_err();
+        assert!(error.is_timeout(), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_io_error_the_sdk_retries() {
+        // Bound then dropped: nothing listens on the port any more.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = connector(HttpConnectorSettings::builder().build())
+            .call(request(&format!("http://127.0.0.1:{port}/"), b"{}"))
+            .await
+            .unwrap_err();
+        assert!(error.is_io(), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_the_answer_is_retried() {
+        let (url, server) = server(Some("")).await;
+        let pending = connector(HttpConnectorSettings::builder().build()).call(request(&url, b"{}"));
+        // The server reads the request, writes nothing and drops the connection.
+        let error = pending.await.unwrap_err();
+        server.await.unwrap();
+        assert!(
+            error.is_io() || error.as_other() == Some(ErrorKind::TransientError),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn one_connector_per_distinct_timeouts() {
+        let client = ReqwestClient::default();
+        let settings = HttpConnectorSettings::builder().build();
+        let short = HttpConnectorSettings::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .build();
+        let components = components();
+        client.http_connector(&settings, &components);
+        client.http_connector(&settings, &components);
+        client.http_connector(&short, &components);
+        assert_eq!(client.connectors.read().unwrap().len(), 2);
+    }
+}
