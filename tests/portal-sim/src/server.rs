@@ -38,6 +38,9 @@ pub struct Sim {
     pristine_behaviour: Behaviour,
     tls: bool,
     port: AtomicU16,
+    /// When each answered `/sharing/rest/...` request arrived and was answered: benchmarks
+    /// use it to tell when the client was waiting on ArcGIS rather than on something else.
+    busy: Mutex<Vec<(Instant, Instant)>>,
 }
 
 /// What the fault phase decided for a request.
@@ -254,6 +257,7 @@ impl Sim {
             pristine_behaviour: behaviour,
             tls,
             port: AtomicU16::new(0),
+            busy: Mutex::new(Vec::new()),
         })
     }
 
@@ -744,7 +748,13 @@ pub fn app(sim: Arc<Sim>) -> Router {
         )
         .fallback(
             |State(s): S, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
-                s.handle(method, uri, headers, body).await
+                let arrived = Instant::now();
+                let response = s.clone().handle(method, uri, headers, body).await;
+                s.busy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((arrived, Instant::now()));
+                response
             },
         )
         .with_state(sim)
@@ -903,6 +913,12 @@ impl SimHandle {
     /// Requests to one endpoint (names as [`Endpoint::name`]).
     pub fn request_count(&self, endpoint: &str) -> u64 {
         self.sim.world().counts.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// When each answered ArcGIS request arrived and was answered (latency included), in
+    /// the order they were answered: the time a client spent waiting on ArcGIS.
+    pub fn busy_intervals(&self) -> Vec<(Instant, Instant)> {
+        self.sim.busy.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// All requests so far.

@@ -6,9 +6,9 @@
 //! ([`LatencyProxy::upstream_time`]), so a report can show it rather than pass it off as the
 //! run's.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -21,6 +21,8 @@ struct Shared {
     requests: AtomicU64,
     /// Microseconds spent waiting for the upstream server (moto's own time, not the delay).
     upstream_us: AtomicU64,
+    /// Each wait for the upstream server: when it started and ended.
+    upstream_intervals: Mutex<Vec<(Instant, Instant)>>,
 }
 
 /// A running latency proxy. Stops listening when dropped.
@@ -43,6 +45,7 @@ impl LatencyProxy {
             http: reqwest::Client::builder().no_proxy().build().expect("an HTTP client"),
             requests: AtomicU64::new(0),
             upstream_us: AtomicU64::new(0),
+            upstream_intervals: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(forward).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -67,6 +70,17 @@ impl LatencyProxy {
     pub fn upstream_time(&self) -> Duration {
         Duration::from_micros(self.shared.upstream_us.load(Ordering::SeqCst))
     }
+
+    /// Every wait for the upstream server so far (start, end), in the order they ended: with
+    /// the other servers' busy times, what tells the emulator's time the run waited on from
+    /// the time it hid behind other requests.
+    pub fn upstream_intervals(&self) -> Vec<(Instant, Instant)> {
+        self.shared
+            .upstream_intervals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl Drop for LatencyProxy {
@@ -82,7 +96,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         Ok(read) => read,
         Err(refused) => return refused,
     };
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let answer = crate::forward::send(
         &shared.http,
         &shared.upstream,
@@ -92,7 +106,80 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         "upstream",
     )
     .await;
-    let spent = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let ended = Instant::now();
+    let spent = u64::try_from((ended - started).as_micros()).unwrap_or(u64::MAX);
     shared.upstream_us.fetch_add(spent, Ordering::SeqCst);
+    shared
+        .upstream_intervals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((started, ended));
     answer.map_or_else(|failed| failed, crate::forward::respond)
+}
+
+/// The time within `window` covered by some interval of `waits` but by none of `hidden`:
+/// how long a run waited on the emulator alone, not behind its other requests (each list
+/// may overlap itself; intervals are (start, end)).
+pub fn exclusive_time(
+    waits: &[(Instant, Instant)],
+    hidden: &[(Instant, Instant)],
+    window: (Instant, Instant),
+) -> Duration {
+    let clip = |list: &[(Instant, Instant)]| -> Vec<(Instant, Instant)> {
+        let mut clipped: Vec<_> = list
+            .iter()
+            .map(|&(s, e)| (s.max(window.0), e.min(window.1)))
+            .filter(|(s, e)| s < e)
+            .collect();
+        clipped.sort();
+        // Merged, so that overlapping intervals count once.
+        let mut merged: Vec<(Instant, Instant)> = Vec::with_capacity(clipped.len());
+        for (s, e) in clipped {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        merged
+    };
+    let hidden = clip(hidden);
+    clip(waits)
+        .into_iter()
+        .map(|(s, e)| {
+            let covered: Duration = hidden
+                .iter()
+                .map(|&(hs, he)| e.min(he).saturating_duration_since(s.max(hs)))
+                .sum();
+            (e - s).saturating_sub(covered)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusive_time_counts_overlaps_once_and_only_what_nothing_else_covered() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Waits 0-100 and 50-150 (one span, 0-150) and 300-400; others busy 20-60 and 350-500.
+        let waits = [(at(0), at(100)), (at(50), at(150)), (at(300), at(400))];
+        let hidden = [(at(20), at(60)), (at(350), at(500))];
+        // 0-150 less 20-60 is 110 ms; 300-400 less 350-400 is 50 ms.
+        assert_eq!(
+            exclusive_time(&waits, &hidden, (at(0), at(1000))),
+            Duration::from_millis(160)
+        );
+        // The window clips both lists: 100-150 alone, 300-350 alone.
+        assert_eq!(
+            exclusive_time(&waits, &hidden, (at(100), at(350))),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            exclusive_time(&waits, &[], (at(0), at(1000))),
+            Duration::from_millis(250)
+        );
+        assert_eq!(exclusive_time(&[], &hidden, (at(0), at(1000))), Duration::ZERO);
+    }
 }
