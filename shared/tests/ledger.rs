@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use serde_json::{Value, json};
+use shared::arcgis::ListingHint;
 use shared::credits::amount::Credits;
 use shared::credits::classify::Level;
 use shared::credits::member::Balance;
@@ -92,7 +93,7 @@ on_both_ledgers!(
     staged_alert_levels_count_only_once_committed_and_a_racing_run_conflicts,
     recording_alerts_costs_the_shards_that_change_not_the_members,
     a_run_is_claimed_once_until_it_expires,
-    the_member_count_is_remembered,
+    what_the_last_listing_found_is_remembered,
     claim_request_fresh_in_progress_mismatch_and_replay,
     claim_request_resumes_unfinished_requests,
     an_in_progress_request_never_silently_expires_into_a_fresh_request,
@@ -447,14 +448,30 @@ async fn a_run_is_claimed_once_until_it_expires(ledger: &Ledger) {
     );
 }
 
-async fn the_member_count_is_remembered(ledger: &Ledger) {
-    assert_eq!(ledger.member_count().await.unwrap(), None);
-    ledger.set_member_count(2000, "run-1").await.unwrap();
-    assert_eq!(ledger.member_count().await.unwrap(), Some(2000));
-    ledger.set_member_count(0, "run-2").await.unwrap();
-    assert_eq!(ledger.member_count().await.unwrap(), Some(0));
-    ledger.set_member_count(25_001, "run-3").await.unwrap();
-    assert_eq!(ledger.member_count().await.unwrap(), Some(25_001));
+async fn what_the_last_listing_found_is_remembered(ledger: &Ledger) {
+    let size = |members: u64| ListingHint {
+        members,
+        roles: Vec::new(),
+    };
+    assert_eq!(ledger.listing_hint().await.unwrap(), None);
+    for hint in [
+        size(2000),
+        size(0),
+        // Listed by role: each role's size too, whatever characters a role id holds.
+        ListingHint {
+            members: 25_001,
+            roles: vec![
+                ("org_admin".into(), 12),
+                ("org_user".into(), 24_989),
+                ("r0Le-Id_9".into(), 0),
+            ],
+        },
+        // Listed whole again: no role sizes left over from before.
+        size(9_999),
+    ] {
+        ledger.set_listing_hint(&hint, "run").await.unwrap();
+        assert_eq!(ledger.listing_hint().await.unwrap(), Some(hint));
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -527,3 +527,152 @@ async fn a_12000_member_org_behind_a_search_like_10000_cap_is_listed_completely(
     assert_eq!(list.pages, paging_floor(&sim, &list));
     assert!(list.pages <= 120 + list.partitions.len() as u64 + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_planned_by_the_last_runs_roles_requests_every_page_before_the_roles_answer() {
+    let sim = sim(1_200).await;
+    let client = capped_client(&sim, 1_000, 8);
+    let first = client.list_members().await.expect("the first listing runs");
+    assert_every_member_once(&sim, &first, "first listing");
+    let hint = first.hint().expect("a complete listing gives a hint");
+    assert_eq!(hint.members, 1_200);
+    assert_eq!(hint.roles.len(), first.partitions.len(), "one size per role");
+    assert_eq!(hint.roles.iter().map(|(_, n)| n).sum::<u64>(), 1_200);
+    for (role, n) in &hint.roles {
+        let truth = sim.org().members.iter().filter(|m| m.role_id == *role).count() as u64;
+        assert_eq!(*n, truth, "{role}");
+    }
+
+    // The unfiltered first page and every page the roles' sizes imply.
+    let planned: u64 = 1 + hint.roles.iter().map(|(_, n)| n.div_ceil(100).max(1)).sum::<u64>();
+    // The roles listing is held unanswered; the last planned page is reached all the same:
+    // no page waited for the roles.
+    let roles_hold = sim.hold(HoldSpec {
+        endpoint: "portals/self/roles".into(),
+        nth: 1,
+        phase: HoldPhase::BeforeProcessing,
+    });
+    let pages_hold = sim.hold(HoldSpec {
+        endpoint: "portals/self/users".into(),
+        nth: planned,
+        phase: HoldPhase::BeforeProcessing,
+    });
+    let pages_before = sim.request_count("portals/self/users");
+    let run = {
+        let (client, hint) = (client.clone(), hint.clone());
+        tokio::spawn(async move { client.list_members_hinted(Some(&hint)).await })
+    };
+    within(roles_hold.reached()).await;
+    within(pages_hold.reached()).await;
+    roles_hold.release();
+    pages_hold.release();
+    let list = run.await.unwrap().expect("the planned listing runs");
+
+    assert_every_member_once(&sim, &list, "planned listing");
+    assert_eq!(
+        sim.request_count("portals/self/users") - pages_before,
+        planned,
+        "a stable org costs the pages it had, nothing more"
+    );
+    assert_eq!(list.pages, planned);
+    assert_eq!(list.hint(), Some(hint));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_listing_of_an_org_whose_roles_changed_is_still_complete() {
+    let sim = sim(1_200).await;
+    let client = capped_client(&sim, 1_000, 8);
+    let hint = client
+        .list_members()
+        .await
+        .expect("the first listing runs")
+        .hint()
+        .expect("complete");
+    let sizes = role_sizes(&sim);
+    let (largest, smallest) = (sizes[0].0.clone(), sizes[sizes.len() - 1].0.clone());
+    {
+        let mut w = sim.sim().world();
+        // A new custom role, given 150 members of the largest role: the largest shrinks by
+        // pages the plan requests for nothing, the new role costs its first page first.
+        let mut role = w
+            .org
+            .roles
+            .iter()
+            .find(|r| r.has_role_id)
+            .cloned()
+            .expect("a custom role");
+        role.id = "NewRole0123456789".into();
+        role.name = "New role".into();
+        w.org.roles.push(role);
+        for m in w.org.members.iter_mut().filter(|m| m.role_id == largest).take(150) {
+            m.role_id = "NewRole0123456789".into();
+        }
+        // And the smallest role grows by 250: pages the plan did not expect.
+        for m in w.org.members.iter_mut().filter(|m| m.role_id == largest).take(250) {
+            m.role_id = smallest.clone();
+        }
+    }
+    // A role recorded last time that no longer exists: its (empty) pages are dropped.
+    let mut stale = hint.clone();
+    stale.roles.push(("GoneRole0123456789".into(), 300));
+
+    let list = client
+        .list_members_hinted(Some(&stale))
+        .await
+        .expect("the listing runs");
+
+    assert_every_member_once(&sim, &list, "roles changed since the plan");
+    let next = list.hint().expect("complete");
+    assert!(next.roles.iter().any(|(r, n)| r == "NewRole0123456789" && *n == 150));
+    assert!(next.roles.iter().all(|(r, _)| r != "GoneRole0123456789"));
+    assert_eq!(next.roles.iter().map(|(_, n)| n).sum::<u64>(), 1_200);
+}
+
+#[tokio::test]
+async fn a_planned_listing_of_an_org_back_below_the_cap_lists_it_whole() {
+    let sim = sim(900).await;
+    let hint = shared::arcgis::ListingHint {
+        members: 1_200,
+        roles: role_sizes(&sim).into_iter().map(|(r, n)| (r, n as u64)).collect(),
+    };
+    let list = capped_client(&sim, 1_000, 8)
+        .list_members_hinted(Some(&hint))
+        .await
+        .expect("the listing runs");
+    assert_every_member_once(&sim, &list, "below the cap");
+    assert!(list.partitions.is_empty(), "listed whole");
+    assert_eq!(list.hint().map(|h| h.roles), Some(Vec::new()));
+}
+
+#[test]
+fn a_listing_split_by_user_type_or_incomplete_plans_by_size_only_or_not_at_all() {
+    // Built by hand: the hint only reads the list's fields.
+    let list = |partitions: Vec<Partition>, problems: Vec<ListingProblem>| MemberList {
+        members: Vec::new(),
+        reported_total: 0,
+        pages: 0,
+        duplicates_dropped: 0,
+        partition_totals: partitions.iter().map(|_| 5).collect(),
+        partitions,
+        problems,
+    };
+    let role = |r: &str, t: Option<&str>| Partition {
+        role: Some(r.into()),
+        user_type: t.map(Into::into),
+    };
+    let split = list(
+        vec![role("org_user", Some("creatorUT")), role("org_admin", None)],
+        Vec::new(),
+    );
+    assert_eq!(split.hint().map(|h| h.roles), Some(Vec::new()));
+    let by_role = list(vec![role("org_user", None)], Vec::new());
+    assert_eq!(by_role.hint().map(|h| h.roles), Some(vec![("org_user".to_owned(), 5)]));
+    let incomplete = list(
+        vec![role("org_user", None)],
+        vec![ListingProblem::CountMismatch {
+            reported_total: 6,
+            listed: 5,
+        }],
+    );
+    assert_eq!(incomplete.hint(), None);
+}

@@ -705,13 +705,13 @@ async fn a_dry_run_sends_allocates_and_records_nothing() {
     assert!(s.allocations_applied.is_empty());
     assert!(sim.writes().is_empty());
     assert!(ledger.alert_levels().await.unwrap().is_empty());
-    assert_eq!(ledger.member_count().await.unwrap(), None);
+    assert_eq!(ledger.listing_hint().await.unwrap(), None);
     // The run key was not claimed: the real run goes ahead, and keeps the org's size.
     req.input.dry_run = false;
     let real = run(&sim, &ledger, &config, &req).await.unwrap();
     assert!(real.duplicate_of.is_none());
     assert_eq!(sim.notifications().len(), 1);
-    assert_eq!(ledger.member_count().await.unwrap(), Some(150));
+    assert_eq!(ledger.listing_hint().await.unwrap().map(|h| h.members), Some(150));
     assert!(real.arcgis_read_ms <= real.duration_ms);
     // The next run lists with that size: the same two pages, the same members.
     let pages = sim.request_count("portals/self/users");

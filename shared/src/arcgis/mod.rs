@@ -51,4 +51,4 @@ pub use portal::{Capability, OrgProperties, SignedIn, SignedInUser};
 pub use report::{ItemStatus, ReportItem};
 pub use retry::{Idempotency, MAX_RETRY_AFTER, RetryPolicy};
 pub use usage::{UsagePeriod, UsageQuery};
-pub use users::{LISTING_CAP, ListingProblem, MemberList, Partition};
+pub use users::{LISTING_CAP, ListingHint, ListingProblem, MemberList, Partition};

@@ -10,7 +10,7 @@
 //! (and, within a role that reaches it too, by user type), and the parts are proven to add
 //! up to the org.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use bytes::Bytes;
@@ -94,6 +94,8 @@ pub struct MemberList {
     /// The partitions the org was listed by, in listing order, when it reached the listing
     /// cap; empty when it was listed whole.
     pub partitions: Vec<Partition>,
+    /// The member count each of [`MemberList::partitions`] announced, in the same order.
+    pub partition_totals: Vec<u64>,
     /// Problems that make the list incomplete or suspect; empty when all is well.
     pub problems: Vec<ListingProblem>,
 }
@@ -103,6 +105,44 @@ impl MemberList {
     pub fn is_complete(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// What the next listing of this org can plan its requests by, when this one is
+    /// complete: the org's size, and each role's when it was listed by role (none when a role
+    /// had to be split by user type: such a listing is planned from its size only).
+    pub fn hint(&self) -> Option<ListingHint> {
+        if !self.is_complete() {
+            return None;
+        }
+        let by_role_only = self
+            .partitions
+            .iter()
+            .all(|p| p.role.is_some() && p.user_type.is_none());
+        let roles = if by_role_only {
+            self.partitions
+                .iter()
+                .zip(&self.partition_totals)
+                .filter_map(|(p, n)| Some((p.role.clone()?, *n)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Some(ListingHint {
+            members: self.members.len() as u64,
+            roles,
+        })
+    }
+}
+
+/// What the last complete listing of an org found, kept between runs so that the next one
+/// requests at once every page it will likely need instead of learning sizes first. It only
+/// decides which requests go out together: the listing checks what it reads exactly as
+/// without it, and an org that changed costs the pages that changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListingHint {
+    /// The org's member count.
+    pub members: u64,
+    /// Each role and its member count, when the org was listed by role; empty otherwise.
+    pub roles: Vec<(String, u64)>,
 }
 
 /// Something that went wrong for part of a listing, without failing all of it.
@@ -426,14 +466,34 @@ impl Client {
     /// and together (duplicates dropped) the org's `total` when that total is above the cap,
     /// at least that otherwise; what cannot be proven is a [`ListingProblem`].
     pub async fn list_members_expecting(&self, expected: Option<u64>) -> Result<MemberList, Error> {
+        let hint = expected.map(|members| ListingHint {
+            members,
+            roles: Vec::new(),
+        });
+        self.list_members_hinted(hint.as_ref()).await
+    }
+
+    /// [`Client::list_members_expecting`] with the last listing's [`ListingHint`]. For an org
+    /// listed by role last time, the roles listing, the unfiltered first page and every page
+    /// each role's last size implies go out at once: no round trip to learn the roles and
+    /// their sizes first. A role new since then costs its first page before its others, a
+    /// role that grew its missing pages, one that shrank its empty pages.
+    pub async fn list_members_hinted(&self, hint: Option<&ListingHint>) -> Result<MemberList, Error> {
         let concurrency = self.inner.list_concurrency;
         let cap = self.inner.listing_cap;
         let whole = Partition::default();
+        let expected = hint.map(|h| h.members);
         let pages = if expected.is_some_and(|n| n >= cap) {
+            let planned = hint.map_or(&[][..], |h| h.roles.as_slice());
+            if !planned.is_empty() {
+                // Boxed: inline, this future's type nests deep enough to exceed the
+                // compiler's query depth in the functions that await a listing.
+                return Box::pin(self.list_by_plan(planned)).await;
+            }
             // Listed by partition last time: unfiltered pages past the cap may not be served.
             let (first, roles) = tokio::try_join!(self.org_users_page(&whole, 1), self.role_keys())?;
             if first.total >= cap {
-                return self.list_partitioned(vec![first], Some(roles)).await;
+                return self.list_partitioned(vec![first], Some(roles), Vec::new()).await;
             }
             vec![first]
         } else {
@@ -443,7 +503,7 @@ impl Client {
                 .await?;
             // The page at start 1 is always among them, and sorts first.
             if pages[0].total >= cap {
-                return self.list_partitioned(pages, None).await;
+                return self.list_partitioned(pages, None, Vec::new()).await;
             }
             pages
         };
@@ -474,10 +534,65 @@ impl Client {
         Ok(self.finish(merged, total, page_count, Vec::new(), checks).await)
     }
 
+    /// Lists an org by the roles its last listing found ([`ListingHint::roles`]): the roles
+    /// listing, the unfiltered first page and each role's pages, all `list_concurrency` at a
+    /// time, then [`Client::list_partitioned`] with what was read.
+    async fn list_by_plan(&self, planned: &[(String, u64)]) -> Result<MemberList, Error> {
+        let concurrency = self.inner.list_concurrency;
+        let whole = Partition::default();
+        let requests: Vec<(Partition, u64)> = std::iter::once((whole.clone(), 1))
+            .chain(planned.iter().flat_map(|(role, size)| {
+                let pages = size.div_ceil(PAGE_SIZE).max(1);
+                (0..pages).map(move |i| (Partition::of_role(role), 1 + i * PAGE_SIZE))
+            }))
+            .collect();
+        let pages = stream::iter(requests)
+            .map(|(partition, start)| async move {
+                let page = self.org_users_page(&partition, start).await?;
+                Ok::<_, Error>((partition, page))
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<_>>();
+        let (roles, pages) = tokio::try_join!(self.role_keys(), pages)?;
+        let mut first = None;
+        let mut by_role: BTreeMap<Partition, Vec<Page>> = BTreeMap::new();
+        for (partition, page) in pages {
+            if partition == whole {
+                first = Some(page);
+            } else {
+                by_role.entry(partition).or_default().push(page);
+            }
+        }
+        let first = first.ok_or_else(|| Error::Unexpected {
+            what: "the member listing".into(),
+            reason: "the unfiltered first page was requested but not read".into(),
+        })?;
+        if first.total < self.inner.listing_cap {
+            // The org shrank below the cap: listed whole, the role pages read for nothing.
+            let read = by_role.values().map(|p| p.len() as u64).sum::<u64>();
+            let mut list = self.list_whole(vec![first]).await?;
+            list.pages += read;
+            return Ok(list);
+        }
+        // A role gone since the last listing: its members are in other roles now.
+        by_role.retain(|p, _| p.role.as_ref().is_some_and(|r| roles.contains(r)));
+        for pages in by_role.values_mut() {
+            pages.sort_by_key(|p| p.start);
+        }
+        self.list_partitioned(vec![first], Some(roles), by_role.into_iter().collect())
+            .await
+    }
+
     /// Lists an org that reached the cap by partition (see
     /// [`Client::list_members_expecting`]). `whole` holds the unfiltered pages read so far
-    /// (the first among them): their members must all turn up in some partition.
-    async fn list_partitioned(&self, whole: Vec<Page>, roles: Option<Vec<String>>) -> Result<MemberList, Error> {
+    /// (the first among them): their members must all turn up in some partition. `read`
+    /// holds pages of roles already read, each role's first page first.
+    async fn list_partitioned(
+        &self,
+        whole: Vec<Page>,
+        roles: Option<Vec<String>>,
+        read: Vec<(Partition, Vec<Page>)>,
+    ) -> Result<MemberList, Error> {
         let cap = self.inner.listing_cap;
         let concurrency = self.inner.list_concurrency;
         let reported_total = whole[0].total;
@@ -499,9 +614,26 @@ impl Client {
 
         // Collected before awaiting: a borrowing iterator held across an await makes the
         // future fail to be `Send` for every lifetime.
-        let by_role: Vec<Partition> = roles.iter().map(|r| Partition::of_role(r)).collect();
-        let firsts = self.first_pages(by_role, concurrency).await?;
+        let mut read: BTreeMap<Partition, Vec<Page>> = read.into_iter().collect();
+        let by_role: Vec<Partition> = roles
+            .iter()
+            .map(|r| Partition::of_role(r))
+            .filter(|p| !read.contains_key(p))
+            .collect();
+        let mut firsts = self.first_pages(by_role, concurrency).await?;
         page_count += firsts.len() as u64;
+        // The roles read already: their first page joins the others, the rest their part.
+        let mut more: BTreeMap<Partition, Vec<Page>> = BTreeMap::new();
+        for (partition, mut pages) in std::mem::take(&mut read) {
+            page_count += pages.len() as u64;
+            if pages.first().is_some_and(|p| p.start == 1) {
+                let rest = pages.split_off(1);
+                firsts.push((partition.clone(), pages.remove(0)));
+                more.insert(partition, rest);
+            }
+        }
+        // In the roles' order, as if all were read here.
+        firsts.sort_by_key(|(p, _)| roles.iter().position(|r| p.role.as_ref() == Some(r)));
         user_types.extend(firsts.iter().flat_map(|(_, p)| p.user_types.iter().cloned()));
         // A total above the cap cannot be a capped one: then every total is a true count.
         let mut exact = reported_total > cap || firsts.iter().any(|(_, p)| p.total > cap);
@@ -543,11 +675,15 @@ impl Client {
         }
         let mut parts: Vec<Part> = leaves
             .into_iter()
-            .map(|(partition, first)| Part {
-                oversized: first.total >= cap,
-                partition,
-                pages: vec![first],
-                failed: None,
+            .map(|(partition, first)| {
+                let mut pages = vec![first];
+                pages.extend(more.remove(&partition).unwrap_or_default());
+                Part {
+                    oversized: pages[0].total >= cap,
+                    partition,
+                    pages,
+                    failed: None,
+                }
             })
             .collect();
         for part in parts.iter().filter(|p| p.oversized && !exact) {
@@ -629,10 +765,7 @@ impl Client {
                 example: (*example).clone(),
             });
         }
-        let partitions = totals.into_iter().map(|(p, ..)| p).collect();
-        Ok(self
-            .finish(merged, reported_total, page_count, partitions, checks)
-            .await)
+        Ok(self.finish(merged, reported_total, page_count, totals, checks).await)
     }
 
     /// Looks up the members listed without credit fields and assembles the list; `checks`
@@ -642,7 +775,7 @@ impl Client {
         merged: Merged,
         reported_total: u64,
         pages: u64,
-        partitions: Vec<Partition>,
+        parts: Vec<(Partition, u64, bool)>,
         checks: Vec<ListingProblem>,
     ) -> MemberList {
         let Merged {
@@ -679,12 +812,14 @@ impl Client {
             tracing::warn!(%problem, "member listing incomplete");
         }
         problems.extend(checks);
+        let (partitions, partition_totals) = parts.into_iter().map(|(p, total, _)| (p, total)).unzip();
         MemberList {
             members,
             reported_total,
             pages,
             duplicates_dropped,
             partitions,
+            partition_totals,
             problems,
         }
     }

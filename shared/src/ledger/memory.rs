@@ -16,6 +16,7 @@ use super::{
     LOCK_SK, LedgerError, LockAttempt, LockHolder, MEMBERS_SK, ORG_PK, PENDING_SK, RUN_RETENTION, RequestClaim,
     RequestHead, RequestStatus, RunClaim, RunStatus, Scope, StoredRequest, request_pk, run_pk,
 };
+use crate::arcgis::ListingHint;
 use crate::credits::amount::Credits;
 
 /// The table name errors show for the memory ledger.
@@ -49,7 +50,7 @@ enum Record {
     Grant(Credits),
     Audit(AuditEntry),
     Intent(AuditIntent),
-    MemberCount(u64),
+    Listing(ListingHint),
 }
 
 /// In-process ledger state, keyed `(pk, sk)` like the table.
@@ -203,16 +204,18 @@ impl MemoryLedger {
         Ok(())
     }
 
-    pub(super) fn member_count(&self) -> Result<Option<u64>, LedgerError> {
+    pub(super) fn listing_hint(&self) -> Result<Option<ListingHint>, LedgerError> {
         Ok(match self.lock().get(&(ORG_PK.to_owned(), MEMBERS_SK.to_owned())) {
-            Some(Record::MemberCount(n)) => Some(*n),
+            Some(Record::Listing(hint)) => Some(hint.clone()),
             _ => None,
         })
     }
 
-    pub(super) fn set_member_count(&self, count: u64) -> Result<(), LedgerError> {
-        self.lock()
-            .insert((ORG_PK.to_owned(), MEMBERS_SK.to_owned()), Record::MemberCount(count));
+    pub(super) fn set_listing_hint(&self, hint: &ListingHint) -> Result<(), LedgerError> {
+        self.lock().insert(
+            (ORG_PK.to_owned(), MEMBERS_SK.to_owned()),
+            Record::Listing(hint.clone()),
+        );
         Ok(())
     }
 

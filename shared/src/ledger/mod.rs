@@ -48,6 +48,7 @@ pub use requests::{
     Claim, HeadUpdate, LockAttempt, LockHolder, RequestClaim, RequestHead, RequestStatus, Scope, StoredRequest,
 };
 
+use crate::arcgis::ListingHint;
 use crate::credits::amount::Credits;
 use crate::credits::classify::Level;
 
@@ -338,19 +339,20 @@ impl Ledger {
         }
     }
 
-    /// The org's member count as of the last complete listing, if one was recorded.
-    pub async fn member_count(&self) -> Result<Option<u64>, LedgerError> {
+    /// What the last complete listing found (the org's member count, and each role's when it
+    /// was listed by role), if one was recorded.
+    pub async fn listing_hint(&self) -> Result<Option<ListingHint>, LedgerError> {
         match self {
-            Ledger::Dynamo(d) => d.member_count().await,
-            Ledger::Memory(m) => m.member_count(),
+            Ledger::Dynamo(d) => d.listing_hint().await,
+            Ledger::Memory(m) => m.listing_hint(),
         }
     }
 
-    /// Records the org's member count after a complete listing in run `run_key`.
-    pub async fn set_member_count(&self, count: u64, run_key: &str) -> Result<(), LedgerError> {
+    /// Records what a complete listing in run `run_key` found.
+    pub async fn set_listing_hint(&self, hint: &ListingHint, run_key: &str) -> Result<(), LedgerError> {
         match self {
-            Ledger::Dynamo(d) => d.set_member_count(count, run_key).await,
-            Ledger::Memory(m) => m.set_member_count(count),
+            Ledger::Dynamo(d) => d.set_listing_hint(hint, run_key).await,
+            Ledger::Memory(m) => m.set_listing_hint(hint),
         }
     }
 

@@ -121,7 +121,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         top_up,
         thresholds,
         contacts,
-        org_size,
+        listing_hint,
         org_home,
     } = observe(deps, req).await?;
     let mut email_context = email_context(deps.settings, req, &alerts, org_home);
@@ -297,14 +297,15 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             .problems
             .push("alert channels not sent: the alert state was not recorded; the next run sends them".into());
     }
-    // And the org's size, so the next run requests every page at once. Only a speed-up rides
-    // on it: failing to record it is reported without failing the run.
-    if let Some(count) = org_size
-        && let Err(e) = deps.ledger.set_member_count(count, &req.run_key).await
+    // And what the listing found (the org's size, its roles'), so the next run requests
+    // every page at once. Only a speed-up rides on it: failing to record it is reported
+    // without failing the run.
+    if let Some(hint) = &listing_hint
+        && let Err(e) = deps.ledger.set_listing_hint(hint, &req.run_key).await
     {
-        tracing::warn!(error = %e, "the member count was not recorded");
+        tracing::warn!(error = %e, "the listing's sizes were not recorded");
         summary.problems.push(format!(
-            "the member count was not recorded, so the next scan lists one round trip slower: {e}"
+            "the member count was not recorded, so the next scan lists a round trip or two slower: {e}"
         ));
     }
 

@@ -22,7 +22,7 @@ use super::summary::{
 };
 use super::top_up::{self, TopUpDecision};
 use super::{BURN_RATE_WINDOW_DAYS, ScanDeps, ScanRequest};
-use crate::arcgis::{self, Capability, Client, OrgProperties, UsageQuery};
+use crate::arcgis::{self, Capability, Client, ListingHint, OrgProperties, UsageQuery};
 use crate::config::MemberNotices;
 use crate::credits::amount::Credits;
 use crate::credits::classify::{Classification, ClassifiedOrg, Level, Limit, RatedMember, Thresholds, classify};
@@ -45,8 +45,9 @@ pub(super) struct Observed {
     /// critical members by them too.
     pub(super) thresholds: Thresholds,
     pub(super) contacts: Vec<String>,
-    /// The org's member count, when the listing was complete.
-    pub(super) org_size: Option<u64>,
+    /// What the listing found (the org's size, its roles'), when it was complete: the next
+    /// run plans its requests by it.
+    pub(super) listing_hint: Option<ListingHint>,
     /// The org's home, for links to members' pages in the email.
     pub(super) org_home: Option<String>,
 }
@@ -61,12 +62,12 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     // the paging floor, not a chain of round trips. The listing is abandoned (at most its
     // first page read) when portals/self says it is not needed.
     let (listing, abandon_listing) = abortable(async {
-        let expected = deps.ledger.member_count().await.unwrap_or_else(|e| {
-            // Only a speed-up is lost: the listing finds the count itself.
-            tracing::warn!(error = %e, "no member count from the last run; listing without it");
+        let hint = deps.ledger.listing_hint().await.unwrap_or_else(|e| {
+            // Only a speed-up is lost: the listing finds the sizes itself.
+            tracing::warn!(error = %e, "nothing recorded of the last listing; listing without it");
             None
         });
-        deps.client.list_members_expecting(expected).await
+        deps.client.list_members_hinted(hint.as_ref()).await
     });
     let org = async {
         let org = deps.client.org_properties().await;
@@ -119,7 +120,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     let mut notes = Vec::new();
     let mut problems = Vec::new();
     let budgeting = org.budgeting_enabled;
-    let (members, member_errors, listing_complete, org_size) = if listing_needed(&org) {
+    let (members, member_errors, listing_complete, listing_hint) = if listing_needed(&org) {
         let list = listing
             .map_err(|Aborted| arcgis::Error::Unexpected {
                 what: "the member listing".into(),
@@ -132,9 +133,8 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
             })?;
         let errors: Vec<String> = list.problems.iter().map(ToString::to_string).collect();
         let complete = list.is_complete();
-        // The members themselves: a listing by partition may announce only the cap.
-        let size = complete.then_some(list.members.len() as u64);
-        (list.members, errors, complete, size)
+        let hint = list.hint();
+        (list.members, errors, complete, hint)
     } else {
         notes.push(format!(
             "credit budgeting is off: members have no allocations to check; the org has {} credits left",
@@ -346,7 +346,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         top_up,
         thresholds,
         contacts: org.admin_contacts,
-        org_size,
+        listing_hint,
         org_home: org.home_url,
     })
 }

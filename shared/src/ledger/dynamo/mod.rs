@@ -26,6 +26,8 @@ use super::{
     Appended, AuditEntry, AuditIntent, LedgerError, MEMBERS_SK, ORG_PK, RUN_RETENTION, RunClaim, RunStatus, run_pk,
 };
 
+use crate::arcgis::ListingHint;
+
 type Item = HashMap<String, AttributeValue>;
 
 /// How often a claim is retried when the conflicting record vanished between the failed put
@@ -162,7 +164,7 @@ fn action_of(operation: &str) -> &'static str {
         | "clear_pending"
         | "stage_alerts"
         | "commit_alerts(promote)" => "UpdateItem",
-        "claim_run(read)" | "claim_request(read)" | "acquire_lock(read)" | "member_count" | "pending_requests" => {
+        "claim_run(read)" | "claim_request(read)" | "acquire_lock(read)" | "listing_hint" | "pending_requests" => {
             "GetItem"
         }
         _ => "PutItem",
@@ -319,7 +321,8 @@ impl DynamoLedger {
         Ok(Err(got.item))
     }
 
-    pub(super) async fn member_count(&self) -> Result<Option<u64>, LedgerError> {
+    pub(super) async fn listing_hint(&self) -> Result<Option<ListingHint>, LedgerError> {
+        let operation = "listing_hint";
         let got = self
             .client
             .get_item()
@@ -328,30 +331,52 @@ impl DynamoLedger {
             .key("sk", s(MEMBERS_SK))
             .send()
             .await
-            .map_err(|e| self.sdk_error("member_count", &e))?;
+            .map_err(|e| self.sdk_error(operation, &e))?;
         let Some(item) = got.item else {
             return Ok(None);
         };
-        let r = self.reader(&item, "member_count");
-        match r.number("members")? {
-            Some(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Some(n as u64)),
-            Some(n) => Err(r.malformed(format!("members {n} is not a count"))),
-            None => Err(r.malformed("no members count".into())),
-        }
+        let r = self.reader(&item, operation);
+        let count = |n: &AttributeValue, what: &str| -> Result<u64, LedgerError> {
+            n.as_n()
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| r.malformed(format!("{what} is not a count")))
+        };
+        let members = match item.get("members") {
+            Some(n) => count(n, "members")?,
+            None => return Err(r.malformed("no members count".into())),
+        };
+        // Written since listings are planned by role; absent from older items.
+        let roles = match item.get("roles") {
+            None => Vec::new(),
+            Some(AttributeValue::M(roles)) => {
+                let mut roles = roles
+                    .iter()
+                    .map(|(role, n)| Ok((role.clone(), count(n, &format!("roles.{role}"))?)))
+                    .collect::<Result<Vec<_>, LedgerError>>()?;
+                roles.sort();
+                roles
+            }
+            Some(_) => return Err(r.malformed("roles is not a map".into())),
+        };
+        Ok(Some(ListingHint { members, roles }))
     }
 
-    pub(super) async fn set_member_count(&self, count: u64, run_key: &str) -> Result<(), LedgerError> {
-        self.client
+    pub(super) async fn set_listing_hint(&self, hint: &ListingHint, run_key: &str) -> Result<(), LedgerError> {
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(ORG_PK))
             .item("sk", s(MEMBERS_SK))
-            .item("members", n(count))
+            .item("members", n(hint.members))
             .item("run_key", s(run_key))
-            .item("updated_at", rfc3339(Utc::now()))
-            .send()
-            .await
-            .map_err(|e| self.sdk_error("set_member_count", &e))?;
+            .item("updated_at", rfc3339(Utc::now()));
+        if !hint.roles.is_empty() {
+            let roles = hint.roles.iter().map(|(role, size)| (role.clone(), n(*size))).collect();
+            put = put.item("roles", AttributeValue::M(roles));
+        }
+        put.send().await.map_err(|e| self.sdk_error("set_listing_hint", &e))?;
         Ok(())
     }
 
