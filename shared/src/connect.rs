@@ -62,8 +62,8 @@ impl ArcgisSource {
     /// The source the functions use: the secret named by `ARCGIS_SECRET_ID`, read through a
     /// Secrets Manager cache with `SECRET_TTL_SECS`, on the AWS configuration of the
     /// environment.
-    pub async fn from_config(config: &Config) -> Self {
-        let cache = crate::secrets::SecretCache::from_env(config.secret_ttl).await;
+    pub fn from_config(config: &Config) -> Self {
+        let cache = crate::secrets::SecretCache::from_env(config.secret_ttl);
         ArcgisSource::from_secret(cache, config.arcgis_secret_id.clone())
     }
 

@@ -251,7 +251,7 @@ impl SecretCache {
 
     /// A cache over a client configured from the Lambda environment
     /// ([`crate::aws::lambda_config`]).
-    pub async fn from_env(ttl: Duration) -> Self {
+    pub fn from_env(ttl: Duration) -> Self {
         let config = crate::aws::lambda_config();
         Self::new(aws_sdk_secretsmanager::Client::new(&config), ttl)
     }

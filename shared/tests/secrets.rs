@@ -186,7 +186,7 @@ async fn no_secret_value_reaches_logs_or_errors() {
 #[ignore = "run by env_variables_point_the_client_at_the_emulator, in a child process"]
 async fn env_configured_child() {
     let config = Config::from_env().expect("config from the environment");
-    let cache = SecretCache::from_env(config.secret_ttl).await;
+    let cache = SecretCache::from_env(config.secret_ttl);
     let secret = cache
         .arcgis_secret(&config.arcgis_secret_id)
         .await

@@ -44,18 +44,18 @@ impl fmt::Debug for State {
 
 impl State {
     /// Reads the configuration and builds the clients; fails fast with every problem.
-    pub async fn from_env() -> Result<State, StartupError> {
+    pub fn from_env() -> Result<State, StartupError> {
         let config = Config::from_env()?;
         let settings = AllocateSettings::from_config(&config, Platform::from_env())?;
         let ledger = match &settings.ledger {
-            LedgerTarget::Table(table) => Ledger::dynamo_from_env(table.clone()).await,
+            LedgerTarget::Table(table) => Ledger::dynamo_from_env(table.clone()),
             LedgerTarget::Memory => {
                 tracing::warn!("LEDGER_TABLE unset: local run, audit and idempotency keys kept in memory only");
                 Ledger::memory()
             }
         };
         let queue = match &settings.queue_url {
-            Some(url) => Some(JobQueue::sqs_from_env(url.clone()).await),
+            Some(url) => Some(JobQueue::sqs_from_env(url.clone())),
             None => {
                 tracing::warn!(
                     "ALLOCATION_QUEUE_URL unset: every request is answered synchronously, however long it takes"
@@ -63,7 +63,7 @@ impl State {
                 None
             }
         };
-        let arcgis = ArcgisSource::from_config(&config).await;
+        let arcgis = ArcgisSource::from_config(&config);
         Ok(State {
             config,
             settings,

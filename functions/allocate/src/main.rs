@@ -16,8 +16,6 @@ fn main() -> Result<(), Error> {
 
 async fn serve() -> Result<(), Error> {
     shared::logging::init_logging();
-    let state = handler::State::from_env()
-        .await
-        .map_err(|e| startup::refuse("allocate", e))?;
+    let state = handler::State::from_env().map_err(|e| startup::refuse("allocate", e))?;
     run(service_fn(|request| handler::handle(&state, request))).await
 }

@@ -33,7 +33,7 @@ struct State {
 }
 
 impl State {
-    async fn from_env() -> Result<State, StartupError> {
+    fn from_env() -> Result<State, StartupError> {
         let config = Config::from_env()?;
         let settings = AllocateSettings::from_config(&config, Platform::from_env())?;
         let LedgerTarget::Table(table) = &settings.ledger else {
@@ -43,8 +43,8 @@ impl State {
                 why: "the jobs, their requests' journals and the audit trail live there",
             });
         };
-        let ledger = Ledger::dynamo_from_env(table.clone()).await;
-        let arcgis = ArcgisSource::from_config(&config).await;
+        let ledger = Ledger::dynamo_from_env(table.clone());
+        let arcgis = ArcgisSource::from_config(&config);
         Ok(State {
             config,
             settings,
@@ -61,7 +61,7 @@ fn main() -> Result<(), Error> {
 
 async fn serve() -> Result<(), Error> {
     shared::logging::init_logging();
-    let state = State::from_env().await.map_err(|e| startup::refuse(FUNCTION, e))?;
+    let state = State::from_env().map_err(|e| startup::refuse(FUNCTION, e))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| handle(&state, event))).await
 }
 

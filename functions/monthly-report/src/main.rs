@@ -23,7 +23,7 @@ fn main() -> Result<(), lambda_runtime::Error> {
 
 async fn serve() -> Result<(), lambda_runtime::Error> {
     shared::logging::init_logging();
-    let state = State::from_env().await.map_err(|e| startup::refuse(monthly::JOB, e))?;
+    let state = State::from_env().map_err(|e| startup::refuse(monthly::JOB, e))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&state, event))).await
 }
 
@@ -38,13 +38,13 @@ struct State {
 }
 
 impl State {
-    async fn from_env() -> Result<State, StartupError> {
+    fn from_env() -> Result<State, StartupError> {
         let config = Config::from_env()?;
         let settings = ReportSettings::from_config(&config)?;
         Ok(State {
-            arcgis: ArcgisSource::from_config(&config).await,
-            store: ReportStore::from_env(settings.bucket.clone()).await,
-            ledger: Ledger::dynamo_from_env(settings.ledger_table.clone()).await,
+            arcgis: ArcgisSource::from_config(&config),
+            store: ReportStore::from_env(settings.bucket.clone()),
+            ledger: Ledger::dynamo_from_env(settings.ledger_table.clone()),
             settings,
             config,
         })

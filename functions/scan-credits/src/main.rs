@@ -30,7 +30,7 @@ fn main() -> Result<(), lambda_runtime::Error> {
 
 async fn serve() -> Result<(), lambda_runtime::Error> {
     shared::logging::init_logging();
-    let state = State::from_env().await.map_err(|e| startup::refuse(scan::JOB, e))?;
+    let state = State::from_env().map_err(|e| startup::refuse(scan::JOB, e))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&state, event))).await
 }
 
@@ -47,20 +47,17 @@ struct State {
 }
 
 impl State {
-    async fn from_env() -> Result<State, StartupError> {
+    fn from_env() -> Result<State, StartupError> {
         let config = Config::from_env()?;
         let settings = ScanSettings::from_config(&config)?;
         Ok(State {
-            arcgis: ArcgisSource::from_config(&config).await,
-            ledger: Ledger::dynamo_from_env(settings.ledger_table.clone()).await,
-            lists: match &settings.lists_bucket {
-                Some(bucket) => Some(ReportStore::from_env(bucket.clone()).await),
-                None => None,
-            },
-            sns: match &settings.alert_topic_arn {
-                Some(arn) => Some(SnsTopic::from_env(arn.clone()).await),
-                None => None,
-            },
+            arcgis: ArcgisSource::from_config(&config),
+            ledger: Ledger::dynamo_from_env(settings.ledger_table.clone()),
+            lists: settings.lists_bucket.as_ref().map(|b| ReportStore::from_env(b.clone())),
+            sns: settings
+                .alert_topic_arn
+                .as_ref()
+                .map(|arn| SnsTopic::from_env(arn.clone())),
             config,
             settings,
         })

@@ -127,7 +127,7 @@ impl fmt::Debug for JobQueue {
 impl JobQueue {
     /// The queue at `url`, with the AWS configuration of the environment (an
     /// `AWS_ENDPOINT_URL_SQS` or `AWS_ENDPOINT_URL` points it at an emulator).
-    pub async fn sqs_from_env(url: String) -> JobQueue {
+    pub fn sqs_from_env(url: String) -> JobQueue {
         let config = crate::aws::lambda_config();
         JobQueue::Sqs {
             client: aws_sdk_sqs::Client::new(&config),

@@ -29,7 +29,7 @@ impl SnsTopic {
     }
 
     /// The topic `arn` with the AWS configuration of the environment.
-    pub async fn from_env(arn: impl Into<String>) -> SnsTopic {
+    pub fn from_env(arn: impl Into<String>) -> SnsTopic {
         let config = crate::aws::lambda_config();
         let sns = aws_sdk_sns::config::Builder::from(&config)
             .timeout_config(

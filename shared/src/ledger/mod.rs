@@ -262,9 +262,9 @@ impl Ledger {
         Ledger::Dynamo(dynamo::DynamoLedger::new(client, table))
     }
 
-    /// A ledger over `table` with the AWS config from the environment, on the ring-only HTTP
+    /// A ledger over `table` with the AWS config from the environment, on the shared HTTP
     /// client; `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL` point it at an emulator.
-    pub async fn dynamo_from_env(table: impl Into<String>) -> Ledger {
+    pub fn dynamo_from_env(table: impl Into<String>) -> Ledger {
         let config = crate::aws::lambda_config();
         Ledger::dynamo(aws_sdk_dynamodb::Client::new(&config), table)
     }

@@ -79,7 +79,7 @@ impl ReportStore {
     }
 
     /// A store with the AWS configuration of the Lambda environment.
-    pub async fn from_env(bucket: impl Into<String>) -> ReportStore {
+    pub fn from_env(bucket: impl Into<String>) -> ReportStore {
         ReportStore::new(S3Client::new(&crate::aws::lambda_config()), bucket)
     }
 
