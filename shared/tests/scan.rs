@@ -25,7 +25,9 @@ use shared::scan::{ForecastStatus, ORG_ALERT_KEY, ScanDeps, ScanError, ScanReque
 use shared::schedule::ScanInput;
 use shared::telemetry;
 
-use crate::support::{admin_client, as_of, audit_recent, client_as, geocode_usage, kill_at, sim};
+use crate::support::{
+    admin, admin_client, as_of, audit_recent, client, client_as, config_with, geocode_usage, kill_at, sim,
+};
 
 const NOTIFY: &str = "portals/self/createNotification";
 
@@ -718,6 +720,52 @@ async fn a_dry_run_sends_allocates_and_records_nothing() {
     let next = run(&sim, &ledger, &config, &request(1)).await.unwrap();
     assert_eq!(sim.request_count("portals/self/users") - pages, 2);
     assert_eq!(next.members_scanned, real.members_scanned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_of_an_org_listed_by_role_lets_the_next_one_request_every_page_at_once() {
+    let sim = sim(1_200).await;
+    let client = client(shared::arcgis::ClientConfig {
+        listing_cap: 1_000,
+        ..config_with(&sim, admin())
+    });
+    let ledger = Ledger::memory();
+    let config = config(&[]);
+    let first = run_with(&client, &ledger, &config, &request(0)).await.unwrap();
+    assert_eq!(first.members_scanned, 1_200);
+    let hint = ledger.listing_hint().await.unwrap().expect("recorded");
+    assert_eq!(hint.members, 1_200);
+    assert!(hint.roles.len() > 1, "listed by role: {hint:?}");
+    assert_eq!(hint.roles.iter().map(|(_, n)| n).sum::<u64>(), 1_200);
+
+    // The next scan sends every page the roles' sizes imply while the roles listing is still
+    // unanswered.
+    let planned: u64 = 1 + hint.roles.iter().map(|(_, n)| n.div_ceil(100).max(1)).sum::<u64>();
+    let roles = sim.hold(HoldSpec {
+        endpoint: "portals/self/roles".into(),
+        nth: 1,
+        phase: HoldPhase::BeforeProcessing,
+    });
+    let pages = sim.hold(HoldSpec {
+        endpoint: "portals/self/users".into(),
+        nth: planned,
+        phase: HoldPhase::BeforeProcessing,
+    });
+    let req = request(1);
+    let (next, ()) = tokio::join!(run_with(&client, &ledger, &config, &req), async {
+        let wait = Duration::from_secs(10);
+        tokio::time::timeout(wait, roles.reached())
+            .await
+            .expect("the roles listing is requested");
+        tokio::time::timeout(wait, pages.reached())
+            .await
+            .expect("every planned page is requested without it");
+        roles.release();
+        pages.release();
+    });
+    let next = next.unwrap();
+    assert_eq!(next.members_scanned, 1_200);
+    assert!(next.problems.is_empty(), "{:?}", next.problems);
 }
 
 /// Settings with the automatic top-up to 200 credits and guardrails that let it through.
