@@ -10,7 +10,7 @@ use portal_sim::{
 use shared::arcgis::{ClientConfig, Error, ListingProblem, MemberList, Partition};
 use shared::credits::member::{Balance, Credits};
 
-use crate::support::{admin, admin_client, client, config_with, sim};
+use crate::support::{admin, admin_client, client, config_with, hold_roles_and_last_planned_page, planned_pages, sim};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_25000_member_org_is_listed_completely_each_member_once() {
@@ -543,20 +543,10 @@ async fn a_listing_planned_by_the_last_runs_roles_requests_every_page_before_the
         assert_eq!(*n, truth, "{role}");
     }
 
-    // The unfiltered first page and every page the roles' sizes imply.
-    let planned: u64 = 1 + hint.roles.iter().map(|(_, n)| n.div_ceil(100).max(1)).sum::<u64>();
     // The roles listing is held unanswered; the last planned page is reached all the same:
     // no page waited for the roles.
-    let roles_hold = sim.hold(HoldSpec {
-        endpoint: "portals/self/roles".into(),
-        nth: 1,
-        phase: HoldPhase::BeforeProcessing,
-    });
-    let pages_hold = sim.hold(HoldSpec {
-        endpoint: "portals/self/users".into(),
-        nth: planned,
-        phase: HoldPhase::BeforeProcessing,
-    });
+    let planned = planned_pages(&hint);
+    let (roles_hold, pages_hold) = hold_roles_and_last_planned_page(&sim, &hint);
     let pages_before = sim.request_count("portals/self/users");
     let run = {
         let (client, hint) = (client.clone(), hint.clone());

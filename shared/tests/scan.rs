@@ -26,7 +26,8 @@ use shared::schedule::ScanInput;
 use shared::telemetry;
 
 use crate::support::{
-    admin, admin_client, as_of, audit_recent, client, client_as, config_with, geocode_usage, kill_at, sim,
+    admin, admin_client, as_of, audit_recent, client, client_as, config_with, geocode_usage,
+    hold_roles_and_last_planned_page, kill_at, sim,
 };
 
 const NOTIFY: &str = "portals/self/createNotification";
@@ -740,17 +741,7 @@ async fn a_scan_of_an_org_listed_by_role_lets_the_next_one_request_every_page_at
 
     // The next scan sends every page the roles' sizes imply while the roles listing is still
     // unanswered.
-    let planned: u64 = 1 + hint.roles.iter().map(|(_, n)| n.div_ceil(100).max(1)).sum::<u64>();
-    let roles = sim.hold(HoldSpec {
-        endpoint: "portals/self/roles".into(),
-        nth: 1,
-        phase: HoldPhase::BeforeProcessing,
-    });
-    let pages = sim.hold(HoldSpec {
-        endpoint: "portals/self/users".into(),
-        nth: planned,
-        phase: HoldPhase::BeforeProcessing,
-    });
+    let (roles, pages) = hold_roles_and_last_planned_page(&sim, &hint);
     let req = request(1);
     let (next, ()) = tokio::join!(run_with(&client, &ledger, &config, &req), async {
         let wait = Duration::from_secs(10);

@@ -185,3 +185,26 @@ pub fn allocate_settings(vars: &[(&str, &str)], defaults: &[(&str, &str)]) -> sh
     .expect("valid test config");
     shared::allocate::AllocateSettings::from_config(&config, shared::startup::Platform::Local).expect("valid settings")
 }
+
+/// The listing pages a listing planned by `hint` requests at once: the unfiltered first page
+/// and every page each recorded role's size implies.
+pub fn planned_pages(hint: &shared::arcgis::ListingHint) -> u64 {
+    1 + hint.roles.iter().map(|(_, n)| n.div_ceil(100).max(1)).sum::<u64>()
+}
+
+/// Holds the next roles listing unanswered, and the [`planned_pages`]-th listing page after
+/// it: a listing that reaches both sent every planned page without waiting for the roles.
+/// Returns (roles hold, pages hold).
+pub fn hold_roles_and_last_planned_page(sim: &SimHandle, hint: &shared::arcgis::ListingHint) -> (Hold, Hold) {
+    let roles = sim.hold(portal_sim::HoldSpec {
+        endpoint: "portals/self/roles".into(),
+        nth: 1,
+        phase: portal_sim::HoldPhase::BeforeProcessing,
+    });
+    let pages = sim.hold(portal_sim::HoldSpec {
+        endpoint: "portals/self/users".into(),
+        nth: planned_pages(hint),
+        phase: portal_sim::HoldPhase::BeforeProcessing,
+    });
+    (roles, pages)
+}
