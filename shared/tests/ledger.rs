@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use serde_json::{Value, json};
-use shared::arcgis::ListingHint;
+use shared::arcgis::{ListingHint, Partition};
 use shared::credits::amount::Credits;
 use shared::credits::classify::Level;
 use shared::credits::member::Balance;
@@ -451,22 +451,31 @@ async fn a_run_is_claimed_once_until_it_expires(ledger: &Ledger) {
 async fn what_the_last_listing_found_is_remembered(ledger: &Ledger) {
     let size = |members: u64| ListingHint {
         members,
-        roles: Vec::new(),
+        parts: Vec::new(),
+    };
+    let part = |role: &str, user_type: Option<&str>, n: u64| {
+        let partition = Partition {
+            role: Some(role.into()),
+            user_type: user_type.map(Into::into),
+        };
+        (partition, n)
     };
     assert_eq!(ledger.listing_hint().await.unwrap(), None);
     for hint in [
         size(2000),
         size(0),
-        // Listed by role: each role's size too, whatever characters a role id holds.
+        // Listed by partition: each part's size too, a role split by user type included,
+        // whatever characters a role id holds.
         ListingHint {
             members: 25_001,
-            roles: vec![
-                ("org_admin".into(), 12),
-                ("org_user".into(), 24_989),
-                ("r0Le-Id_9".into(), 0),
+            parts: vec![
+                part("org_admin", None, 12),
+                part("org_user", Some("creatorUT"), 14_989),
+                part("org_user", Some("viewerUT"), 10_000),
+                part("r0Le-Id_9", None, 0),
             ],
         },
-        // Listed whole again: no role sizes left over from before.
+        // Listed whole again: no part sizes left over from before.
         size(9_999),
     ] {
         ledger.set_listing_hint(&hint, "run").await.unwrap();

@@ -529,49 +529,65 @@ async fn a_12000_member_org_behind_a_search_like_10000_cap_is_listed_completely(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listing_planned_by_the_last_runs_roles_requests_every_page_before_the_roles_answer() {
+async fn a_listing_planned_by_the_last_runs_parts_requests_every_page_before_the_roles_answer() {
     let sim = sim(1_200).await;
-    let client = capped_client(&sim, 1_000, 8);
-    let first = client.list_members().await.expect("the first listing runs");
-    assert_every_member_once(&sim, &first, "first listing");
-    let hint = first.hint().expect("a complete listing gives a hint");
-    assert_eq!(hint.members, 1_200);
-    assert_eq!(hint.roles.len(), first.partitions.len(), "one size per role");
-    assert_eq!(hint.roles.iter().map(|(_, n)| n).sum::<u64>(), 1_200);
-    for (role, n) in &hint.roles {
-        let truth = sim.org().members.iter().filter(|m| m.role_id == *role).count() as u64;
-        assert_eq!(*n, truth, "{role}");
+    // (the cap, whether a role reaches it and is split by user type)
+    for (cap, split) in [(1_000, false), (400, true)] {
+        let client = capped_client(&sim, cap, 8);
+        let first = client.list_members().await.expect("the first listing runs");
+        assert_every_member_once(&sim, &first, "first listing");
+        let hint = first.hint().expect("a complete listing gives a hint");
+        assert_eq!(hint.members, 1_200);
+        assert_eq!(hint.parts.len(), first.partitions.len(), "cap {cap}: one size per part");
+        assert_eq!(
+            hint.parts.iter().any(|(p, _)| p.user_type.is_some()),
+            split,
+            "cap {cap}"
+        );
+        assert_eq!(hint.parts.iter().map(|(_, n)| n).sum::<u64>(), 1_200, "cap {cap}");
+        for (part, n) in &hint.parts {
+            let truth = sim.org().members.iter().filter(|m| selects(part, m)).count() as u64;
+            assert_eq!(*n, truth, "cap {cap}: {part}");
+        }
+
+        // The roles listing is held unanswered; the last planned page is reached all the
+        // same: no page waited for the roles.
+        let planned = planned_pages(&hint);
+        let (roles_hold, pages_hold) = hold_roles_and_last_planned_page(&sim, &hint);
+        let pages_before = sim.request_count("portals/self/users");
+        let run = {
+            let (client, hint) = (client.clone(), hint.clone());
+            tokio::spawn(async move { client.list_members_hinted(Some(&hint)).await })
+        };
+        within(roles_hold.reached()).await;
+        within(pages_hold.reached()).await;
+        roles_hold.release();
+        pages_hold.release();
+        let list = run.await.unwrap().expect("the planned listing runs");
+
+        assert_every_member_once(&sim, &list, "planned listing");
+        assert_eq!(
+            sim.request_count("portals/self/users") - pages_before,
+            planned,
+            "cap {cap}: a stable org costs the pages it had, nothing more"
+        );
+        assert_eq!(list.pages, planned);
+        assert_eq!(list.hint(), Some(hint));
     }
-
-    // The roles listing is held unanswered; the last planned page is reached all the same:
-    // no page waited for the roles.
-    let planned = planned_pages(&hint);
-    let (roles_hold, pages_hold) = hold_roles_and_last_planned_page(&sim, &hint);
-    let pages_before = sim.request_count("portals/self/users");
-    let run = {
-        let (client, hint) = (client.clone(), hint.clone());
-        tokio::spawn(async move { client.list_members_hinted(Some(&hint)).await })
-    };
-    within(roles_hold.reached()).await;
-    within(pages_hold.reached()).await;
-    roles_hold.release();
-    pages_hold.release();
-    let list = run.await.unwrap().expect("the planned listing runs");
-
-    assert_every_member_once(&sim, &list, "planned listing");
-    assert_eq!(
-        sim.request_count("portals/self/users") - pages_before,
-        planned,
-        "a stable org costs the pages it had, nothing more"
-    );
-    assert_eq!(list.pages, planned);
-    assert_eq!(list.hint(), Some(hint));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_listing_of_an_org_whose_roles_changed_is_still_complete() {
+    // Listed by role; and with the largest role split by user type (450 more members take
+    // the smallest role to the cap too, so it is split where the plan listed it whole).
+    for cap in [1_000, 400] {
+        roles_changed_since_the_plan(cap).await;
+    }
+}
+
+async fn roles_changed_since_the_plan(cap: u64) {
     let sim = sim(1_200).await;
-    let client = capped_client(&sim, 1_000, 8);
+    let client = capped_client(&sim, cap, 8);
     let hint = client
         .list_members()
         .await
@@ -597,25 +613,47 @@ async fn a_planned_listing_of_an_org_whose_roles_changed_is_still_complete() {
         for m in w.org.members.iter_mut().filter(|m| m.role_id == largest).take(150) {
             m.role_id = "NewRole0123456789".into();
         }
-        // And the smallest role grows by 250: pages the plan did not expect.
-        for m in w.org.members.iter_mut().filter(|m| m.role_id == largest).take(250) {
+        // And the smallest role grows by 450: pages the plan did not expect.
+        for m in w.org.members.iter_mut().filter(|m| m.role_id == largest).take(450) {
             m.role_id = smallest.clone();
         }
     }
+    let smallest_now = sim.org().members.iter().filter(|m| m.role_id == smallest).count() as u64;
+    let split_now = smallest_now >= cap;
+    let planned_whole = hint
+        .parts
+        .iter()
+        .any(|(p, _)| p.role.as_ref() == Some(&smallest) && p.user_type.is_none());
+    assert_eq!(
+        split_now && planned_whole,
+        cap == 400,
+        "cap {cap}: {smallest} has {smallest_now}"
+    );
     // A role recorded last time that no longer exists: its (empty) pages are dropped.
     let mut stale = hint.clone();
-    stale.roles.push(("GoneRole0123456789".into(), 300));
+    stale.parts.push((
+        Partition {
+            role: Some("GoneRole0123456789".into()),
+            user_type: None,
+        },
+        300,
+    ));
 
     let list = client
         .list_members_hinted(Some(&stale))
         .await
         .expect("the listing runs");
 
-    assert_every_member_once(&sim, &list, "roles changed since the plan");
+    assert_every_member_once(&sim, &list, &format!("cap {cap}: roles changed since the plan"));
     let next = list.hint().expect("complete");
-    assert!(next.roles.iter().any(|(r, n)| r == "NewRole0123456789" && *n == 150));
-    assert!(next.roles.iter().all(|(r, _)| r != "GoneRole0123456789"));
-    assert_eq!(next.roles.iter().map(|(_, n)| n).sum::<u64>(), 1_200);
+    let role = |p: &Partition, r: &str| p.role.as_deref() == Some(r);
+    assert!(
+        next.parts
+            .iter()
+            .any(|(p, n)| role(p, "NewRole0123456789") && *n == 150)
+    );
+    assert!(next.parts.iter().all(|(p, _)| !role(p, "GoneRole0123456789")));
+    assert_eq!(next.parts.iter().map(|(_, n)| n).sum::<u64>(), 1_200);
 }
 
 #[tokio::test]
@@ -623,7 +661,18 @@ async fn a_planned_listing_of_an_org_back_below_the_cap_lists_it_whole() {
     let sim = sim(900).await;
     let hint = shared::arcgis::ListingHint {
         members: 1_200,
-        roles: role_sizes(&sim).into_iter().map(|(r, n)| (r, n as u64)).collect(),
+        parts: role_sizes(&sim)
+            .into_iter()
+            .map(|(r, n)| {
+                (
+                    Partition {
+                        role: Some(r),
+                        user_type: None,
+                    },
+                    n as u64,
+                )
+            })
+            .collect(),
     };
     let list = capped_client(&sim, 1_000, 8)
         .list_members_hinted(Some(&hint))
@@ -631,38 +680,29 @@ async fn a_planned_listing_of_an_org_back_below_the_cap_lists_it_whole() {
         .expect("the listing runs");
     assert_every_member_once(&sim, &list, "below the cap");
     assert!(list.partitions.is_empty(), "listed whole");
-    assert_eq!(list.hint().map(|h| h.roles), Some(Vec::new()));
+    assert_eq!(list.hint().map(|h| h.parts), Some(Vec::new()));
 }
 
 #[test]
-fn a_listing_split_by_user_type_or_incomplete_plans_by_size_only_or_not_at_all() {
+fn an_incomplete_listing_plans_nothing() {
     // Built by hand: the hint only reads the list's fields.
-    let list = |partitions: Vec<Partition>, problems: Vec<ListingProblem>| MemberList {
+    let part = Partition {
+        role: Some("org_user".into()),
+        user_type: Some("creatorUT".into()),
+    };
+    let mut list = MemberList {
         members: Vec::new(),
-        reported_total: 0,
-        pages: 0,
+        reported_total: 6,
+        pages: 1,
         duplicates_dropped: 0,
-        partition_totals: partitions.iter().map(|_| 5).collect(),
-        partitions,
-        problems,
+        partitions: vec![part.clone()],
+        partition_totals: vec![6],
+        problems: Vec::new(),
     };
-    let role = |r: &str, t: Option<&str>| Partition {
-        role: Some(r.into()),
-        user_type: t.map(Into::into),
-    };
-    let split = list(
-        vec![role("org_user", Some("creatorUT")), role("org_admin", None)],
-        Vec::new(),
-    );
-    assert_eq!(split.hint().map(|h| h.roles), Some(Vec::new()));
-    let by_role = list(vec![role("org_user", None)], Vec::new());
-    assert_eq!(by_role.hint().map(|h| h.roles), Some(vec![("org_user".to_owned(), 5)]));
-    let incomplete = list(
-        vec![role("org_user", None)],
-        vec![ListingProblem::CountMismatch {
-            reported_total: 6,
-            listed: 5,
-        }],
-    );
-    assert_eq!(incomplete.hint(), None);
+    assert_eq!(list.hint().map(|h| h.parts), Some(vec![(part, 6)]));
+    list.problems.push(ListingProblem::CountMismatch {
+        reported_total: 6,
+        listed: 5,
+    });
+    assert_eq!(list.hint(), None, "a listing that missed someone plans nothing");
 }

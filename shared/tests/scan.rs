@@ -736,8 +736,8 @@ async fn a_scan_of_an_org_listed_by_role_lets_the_next_one_request_every_page_at
     assert_eq!(first.members_scanned, 1_200);
     let hint = ledger.listing_hint().await.unwrap().expect("recorded");
     assert_eq!(hint.members, 1_200);
-    assert!(hint.roles.len() > 1, "listed by role: {hint:?}");
-    assert_eq!(hint.roles.iter().map(|(_, n)| n).sum::<u64>(), 1_200);
+    assert!(hint.parts.len() > 1, "listed by role: {hint:?}");
+    assert_eq!(hint.parts.iter().map(|(_, n)| n).sum::<u64>(), 1_200);
 
     // The next scan sends every page the roles' sizes imply while the roles listing is still
     // unanswered.

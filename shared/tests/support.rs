@@ -186,10 +186,16 @@ pub fn allocate_settings(vars: &[(&str, &str)], defaults: &[(&str, &str)]) -> sh
     shared::allocate::AllocateSettings::from_config(&config, shared::startup::Platform::Local).expect("valid settings")
 }
 
-/// The listing pages a listing planned by `hint` requests at once: the unfiltered first page
-/// and every page each recorded role's size implies.
+/// The listing pages a listing planned by `hint` requests at once: the unfiltered first page,
+/// the first page of each role split by user type, and every page each part's size implies.
 pub fn planned_pages(hint: &shared::arcgis::ListingHint) -> u64 {
-    1 + hint.roles.iter().map(|(_, n)| n.div_ceil(100).max(1)).sum::<u64>()
+    let split: std::collections::BTreeSet<_> = hint
+        .parts
+        .iter()
+        .filter(|(p, _)| p.user_type.is_some())
+        .map(|(p, _)| &p.role)
+        .collect();
+    1 + split.len() as u64 + hint.parts.iter().map(|(_, n)| n.div_ceil(100).max(1)).sum::<u64>()
 }
 
 /// Holds the next roles listing unanswered, and the [`planned_pages`]-th listing page after

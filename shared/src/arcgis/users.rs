@@ -107,28 +107,19 @@ impl MemberList {
     }
 
     /// What the next listing of this org can plan its requests by, when this one is
-    /// complete: the org's size, and each role's when it was listed by role (none when a role
-    /// had to be split by user type: such a listing is planned from its size only).
+    /// complete: the org's size, and each part's when it was listed by partition.
     pub fn hint(&self) -> Option<ListingHint> {
         if !self.is_complete() {
             return None;
         }
-        let by_role_only = self
-            .partitions
-            .iter()
-            .all(|p| p.role.is_some() && p.user_type.is_none());
-        let roles = if by_role_only {
-            self.partitions
-                .iter()
-                .zip(&self.partition_totals)
-                .filter_map(|(p, n)| Some((p.role.clone()?, *n)))
-                .collect()
-        } else {
-            Vec::new()
-        };
         Some(ListingHint {
             members: self.members.len() as u64,
-            roles,
+            parts: self
+                .partitions
+                .iter()
+                .cloned()
+                .zip(self.partition_totals.iter().copied())
+                .collect(),
         })
     }
 }
@@ -141,8 +132,9 @@ impl MemberList {
 pub struct ListingHint {
     /// The org's member count.
     pub members: u64,
-    /// Each role and its member count, when the org was listed by role; empty otherwise.
-    pub roles: Vec<(String, u64)>,
+    /// Each part the org was listed by (a role, or a user type within a role too large for
+    /// one listing) and its member count, when it was listed by partition; empty otherwise.
+    pub parts: Vec<(Partition, u64)>,
 }
 
 /// Something that went wrong for part of a listing, without failing all of it.
@@ -468,23 +460,24 @@ impl Client {
     pub async fn list_members_expecting(&self, expected: Option<u64>) -> Result<MemberList, Error> {
         let hint = expected.map(|members| ListingHint {
             members,
-            roles: Vec::new(),
+            parts: Vec::new(),
         });
         self.list_members_hinted(hint.as_ref()).await
     }
 
     /// [`Client::list_members_expecting`] with the last listing's [`ListingHint`]. For an org
-    /// listed by role last time, the roles listing, the unfiltered first page and every page
-    /// each role's last size implies go out at once: no round trip to learn the roles and
-    /// their sizes first. A role new since then costs its first page before its others, a
-    /// role that grew its missing pages, one that shrank its empty pages.
+    /// listed by partition last time, the roles listing, the unfiltered first page, the first
+    /// page of each role split by user type and every page each part's last size implies go
+    /// out at once: no round trip to learn the roles, the parts and their sizes first. A part
+    /// new since then costs its first page before its others, a part that grew its missing
+    /// pages, one that shrank its empty pages.
     pub async fn list_members_hinted(&self, hint: Option<&ListingHint>) -> Result<MemberList, Error> {
         let concurrency = self.inner.list_concurrency;
         let cap = self.inner.listing_cap;
         let whole = Partition::default();
         let expected = hint.map(|h| h.members);
         let pages = if expected.is_some_and(|n| n >= cap) {
-            let planned = hint.map_or(&[][..], |h| h.roles.as_slice());
+            let planned = hint.map_or(&[][..], |h| h.parts.as_slice());
             if !planned.is_empty() {
                 // Boxed: inline, this future's type nests deep enough to exceed the
                 // compiler's query depth in the functions that await a listing.
@@ -534,17 +527,30 @@ impl Client {
         Ok(self.finish(merged, total, page_count, Vec::new(), checks).await)
     }
 
-    /// Lists an org by the roles its last listing found ([`ListingHint::roles`]): the roles
-    /// listing, the unfiltered first page and each role's pages, all `list_concurrency` at a
-    /// time, then [`Client::list_partitioned`] with what was read.
-    async fn list_by_plan(&self, planned: &[(String, u64)]) -> Result<MemberList, Error> {
+    /// Lists an org by the parts its last listing found ([`ListingHint::parts`]): the roles
+    /// listing, the unfiltered first page, the first page of each role split by user type and
+    /// each part's pages, all `list_concurrency` at a time, then
+    /// [`Client::list_partitioned`] with what was read.
+    async fn list_by_plan(&self, planned: &[(Partition, u64)]) -> Result<MemberList, Error> {
         let concurrency = self.inner.list_concurrency;
         let whole = Partition::default();
+        // A split role's own first page: its total is what its types must add up to.
+        let split: BTreeSet<Partition> = planned
+            .iter()
+            .filter(|(p, _)| p.user_type.is_some())
+            .filter_map(|(p, _)| p.role.as_deref().map(Partition::of_role))
+            .collect();
         let requests: Vec<(Partition, u64)> = std::iter::once((whole.clone(), 1))
-            .chain(planned.iter().flat_map(|(role, size)| {
-                let pages = size.div_ceil(PAGE_SIZE).max(1);
-                (0..pages).map(move |i| (Partition::of_role(role), 1 + i * PAGE_SIZE))
-            }))
+            .chain(split.into_iter().map(|p| (p, 1)))
+            .chain(
+                planned
+                    .iter()
+                    .filter(|(p, _)| p.role.is_some())
+                    .flat_map(|(part, size)| {
+                        let pages = size.div_ceil(PAGE_SIZE).max(1);
+                        (0..pages).map(move |i| (part.clone(), 1 + i * PAGE_SIZE))
+                    }),
+            )
             .collect();
         let pages = stream::iter(requests)
             .map(|(partition, start)| async move {
@@ -586,7 +592,8 @@ impl Client {
     /// Lists an org that reached the cap by partition (see
     /// [`Client::list_members_expecting`]). `whole` holds the unfiltered pages read so far
     /// (the first among them): their members must all turn up in some partition. `read`
-    /// holds pages of roles already read, each role's first page first.
+    /// holds pages of parts already read (roles, and types within roles), each part's first
+    /// page first.
     async fn list_partitioned(
         &self,
         whole: Vec<Page>,
@@ -614,24 +621,29 @@ impl Client {
 
         // Collected before awaiting: a borrowing iterator held across an await makes the
         // future fail to be `Send` for every lifetime.
-        let mut read: BTreeMap<Partition, Vec<Page>> = read.into_iter().collect();
-        let by_role: Vec<Partition> = roles
-            .iter()
-            .map(|r| Partition::of_role(r))
-            .filter(|p| !read.contains_key(p))
-            .collect();
-        let mut firsts = self.first_pages(by_role, concurrency).await?;
-        page_count += firsts.len() as u64;
-        // The roles read already: their first page joins the others, the rest their part.
+        // Each part read already: its first page, and the rest of its pages apart.
+        let mut known: BTreeMap<Partition, Page> = BTreeMap::new();
         let mut more: BTreeMap<Partition, Vec<Page>> = BTreeMap::new();
-        for (partition, mut pages) in std::mem::take(&mut read) {
+        for (partition, mut pages) in read {
             page_count += pages.len() as u64;
+            user_types.extend(pages.iter().flat_map(|p| p.user_types.iter().cloned()));
             if pages.first().is_some_and(|p| p.start == 1) {
                 let rest = pages.split_off(1);
-                firsts.push((partition.clone(), pages.remove(0)));
+                known.insert(partition.clone(), pages.remove(0));
                 more.insert(partition, rest);
             }
         }
+        let by_role: Vec<Partition> = roles
+            .iter()
+            .map(|r| Partition::of_role(r))
+            .filter(|p| !known.contains_key(p))
+            .collect();
+        let mut firsts = self.first_pages(by_role, concurrency).await?;
+        page_count += firsts.len() as u64;
+        firsts.extend(roles.iter().filter_map(|r| {
+            let p = Partition::of_role(r);
+            known.remove(&p).map(|first| (p, first))
+        }));
         // In the roles' order, as if all were read here.
         firsts.sort_by_key(|(p, _)| roles.iter().position(|r| p.role.as_ref() == Some(r)));
         user_types.extend(firsts.iter().flat_map(|(_, p)| p.user_types.iter().cloned()));
@@ -647,8 +659,18 @@ impl Client {
                     user_type: Some(t.clone()),
                 }));
             }
-            let children = self.first_pages(children, concurrency).await?;
-            page_count += children.len() as u64;
+            // The types read already keep their first page; the others are read now.
+            let (read_children, unread): (Vec<Partition>, Vec<Partition>) =
+                children.iter().cloned().partition(|c| known.contains_key(c));
+            let mut fetched = self.first_pages(unread, concurrency).await?;
+            page_count += fetched.len() as u64;
+            fetched.extend(
+                read_children
+                    .into_iter()
+                    .filter_map(|c| known.remove(&c).map(|first| (c, first))),
+            );
+            fetched.sort_by_key(|(p, _)| children.iter().position(|c| c == p));
+            let children = fetched;
             exact |= children.iter().any(|(_, p)| p.total > cap);
             for (role, first) in &split {
                 let covered: u64 = children

@@ -26,7 +26,7 @@ use super::{
     Appended, AuditEntry, AuditIntent, LedgerError, MEMBERS_SK, ORG_PK, RUN_RETENTION, RunClaim, RunStatus, run_pk,
 };
 
-use crate::arcgis::ListingHint;
+use crate::arcgis::{ListingHint, Partition};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -346,20 +346,31 @@ impl DynamoLedger {
             Some(n) => count(n, "members")?,
             None => return Err(r.malformed("no members count".into())),
         };
-        // Written since listings are planned by role; absent from older items.
-        let roles = match item.get("roles") {
+        // Written since listings are planned by part; absent from older items.
+        let parts = match item.get("parts") {
             None => Vec::new(),
-            Some(AttributeValue::M(roles)) => {
-                let mut roles = roles
-                    .iter()
-                    .map(|(role, n)| Ok((role.clone(), count(n, &format!("roles.{role}"))?)))
-                    .collect::<Result<Vec<_>, LedgerError>>()?;
-                roles.sort();
-                roles
-            }
-            Some(_) => return Err(r.malformed("roles is not a map".into())),
+            Some(AttributeValue::L(parts)) => parts
+                .iter()
+                .map(|part| {
+                    let field = |name: &str| match part {
+                        AttributeValue::M(m) => m.get(name),
+                        _ => None,
+                    };
+                    let text = |name: &str| field(name).and_then(|v| v.as_s().ok()).cloned();
+                    let role = text("role").ok_or_else(|| r.malformed("a part without a role".into()))?;
+                    let members = field("members")
+                        .ok_or_else(|| r.malformed(format!("part {role} without a member count")))
+                        .and_then(|n| count(n, "a part's members"))?;
+                    let partition = Partition {
+                        role: Some(role),
+                        user_type: text("user_type"),
+                    };
+                    Ok((partition, members))
+                })
+                .collect::<Result<Vec<_>, LedgerError>>()?,
+            Some(_) => return Err(r.malformed("parts is not a list".into())),
         };
-        Ok(Some(ListingHint { members, roles }))
+        Ok(Some(ListingHint { members, parts }))
     }
 
     pub(super) async fn set_listing_hint(&self, hint: &ListingHint, run_key: &str) -> Result<(), LedgerError> {
@@ -372,9 +383,23 @@ impl DynamoLedger {
             .item("members", n(hint.members))
             .item("run_key", s(run_key))
             .item("updated_at", rfc3339(Utc::now()));
-        if !hint.roles.is_empty() {
-            let roles = hint.roles.iter().map(|(role, size)| (role.clone(), n(*size))).collect();
-            put = put.item("roles", AttributeValue::M(roles));
+        // Only parts a listing can filter by: a role, and a user type within it.
+        let parts: Vec<AttributeValue> = hint
+            .parts
+            .iter()
+            .filter_map(|(part, size)| {
+                let mut item = HashMap::from([
+                    ("role".to_owned(), s(part.role.as_ref()?)),
+                    ("members".to_owned(), n(*size)),
+                ]);
+                if let Some(t) = &part.user_type {
+                    item.insert("user_type".to_owned(), s(t));
+                }
+                Some(AttributeValue::M(item))
+            })
+            .collect();
+        if !parts.is_empty() {
+            put = put.item("parts", AttributeValue::L(parts));
         }
         put.send().await.map_err(|e| self.sdk_error("set_listing_hint", &e))?;
         Ok(())
