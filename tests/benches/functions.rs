@@ -288,6 +288,11 @@ async fn allocations(
         let started = Instant::now();
         let out = world.emulator.invoke("allocate", &event).await;
         let wall = started.elapsed();
+        let moto_alone = testkit::latency::exclusive_time(
+            &ledger.upstream_intervals(),
+            &world.sim.busy_intervals(),
+            (started, started + wall),
+        );
         let (status, reply) = support::http_reply(&out).unwrap_or((0, out.payload.clone()));
         assert!(
             status == 200 && reply["summary"]["assigned"] == size,
@@ -300,23 +305,28 @@ async fn allocations(
         }
         let arcgis: u64 = by_endpoint.values().sum();
         let floor = Duration::from_millis(arcgis * latency);
-        let ledger = match ledger_requests(&function.output()).get(run) {
+        let ledger_calls = match ledger_requests(&function.output()).get(run) {
             Some(&n) if n as usize == expected => n.to_string(),
             Some(n) => format!("{n} (expected {expected}: the journal changed, update expected_ledger_requests)"),
             None => "? (no `allocation request answered` line with ledger_requests)".to_owned(),
         };
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let ratio = if floor.is_zero() {
-            "—".to_owned()
-        } else {
-            format!("{:.2}", wall.as_secs_f64() / floor.as_secs_f64())
+        let ratio = |wall: Duration| {
+            if floor.is_zero() {
+                "—".to_owned()
+            } else {
+                format!("{:.2}", wall.as_secs_f64() / floor.as_secs_f64())
+            }
         };
         println!(
-            "run {run}{}: wall {:>5.0} ms   ArcGIS requests {arcgis:>3} {by_endpoint:?}   floor {:>5.0} ms   \
-             ratio {ratio}   DynamoDB requests {ledger}   peak RSS {:.0} MB",
+            "run {run}{}: wall {:>5.0} ms (without moto's time {:>5.0} ms)   ArcGIS requests {arcgis:>3} \
+             {by_endpoint:?}   floor {:>5.0} ms   ratio {} ({})   DynamoDB requests {ledger_calls}   peak RSS {:.0} MB",
             if run == 0 { " (first: secret + sign-in)" } else { "" },
             ms(wall),
+            ms(wall - moto_alone),
             ms(floor),
+            ratio(wall),
+            ratio(wall - moto_alone),
             function.peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
         );
         walls.push(wall);
