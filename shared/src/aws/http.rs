@@ -14,6 +14,14 @@
 //! - **Retries**: the SDK retries only what the connector classifies as transient. An error
 //!   with an I/O error or a closed or incomplete connection in its chain is `io`, a timeout is
 //!   `timeout`, an invalid request is `user`: the same classes as the SDK's client.
+//! - **The body as built**: the request body goes to reqwest as the SDK hands it over (its
+//!   stalled-stream protection watches it being sent), not copied: a 2.5 MB alert-state
+//!   transaction is not held twice.
+//! - **Connection poisoning**: after an answer it classifies as transient (500, 502, 503,
+//!   504) the SDK asks the connector to close the connection before it retries. The
+//!   connector reports one whose closing does nothing (reqwest keeps a connection that
+//!   answered in its pool, and drops one that failed); without it the SDK logs an ERROR at
+//!   each such retry.
 //! - **No redirect followed** and no default headers: the SDK signs every header it sends.
 
 use std::collections::HashMap;
@@ -21,6 +29,7 @@ use std::error::Error as StdError;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
@@ -91,27 +100,25 @@ impl HttpConnector for Connector {
             Ok(http) => http.clone(),
             Err(why) => return HttpConnectorFuture::ready(Err(ConnectorError::other(why.clone().into(), None))),
         };
-        let request = match request
-            .try_into_http1x()
-            .map_err(|e| ConnectorError::user(e.into()))
-            .and_then(|r| reqwest::Request::try_from(r.map(body)).map_err(|e| ConnectorError::user(e.into())))
-        {
+        let request = match request.try_into_http1x() {
             Ok(request) => request,
-            Err(e) => return HttpConnectorFuture::ready(Err(e)),
+            Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
+        };
+        if let Some(capture) = request.extensions().get::<CaptureSmithyConnection>() {
+            capture.set_connection_retriever(|| {
+                Some(ConnectionMetadata::builder().proxied(false).poison_fn(|| {}).build())
+            });
+        }
+        // The SDK's body as it is (see the module documentation).
+        let request = match reqwest::Request::try_from(request.map(reqwest::Body::wrap)) {
+            Ok(request) => request,
+            Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
         };
         HttpConnectorFuture::new(async move {
             let response = http.execute(request).await.map_err(classify)?;
             let response = http::Response::from(response).map(SdkBody::from_body_1_x);
             HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
         })
-    }
-}
-
-/// The request body: in memory for every call these functions make, streamed otherwise.
-fn body(body: SdkBody) -> reqwest::Body {
-    match body.bytes() {
-        Some(bytes) => reqwest::Body::from(bytes.to_vec()),
-        None => reqwest::Body::wrap(body),
     }
 }
 
@@ -263,6 +270,148 @@ mod tests {
             error.is_io() || error.as_other() == Some(ErrorKind::TransientError),
             "{error:?}"
         );
+    }
+
+    /// Serves connections in turn: reads a request, then for the nth connection waits the
+    /// delay of `script[n]` and answers its status with an empty JSON object, or closes
+    /// without answering when it is `None` (past the script: 200 at once). Returns the URL and
+    /// the number of requests read so far.
+    async fn scripted_server(
+        script: Vec<Option<(Duration, u16)>>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let seen = seen.clone();
+                let step = script.get(n).copied().unwrap_or(Some((Duration::ZERO, 200)));
+                tokio::spawn(async move {
+                    let mut read = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // Headers, then the body its content-length announces.
+                    loop {
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        read.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&read).to_ascii_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length: usize = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            if read.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((delay, status)) = step else {
+                        return;
+                    };
+                    // A slow server, on purpose: what the test is about.
+                    tokio::time::sleep(delay).await;
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: 2\r\n\r\n{{}}"
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (url, requests)
+    }
+
+    /// A DynamoDB client on this HTTP client, for `url`, with the SDK's stalled-stream check
+    /// given a grace period of 300 ms.
+    fn dynamodb(url: String) -> aws_sdk_dynamodb::Client {
+        use aws_sdk_dynamodb::config::{
+            BehaviorVersion, Credentials, Region, SharedCredentialsProvider, StalledStreamProtectionConfig,
+        };
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-3"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::for_tests()))
+            .endpoint_url(url)
+            .http_client(http_client())
+            // The SDK's check, with a grace period shorter than the server's delay.
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(Duration::from_millis(300))
+                    .build(),
+            )
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    async fn get_item(client: &aws_sdk_dynamodb::Client) -> Result<(), String> {
+        client
+            .get_item()
+            .table_name("ledger")
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("ORG".into()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))
+    }
+
+    #[tokio::test]
+    async fn an_answer_slower_than_the_sdks_stall_grace_period_is_awaited_and_sent_once() {
+        // The SDK watches the request body's upload: it is streamed as the SDK hands it over,
+        // fully sent long before the answer.
+        let (url, requests) = scripted_server(vec![Some((Duration::from_millis(1_200), 200))]).await;
+        let got = get_item(&dynamodb(url)).await;
+        assert!(got.is_ok(), "{got:?}");
+        assert_eq!(
+            requests.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "sent once, not retried"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn transient_failures_are_retried_without_an_error_logged() {
+        // A connection closed without an answer, then a 503: both retried.
+        let (logs, _guard) = capture_logs();
+        let (url, requests) = scripted_server(vec![None, Some((Duration::ZERO, 503))]).await;
+        let got = get_item(&dynamodb(url)).await;
+        assert!(got.is_ok(), "{got:?}");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3, "retried twice");
+        let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        // After a transient answer the SDK asks for the connection to be closed; one is
+        // always reported, or the SDK logs an error at each retry.
+        assert!(!logged.contains("ERROR"), "{logged}");
+    }
+
+    /// Everything logged on this thread, at every level, while the guard lives.
+    fn capture_logs() -> (
+        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        tracing::subscriber::DefaultGuard,
+    ) {
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Writer(writer.clone()))
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    struct Writer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]
