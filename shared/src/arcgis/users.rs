@@ -561,12 +561,12 @@ impl Client {
             .try_collect::<Vec<_>>();
         let (roles, pages) = tokio::try_join!(self.role_keys(), pages)?;
         let mut first = None;
-        let mut by_role: BTreeMap<Partition, Vec<Page>> = BTreeMap::new();
+        let mut read: BTreeMap<Partition, Vec<Page>> = BTreeMap::new();
         for (partition, page) in pages {
             if partition == whole {
                 first = Some(page);
             } else {
-                by_role.entry(partition).or_default().push(page);
+                read.entry(partition).or_default().push(page);
             }
         }
         let first = first.ok_or_else(|| Error::Unexpected {
@@ -575,17 +575,17 @@ impl Client {
         })?;
         if first.total < self.inner.listing_cap {
             // The org shrank below the cap: listed whole, the role pages read for nothing.
-            let read = by_role.values().map(|p| p.len() as u64).sum::<u64>();
+            let wasted = read.values().map(|p| p.len() as u64).sum::<u64>();
             let mut list = self.list_whole(vec![first]).await?;
-            list.pages += read;
+            list.pages += wasted;
             return Ok(list);
         }
         // A role gone since the last listing: its members are in other roles now.
-        by_role.retain(|p, _| p.role.as_ref().is_some_and(|r| roles.contains(r)));
-        for pages in by_role.values_mut() {
+        read.retain(|p, _| p.role.as_ref().is_some_and(|r| roles.contains(r)));
+        for pages in read.values_mut() {
             pages.sort_by_key(|p| p.start);
         }
-        self.list_partitioned(vec![first], Some(roles), by_role.into_iter().collect())
+        self.list_partitioned(vec![first], Some(roles), read.into_iter().collect())
             .await
     }
 
@@ -619,8 +619,6 @@ impl Client {
         let sample: Vec<String> = whole.iter().flat_map(Page::usernames).map(str::to_owned).collect();
         drop(whole);
 
-        // Collected before awaiting: a borrowing iterator held across an await makes the
-        // future fail to be `Send` for every lifetime.
         // Each part read already: its first page, and the rest of its pages apart.
         let mut known: BTreeMap<Partition, Page> = BTreeMap::new();
         let mut more: BTreeMap<Partition, Vec<Page>> = BTreeMap::new();
@@ -633,6 +631,8 @@ impl Client {
                 more.insert(partition, rest);
             }
         }
+        // Collected before awaiting: a borrowing iterator held across an await makes the
+        // future fail to be `Send` for every lifetime.
         let by_role: Vec<Partition> = roles
             .iter()
             .map(|r| Partition::of_role(r))
@@ -787,7 +787,8 @@ impl Client {
                 example: (*example).clone(),
             });
         }
-        Ok(self.finish(merged, reported_total, page_count, totals, checks).await)
+        let parts = totals.into_iter().map(|(p, total, _)| (p, total)).collect();
+        Ok(self.finish(merged, reported_total, page_count, parts, checks).await)
     }
 
     /// Looks up the members listed without credit fields and assembles the list; `checks`
@@ -797,7 +798,7 @@ impl Client {
         merged: Merged,
         reported_total: u64,
         pages: u64,
-        parts: Vec<(Partition, u64, bool)>,
+        parts: Vec<(Partition, u64)>,
         checks: Vec<ListingProblem>,
     ) -> MemberList {
         let Merged {
@@ -834,7 +835,7 @@ impl Client {
             tracing::warn!(%problem, "member listing incomplete");
         }
         problems.extend(checks);
-        let (partitions, partition_totals) = parts.into_iter().map(|(p, total, _)| (p, total)).unzip();
+        let (partitions, partition_totals) = parts.into_iter().unzip();
         MemberList {
             members,
             reported_total,
@@ -1114,13 +1115,7 @@ fn read_record(user: &WireUser, types: &mut UserTypes) -> Record {
         username,
         full_name: wire::string(user.full_name.as_ref()),
         disabled: wire::boolean(user.disabled.as_ref()).unwrap_or(false),
-        user_type: user
-            .user_license_type_id
-            .as_ref()
-            .and_then(|t| t.as_str())
-            // As `wire::string` reads it: a non-blank string.
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| types.get(t)),
+        user_type: wire::non_blank(user.user_license_type_id.as_ref()).map(|t| types.get(t)),
         balance: Balance::from_wire(assigned, available),
     })
 }

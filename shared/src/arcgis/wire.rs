@@ -14,8 +14,13 @@ pub(crate) fn count(v: &Value) -> Option<i64> {
 
 /// A non-empty string.
 pub(crate) fn string(v: Option<&Value>) -> Option<String> {
+    non_blank(v).map(str::to_owned)
+}
+
+/// [`string`], borrowed: for a value kept in another form than a `String`.
+pub(crate) fn non_blank(v: Option<&Value>) -> Option<&str> {
     match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::String(s) if !s.trim().is_empty() => Some(s),
         _ => None,
     }
 }

@@ -339,8 +339,8 @@ impl Ledger {
         }
     }
 
-    /// What the last complete listing found (the org's member count, and each role's when it
-    /// was listed by role), if one was recorded.
+    /// What the last complete listing found (the org's member count, and each part's when it
+    /// was listed by partition), if one was recorded.
     pub async fn listing_hint(&self) -> Result<Option<ListingHint>, LedgerError> {
         match self {
             Ledger::Dynamo(d) => d.listing_hint().await,

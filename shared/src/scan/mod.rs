@@ -297,7 +297,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             .problems
             .push("alert channels not sent: the alert state was not recorded; the next run sends them".into());
     }
-    // And what the listing found (the org's size, its roles'), so the next run requests
+    // And what the listing found (the org's size, its parts'), so the next run requests
     // every page at once. Only a speed-up rides on it: failing to record it is reported
     // without failing the run.
     if let Some(hint) = &listing_hint

@@ -45,7 +45,7 @@ pub(super) struct Observed {
     /// critical members by them too.
     pub(super) thresholds: Thresholds,
     pub(super) contacts: Vec<String>,
-    /// What the listing found (the org's size, its roles'), when it was complete: the next
+    /// What the listing found (the org's size, its parts'), when it was complete: the next
     /// run plans its requests by it.
     pub(super) listing_hint: Option<ListingHint>,
     /// The org's home, for links to members' pages in the email.
