@@ -25,6 +25,7 @@
 //! - [`startup`]: why a function refuses to start, said once and readably.
 //! - [`i18n`]: the message catalogue (English, French) and local number and date formats.
 //! - [`member_text`]: text members wrote themselves (full names), made safe to show.
+//! - [`web_url`]: the URLs an operator configures, parsed (host names in ASCII).
 //! - [`logging`]: the functions' log lines, at the level and in the format Lambda asks for.
 //! - [`telemetry`]: one CloudWatch Embedded Metric Format line per run.
 
@@ -47,3 +48,4 @@ pub mod schedule;
 pub mod secrets;
 pub mod startup;
 pub mod telemetry;
+pub mod web_url;

@@ -103,8 +103,8 @@ impl ArcgisSecret {
         if !map.contains_key("portal_url") {
             problems.push("missing key: portal_url".to_owned());
         } else if let Some(url) = &portal_url {
-            match reqwest::Url::parse(url.trim()) {
-                Err(_) => problems.push("portal_url is not a valid URL".to_owned()),
+            match crate::web_url::parse(url) {
+                Err(e) => problems.push(format!("portal_url is {e}")),
                 // Said now, by key: the client would refuse it later, less plainly.
                 Ok(u) if !u.username().is_empty() || u.password().is_some() => problems.push(
                     "portal_url must not contain a user name or password (they go in the username and \
@@ -366,6 +366,11 @@ mod tests {
             "{all}"
         );
         assert!(problems(r#"{"portal_url":"https://o"}"#)[0].starts_with("missing credentials"));
+        let all = problems(r#"{"portal_url":"https://sigé.maps.arcgis.com","api_key":"AAPK-key-value"}"#).join(" | ");
+        assert!(
+            all.contains("portal_url is not a valid URL: write an international host name in its ASCII form (xn--…)"),
+            "{all}"
+        );
     }
 
     #[test]

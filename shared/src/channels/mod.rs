@@ -184,8 +184,8 @@ impl ChannelSecrets {
     }
 }
 
-fn check_url(url: &str) -> Result<(), &'static str> {
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|_| "is not a valid URL")?;
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = crate::web_url::parse(url).map_err(|e| format!("is {e}"))?;
     let loopback = match parsed.host_str() {
         Some("localhost") => true,
         Some(host) => host
@@ -197,7 +197,7 @@ fn check_url(url: &str) -> Result<(), &'static str> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        _ => Err("must be an https:// URL"),
+        _ => Err("must be an https:// URL".to_owned()),
     }
 }
 
