@@ -152,7 +152,15 @@ impl Credits {
     /// Reads an amount from an ArcGIS JSON value: a number, or a number written as a string
     /// (ArcGIS does both, with exponents). `None` for anything else (null, booleans, NaN).
     pub fn from_json(value: &Value) -> Option<Credits> {
-        number_text(value).and_then(|text| Credits::parse_rounded(&text).ok())
+        match value {
+            // Whole numbers (timestamps, most balances) need no decimal text.
+            Value::Number(n) => match n.as_i64() {
+                Some(whole) => Some(Credits(i128::from(whole) * MICROS)).filter(|c| c.0.abs() <= Credits::MAX_ABS.0),
+                None => Credits::parse_rounded(&n.to_string()).ok(),
+            },
+            Value::String(s) => Credits::parse_rounded(s).ok(),
+            _ => None,
+        }
     }
 
     /// An `f64` from a JSON parser read as the decimal it was written as (see the module
@@ -192,107 +200,101 @@ impl Credits {
     }
 }
 
-/// The decimal text of a JSON number or numeric string, trimmed; `None` for other values.
-/// The one place ArcGIS's "number, or number as a string" spelling is read.
-fn number_text(value: &Value) -> Option<String> {
-    match value {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        _ => None,
-    }
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Rounding {
     Refuse,
     HalfEven,
 }
 
-/// Parses `[+-]digits[.digits][(e|E)[+-]digits]` into micro-credits.
+/// Parses `[+-]digits[.digits][(e|E)[+-]digits]` into micro-credits, without allocating: a
+/// usage answer holds a value per member and day, and a scan reads them all.
 fn parse(text: &str, rounding: Rounding) -> Result<Credits, InvalidCredits> {
-    let original = text;
-    let shown = || original.chars().take(40).collect::<String>();
+    let shown = || text.chars().take(40).collect::<String>();
     let not_a_number = || InvalidCredits::NotANumber(shown());
-    let text = text.trim();
-    let (negative, rest) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
+    let trimmed = text.trim().as_bytes();
+    let (negative, rest) = match trimmed.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, trimmed),
     };
-    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+    let (mantissa, exponent) = match rest.iter().position(|b| matches!(b, b'e' | b'E')) {
         Some(i) => {
-            let exp: i32 = rest[i + 1..].parse().map_err(|_| not_a_number())?;
-            (&rest[..i], exp)
+            let exp = std::str::from_utf8(&rest[i + 1..])
+                .ok()
+                .and_then(|e| e.parse::<i32>().ok());
+            (&rest[..i], exp.ok_or_else(not_a_number)?)
         }
         None => (rest, 0),
     };
-    let (int_part, frac_part) = match mantissa.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (mantissa, ""),
+    let (int_part, frac_part) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, &[][..]),
     };
     if int_part.is_empty() && frac_part.is_empty()
-        || !int_part.bytes().all(|b| b.is_ascii_digit())
-        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        || !int_part.iter().all(u8::is_ascii_digit)
+        || !frac_part.iter().all(u8::is_ascii_digit)
     {
         return Err(not_a_number());
     }
-    // All significant digits, and the power of ten they are scaled by.
-    let digits = format!("{int_part}{frac_part}");
-    let digits = digits.trim_start_matches('0');
-    let mut scale = i64::from(exponent) - frac_part.len() as i64;
-    let mut digits = digits.to_owned();
-    // Trailing zeros carry no information: drop them so "250.000000000" is exact.
-    while digits.ends_with('0') {
-        digits.pop();
-        scale += 1;
-    }
-    if digits.is_empty() {
+    // The significant digits (the digits of both parts, without leading or trailing zeros:
+    // "250.000000000" is exact) and the power of ten they are scaled by.
+    let all = Digits(int_part, frac_part);
+    let Some(first) = (0..all.len()).find(|&i| all.at(i) != 0) else {
         return Ok(Credits::ZERO);
-    }
+    };
+    let last = (first..all.len()).rev().find(|&i| all.at(i) != 0).unwrap_or(first);
+    let len = (last + 1 - first) as i64;
+    let scale = i64::from(exponent) - frac_part.len() as i64 + (all.len() - 1 - last) as i64;
     // Magnitude check before any arithmetic: digits × 10^scale ≤ 10^15.
-    let magnitude = digits.len() as i64 + scale;
-    if magnitude > 16 {
+    if len + scale > 16 {
         return Err(InvalidCredits::TooLarge(shown()));
     }
-    // Micro-credits = digits × 10^(scale + 6).
+    // Micro-credits = digits × 10^(scale + 6); at most 22 digits are ever summed, which an
+    // i128 holds.
     let shift = scale + i64::from(SCALE);
-    let micros: i128 = if shift >= 0 {
-        let value: i128 = digits.parse().map_err(|_| not_a_number())?;
-        value * 10i128.pow(shift as u32)
+    let value_of = |count: i64| (first..first + count as usize).fold(0i128, |v, i| v * 10 + i128::from(all.at(i)));
+    let micros = if shift >= 0 {
+        value_of(len) * 10i128.pow(shift as u32)
+    } else if rounding == Rounding::Refuse {
+        return Err(InvalidCredits::TooPrecise(shown()));
+    } else if -shift > len {
+        // Below half a micro-credit: the first digit cut is a leading zero.
+        0
     } else {
-        let cut = (-shift) as usize;
-        if rounding == Rounding::Refuse {
-            return Err(InvalidCredits::TooPrecise(shown()));
-        }
-        if cut > digits.len() + 1 {
-            // Far below half a micro-credit.
-            0
-        } else {
-            let keep = digits.len().saturating_sub(cut);
-            let head: i128 = if keep == 0 {
-                0
-            } else {
-                digits[..keep].parse().map_err(|_| not_a_number())?
-            };
-            let tail = if keep == 0 {
-                format!("{}{digits}", "0".repeat(cut - digits.len()))
-            } else {
-                digits[keep..].to_owned()
-            };
-            let half = format!("5{}", "0".repeat(tail.len() - 1));
-            let up = match tail.as_str().cmp(half.as_str()) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Less => false,
-                std::cmp::Ordering::Equal => head % 2 == 1,
-            };
-            head + i128::from(up)
-        }
+        // Half to even on the digits cut: the last significant digit is never 0, so a cut of
+        // more than one digit is above half when it starts with 5.
+        let keep = len + shift;
+        let head = value_of(keep);
+        let cut_first = all.at(first + keep as usize);
+        let up = match cut_first.cmp(&5) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => -shift > 1 || head % 2 == 1,
+        };
+        head + i128::from(up)
     };
     let credits = Credits(if negative { -micros } else { micros });
     if credits.0.abs() > Credits::MAX_ABS.0 {
         return Err(InvalidCredits::TooLarge(shown()));
     }
     Ok(credits)
+}
+
+/// The digits of a number's integer and fraction parts, read as one sequence.
+struct Digits<'a>(&'a [u8], &'a [u8]);
+
+impl Digits<'_> {
+    fn len(&self) -> usize {
+        self.0.len() + self.1.len()
+    }
+
+    /// The value of digit `i` (0–9).
+    fn at(&self, i: usize) -> u8 {
+        match self.0.get(i) {
+            Some(d) => d - b'0',
+            None => self.1[i - self.0.len()] - b'0',
+        }
+    }
 }
 
 impl FromStr for Credits {
@@ -489,6 +491,72 @@ mod tests {
         assert_eq!(Credits::parse_rounded("0.00000151").unwrap().micros(), 2);
         assert_eq!(Credits::parse_rounded("-0.0000025").unwrap().micros(), -2);
         assert_eq!(Credits::parse_rounded("1e-30").unwrap(), Credits::ZERO);
+    }
+
+    /// Every spelling of `mantissa × 10^exponent` reads as that value rounded half to even at
+    /// the micro-credit, computed here by integer division (an independent oracle).
+    #[test]
+    fn every_spelling_rounds_half_to_even_like_integer_division() {
+        let pow = |e: u32| 10i128.pow(e);
+        let expected = |mantissa: i128, exponent: i32| -> i128 {
+            let shift = exponent + 6;
+            if shift >= 0 {
+                return mantissa * pow(shift as u32);
+            }
+            let divisor = pow((-shift) as u32);
+            let (q, r) = (mantissa / divisor, mantissa % divisor);
+            match (2 * r).cmp(&divisor) {
+                std::cmp::Ordering::Greater => q + 1,
+                std::cmp::Ordering::Less => q,
+                std::cmp::Ordering::Equal => q + q % 2,
+            }
+        };
+        let mantissas = [
+            0i128,
+            1,
+            5,
+            15,
+            25,
+            105,
+            995,
+            1_000,
+            123_456_789,
+            9_999_995,
+            50_018_196,
+            2_500_000,
+        ];
+        for mantissa in mantissas {
+            for exponent in -14..=6 {
+                let want = expected(mantissa, exponent);
+                let digits = mantissa.to_string();
+                // The same value written with an exponent, as a plain decimal, with padding
+                // zeros on both sides, and negated.
+                let mut spellings = vec![format!("{digits}e{exponent}"), format!("{digits}.000E{exponent:+}")];
+                if exponent < 0 {
+                    let point = (-exponent) as usize;
+                    let padded = format!("{digits:0>width$}", width = point + 1);
+                    let (int, frac) = padded.split_at(padded.len() - point);
+                    spellings.push(format!("{int}.{frac}"));
+                    spellings.push(format!("00{int}.{frac}00"));
+                } else {
+                    spellings.push(format!("{digits}{}", "0".repeat(exponent as usize)));
+                }
+                for text in spellings {
+                    assert_eq!(Credits::parse_rounded(&text).map(Credits::micros), Ok(want), "{text}");
+                    assert_eq!(
+                        Credits::parse_rounded(&format!("-{text}")).map(Credits::micros),
+                        Ok(-want),
+                        "-{text}"
+                    );
+                    // People's amounts: exact, or refused as too precise.
+                    let exact = exponent >= -6 || mantissa % pow((-6 - exponent) as u32) == 0;
+                    match Credits::parse_exact(&text) {
+                        Ok(c) => assert!(exact && c.micros() == want, "{text}"),
+                        Err(e) => assert!(!exact && matches!(e, InvalidCredits::TooPrecise(_)), "{text}: {e}"),
+                    }
+                }
+            }
+        }
     }
 
     #[test]
