@@ -10,11 +10,12 @@ use reqwest::Url;
 
 /// Why a configured URL was refused; shown after the setting's name ("portal_url is not a
 /// valid URL").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    /// The text is not a URL.
+    /// The text is not a URL; the parser's reason ("relative URL without a base") is kept
+    /// for messages that may show it (a webhook URL's check shows none of it).
     #[error("not a valid URL")]
-    Invalid,
+    Invalid(String),
     /// A URL whose host name has non-ASCII letters.
     #[error("not a valid URL: write an international host name in its ASCII form (xn--…)")]
     InternationalHost,
@@ -24,8 +25,8 @@ pub enum UrlError {
 pub fn parse(text: &str) -> Result<Url, UrlError> {
     let text = text.trim();
     // Only the host can make a non-ASCII URL fail: elsewhere non-ASCII is percent-encoded.
-    Url::parse(text).map_err(|_| match text.is_ascii() {
-        true => UrlError::Invalid,
+    Url::parse(text).map_err(|e| match text.is_ascii() {
+        true => UrlError::Invalid(e.to_string()),
         false => UrlError::InternationalHost,
     })
 }
@@ -59,7 +60,10 @@ mod tests {
 
     #[test]
     fn what_is_not_a_url_says_so() {
-        assert_eq!(parse("org.maps.arcgis.com").unwrap_err(), UrlError::Invalid);
+        assert_eq!(
+            parse("org.maps.arcgis.com").unwrap_err(),
+            UrlError::Invalid("relative URL without a base".into())
+        );
         assert_eq!(parse("").unwrap_err().to_string(), "not a valid URL");
     }
 }

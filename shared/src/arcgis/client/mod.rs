@@ -830,7 +830,10 @@ pub fn rest_base(portal_url: &str) -> Result<Url, Error> {
         url: redact_url(portal_url),
         reason: reason.to_owned(),
     };
-    let mut url = crate::web_url::parse(portal_url).map_err(|e| invalid(&e.to_string()))?;
+    let mut url = crate::web_url::parse(portal_url).map_err(|e| match e {
+        crate::web_url::UrlError::Invalid(why) => invalid(&why),
+        other => invalid(&other.to_string()),
+    })?;
     let host = url.host_str().ok_or_else(|| invalid("no host"))?;
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host

@@ -73,6 +73,11 @@ fn invalid_portal_urls_are_named_by_scheme_and_host_only() {
     }
     let err = rest_base("https://user:pa55word@org.example.com/x").unwrap_err();
     assert!(err.to_string().contains("(https://org.example.com)"), "{err}");
+    // What is wrong with it is said, as the URL parser says it.
+    let err = rest_base("org.maps.arcgis.com").unwrap_err();
+    assert!(err.to_string().contains("relative URL without a base"), "{err}");
+    let err = rest_base("https://sigé.maps.arcgis.com").unwrap_err();
+    assert!(err.to_string().contains("its ASCII form (xn--…)"), "{err}");
 }
 
 #[test]
