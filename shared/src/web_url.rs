@@ -31,6 +31,23 @@ pub fn parse(text: &str) -> Result<Url, UrlError> {
     })
 }
 
+/// Whether `url` points at this machine (`localhost`, `127.0.0.0/8`, `[::1]`): the one place
+/// plain `http://` is accepted, for simulators and local tests, since nothing sent there
+/// crosses a network.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some(host) => {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +73,25 @@ mod tests {
         );
         // Non-ASCII outside the host is percent-encoded, not refused.
         assert_eq!(parse("https://org.example/équipe").unwrap().path(), "/%C3%A9quipe");
+    }
+
+    #[test]
+    fn loopback_hosts_are_this_machine_only() {
+        for local in [
+            "http://localhost:8080",
+            "http://127.0.0.1",
+            "http://127.9.9.9/x",
+            "http://[::1]:9000",
+        ] {
+            assert!(is_loopback(&parse(local).unwrap()), "{local}");
+        }
+        for remote in [
+            "https://org.maps.arcgis.com",
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+        ] {
+            assert!(!is_loopback(&parse(remote).unwrap()), "{remote}");
+        }
     }
 
     #[test]

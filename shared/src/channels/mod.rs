@@ -186,14 +186,7 @@ impl ChannelSecrets {
 
 fn check_url(url: &str) -> Result<(), String> {
     let parsed = crate::web_url::parse(url).map_err(|e| format!("is {e}"))?;
-    let loopback = match parsed.host_str() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    };
+    let loopback = crate::web_url::is_loopback(&parsed);
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::io::Read;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -834,13 +833,10 @@ pub fn rest_base(portal_url: &str) -> Result<Url, Error> {
         crate::web_url::UrlError::Invalid(why) => invalid(&why),
         other => invalid(&other.to_string()),
     })?;
-    let host = url.host_str().ok_or_else(|| invalid("no host"))?;
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    if url.host_str().is_none() {
+        return Err(invalid("no host"));
+    }
+    let loopback = crate::web_url::is_loopback(&url);
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
