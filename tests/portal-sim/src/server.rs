@@ -261,9 +261,18 @@ impl Sim {
         })
     }
 
-    /// Locks the world; a panic while holding it cannot happen in handlers, but a poisoned
-    /// lock must not take the simulator down either.
+    /// Locks the world for whatever the caller does with it, members included: the filtered
+    /// listings kept for them are dropped.
     pub fn world(&self) -> MutexGuard<'_, World> {
+        let mut w = self.lock_world();
+        w.listings.get_mut().clear();
+        w
+    }
+
+    /// Locks the world for a request. A panic while holding it cannot happen in handlers, but
+    /// a poisoned lock must not take the simulator down either. No endpoint changes who is a
+    /// member or their role or user type, so the filtered listings stay valid.
+    fn lock_world(&self) -> MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -395,7 +404,7 @@ impl Sim {
     /// The arrival, under the world lock: sequence number, endpoint, fault decision, this
     /// request's latency and the holds it is the Nth for.
     fn arrive(&self, path: &str, params: Option<&Params>, now: Instant) -> Arrival {
-        let mut w = self.world();
+        let mut w = self.lock_world();
         w.seq += 1;
         let seq = w.seq;
         let ep = Endpoint::route(path, &w.org.id.clone());
@@ -478,7 +487,7 @@ impl Sim {
     ) -> (Result<Response, Reply>, Result<Format, AgolError>) {
         let format = Format::from_params(&req.params);
         // The world lock lives in this function only: nothing here awaits.
-        let mut w = self.world();
+        let mut w = self.lock_world();
         let (answer, outcome) = match decision {
             Misbehave::Envelope(e) => {
                 let o = format!("fault:error_envelope:{}", e.code);
@@ -529,7 +538,7 @@ impl Sim {
     /// anyway is counted as a leak.
     fn storage(&self, id: &str, query: Option<&str>, headers: &HeaderMap) -> Response {
         let params = Params::parse(query, headers, &[]).unwrap_or_default();
-        let mut w = self.world();
+        let mut w = self.lock_world();
         w.seq += 1;
         let carried_token = params.get("token").is_some()
             || headers.contains_key("x-esri-authorization")

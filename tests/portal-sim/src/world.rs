@@ -5,8 +5,9 @@
 //! and the records of everything credit-steward did: notifications, allocation calls, report
 //! items and the (redacted) request log.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -220,6 +221,9 @@ pub struct MemberState {
     pub role: String,
 }
 
+/// A listing's `role` and `userLicenseType` filters.
+type ListingFilters = (Option<String>, Option<String>);
+
 /// Everything mutable.
 pub struct World {
     /// The org as it is now.
@@ -258,6 +262,12 @@ pub struct World {
     pub next_id: u64,
     /// Browser-style sign-ins in progress and unredeemed authorization codes.
     pub oauth: crate::api::auth::OAuthSessions,
+    /// Which members a filtered listing (`role`, `userLicenseType`) selects, as indexes into
+    /// `org.members`, kept once computed: a large org's filtered pages then cost their own
+    /// size under the world lock, not a pass over every member each (ArcGIS answers pages
+    /// in parallel; the lock would serialize those passes). Emptied by [`World::reindex`] and
+    /// whenever the world is handed out for changes ([`crate::server::Sim::world`]).
+    pub(crate) listings: RefCell<HashMap<ListingFilters, Arc<[usize]>>>,
 }
 
 /// Oldest request-log entries are dropped past this, so a long demo cannot grow without bound.
@@ -284,6 +294,7 @@ impl World {
             behaviour,
             next_id: 1,
             oauth: Default::default(),
+            listings: RefCell::default(),
             org,
         };
         w.reindex();
@@ -308,6 +319,7 @@ impl World {
 
     /// Rebuilds the indexes after the member list or usage changed.
     pub fn reindex(&mut self) {
+        self.listings.get_mut().clear();
         self.org.members.sort_by(|a, b| a.username.cmp(&b.username));
         self.by_username = self
             .org
@@ -372,6 +384,23 @@ impl World {
     pub fn member_by_name_or_id(&self, key: &str) -> Option<&MemberRecord> {
         self.member(key)
             .or_else(|| self.by_id.get(key).map(|&i| &self.org.members[i]))
+    }
+
+    /// The members (indexes into `org.members`, in its order) that `selects` keeps for the
+    /// filters `key`, computed on the first request with these filters since the members last
+    /// changed.
+    pub(crate) fn listing(
+        &self,
+        key: (Option<&str>, Option<&str>),
+        selects: impl Fn(&MemberRecord) -> bool,
+    ) -> Arc<[usize]> {
+        let key = (key.0.map(str::to_owned), key.1.map(str::to_owned));
+        let mut listings = self.listings.borrow_mut();
+        let found = listings.entry(key).or_insert_with(|| {
+            let members = self.org.members.iter().enumerate();
+            members.filter(|(_, m)| selects(m)).map(|(i, _)| i).collect()
+        });
+        Arc::clone(found)
     }
 
     /// A member's role (falls back to `org_user` if the fixture names an unknown role).

@@ -87,7 +87,7 @@ pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
     let window = start - 1..start - 1 + num;
     // Members are kept sorted by username, so the common listing needs no copy and no sort (a
     // 25,000-member listing stays at the paging floor instead of O(N log N) per page), and a
-    // filtered one one pass that keeps only the page.
+    // filtered one the selection its filters made the first time (`World::listing`).
     let (mut page, matched): (Vec<&MemberRecord>, usize) = if !default_order {
         let mut list: Vec<&MemberRecord> = w.org.members.iter().filter(|m| selected(m)).collect();
         sort_members(&mut list, p)?;
@@ -101,15 +101,10 @@ pub fn list(w: &World, ctx: &Ctx) -> Result<Reply, AgolError> {
             members.len(),
         )
     } else {
-        let mut page = Vec::with_capacity(num);
-        let mut matched = 0;
-        for m in w.org.members.iter().filter(|m| selected(m)) {
-            if window.contains(&matched) {
-                page.push(m);
-            }
-            matched += 1;
-        }
-        (page, matched)
+        let selection = w.listing((role, user_type), selected);
+        let end = window.end.min(selection.len());
+        let page = selection.get(window.start..end).unwrap_or(&[]);
+        (page.iter().map(|&i| &w.org.members[i]).collect(), selection.len())
     };
     // A cap serves the first `at` matches only (see `ListingCap`).
     let (served, total) = match w.behaviour.org_users_cap {
