@@ -7,6 +7,9 @@
 //! cargo run -p shared --example render-report -- target/render-report/credits.html [MEMBERS] [en|fr]
 //! ```
 
+// A tool run by hand or by the tests: a failure may end it with a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

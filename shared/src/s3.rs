@@ -114,6 +114,7 @@ impl fmt::Debug for S3Client {
 impl S3Client {
     /// A client with `sdk`'s region, credentials and S3 endpoint (`AWS_ENDPOINT_URL_S3`, else
     /// `AWS_ENDPOINT_URL`). What is missing fails each call with its name, not this.
+    #[allow(clippy::expect_used, reason = "the key's builder fails only on a part not set")]
     pub fn new(sdk: &SdkConfig) -> S3Client {
         crate::arcgis::client::install_ring_provider();
         let key = ServiceConfigKey::builder()

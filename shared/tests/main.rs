@@ -3,6 +3,9 @@
 //! The ArcGIS client runs against portal-sim on 127.0.0.1; the Secrets Manager tests against a
 //! `moto_server` this binary starts itself. Nothing leaves loopback.
 
+// Tests and their helpers state expectations with unwrap, expect and panic!.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 mod allocate;

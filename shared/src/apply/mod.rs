@@ -263,19 +263,25 @@ impl Applier {
 
     /// Applies (or replays, or resumes) one request; see the module documentation.
     pub async fn apply(&self, job: &Job<'_>) -> Result<Applied, ApplyError> {
-        self.claim_and_apply(job, false)
-            .await
-            .map(|applied| applied.expect("a request is always applied, replayed or refused"))
+        let (claim, lease) = self.claim(job).await?;
+        self.proceed(job, claim, lease).await
     }
 
     /// Finishes `job` if an earlier invocation left it unfinished (or replays it if it
     /// finished); `None` when there is nothing of it: a redelivered scheduled run never starts
     /// an allocation its first delivery did not.
     pub async fn resume(&self, job: &Job<'_>) -> Result<Option<Applied>, ApplyError> {
-        self.claim_and_apply(job, true).await
+        let (claim, lease) = self.claim(job).await?;
+        if matches!(claim, RequestClaim::Fresh) {
+            self.give_back(job).await;
+            return Ok(None);
+        }
+        self.proceed(job, claim, lease).await.map(Some)
     }
 
-    async fn claim_and_apply(&self, job: &Job<'_>, resume_only: bool) -> Result<Option<Applied>, ApplyError> {
+    /// Step 1: the request's claim in the ledger, and the lease it holds if it is this
+    /// invocation's to apply.
+    async fn claim(&self, job: &Job<'_>) -> Result<(RequestClaim, DateTime<Utc>), ApplyError> {
         let now = Utc::now();
         let lease = job.deadline.wall() + LEASE_SLACK;
         let claim = job
@@ -283,18 +289,19 @@ impl Applier {
             .claim_request(&job.scope, Claim::new(&job.body_hash, &job.who.request_id, now, lease))
             .await
             .map_err(ApplyError::Ledger)?;
+        Ok((claim, lease))
+    }
+
+    /// What the claim says to do: apply, resume, replay or refuse.
+    async fn proceed(&self, job: &Job<'_>, claim: RequestClaim, lease: DateTime<Utc>) -> Result<Applied, ApplyError> {
         match claim {
-            RequestClaim::Fresh if resume_only => {
-                self.give_back(job).await;
-                Ok(None)
-            }
-            RequestClaim::Fresh => self.locked(job, lease, None).await.map(Some),
+            RequestClaim::Fresh => self.locked(job, lease, None).await,
             RequestClaim::Replay(stored) => Record::from_stored(&stored)
-                .map(|r| Some(Applied::Replayed(r)))
+                .map(Applied::Replayed)
                 .map_err(ApplyError::JournalUnreadable),
             RequestClaim::InProgress { lease_until } => Err(ApplyError::InProgress { lease_until }),
             RequestClaim::Mismatch => Err(ApplyError::KeyReused),
-            RequestClaim::Resume(stored) => self.locked(job, lease, Some(*stored)).await.map(Some),
+            RequestClaim::Resume(stored) => self.locked(job, lease, Some(*stored)).await,
         }
     }
 
@@ -601,7 +608,8 @@ fn new_record(job: &Job<'_>, planned: Planned) -> Record {
 /// The record of a dry run (nothing stored).
 pub fn preview_record(who: &Who, ask: &Ask, planned: Planned) -> Record {
     let Planned { plan, warnings } = planned;
-    let entry_count = u32::try_from(plan.entries.len()).expect("a plan is capped far below u32::MAX entries");
+    // A plan is capped far below u32::MAX entries.
+    let entry_count = u32::try_from(plan.entries.len()).unwrap_or(u32::MAX);
     Record {
         meta: RecordMeta {
             request_id: who.request_id.clone(),

@@ -189,12 +189,16 @@ impl TryFrom<ThresholdsSpec> for Thresholds {
     }
 }
 
+/// 10 % and 50 %, checked when compiled: a constant that is not a percentage does not build.
+const DEFAULT_CRITICAL: Percent = Percent::whole(10).expect("10 is a percentage");
+const DEFAULT_WARNING: Percent = Percent::whole(50).expect("50 is a percentage");
+
 impl Default for Thresholds {
     /// Critical below 10 % of the allocation, warning below 50 % (the template's defaults).
     fn default() -> Self {
         Thresholds {
-            critical: Limit::Percent(Percent::whole(10).expect("10 is a percentage")),
-            warning: Limit::Percent(Percent::whole(50).expect("50 is a percentage")),
+            critical: Limit::Percent(DEFAULT_CRITICAL),
+            warning: Limit::Percent(DEFAULT_WARNING),
         }
     }
 }

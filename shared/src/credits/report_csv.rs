@@ -294,7 +294,7 @@ pub fn read(input: impl std::io::Read) -> Result<CreditsReport, ReportCsvError> 
                     lines: before.last().map_or(0, |r| r.line),
                 })?;
             held_back = before.split_off(i + 1);
-            let assumed = before.pop().expect("the record at i");
+            let assumed = before.pop().ok_or(ReportCsvError::NoHeader { lines: 0 })?;
             warnings.push(ReportWarning::HeaderAssumed { line: assumed.line });
             let username_col = (!is_one_of(assumed.cell(0), PERIOD_HEADERS)).then_some(0);
             (assumed, username_col)
@@ -404,9 +404,8 @@ pub fn read(input: impl std::io::Read) -> Result<CreditsReport, ReportCsvError> 
                 .map(|(line, _)| (*line, reading_order(j), j))
         })
         .min();
-    if let Some((_, _, j)) = first_bad {
-        let found = seen[j].first_text.take().expect("a malformed cell");
-        return Err(bad_number(found, j));
+    if let Some(found) = first_bad.and_then(|(_, _, j)| seen[j].first_text.take().map(|found| (found, j))) {
+        return Err(bad_number(found.0, found.1));
     }
 
     let service_cols: Vec<usize> = kinds

@@ -145,6 +145,7 @@ impl Month {
     }
 
     /// `[start, end)` as a usage window.
+    #[allow(clippy::expect_used, reason = "a month ends after it starts")]
     pub fn window(self) -> TimeWindow {
         TimeWindow::between(self.start(), self.end()).expect("a month's window is never empty")
     }

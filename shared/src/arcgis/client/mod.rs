@@ -724,7 +724,8 @@ async fn stream_body<T: Send + 'static>(response: reqwest::Response, decode: Str
             head,
             transport,
         },
-        // The decoder panicked: surfaced as a decoding failure, the panic's message kept.
+        // The decoder panicked (where panics unwind: the release profile aborts instead):
+        // surfaced as a decoding failure, the panic's message kept.
         Err(e) => Streamed {
             decoded: Err(DecodeError::Json(serde::de::Error::custom(format!(
                 "the body's decoder failed: {e}"
