@@ -155,7 +155,7 @@ impl Credits {
         match value {
             // Whole numbers (timestamps, most balances) need no decimal text.
             Value::Number(n) => match n.as_i64() {
-                Some(whole) => Some(Credits(i128::from(whole) * MICROS)).filter(|c| c.0.abs() <= Credits::MAX_ABS.0),
+                Some(whole) => Some(Credits::whole(whole)).filter(|c| c.0.abs() <= Credits::MAX_ABS.0),
                 None => Credits::parse_rounded(&n.to_string()).ok(),
             },
             Value::String(s) => Credits::parse_rounded(s).ok(),

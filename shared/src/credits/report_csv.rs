@@ -404,8 +404,10 @@ pub fn read(input: impl std::io::Read) -> Result<CreditsReport, ReportCsvError> 
                 .map(|(line, _)| (*line, reading_order(j), j))
         })
         .min();
-    if let Some(found) = first_bad.and_then(|(_, _, j)| seen[j].first_text.take().map(|found| (found, j))) {
-        return Err(bad_number(found.0, found.1));
+    if let Some((_, _, j)) = first_bad
+        && let Some(found) = seen[j].first_text.take()
+    {
+        return Err(bad_number(found, j));
     }
 
     let service_cols: Vec<usize> = kinds
