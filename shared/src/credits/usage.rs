@@ -338,7 +338,7 @@ impl UsageSeries {
         stype: Option<&str>,
         etype: Option<&str>,
         username: Option<&str>,
-        credits: Option<&[Value]>,
+        credits: Option<impl IntoIterator<Item = WirePoint>>,
         buckets: Buckets,
     ) -> Result<Self, UsageError> {
         let points = credits
@@ -346,11 +346,11 @@ impl UsageSeries {
                 field: "credits",
                 expected: "an array of [timestamp, value] pairs",
             })?
-            .iter()
+            .into_iter()
             .map(|point| {
-                let (label, credits) = parse_point(point)?;
+                let (label, credits) = point?;
                 let bucket = buckets.interval(label).ok_or_else(|| UsageError::BadPoint {
-                    point: point.to_string(),
+                    point: format!(r#"["{label}","{credits}"]"#),
                     reason: "the timestamp is not a UTC bucket boundary (or is out of range)",
                 })?;
                 Ok(UsagePoint { bucket, credits })
@@ -404,6 +404,13 @@ impl UsageTotal {
     }
 }
 
+/// A `[timestamp, credits]` point as a series' reader found it: its label (epoch ms) and
+/// credits, or why it cannot be read ([`UsageError::BadPoint`]).
+pub type WirePoint = Result<(i64, Credits), UsageError>;
+
+/// Why a point that is not a pair is refused.
+pub const NOT_A_PAIR: &str = "expected a [timestamp, credits] pair";
+
 /// Parses one `[timestamp, credits]` point. Each element may be a JSON number or a string;
 /// strings may use exponent notation (`"2.0E-4"`, `"1.6721856E12"`). The timestamp must be
 /// a whole number of milliseconds and the credits an amount.
@@ -416,17 +423,21 @@ pub fn parse_point(point: &Value) -> Result<(i64, Credits), UsageError> {
         .as_array()
         .map(Vec::as_slice)
         .and_then(|pair| <&[Value; 2]>::try_from(pair).ok())
-        .ok_or_else(|| bad("expected a [timestamp, credits] pair"))?;
-    let ts = whole_ms(ts).ok_or_else(|| bad("the timestamp is not a whole number of epoch ms"))?;
-    let credits = Credits::from_json(credits).ok_or_else(|| bad("the credits value is not a number"))?;
-    Ok((ts, credits))
+        .ok_or_else(|| bad(NOT_A_PAIR))?;
+    read_point(Credits::from_json(ts), Credits::from_json(credits)).map_err(bad)
 }
 
-/// A timestamp in whole milliseconds, written as an integer or with an exponent
-/// (`"1.6721856E12"`): read exactly as a decimal, refused when it has a fraction.
-fn whole_ms(value: &Value) -> Option<i64> {
+/// A point from its two elements, each already read as an amount where it is one
+/// ([`Credits::from_json`]): the timestamp must be a whole number of milliseconds (written
+/// as an integer or with an exponent, `"1.6721856E12"`, and read exactly as a decimal) and
+/// the credits an amount. The error is the reason, for [`UsageError::BadPoint`].
+pub fn read_point(ts: Option<Credits>, credits: Option<Credits>) -> Result<(i64, Credits), &'static str> {
     // The amount reader is exact to 10⁻⁶ and holds far more than any epoch-ms value.
-    Credits::from_json(value)?.whole_units()
+    let ts = ts
+        .and_then(Credits::whole_units)
+        .ok_or("the timestamp is not a whole number of epoch ms")?;
+    let credits = credits.ok_or("the credits value is not a number")?;
+    Ok((ts, credits))
 }
 
 #[cfg(test)]
@@ -488,6 +499,26 @@ mod tests {
         assert_eq!(parse_point(&json!(["0", "0.0"])).unwrap(), (0, Credits::ZERO));
     }
 
+    /// The streaming reader reads each point in place, without a JSON tree: it must read
+    /// every spelling exactly as [`parse_point`] does.
+    #[test]
+    fn the_streaming_reader_reads_points_as_parse_point_does() {
+        let day = 1_672_185_600_000_i64;
+        for point in [
+            json!([day.to_string(), "2.0E-4"]),
+            json!([day, 1.5]),
+            json!([day, 2]),
+            json!(["1.6721856E12", " 3 "]),
+            json!([day.to_string(), "-0.25"]),
+            json!([day as f64, "1e-7"]),
+        ] {
+            let series = read_one(&json!({"username": "u", "credits": [point]}), DAILY).unwrap();
+            let (label, credits) = parse_point(&point).unwrap();
+            assert_eq!(series.points[0].bucket.start_ms(), label, "{point}");
+            assert_eq!(series.points[0].credits, credits, "{point}");
+        }
+    }
+
     #[test]
     fn malformed_points_are_errors_not_zero() {
         for bad in [
@@ -503,7 +534,21 @@ mod tests {
             json!(["1e30", "1.0"]),
         ] {
             let err = parse_point(&bad).unwrap_err();
-            assert!(matches!(err, UsageError::BadPoint { .. }), "{bad}");
+            let UsageError::BadPoint { reason, .. } = err else {
+                panic!("{bad}: {err}")
+            };
+            // The same point in an answer, read as it streams: refused for the same reason,
+            // and the error shows the point.
+            let streamed = read_one(&json!({"username": "u", "credits": [bad]}), DAILY).unwrap_err();
+            let UsageError::BadPoint {
+                reason: streamed_reason,
+                point,
+            } = &streamed
+            else {
+                panic!("{bad}: {streamed}")
+            };
+            assert_eq!(*streamed_reason, reason, "{bad}");
+            assert!(point.starts_with(['[', '{']), "{bad}: {point}");
         }
     }
 
