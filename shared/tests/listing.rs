@@ -103,7 +103,12 @@ async fn token_expiry_in_the_middle_of_a_listing_re_signs_in_and_completes() {
         "one re-sign-in, shared by concurrent pages"
     );
     let rejected = sim.requests().iter().filter(|r| r.outcome == "error:498").count() as u64;
-    assert!((1..=8).contains(&rejected), "{rejected} pages rejected (≤ concurrency)");
+    // At most the pages under way at once (twice the 8 in flight: an answer gives its place
+    // back before it is decoded, so a page may leave with the dead token meanwhile).
+    assert!(
+        (1..=16).contains(&rejected),
+        "{rejected} pages rejected (≤ pages under way)"
+    );
     assert_eq!(sim.request_count("portals/self/users"), 30 + rejected);
 }
 

@@ -94,7 +94,39 @@ impl Limiter {
     }
 }
 
-impl Permit<'_> {
+impl<'a> Permit<'a> {
+    /// The request was answered normally: one step towards a larger limit.
+    pub fn succeeded(self) {
+        self.answered().succeeded();
+    }
+
+    /// The request was throttled: the limit halves, once per burst of throttled answers.
+    pub fn throttled(self) {
+        self.answered().throttled();
+    }
+
+    /// The answer has arrived: its place goes to the next request now, and what the answer
+    /// said is reported once it is read ([`Answered`]). Decoding a 100-member listing page
+    /// is CPU, not load on ArcGIS; holding the place meanwhile would delay every round of
+    /// requests by it.
+    pub fn answered(self) -> Answered<'a> {
+        Answered {
+            limiter: self.limiter,
+            epoch: self.epoch,
+        }
+        // `self` is dropped here, which frees the place.
+    }
+}
+
+/// An answer whose place in flight was given back ([`Permit::answered`]), still to be
+/// reported as a success or as throttling (dropped unreported: neutral).
+#[derive(Debug)]
+pub struct Answered<'a> {
+    limiter: &'a Limiter,
+    epoch: u64,
+}
+
+impl Answered<'_> {
     /// The request was answered normally: one step towards a larger limit.
     pub fn succeeded(self) {
         let mut s = self.limiter.lock();
@@ -172,6 +204,24 @@ mod tests {
         drop(held);
         let fourth = waiting.await;
         fourth.succeeded();
+        assert_eq!(limiter.lock().in_flight, 0);
+    }
+
+    #[tokio::test]
+    async fn an_answered_request_frees_its_place_and_still_counts() {
+        let limiter = Limiter::new(2);
+        let held: Vec<Permit> = futures_util::future::join_all((0..2).map(|_| limiter.acquire())).await;
+        let mut held = held.into_iter();
+        let (first, second) = (held.next().unwrap(), held.next().unwrap());
+        // Answered, not yet decoded: the place is free for the next request...
+        let answered = first.answered();
+        let third = futures_util::FutureExt::now_or_never(limiter.acquire());
+        assert!(third.is_some(), "the answered request's place was not freed");
+        assert_eq!(limiter.lock().in_flight, 2);
+        // ...and its throttling, reported after decoding, still halves the limit.
+        answered.throttled();
+        assert_eq!(limiter.limit(), 1);
+        drop((second, third));
         assert_eq!(limiter.lock().in_flight, 0);
     }
 }

@@ -472,7 +472,7 @@ impl Client {
     /// new since then costs its first page before its others, a part that grew its missing
     /// pages, one that shrank its empty pages.
     pub async fn list_members_hinted(&self, hint: Option<&ListingHint>) -> Result<MemberList, Error> {
-        let concurrency = self.inner.list_concurrency;
+        let pipeline = self.pipeline();
         let cap = self.inner.listing_cap;
         let whole = Partition::default();
         let expected = hint.map(|h| h.members);
@@ -492,7 +492,7 @@ impl Client {
         } else {
             let expected_pages = expected.map_or(1, |n| n.div_ceil(PAGE_SIZE).max(1));
             let pages = self
-                .org_users_pages(&whole, (0..expected_pages).map(|i| 1 + i * PAGE_SIZE), concurrency)
+                .org_users_pages(&whole, (0..expected_pages).map(|i| 1 + i * PAGE_SIZE), pipeline)
                 .await?;
             // The page at start 1 is always among them, and sorts first.
             if pages[0].total >= cap {
@@ -509,10 +509,7 @@ impl Client {
         let whole = Partition::default();
         let total = pages[0].total;
         let missing = missing_starts(&pages);
-        pages.extend(
-            self.org_users_pages(&whole, missing, self.inner.list_concurrency)
-                .await?,
-        );
+        pages.extend(self.org_users_pages(&whole, missing, self.pipeline()).await?);
         self.follow_next(&whole, &mut pages).await?;
         let page_count = pages.len() as u64;
         let merged = merge(vec![(whole, pages)]);
@@ -532,7 +529,7 @@ impl Client {
     /// each part's pages, all `list_concurrency` at a time, then
     /// [`Client::list_partitioned`] with what was read.
     async fn list_by_plan(&self, planned: &[(Partition, u64)]) -> Result<MemberList, Error> {
-        let concurrency = self.inner.list_concurrency;
+        let pipeline = self.pipeline();
         let whole = Partition::default();
         // A split role's own first page: its total is what its types must add up to.
         let split: BTreeSet<Partition> = planned
@@ -557,7 +554,7 @@ impl Client {
                 let page = self.org_users_page(&partition, start).await?;
                 Ok::<_, Error>((partition, page))
             })
-            .buffer_unordered(concurrency)
+            .buffer_unordered(pipeline)
             .try_collect::<Vec<_>>();
         let (roles, pages) = tokio::try_join!(self.role_keys(), pages)?;
         let mut first = None;
@@ -601,7 +598,7 @@ impl Client {
         read: Vec<(Partition, Vec<Page>)>,
     ) -> Result<MemberList, Error> {
         let cap = self.inner.listing_cap;
-        let concurrency = self.inner.list_concurrency;
+        let pipeline = self.pipeline();
         let reported_total = whole[0].total;
         let roles = match roles {
             Some(r) => r,
@@ -638,7 +635,7 @@ impl Client {
             .map(|r| Partition::of_role(r))
             .filter(|p| !known.contains_key(p))
             .collect();
-        let mut firsts = self.first_pages(by_role, concurrency).await?;
+        let mut firsts = self.first_pages(by_role, pipeline).await?;
         page_count += firsts.len() as u64;
         firsts.extend(roles.iter().filter_map(|r| {
             let p = Partition::of_role(r);
@@ -662,7 +659,7 @@ impl Client {
             // The types read already keep their first page; the others are read now.
             let (read_children, unread): (Vec<Partition>, Vec<Partition>) =
                 children.iter().cloned().partition(|c| known.contains_key(c));
-            let mut fetched = self.first_pages(unread, concurrency).await?;
+            let mut fetched = self.first_pages(unread, pipeline).await?;
             page_count += fetched.len() as u64;
             fetched.extend(
                 read_children
@@ -725,7 +722,7 @@ impl Client {
         let parts_ref = &parts;
         let results: Vec<(usize, u64, Result<Page, Error>)> = stream::iter(requests)
             .map(|(i, start)| async move { (i, start, self.org_users_page(&parts_ref[i].partition, start).await) })
-            .buffer_unordered(concurrency)
+            .buffer_unordered(pipeline)
             .collect()
             .await;
         for (i, start, result) in results {
@@ -816,7 +813,7 @@ impl Client {
         }
         let mut failed = Vec::new();
         let mut found = false;
-        for (username, result) in self.members(lookups, self.inner.list_concurrency).await {
+        for (username, result) in self.members(lookups, self.pipeline()).await {
             match result {
                 Ok(m) => {
                     members.push(m);
@@ -988,10 +985,16 @@ impl Client {
         let next_start = page.next_start.as_ref().and_then(wire::count).unwrap_or(-1);
         let mut types = UserTypes::default();
         let records = users.iter().map(|u| read_record(u, &mut types)).collect();
-        let user_types = users
+        // A handful of distinct values: copied once each, not once per member.
+        let mut user_types: BTreeSet<String> = BTreeSet::new();
+        for t in users
             .iter()
-            .filter_map(|u| wire::string(u.user_license_type_id.as_ref()))
-            .collect();
+            .filter_map(|u| wire::non_blank(u.user_license_type_id.as_ref()))
+        {
+            if !user_types.contains(t) {
+                user_types.insert(t.to_owned());
+            }
+        }
         Ok(Page {
             start,
             total,

@@ -421,15 +421,19 @@ impl Client {
         loop {
             attempt += 1;
             let permit = self.acquire(what).await?;
-            let result = match self.send_once(exchange, token).await {
-                Ok(answer) => self.read_body(endpoint, what, token, answer, decode).await,
+            let received = match self.send_once(exchange, token).await {
+                Ok(answer) => self.receive(what, answer, decode).await,
                 Err(e) => Err(e),
             };
-            // Released before any retry wait: a waiting retry holds no place.
+            // The answer is in (or the exchange failed): its place goes to the next request
+            // while it is decoded, and before any retry wait (a waiting retry holds no place).
+            let answered = permit.answered();
+            let result = received.and_then(|r| self.decoded(endpoint, what, token, r));
             match &result {
-                Ok(_) => permit.succeeded(),
-                Err(e) if is_throttling(endpoint, e) => permit.throttled(),
-                Err(_) => drop(permit),
+                Ok(_) => answered.succeeded(),
+                Err(e) if is_throttling(endpoint, e) => answered.throttled(),
+                // A failure other than throttling says nothing about ArcGIS's load.
+                Err(_) => {}
             }
             let err = match result {
                 Ok(value) => return Ok(value),
@@ -479,6 +483,13 @@ impl Client {
         }
     }
 
+    /// How many of a listing's requests are under way at once: twice what may be in flight,
+    /// so that a page being decoded never keeps the next request from being sent. The
+    /// limiter alone bounds what reaches ArcGIS.
+    pub(super) fn pipeline(&self) -> usize {
+        self.inner.list_concurrency.saturating_mul(2)
+    }
+
     /// The current limit on requests in flight to the org (at most `list_concurrency`).
     pub fn concurrency(&self) -> usize {
         self.inner.limiter.limit()
@@ -515,34 +526,57 @@ impl Client {
     /// Reads a successful answer's body and applies `decode`, turning its failure into the
     /// client's error. reqwest's timeout covers the body too: it is read under the timeout
     /// the last hop was sent with.
-    async fn read_body<T: Send + 'static>(
+    /// Reads the answer's body: whole, to be decoded apart ([`Client::decoded`]), or through
+    /// a streaming decoder as it arrives.
+    async fn receive<T: Send + 'static>(
         &self,
-        endpoint: Endpoint,
         what: &str,
-        token: Option<&Token>,
         answer: Answer,
         decode: &BodyDecoder<T>,
-    ) -> Result<T, Error> {
+    ) -> Result<Received<T>, Error> {
         let Answer {
             status,
             response,
             cut_short,
         } = answer;
-        let (decoded, head) = match decode {
+        match decode {
             BodyDecoder::Whole(decode) => {
                 let body = response
                     .bytes()
                     .await
                     .map_err(|e| transport_error(what, e, cut_short))?;
-                (decode(&body), body)
+                Ok(Received::Body {
+                    status,
+                    body,
+                    decode: *decode,
+                })
             }
             BodyDecoder::Streamed(decode) => {
                 let streamed = stream_body(response, Arc::clone(decode)).await;
                 if let Some(e) = streamed.transport {
                     return Err(transport_error(what, e, cut_short));
                 }
-                (streamed.decoded, streamed.head)
+                Ok(Received::Decoded {
+                    status,
+                    decoded: streamed.decoded,
+                    head: streamed.head,
+                })
             }
+        }
+    }
+
+    /// The received answer decoded, or the error it is: ArcGIS's envelope, or a body that
+    /// is not what the operation returns (quoted, secrets removed).
+    fn decoded<T>(
+        &self,
+        endpoint: Endpoint,
+        what: &str,
+        token: Option<&Token>,
+        received: Received<T>,
+    ) -> Result<T, Error> {
+        let (status, decoded, head) = match received {
+            Received::Body { status, body, decode } => (status, decode(&body), body),
+            Received::Decoded { status, decoded, head } => (status, decoded, head),
         };
         decoded.map_err(|e| {
             let secrets = self.secrets(token);
@@ -686,6 +720,22 @@ struct Answer {
     response: reqwest::Response,
     /// The timeout was shortened to the invocation's deadline.
     cut_short: bool,
+}
+
+/// An answer's body as [`Client::receive`] read it.
+enum Received<T> {
+    /// Read whole, to be decoded by `decode`.
+    Body {
+        status: u16,
+        body: Bytes,
+        decode: Decoder<T>,
+    },
+    /// Decoded as it arrived, with its first bytes for an error's excerpt.
+    Decoded {
+        status: u16,
+        decoded: Result<T, DecodeError>,
+        head: Bytes,
+    },
 }
 
 /// What [`stream_body`] got: the decoder's result, the body's first bytes (for an error's
