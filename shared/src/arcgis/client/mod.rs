@@ -523,11 +523,9 @@ impl Client {
         }
     }
 
-    /// Reads a successful answer's body and applies `decode`, turning its failure into the
-    /// client's error. reqwest's timeout covers the body too: it is read under the timeout
-    /// the last hop was sent with.
-    /// Reads the answer's body: whole, to be decoded apart ([`Client::decoded`]), or through
-    /// a streaming decoder as it arrives.
+    /// Reads a successful answer's body: whole, to be decoded apart ([`Client::decoded`]),
+    /// or through a streaming decoder as it arrives. reqwest's timeout covers the body too:
+    /// it is read under the timeout the last hop was sent with.
     async fn receive<T: Send + 'static>(
         &self,
         what: &str,
