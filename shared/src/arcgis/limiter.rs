@@ -33,9 +33,9 @@ struct State {
     epoch: u64,
 }
 
-/// Leave to send one request; released when dropped. Report the answer with
-/// [`Permit::succeeded`] or [`Permit::throttled`] (a permit dropped unreported is neutral:
-/// transport failures say nothing about load).
+/// Leave to send one request; released when dropped or when the answer arrives
+/// ([`Permit::answered`], whose handle reports it as a success or as throttling; a permit
+/// dropped unreported is neutral: transport failures say nothing about load).
 #[derive(Debug)]
 pub struct Permit<'a> {
     limiter: &'a Limiter,
@@ -95,16 +95,6 @@ impl Limiter {
 }
 
 impl<'a> Permit<'a> {
-    /// The request was answered normally: one step towards a larger limit.
-    pub fn succeeded(self) {
-        self.answered().succeeded();
-    }
-
-    /// The request was throttled: the limit halves, once per burst of throttled answers.
-    pub fn throttled(self) {
-        self.answered().throttled();
-    }
-
     /// The answer has arrived: its place goes to the next request now, and what the answer
     /// said is reported once it is read ([`Answered`]). Decoding a 100-member listing page
     /// is CPU, not load on ArcGIS; holding the place meanwhile would delay every round of
@@ -169,19 +159,19 @@ mod tests {
         assert_eq!(limiter.limit(), 8);
         // Eight requests sent together are throttled together: one signal, one halving.
         for p in permits {
-            p.throttled();
+            p.answered().throttled();
         }
         assert_eq!(limiter.limit(), 4);
         // A request sent after the halving and throttled again halves it again.
-        limiter.acquire().await.throttled();
+        limiter.acquire().await.answered().throttled();
         assert_eq!(limiter.limit(), 2);
-        limiter.acquire().await.throttled();
-        limiter.acquire().await.throttled();
+        limiter.acquire().await.answered().throttled();
+        limiter.acquire().await.answered().throttled();
         assert_eq!(limiter.limit(), 1, "never below one");
         // A window of successes (as many as the limit) adds one, up to the ceiling.
         let mut grown = vec![limiter.limit()];
         for _ in 0..40 {
-            limiter.acquire().await.succeeded();
+            limiter.acquire().await.answered().succeeded();
             grown.push(limiter.limit());
         }
         assert_eq!(
@@ -203,7 +193,7 @@ mod tests {
         // ...and gets a place as soon as one comes back.
         drop(held);
         let fourth = waiting.await;
-        fourth.succeeded();
+        fourth.answered().succeeded();
         assert_eq!(limiter.lock().in_flight, 0);
     }
 
