@@ -645,6 +645,9 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
          |---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let mut endpoints = Vec::new();
+    // How long ArcGIS took to answer each request, as the simulator timed it: the floor
+    // assumes exactly `latency`.
+    let mut answer_times = Vec::new();
     for run in [
         "first real scan",
         "daily real scan, no change",
@@ -756,7 +759,23 @@ async fn real_scans(dir: &std::path::Path, members: usize, latency: u64, ledger_
         by_endpoint.retain(|_, n| *n > 0);
         let answered_429 = throttled() - throttled_before;
         endpoints.push(format!("{run}: {by_endpoint:?}, of which answered 429: {answered_429}"));
+        answer_times.extend(
+            world
+                .sim
+                .busy_intervals()
+                .iter()
+                .filter(|(arrived, _)| *arrived >= started)
+                .map(|(arrived, answered)| *answered - *arrived),
+        );
     }
+    answer_times.sort();
+    let at = |q: f64| answer_times[((answer_times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    println!(
+        "\nArcGIS answered in {:.2} ms (median), {:.2} ms (90th percentile) over {} requests; the floor counts {latency} ms.",
+        at(0.5),
+        at(0.9),
+        answer_times.len()
+    );
     println!("\n{CPU_NOTE}");
     println!("\nArcGIS requests by endpoint:");
     for line in endpoints {

@@ -15,6 +15,7 @@
 //! - [`world`]: mutable state and what tests inspect.
 //! - [`faults`]: fault injection and behaviour switches; latency jitter, which makes
 //!   concurrent writers race for real.
+//! - [`delay`]: waits as precise as the latency they stand for.
 //! - [`holds`]: hold points that park one request before or after processing, to kill a
 //!   client at an exact moment of a write.
 //! - [`server`]: HTTP serving, the loopback-only control API (`/_sim/...`), [`SimHandle`].
@@ -22,6 +23,7 @@
 //! Tests start it in-process: `portal_sim::start(org).await` binds `127.0.0.1:0`.
 
 pub mod api;
+pub mod delay;
 pub mod endpoint;
 pub mod faults;
 pub mod generate;

@@ -396,7 +396,7 @@ impl Sim {
             return dropped();
         }
         if !latency.is_zero() {
-            tokio::time::sleep_until((now + latency).into()).await;
+            crate::delay::until(now + latency).await;
         }
         response
     }

@@ -91,7 +91,7 @@ impl Drop for LatencyProxy {
 
 async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(shared.latency).await;
+    portal_sim::delay::until(Instant::now() + shared.latency).await;
     let (parts, body) = match crate::forward::read(request, "latency proxy").await {
         Ok(read) => read,
         Err(refused) => return refused,
