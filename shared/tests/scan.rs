@@ -723,6 +723,47 @@ async fn a_dry_run_sends_allocates_and_records_nothing() {
     assert_eq!(next.members_scanned, real.members_scanned);
 }
 
+/// Which run last wrote the listing's sizes, read from the table itself.
+async fn hint_written_by(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> String {
+    let item = dynamo
+        .get_item()
+        .table_name(table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("ORG".into()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("MEMBERS".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get_item on moto")
+        .item
+        .expect("the listing's sizes are recorded");
+    item["run_key"].as_s().expect("run_key is a string").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listing_sizes_are_written_when_they_change_not_on_every_run() {
+    let sim = sim(150).await;
+    let dynamo = crate::ledger::dynamodb();
+    let table = crate::ledger::create_table(&dynamo, "listing-sizes").await;
+    let ledger = Ledger::dynamo(dynamo.clone(), table.clone());
+    let config = config(&[]);
+    let first = request(0);
+    run(&sim, &ledger, &config, &first).await.unwrap();
+    assert_eq!(hint_written_by(&dynamo, &table).await, first.run_key);
+
+    // The same org the next day: the sizes stand, and are not written again.
+    let stable = run(&sim, &ledger, &config, &request(1)).await.unwrap();
+    assert!(stable.problems.is_empty(), "{:?}", stable.problems);
+    assert_eq!(hint_written_by(&dynamo, &table).await, first.run_key);
+
+    // A member leaves: the next run records the new size.
+    sim.sim().world().org.members.pop();
+    let changed = request(2);
+    let s = run(&sim, &ledger, &config, &changed).await.unwrap();
+    assert_eq!(s.members_scanned, 149);
+    assert_eq!(hint_written_by(&dynamo, &table).await, changed.run_key);
+    assert_eq!(ledger.listing_hint().await.unwrap().map(|h| h.members), Some(149));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_of_an_org_listed_by_role_lets_the_next_one_request_every_page_at_once() {
     let sim = sim(1_200).await;

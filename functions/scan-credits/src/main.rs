@@ -18,7 +18,7 @@ use shared::connect::{ArcgisSource, ConnectError};
 use shared::ledger::Ledger;
 use shared::monthly::store::ReportStore;
 use shared::scan::settings::FALLBACK_TIMEOUT;
-use shared::scan::{self, Lists, ScanDeps, ScanError, ScanRequest, ScanSettings, ScanSummary};
+use shared::scan::{self, ScanDeps, ScanError, ScanRequest, ScanSettings, ScanSummary};
 use shared::schedule::{self, EventError, ScanInput};
 use shared::startup::{self, StartupError};
 use shared::telemetry;
@@ -134,15 +134,8 @@ async fn handle(state: &State, event: LambdaEvent<Value>, metrics_out: &mut impl
         }
     }
     match result {
-        Ok(mut s) => {
-            // The complete lists to S3, a small result back (Lambda caps results at 6 MiB).
-            let lists = match &state.lists {
-                _ if s.dry_run => Lists::DryRun,
-                None => Lists::NotConfigured,
-                Some(store) => scan::lists::publish(store, &mut s, request.as_of).await,
-            };
-            serde_json::to_value(s.into_result(lists)).map_err(HandlerError::Summary)
-        }
+        // A small result (Lambda caps results at 6 MiB): the complete lists are in S3.
+        Ok(s) => serde_json::to_value(s.into_result()).map_err(HandlerError::Summary),
         Err(e) => {
             if e.is_sign_in_refused() {
                 state.arcgis.forget_credentials();

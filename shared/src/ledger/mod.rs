@@ -348,7 +348,8 @@ impl Ledger {
         }
     }
 
-    /// Records what a complete listing in run `run_key` found.
+    /// Records what a complete listing in run `run_key` found. A scan calls it only when the
+    /// sizes changed, so `run_key` and `updated_at` say when they last did.
     pub async fn set_listing_hint(&self, hint: &ListingHint, run_key: &str) -> Result<(), LedgerError> {
         match self {
             Ledger::Dynamo(d) => d.set_listing_hint(hint, run_key).await,

@@ -640,6 +640,7 @@ mod tests {
             arcgis_requests: 7,
             duration_ms: 12,
             arcgis_read_ms: 10,
+            lists: crate::scan::Lists::NotConfigured,
         }
     }
 

@@ -21,7 +21,9 @@
 //!    stage, send, commit), deliver the alert on the other channels ([`channels`]: staged
 //!    with step 4 in the ledger's outbox, each channel on its own), and keep the org's
 //!    member count for the next run's listing.
-//! 7. **Finish** the run record with its status and a compact [`summary::RunRecord`].
+//! 7. **Finish** the run record with its status and a compact [`summary::RunRecord`], and
+//!    write the complete lists to S3 at the same time ([`lists`]; a later delivery of the
+//!    run writes what it found over them).
 //!
 //! Why this order sends at most one email per run and per crossing is set out in
 //! `docs/architecture.md` ("scan-credits: once per run, once per crossing").
@@ -122,6 +124,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         thresholds,
         contacts,
         listing_hint,
+        recorded_hint,
         org_home,
     } = observe(deps, req).await?;
     let mut email_context = email_context(deps.settings, req, &alerts, org_home);
@@ -146,6 +149,7 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             message: email.map(|e| e.message),
         };
         summary.top_up = top_up.into_summary(NotApplied::DryRun);
+        summary.lists = Lists::DryRun;
         clock.stop(&mut summary);
         tracing::info!(run_key = %summary.run_key, "dry run: nothing sent, allocated or recorded");
         return Ok(summary);
@@ -190,6 +194,8 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             None => top_up.into_summary(NotApplied::DuplicateDelivery),
         };
         clock.stop(&mut summary);
+        // What this delivery found, over the first one's lists (the keys are the run's).
+        summary.lists = publish_lists(deps, &mut summary, req).await;
         return Ok(summary);
     }
 
@@ -298,9 +304,10 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             .push("alert channels not sent: the alert state was not recorded; the next run sends them".into());
     }
     // And what the listing found (the org's size, its parts'), so the next run requests
-    // every page at once. Only a speed-up rides on it: failing to record it is reported
-    // without failing the run.
+    // every page at once; an org whose sizes did not change costs no write. Only a speed-up
+    // rides on it: failing to record it is reported without failing the run.
     if let Some(hint) = &listing_hint
+        && listing_hint != recorded_hint
         && let Err(e) = deps.ledger.set_listing_hint(hint, &req.run_key).await
     {
         tracing::warn!(error = %e, "the listing's sizes were not recorded");
@@ -317,11 +324,15 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     } else {
         RunStatus::Failed
     };
-    if let Err(e) = deps
-        .ledger
-        .finish_run(JOB, &req.run_key, status, &summary.record_json())
-        .await
-    {
+    // The complete lists go out while the record is written: the email already links to
+    // them, and the record does not depend on them.
+    let record = summary.record_json();
+    let (finished, lists) = tokio::join!(
+        deps.ledger.finish_run(JOB, &req.run_key, status, &record),
+        publish_lists(deps, &mut summary, req)
+    );
+    summary.lists = lists;
+    if let Err(e) = finished {
         let problem = format!("the run record could not be finished: {e}");
         summary.problems.push(problem.clone());
         record_problems.push(problem);
@@ -350,6 +361,14 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
             summary: Box::new(summary),
         }),
         None => Ok(summary),
+    }
+}
+
+/// Writes the run's complete lists when a bucket is configured (see [`lists::publish`]).
+async fn publish_lists(deps: &ScanDeps<'_>, summary: &mut ScanSummary, req: &ScanRequest) -> Lists {
+    match deps.lists {
+        Some(store) => lists::publish(store, summary, req.as_of).await,
+        None => Lists::NotConfigured,
     }
 }
 

@@ -14,6 +14,7 @@ use futures_util::future::{Aborted, abortable};
 
 use super::alerts::{Crossings, ORG_ALERT_KEY, ORG_FORECAST_KEY, forecast_key, forecast_member, is_forecast_key};
 use super::error::ScanError;
+use super::lists::Lists;
 use super::notices::{notice_key, notice_member};
 use super::settings::ScanSettings;
 use super::summary::{
@@ -48,6 +49,9 @@ pub(super) struct Observed {
     /// What the listing found (the org's size, its parts'), when it was complete: the next
     /// run plans its requests by it.
     pub(super) listing_hint: Option<ListingHint>,
+    /// What the ledger held of the last listing when this run read it: an unchanged org's
+    /// hint is not written again.
+    pub(super) recorded_hint: Option<ListingHint>,
     /// The org's home, for links to members' pages in the email.
     pub(super) org_home: Option<String>,
 }
@@ -67,7 +71,8 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
             tracing::warn!(error = %e, "nothing recorded of the last listing; listing without it");
             None
         });
-        deps.client.list_members_hinted(hint.as_ref()).await
+        let listed = deps.client.list_members_hinted(hint.as_ref()).await;
+        (hint, listed)
     });
     let org = async {
         let org = deps.client.org_properties().await;
@@ -120,13 +125,13 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     let mut notes = Vec::new();
     let mut problems = Vec::new();
     let budgeting = org.budgeting_enabled;
-    let (members, member_errors, listing_complete, listing_hint) = if listing_needed(&org) {
-        let list = listing
+    let (members, member_errors, listing_complete, listing_hint, recorded_hint) = if listing_needed(&org) {
+        let (recorded_hint, list) = listing
             .map_err(|Aborted| arcgis::Error::Unexpected {
                 what: "the member listing".into(),
                 reason: "it was abandoned although budgeting is on".into(),
             })
-            .and_then(|listed| listed)
+            .and_then(|(recorded, listed)| listed.map(|list| (recorded, list)))
             .map_err(|source| ScanError::Arcgis {
                 step: "list the org's members",
                 source,
@@ -134,13 +139,13 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         let errors: Vec<String> = list.problems.iter().map(ToString::to_string).collect();
         let complete = list.is_complete();
         let hint = list.hint();
-        (list.members, errors, complete, hint)
+        (list.members, errors, complete, hint, recorded_hint)
     } else {
         notes.push(format!(
             "credit budgeting is off: members have no allocations to check; the org has {} credits left",
             org.available_credits.grouped(2)
         ));
-        (Vec::new(), Vec::new(), false, None)
+        (Vec::new(), Vec::new(), false, None, None)
     };
     if !member_errors.is_empty() {
         problems.push(format!(
@@ -337,6 +342,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         arcgis_requests: 0,
         duration_ms: 0,
         arcgis_read_ms: u64::try_from(arcgis_read.as_millis()).unwrap_or(u64::MAX),
+        lists: Lists::NotConfigured,
     };
     Ok(Observed {
         summary,
@@ -347,6 +353,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         thresholds,
         contacts: org.admin_contacts,
         listing_hint,
+        recorded_hint,
         org_home: org.home_url,
     })
 }

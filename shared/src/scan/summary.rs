@@ -14,6 +14,8 @@ use crate::credits::classify::{Level, SkipReason};
 use crate::credits::percent::Percent;
 use crate::credits::plan::Plan;
 use crate::ledger::RunStatus;
+
+use super::lists::Lists;
 use crate::telemetry::{Metric, Unit};
 
 /// Members listed per level in the run record kept in the ledger (a DynamoDB item is at most
@@ -364,6 +366,10 @@ pub struct ScanSummary {
     /// Of which reading ArcGIS (sign-in, org, member listing, usage), the part that scales
     /// with the org: compare it with the paging floor. The rest is the ledger and the email.
     pub arcgis_read_ms: u64,
+    /// What became of the complete lists: the result shows it beside the cut lists
+    /// ([`ScanSummary::into_result`]), not inside the summary.
+    #[serde(skip)]
+    pub lists: Lists,
 }
 
 /// A list cut for the run record, with its full length.
