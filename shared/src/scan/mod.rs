@@ -9,9 +9,10 @@
 //!    within `FORECAST_DAYS` at the recent rate (alerted like a crossing, under its own key). A dry run stops here and
 //!    returns what it would send and allocate. A failure fails the invocation *before* the
 //!    run is claimed, so a retry of the same event starts over: nothing was sent yet.
-//! 2. **Claim** the run (`RUN#scan-credits`/run key, a conditional put). A later delivery of
-//!    the same run loses the claim: it sends nothing and records nothing, and only finishes a
-//!    top-up the first delivery left unfinished ([`top_up`]).
+//! 2. **Claim** the run (`RUN#scan-credits`/run key, a conditional put), sent once every read
+//!    succeeded, while what was read is assessed. A later delivery of the same run loses the
+//!    claim: it sends nothing and records nothing, and only finishes a top-up the first
+//!    delivery left unfinished ([`top_up`]).
 //! 3. **Top up** critical members (with `AUTO_TOP_UP_TO`), through the apply path.
 //! 4. **Stage** the alert-state changes (the levels about to be reported, the members back
 //!    to ok): written, but counting for nothing until committed.
@@ -64,7 +65,7 @@ pub use summary::{
 
 use alerts::{commit_alert_levels, notify_admins};
 use email::{EmailContext, ListsPlace, compose_email};
-use observe::{Observed, observe};
+use observe::Observed;
 use summary::NotApplied;
 use top_up::TopUpDecision;
 
@@ -115,6 +116,16 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
     let clock = RunClock::start(deps.client);
 
     // 1. Read. Nothing may write until the run is claimed.
+    let reads = observe::read(deps, req).await?;
+    if req.input.dry_run {
+        let observed = observe::assess(deps.settings, req, reads);
+        return Ok(dry_run(deps, req, observed, &clock).await);
+    }
+    // 2. Claim: the single point after which side effects are allowed. It needs only the
+    // reads to have succeeded, so it is sent while they are assessed.
+    let (claim, observed) = tokio::join!(deps.ledger.claim_run(JOB, &req.run_key, req.now), async {
+        observe::assess(deps.settings, req, reads)
+    });
     let Observed {
         mut summary,
         alerts,
@@ -126,44 +137,12 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         listing_hint,
         recorded_hint,
         org_home,
-    } = observe(deps, req).await?;
-    let mut email_context = email_context(deps.settings, req, &alerts, org_home);
-    if let (Some(place), Some(store), ReportLinks::Presigned(lifetime)) =
-        (email_context.lists.as_mut(), deps.lists, deps.settings.links)
-    {
-        // Signed before the lists are written: a link is a signature, not a read.
-        match store.link(&place.csv_key, lifetime).await {
-            Ok(link) => place.link = Some(link),
-            Err(e) => {
-                tracing::warn!(error = %e, "no link to the complete lists could be made; the email names the S3 key")
-            }
-        }
-    }
-
-    if req.input.dry_run {
-        let email = (!alerts.report.is_empty()).then(|| compose_email(&summary, &email_context));
-        summary.notification = NotificationOutcome::DryRun {
-            would_send: email.is_some() && !contacts.is_empty(),
-            recipients: contacts,
-            subject: email.as_ref().map(|e| e.subject.clone()),
-            message: email.map(|e| e.message),
-        };
-        summary.top_up = top_up.into_summary(NotApplied::DryRun);
-        summary.lists = Lists::DryRun;
-        clock.stop(&mut summary);
-        tracing::info!(run_key = %summary.run_key, "dry run: nothing sent, allocated or recorded");
-        return Ok(summary);
-    }
-
-    // 2. Claim: the single point after which side effects are allowed.
-    let claim = deps
-        .ledger
-        .claim_run(JOB, &req.run_key, req.now)
-        .await
-        .map_err(|source| ScanError::Ledger {
-            step: "claim the run",
-            source,
-        })?;
+    } = observed;
+    let email_context = linked_email_context(deps, req, &alerts, org_home).await;
+    let claim = claim.map_err(|source| ScanError::Ledger {
+        step: "claim the run",
+        source,
+    })?;
     if let RunClaim::AlreadyClaimed {
         status,
         claimed_at,
@@ -362,6 +341,54 @@ pub async fn scan(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<ScanSummary,
         }),
         None => Ok(summary),
     }
+}
+
+/// A dry run's summary: what the run would send and allocate, nothing sent, allocated or
+/// recorded.
+async fn dry_run(deps: &ScanDeps<'_>, req: &ScanRequest, observed: Observed, clock: &RunClock<'_>) -> ScanSummary {
+    let Observed {
+        mut summary,
+        alerts,
+        top_up,
+        contacts,
+        org_home,
+        ..
+    } = observed;
+    let email_context = linked_email_context(deps, req, &alerts, org_home).await;
+    let email = (!alerts.report.is_empty()).then(|| compose_email(&summary, &email_context));
+    summary.notification = NotificationOutcome::DryRun {
+        would_send: email.is_some() && !contacts.is_empty(),
+        recipients: contacts,
+        subject: email.as_ref().map(|e| e.subject.clone()),
+        message: email.map(|e| e.message),
+    };
+    summary.top_up = top_up.into_summary(NotApplied::DryRun);
+    summary.lists = Lists::DryRun;
+    clock.stop(&mut summary);
+    tracing::info!(run_key = %summary.run_key, "dry run: nothing sent, allocated or recorded");
+    summary
+}
+
+/// [`email_context`] with a presigned link to the complete lists, when links are presigned.
+async fn linked_email_context(
+    deps: &ScanDeps<'_>,
+    req: &ScanRequest,
+    alerts: &Crossings,
+    org_home: Option<String>,
+) -> EmailContext {
+    let mut context = email_context(deps.settings, req, alerts, org_home);
+    if let (Some(place), Some(store), ReportLinks::Presigned(lifetime)) =
+        (context.lists.as_mut(), deps.lists, deps.settings.links)
+    {
+        // Signed before the lists are written: a link is a signature, not a read.
+        match store.link(&place.csv_key, lifetime).await {
+            Ok(link) => place.link = Some(link),
+            Err(e) => {
+                tracing::warn!(error = %e, "no link to the complete lists could be made; the email names the S3 key")
+            }
+        }
+    }
+    context
 }
 
 /// Writes the run's complete lists when a bucket is configured (see [`lists::publish`]).

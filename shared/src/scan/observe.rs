@@ -3,11 +3,12 @@
 //! Every read needs only a token, so they all start together: `portals/self`, the member
 //! listing (every page the last run's member count implies, requested up front), the usage
 //! series for the forecasts (decoded on its own task) and the alert state. A run costs the
-//! sign-in and the paging floor, not a chain of round trips. Nothing here writes; a failure
-//! fails the invocation before the run is claimed, so a retry starts over.
+//! sign-in and the paging floor, not a chain of round trips. Nothing here writes; a failed
+//! read fails the invocation before the run is claimed, so a retry starts over. What was read
+//! is then assessed ([`assess`], computation that cannot fail) while the claim is in flight.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveTime, Utc};
 use futures_util::future::{Aborted, abortable};
@@ -56,8 +57,27 @@ pub(super) struct Observed {
     pub(super) org_home: Option<String>,
 }
 
-/// Step 1: everything that only reads (ArcGIS and the alert state).
-pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Observed, ScanError> {
+/// What the reads found, each failure already a [`ScanError`]: what is left to do with it is
+/// computation that cannot fail ([`assess`]), so a real run is claimed while it is done.
+pub(super) struct Reads {
+    thresholds: Thresholds,
+    thresholds_used: ThresholdsUsed,
+    org: OrgProperties,
+    alert_state: AlertState,
+    granted: Option<Credits>,
+    usage: Result<(TimeWindow, Spent), String>,
+    members: Vec<Member>,
+    member_errors: Vec<String>,
+    listing_complete: bool,
+    listing_hint: Option<ListingHint>,
+    recorded_hint: Option<ListingHint>,
+    notes: Vec<String>,
+    problems: Vec<String>,
+    arcgis_read: Duration,
+}
+
+/// Step 1, its reads: everything that only reads (ArcGIS and the ledger), all at once.
+pub(super) async fn read(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Reads, ScanError> {
     let settings = deps.settings;
     let (thresholds, thresholds_used) = thresholds(settings, &req.input)?;
     let started = Instant::now();
@@ -65,12 +85,14 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
     // Every read needs only a token, so they all start at once: a run costs the sign-in and
     // the paging floor, not a chain of round trips. The listing is abandoned (at most its
     // first page read) when portals/self says it is not needed.
+    let (hint_read, hint_done) = tokio::sync::oneshot::channel::<()>();
     let (listing, abandon_listing) = abortable(async {
         let hint = deps.ledger.listing_hint().await.unwrap_or_else(|e| {
             // Only a speed-up is lost: the listing finds the sizes itself.
             tracing::warn!(error = %e, "nothing recorded of the last listing; listing without it");
             None
         });
+        drop(hint_read);
         let listed = deps.client.list_members_hinted(hint.as_ref()).await;
         (hint, listed)
     });
@@ -99,8 +121,14 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
             None => Ok(None),
         }
     };
-    let (((org, listing, usage), arcgis_read), recorded, granted) =
-        tokio::join!(arcgis, deps.ledger.alert_state(), granted);
+    // The listing's first requests wait for the hint; the alert state is needed only once the
+    // listing is in, so it is read after the hint (the channel closes when the hint was read
+    // or the listing abandoned), not competing with it.
+    let recorded = async {
+        let _closed = hint_done.await;
+        deps.ledger.alert_state().await
+    };
+    let (((org, listing, usage), arcgis_read), recorded, granted) = tokio::join!(arcgis, recorded, granted);
     let usage = usage.unwrap_or_else(|stopped| Err(format!("the usage read stopped: {stopped}")));
 
     let org = org.map_err(|source| ScanError::Arcgis {
@@ -116,7 +144,6 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         step: "read the alert state",
         source,
     })?;
-    let recorded = alert_state.levels();
     let granted = granted.map_err(|source| ScanError::Ledger {
         step: "read the day's allocation budget",
         source,
@@ -124,7 +151,6 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
 
     let mut notes = Vec::new();
     let mut problems = Vec::new();
-    let budgeting = org.budgeting_enabled;
     let (members, member_errors, listing_complete, listing_hint, recorded_hint) = if listing_needed(&org) {
         let (recorded_hint, list) = listing
             .map_err(|Aborted| arcgis::Error::Unexpected {
@@ -153,6 +179,45 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
             member_errors.len()
         ));
     }
+    Ok(Reads {
+        thresholds,
+        thresholds_used,
+        org,
+        alert_state,
+        granted,
+        usage,
+        members,
+        member_errors,
+        listing_complete,
+        listing_hint,
+        recorded_hint,
+        notes,
+        problems,
+        arcgis_read,
+    })
+}
+
+/// Step 1, what the reads mean: who is flagged, who crossed a level since the last run, who
+/// runs out soon, whether to top up, and the summary so far.
+pub(super) fn assess(settings: &ScanSettings, req: &ScanRequest, reads: Reads) -> Observed {
+    let Reads {
+        thresholds,
+        thresholds_used,
+        org,
+        alert_state,
+        granted,
+        usage,
+        members,
+        member_errors,
+        listing_complete,
+        listing_hint,
+        recorded_hint,
+        notes,
+        mut problems,
+        arcgis_read,
+    } = reads;
+    let recorded = alert_state.levels();
+    let budgeting = org.budgeting_enabled;
     let classified = ClassifiedOrg::from_members(&members, &thresholds);
 
     let within = settings.forecast_alert_days;
@@ -344,7 +409,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         arcgis_read_ms: u64::try_from(arcgis_read.as_millis()).unwrap_or(u64::MAX),
         lists: Lists::NotConfigured,
     };
-    Ok(Observed {
+    Observed {
         summary,
         alerts,
         notices,
@@ -355,7 +420,7 @@ pub(super) async fn observe(deps: &ScanDeps<'_>, req: &ScanRequest) -> Result<Ob
         listing_hint,
         recorded_hint,
         org_home: org.home_url,
-    })
+    }
 }
 
 /// The thresholds: the configured ones, each overridable by the run's Input.
