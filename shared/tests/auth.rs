@@ -169,8 +169,9 @@ async fn usage_series_are_read_by_service_and_by_member() {
     let records: Vec<_> = sim
         .org()
         .usage
-        .into_iter()
+        .iter()
         .filter(|r| start_ms <= r.day && r.day < end_ms)
+        .cloned()
         .collect();
     let exact = |x: f64| Credits::from_f64(x).unwrap();
     let independent: Credits = records.iter().map(|r| exact(r.credits)).sum();

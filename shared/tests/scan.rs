@@ -1103,9 +1103,9 @@ fn day_ms(days: i64) -> i64 {
 fn expected_running_out(sim: &SimHandle, run_day: i64, within: i128) -> BTreeSet<String> {
     let (start, end) = (day_ms(run_day - 30), day_ms(run_day));
     let mut spent: HashMap<String, i128> = HashMap::new();
-    for r in sim.org().usage {
-        if let (Some(u), true) = (r.username, (start..end).contains(&r.day)) {
-            *spent.entry(u).or_default() += micros(r.credits);
+    for r in sim.org().usage.iter() {
+        if let (Some(u), true) = (&r.username, (start..end).contains(&r.day)) {
+            *spent.entry(u.clone()).or_default() += micros(r.credits);
         }
     }
     sim.members()

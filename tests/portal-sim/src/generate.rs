@@ -735,6 +735,6 @@ pub fn generate(params: &GenParams) -> Org {
             key: API_KEY.into(),
             privileges: all_admin,
         }],
-        usage,
+        usage: usage.into(),
     }
 }

@@ -6,6 +6,8 @@
 //! Credit balances are *not* stored: a member's available credits are always computed as
 //! allocation − consumption in the budgeting period, so usage and balances cannot disagree.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// One organization, with everything the simulator needs to answer for it.
@@ -48,8 +50,10 @@ pub struct Org {
     pub apps: Vec<AppCredential>,
     /// Long-lived API keys.
     pub api_keys: Vec<ApiKey>,
-    /// Daily credit usage, sorted by day then username then service type.
-    pub usage: Vec<UsageRecord>,
+    /// Daily credit usage, sorted by day then username then service type. Shared: a usage
+    /// answer aggregates a snapshot of it outside the world lock (writes copy it only while
+    /// such an answer is being built).
+    pub usage: Arc<Vec<UsageRecord>>,
 }
 
 /// A role: built-in (`roleId` absent on the wire) or custom (16-character `roleId`).

@@ -228,8 +228,9 @@ type ListingFilters = (Option<String>, Option<String>);
 pub struct World {
     /// The org as it is now.
     pub org: Org,
-    /// username → index into `org.members`.
-    pub by_username: HashMap<String, usize>,
+    /// username → index into `org.members`. Shared, like `org.usage`: a usage answer tells
+    /// members from outsiders outside the world lock.
+    pub by_username: Arc<HashMap<String, usize>>,
     /// user id → index into `org.members`.
     pub by_id: HashMap<String, usize>,
     /// username → micro-credits consumed since the budget period start.
@@ -277,7 +278,7 @@ impl World {
     /// Builds the state for `org`.
     pub fn new(org: Org, behaviour: Behaviour) -> Self {
         let mut w = World {
-            by_username: HashMap::new(),
+            by_username: Arc::default(),
             by_id: HashMap::new(),
             consumed: HashMap::new(),
             tokens: HashMap::new(),
@@ -321,13 +322,14 @@ impl World {
     pub fn reindex(&mut self) {
         self.listings.get_mut().clear();
         self.org.members.sort_by(|a, b| a.username.cmp(&b.username));
-        self.by_username = self
-            .org
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.username.clone(), i))
-            .collect();
+        self.by_username = Arc::new(
+            self.org
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.username.clone(), i))
+                .collect(),
+        );
         self.by_id = self
             .org
             .members
@@ -337,7 +339,7 @@ impl World {
             .collect();
         self.consumed.clear();
         let start = self.org.budget_period_start;
-        for r in &self.org.usage {
+        for r in self.org.usage.iter() {
             if let (Some(u), true) = (&r.username, r.day >= start) {
                 *self.consumed.entry(u.clone()).or_default() += micros(r.credits);
             }
@@ -498,7 +500,7 @@ impl World {
         }
         self.org.available_credits = from_micros(micros(self.org.available_credits) - micros(rec.credits));
         let pos = self.org.usage.partition_point(|r| r.day <= rec.day);
-        self.org.usage.insert(pos, rec);
+        Arc::make_mut(&mut self.org.usage).insert(pos, rec);
         Ok(())
     }
 }

@@ -918,7 +918,7 @@ async fn quirk21_usage_buckets_are_labelled_by_their_start_or_their_end() {
         num: 1,
     };
     let at = org.usage.partition_point(|r| r.day <= day);
-    org.usage.insert(at, outsider);
+    std::sync::Arc::make_mut(&mut org.usage).insert(at, outsider);
     let h = Harness::new(org).await;
     for (offset, credits) in [(0, 0.5), (DAY, 0.25)] {
         h.sim
